@@ -1,0 +1,180 @@
+import type { AddressInfo } from 'node:net';
+import http from 'node:http';
+import type { RuntimeConfig } from './config/load';
+import { Pkcs11Engine, Pkcs11Module } from './engine/pkcs11-engine';
+import type { CryptoEngine } from './engine/types';
+import { HealthMonitor } from './health/monitor';
+import { createXksHandler } from './http/xks-handler';
+import { createListener, Listener } from './http/listener';
+import type { Logger } from './log';
+import { Metrics } from './metrics';
+import { VERSION } from './version';
+
+export interface AppOptions {
+  runtime: RuntimeConfig;
+  logger: Logger;
+  /** Worker processes sharing the key stores' quotas. */
+  workers?: number;
+  /** Serve /metrics, /livez and /readyz from this process (false in cluster workers: the primary does). */
+  opsServer?: boolean;
+  /** Wraps the PKCS#11 module, for fault injection in tests. */
+  createModule?: () => Pkcs11Module;
+  metrics?: Metrics;
+}
+
+/** One proxy process: HSM engine, health monitor, XKS listener and (optionally) the ops listener. */
+export class ProxyApp {
+  private runtimeNow: RuntimeConfig;
+  private xks!: Listener;
+  private ops: http.Server | undefined;
+  private stopping = false;
+
+  private constructor(
+    runtime: RuntimeConfig,
+    readonly engine: CryptoEngine,
+    readonly health: HealthMonitor,
+    readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    this.runtimeNow = runtime;
+  }
+
+  static async start(opts: AppOptions): Promise<ProxyApp> {
+    const { runtime, logger } = opts;
+    const cfg = runtime.config;
+    const metrics = opts.metrics ?? new Metrics();
+    const engine = await Pkcs11Engine.open({
+      modulePath: cfg.hsm.modulePath,
+      environment: cfg.hsm.environment,
+      tokenLabel: cfg.hsm.tokenLabel,
+      pin: runtime.hsmPin,
+      sessionPoolSize: cfg.hsm.sessionPoolSize,
+      maxQueue: cfg.limits.maxQueue,
+      gcmParams: cfg.hsm.gcmParams,
+      healthKeyLabel: cfg.hsm.healthKeyLabel,
+      reconnectBackoffMs: cfg.hsm.reconnectBackoffMs,
+      vendor: cfg.hsm.vendor,
+      logger,
+      createModule: opts.createModule,
+    });
+    const health = new HealthMonitor(
+      engine,
+      { cacheMs: cfg.hsm.healthCacheMs, timeoutMs: cfg.limits.deadlineMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
+      logger,
+      (report) => {
+        for (const state of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) metrics.ekmHealth.set({ state }, report.status === state ? 1 : 0);
+      },
+    );
+    const app = new ProxyApp(runtime, engine, health, metrics, logger);
+    metrics.poolSource = () => engine.poolStats();
+    await health.refresh();
+    health.start();
+
+    const handler = createXksHandler({
+      engine,
+      health,
+      identity: {
+        vendor: cfg.proxy.vendor,
+        model: cfg.proxy.model ?? `xks-proxy ${VERSION}`,
+        fleetSize: cfg.proxy.fleetSize,
+      },
+      limits: cfg.limits,
+      logger,
+      metrics,
+      runtime: () => app.runtimeNow,
+      workers: opts.workers ?? 1,
+      ready: () => app.ready(),
+    });
+    app.xks = createListener(handler, {
+      tls: cfg.server.tls,
+      keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,
+      logger,
+      onCertificate: (days) => metrics.certificateExpiry.set(days),
+    });
+    await listen(app.xks.server, cfg.server.port, cfg.server.host);
+    if (opts.opsServer !== false && cfg.ops.enabled) {
+      app.ops = http.createServer((req, res) => app.serveOps(req, res));
+      await listen(app.ops, cfg.ops.port, cfg.ops.host);
+    }
+    logger.info({ port: app.port, opsPort: app.opsPort, tls: cfg.server.tls !== undefined, keyStores: runtime.keyStores.size }, 'xks-proxy listening');
+    return app;
+  }
+
+  get runtime(): RuntimeConfig {
+    return this.runtimeNow;
+  }
+
+  /** Swaps in a new validated configuration; requests in flight finish with the one they started with. */
+  setRuntime(next: RuntimeConfig): void {
+    this.runtimeNow = next;
+  }
+
+  get port(): number {
+    return (this.xks.server.address() as AddressInfo).port;
+  }
+
+  get opsPort(): number | undefined {
+    return this.ops ? (this.ops.address() as AddressInfo).port : undefined;
+  }
+
+  /** Ready to serve key operations: HSM connected and its last deep check not UNAVAILABLE. */
+  ready(): boolean {
+    return !this.stopping && this.engine.isConnected() && this.health.current()?.status !== 'UNAVAILABLE';
+  }
+
+  private serveOps(req: http.IncomingMessage, res: http.ServerResponse): void {
+    req.resume();
+    const reply = (status: number, body: string, type = 'application/json'): void => {
+      res.writeHead(status, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.method !== 'GET') return reply(405, '{"error":"GET only"}');
+    switch (req.url) {
+      case '/livez':
+        return reply(200, '{"status":"ok"}');
+      case '/readyz': {
+        const ok = this.ready();
+        const h = this.health.current();
+        return reply(ok ? 200 : 503, JSON.stringify({ ready: ok, hsmConnected: this.engine.isConnected(), ekm: h?.status ?? 'UNKNOWN' }));
+      }
+      case '/metrics':
+        this.metrics.registry.metrics().then(
+          (text) => reply(200, text, this.metrics.registry.contentType),
+          () => reply(500, '{"error":"metrics unavailable"}'),
+        );
+        return;
+      default:
+        return reply(404, '{"error":"not found"}');
+    }
+  }
+
+  /**
+   * Graceful stop: readiness fails at once, the listener stops accepting, in-flight requests get up to
+   * `graceMs` to finish, then idle keep-alive connections close and the HSM sessions are closed.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.health.stop();
+    this.xks.dispose();
+    const server = this.xks.server;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    await closed;
+    clearTimeout(timer);
+    await new Promise<void>((resolve) => (this.ops ? this.ops.close(() => resolve()) : resolve()));
+    await this.engine.close();
+    this.log.info('xks-proxy stopped');
+  }
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}

@@ -1,0 +1,140 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import {
+  configSchema,
+  ProxyConfig,
+  SecretSource,
+  KeyStoreConfig,
+  SECRET_ACCESS_KEY,
+} from './schema';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface KeyVersion {
+  version: number;
+  label: string;
+}
+
+export interface KeyRuntime {
+  id: string;
+  usage: ReadonlySet<'ENCRYPT' | 'DECRYPT'>;
+  usageList: readonly ('ENCRYPT' | 'DECRYPT')[];
+  status: 'ENABLED' | 'DISABLED';
+  versions: ReadonlyMap<number, KeyVersion>;
+  current: KeyVersion;
+}
+
+export interface KeyStoreRuntime {
+  name: string;
+  pathPrefix: string;
+  regions: ReadonlySet<string>;
+  status: 'ENABLED' | 'DISABLED';
+  /** accessKeyId -> secret access key bytes (never logged). */
+  secrets: ReadonlyMap<string, Buffer>;
+  requestsPerSecond: number;
+  keys: ReadonlyMap<string, KeyRuntime>;
+}
+
+/** A validated configuration with every secret resolved; swapped as a whole on reload. */
+export interface RuntimeConfig {
+  config: ProxyConfig;
+  keyStores: ReadonlyMap<string, KeyStoreRuntime>;
+  hsmPin: string;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(root)';
+}
+
+export function formatZodError(error: z.ZodError): string {
+  return error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ');
+}
+
+export function resolveSecret(source: SecretSource, env: NodeJS.ProcessEnv, where: string): string {
+  if ('value' in source) return source.value;
+  if ('env' in source) {
+    const v = env[source.env];
+    if (v === undefined || v === '') throw new ConfigError(`${where}: environment variable ${source.env} is not set`);
+    return v;
+  }
+  try {
+    return readFileSync(source.file, 'utf8').replace(/\r?\n$/, '');
+  } catch (e) {
+    throw new ConfigError(`${where}: cannot read secret file ${source.file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv): KeyStoreRuntime {
+  const secrets = new Map<string, Buffer>();
+  ks.credentials.forEach((c, ci) => {
+    const where = `keyStores[${index}].credentials[${ci}].secretAccessKey`;
+    const secret = resolveSecret(c.secretAccessKey, env, where);
+    if (!SECRET_ACCESS_KEY.test(secret)) {
+      throw new ConfigError(`${where}: must be 43-64 characters of A-Z a-z 0-9 + / =`);
+    }
+    secrets.set(c.accessKeyId, Buffer.from(secret, 'utf8'));
+  });
+  const keys = new Map<string, KeyRuntime>();
+  for (const k of ks.keys) {
+    const versions = k.versions ?? [{ version: 1, label: k.label as string }];
+    const byVersion = new Map(versions.map((v) => [v.version, v]));
+    const current = versions.reduce((a, b) => (b.version > a.version ? b : a));
+    const usageList = [...new Set(k.usage)];
+    keys.set(k.id, { id: k.id, usage: new Set(usageList), usageList, status: k.status, versions: byVersion, current });
+  }
+  return {
+    name: ks.name,
+    pathPrefix: ks.pathPrefix,
+    regions: new Set(ks.regions),
+    status: ks.status,
+    secrets,
+    requestsPerSecond: ks.requestsPerSecond,
+    keys,
+  };
+}
+
+/** Validates a parsed document and resolves its secrets; throws ConfigError naming the offending field. */
+export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+  const parsed = configSchema.safeParse(doc);
+  if (!parsed.success) throw new ConfigError(`invalid configuration: ${formatZodError(parsed.error)}`);
+  const config = parsed.data;
+  const seen = new Map<string, string>();
+  config.keyStores.forEach((ks, i) =>
+    ks.credentials.forEach((c) => {
+      const other = seen.get(c.accessKeyId);
+      if (other !== undefined && other !== ks.name) {
+        throw new ConfigError(`keyStores[${i}].credentials: access key id ${c.accessKeyId} is also used by key store "${other}"`);
+      }
+      seen.set(c.accessKeyId, ks.name);
+    }),
+  );
+  const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env)]));
+  const hsmPin = resolveSecret(config.hsm.pin, env, 'hsm.pin');
+  return { config, keyStores, hsmPin };
+}
+
+export function parseConfigText(text: string, file: string): unknown {
+  try {
+    return parseYaml(text, { prettyErrors: true });
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid YAML/JSON: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return buildRuntimeConfig(parseConfigText(text, file), env);
+}

@@ -1,0 +1,179 @@
+import { z } from 'zod';
+
+/** Where a secret comes from. Inline values are allowed for demos; env and file keep secrets out of the config. */
+export const secretSourceSchema = z.union([
+  z.object({ env: z.string().min(1) }).strict(),
+  z.object({ file: z.string().min(1) }).strict(),
+  z.object({ value: z.string().min(1) }).strict(),
+]);
+export type SecretSource = z.infer<typeof secretSourceSchema>;
+
+export const EXTERNAL_KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
+export const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
+export const SECRET_ACCESS_KEY = /^[A-Za-z0-9+/=]{43,64}$/;
+const PATH_PREFIX = /^(\/[A-Za-z0-9_-]+)*$/;
+const XKS_SUFFIX = '/kms/xks/v1';
+
+const keyUsage = z.enum(['ENCRYPT', 'DECRYPT']);
+const keyStatus = z.enum(['ENABLED', 'DISABLED']);
+
+const keyVersionSchema = z
+  .object({
+    version: z.number().int().min(1).max(0xffff),
+    label: z.string().min(1).max(255),
+  })
+  .strict();
+
+const keySchema = z
+  .object({
+    id: z
+      .string()
+      .regex(EXTERNAL_KEY_ID, 'must be 1-128 characters of A-Z a-z 0-9 . _ -')
+      .refine((id) => id !== '.' && id !== '..', 'must not be "." or ".."'),
+    /** HSM label of version 1; shorthand for versions: [{version: 1, label}]. */
+    label: z.string().min(1).max(255).optional(),
+    versions: z.array(keyVersionSchema).min(1).optional(),
+    usage: z.array(keyUsage).min(1).max(10).default(['ENCRYPT', 'DECRYPT']),
+    status: keyStatus.default('ENABLED'),
+  })
+  .strict()
+  .refine((k) => (k.label === undefined) !== (k.versions === undefined), {
+    message: 'give exactly one of "label" or "versions"',
+  })
+  .refine((k) => !k.versions || new Set(k.versions.map((v) => v.version)).size === k.versions.length, {
+    message: 'key versions must be unique',
+    path: ['versions'],
+  });
+
+const credentialSchema = z
+  .object({
+    accessKeyId: z.string().regex(ACCESS_KEY_ID, 'must be 20-30 characters of A-Z and 2-7'),
+    secretAccessKey: secretSourceSchema,
+  })
+  .strict();
+
+const keyStoreSchema = z
+  .object({
+    name: z.string().min(1).max(64),
+    pathPrefix: z
+      .string()
+      .regex(PATH_PREFIX, 'must be empty or "/" followed by segments of A-Z a-z 0-9 _ - (no trailing slash)')
+      .refine((p) => (p + XKS_SUFFIX).length <= 128, 'XksProxyUriPath (prefix + /kms/xks/v1) must be at most 128 characters')
+      .default(''),
+    /** Regions accepted in the SigV4 credential scope; empty accepts any. */
+    regions: z.array(z.string().regex(/^[a-z0-9-]{1,32}$/)).default([]),
+    status: keyStatus.default('ENABLED'),
+    credentials: z.array(credentialSchema).min(1),
+    /** Request quota for this key store across the process (0 = none). */
+    requestsPerSecond: z.number().int().min(0).default(0),
+    keys: z.array(keySchema).default([]),
+  })
+  .strict()
+  .refine((ks) => new Set(ks.keys.map((k) => k.id)).size === ks.keys.length, {
+    message: 'key ids must be unique within a key store',
+    path: ['keys'],
+  })
+  .refine((ks) => new Set(ks.credentials.map((c) => c.accessKeyId)).size === ks.credentials.length, {
+    message: 'access key ids must be unique within a key store',
+    path: ['credentials'],
+  });
+
+const tlsSchema = z
+  .object({
+    certFile: z.string().min(1),
+    keyFile: z.string().min(1),
+    /** PEM bundle of CAs that client certificates must chain to; enables mTLS. */
+    clientCaFile: z.string().min(1).optional(),
+    /** Accepted client certificate subject CNs, e.g. cks.kms.us-east-1.amazonaws.com. */
+    allowedClientSubjects: z.array(z.string().min(1)).default([]),
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  })
+  .strict()
+  .refine((t) => t.allowedClientSubjects.length === 0 || t.clientCaFile !== undefined, {
+    message: 'allowedClientSubjects needs clientCaFile',
+  });
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(8443),
+        /** Worker processes; "auto" = one per CPU. */
+        workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).default(1),
+        tls: tlsSchema.optional(),
+        /** Serve plain HTTP: only when TLS is terminated upstream. Must be explicit. */
+        insecurePlainHttp: z.boolean().default(false),
+        maxBodyBytes: z.number().int().min(16 * 1024).max(1024 * 1024).default(64 * 1024),
+        keepAliveTimeoutMs: z.number().int().min(1000).default(65_000),
+        /** Accepted difference between x-amz-date and the proxy clock. */
+        clockSkewSeconds: z.number().int().min(1).max(900).default(300),
+      })
+      .strict()
+      .prefault({})
+      .refine((s) => s.tls !== undefined || s.insecurePlainHttp, {
+        message: 'configure server.tls, or set server.insecurePlainHttp: true when TLS is terminated upstream',
+      }),
+    ops: z
+      .object({
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(9090),
+        enabled: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        /** A request still waiting on the HSM after this long gets DependencyTimeoutException. */
+        deadlineMs: z.number().int().min(10).max(10_000).default(200),
+        /** Requests allowed to wait for an HSM session; more get ThrottlingException. */
+        maxQueue: z.number().int().min(0).default(512),
+        maxPlaintextBytes: z.number().int().min(4300).max(65536).default(8192),
+        maxAadBytes: z.number().int().min(8192).max(65536).default(16384),
+      })
+      .strict()
+      .prefault({}),
+    proxy: z
+      .object({
+        vendor: z.string().min(1).default('xks-proxy project'),
+        model: z.string().min(1).optional(),
+        /** Replicas behind the endpoint; the Helm chart sets it from the replica count. */
+        fleetSize: z.number().int().min(1).default(1),
+      })
+      .strict()
+      .prefault({}),
+    hsm: z
+      .object({
+        modulePath: z.string().min(1),
+        /** Environment the module reads at load time, e.g. SOFTHSM2_CONF or a vendor's client config path. */
+        environment: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+        tokenLabel: z.string().min(1).max(32),
+        pin: secretSourceSchema,
+        sessionPoolSize: z.number().int().min(1).max(256).default(8),
+        /** CK_GCM_PARAMS layout: v2.40 has ulIvBits (SoftHSM2, most HSMs); v2.30 does not. */
+        gcmParams: z.enum(['v240', 'v230']).default('v240'),
+        healthKeyLabel: z.string().min(1).default('xks-health-check'),
+        /** Deep health results are reused for at most this long (spec: under one minute). */
+        healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
+        /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
+        vendor: z.string().min(1).optional(),
+        reconnectBackoffMs: z.number().int().min(10).default(1000),
+      })
+      .strict(),
+    keyStores: z.array(keyStoreSchema).min(1),
+  })
+  .strict()
+  .refine((c) => new Set(c.keyStores.map((k) => k.pathPrefix)).size === c.keyStores.length, {
+    message: 'path prefixes must be unique',
+    path: ['keyStores'],
+  })
+  .refine((c) => new Set(c.keyStores.map((k) => k.name)).size === c.keyStores.length, {
+    message: 'key store names must be unique',
+    path: ['keyStores'],
+  });
+
+export type ProxyConfigInput = z.input<typeof configSchema>;
+export type ProxyConfig = z.output<typeof configSchema>;
+export type KeyStoreConfig = ProxyConfig['keyStores'][number];
+export type KeyConfig = KeyStoreConfig['keys'][number];
+export type TlsConfig = NonNullable<ProxyConfig['server']['tls']>;

@@ -1,0 +1,76 @@
+import * as pkcs11js from 'pkcs11js';
+
+type Handle = pkcs11js.Handle;
+
+/** A logged-in session on one token, for administrative tools (not the request path). */
+export interface TokenSession {
+  mod: pkcs11js.PKCS11;
+  session: Handle;
+  close(): void;
+}
+
+export function openTokenSession(modulePath: string, tokenLabel: string, pin: string, environment: Record<string, string> = {}): TokenSession {
+  Object.assign(process.env, environment);
+  const mod = new pkcs11js.PKCS11();
+  mod.load(modulePath);
+  mod.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  try {
+    const slot = mod.C_GetSlotList(true).find((s) => mod.C_GetTokenInfo(s).label.trim() === tokenLabel);
+    if (!slot) throw new Error(`no token labelled "${tokenLabel}"`);
+    const session = mod.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+    mod.C_Login(session, pkcs11js.CKU_USER, pin);
+    return {
+      mod,
+      session,
+      close: () => {
+        mod.C_CloseSession(session);
+        mod.C_Finalize();
+      },
+    };
+  } catch (e) {
+    mod.C_Finalize();
+    throw e;
+  }
+}
+
+/** Attributes of every root KEK: AES-256, on the token, never readable or exportable. */
+export function kekTemplate(label: string): pkcs11js.Template {
+  return [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+    { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_SENSITIVE, value: true },
+    { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+    { type: pkcs11js.CKA_MODIFIABLE, value: false },
+    { type: pkcs11js.CKA_ENCRYPT, value: true },
+    { type: pkcs11js.CKA_DECRYPT, value: true },
+    { type: pkcs11js.CKA_WRAP, value: false },
+    { type: pkcs11js.CKA_UNWRAP, value: false },
+  ];
+}
+
+export function findSecretKeys(t: TokenSession, label?: string): Handle[] {
+  const template: pkcs11js.Template = [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }];
+  if (label !== undefined) template.push({ type: pkcs11js.CKA_LABEL, value: label });
+  t.mod.C_FindObjectsInit(t.session, template);
+  try {
+    return t.mod.C_FindObjects(t.session, 10_000);
+  } finally {
+    t.mod.C_FindObjectsFinal(t.session);
+  }
+}
+
+/** Generates a non-extractable AES-256 key inside the HSM; refuses to create a second key with the same label. */
+export function generateKek(t: TokenSession, label: string): Handle {
+  if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
+  const template = kekTemplate(label);
+  template.push({ type: pkcs11js.CKA_VALUE_LEN, value: 32 });
+  return t.mod.C_GenerateKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined as never }, template);
+}
+
+export function keyLabel(t: TokenSession, key: Handle): string {
+  const [attr] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_LABEL }]);
+  return (attr?.value as Buffer | undefined)?.toString('utf8') ?? '';
+}

@@ -1,0 +1,42 @@
+/** What the XKS handlers need from a key manager. Implementations throw XksError for spec-visible failures. */
+export interface GcmResult {
+  iv: Buffer;
+  ciphertext: Buffer;
+  tag: Buffer;
+}
+
+export type EkmHealth = 'ACTIVE' | 'DEGRADED' | 'UNAVAILABLE';
+
+export interface EkmInfo {
+  vendor: string;
+  id: string;
+  model: string;
+}
+
+export interface HealthReport {
+  status: EkmHealth;
+  checkedAt: number;
+  latencyMs: number;
+  detail?: string;
+  timedOut?: boolean;
+}
+
+export interface PoolStats {
+  size: number;
+  inUse: number;
+  idle: number;
+  waiting: number;
+}
+
+export interface CryptoEngine {
+  /** AES-256-GCM encrypt with a fresh 96-bit IV under the key with this HSM label. */
+  encrypt(label: string, plaintext: Buffer, aad: Buffer, signal?: AbortSignal): Promise<GcmResult>;
+  /** AES-256-GCM decrypt; an authentication failure is InvalidCiphertextException. */
+  decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, signal?: AbortSignal): Promise<Buffer>;
+  /** A real encrypt and decrypt on the health-check key. */
+  healthCheck(signal?: AbortSignal): Promise<HealthReport>;
+  info(): EkmInfo;
+  poolStats(): PoolStats;
+  isConnected(): boolean;
+  close(): Promise<void>;
+}

@@ -1,0 +1,79 @@
+import { Deadline } from '../deadline';
+import type { CryptoEngine, HealthReport } from '../engine/types';
+import type { Logger } from '../log';
+
+export interface HealthMonitorOptions {
+  /** Reuse a result for at most this long (the spec allows up to one minute). */
+  cacheMs: number;
+  /** Time budget of one deep check. */
+  timeoutMs: number;
+  /** A passing check slower than this reports DEGRADED. */
+  degradedAboveMs: number;
+}
+
+/**
+ * Deep HSM health (a real encrypt + decrypt on the health key), refreshed in the background so that
+ * GetHealthStatus and readiness probes answer from a fresh cache instead of queueing on the HSM.
+ */
+export class HealthMonitor {
+  private last: HealthReport | undefined;
+  private running: Promise<HealthReport> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly engine: CryptoEngine,
+    private readonly opts: HealthMonitorOptions,
+    private readonly log: Logger,
+    private readonly onResult?: (report: HealthReport) => void,
+  ) {}
+
+  start(): void {
+    void this.refresh();
+    const every = Math.max(1000, Math.floor(this.opts.cacheMs / 2));
+    this.timer = setInterval(() => void this.refresh(), every);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  current(): HealthReport | undefined {
+    return this.last;
+  }
+
+  async get(): Promise<HealthReport> {
+    const last = this.last;
+    if (last && Date.now() - last.checkedAt < this.opts.cacheMs) return last;
+    return this.refresh();
+  }
+
+  refresh(): Promise<HealthReport> {
+    if (this.running) return this.running;
+    this.running = this.check().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async check(): Promise<HealthReport> {
+    const deadline = new Deadline(this.opts.timeoutMs);
+    let report: HealthReport;
+    try {
+      report = await deadline.race(this.engine.healthCheck(deadline.signal));
+      if (report.status === 'ACTIVE' && report.latencyMs > this.opts.degradedAboveMs) {
+        report = { ...report, status: 'DEGRADED', detail: `health check took ${report.latencyMs} ms` };
+      }
+    } catch {
+      report = { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: this.opts.timeoutMs, detail: 'health check timed out', timedOut: true };
+    } finally {
+      deadline.clear();
+    }
+    if (report.status !== this.last?.status) {
+      this.log[report.status === 'ACTIVE' ? 'info' : 'warn']({ status: report.status, detail: report.detail }, 'HSM health changed');
+    }
+    this.last = report;
+    this.onResult?.(report);
+    return report;
+  }
+}

@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+import cluster from 'node:cluster';
+import http from 'node:http';
+import os from 'node:os';
+import { AggregatorRegistry } from 'prom-client';
+import { ProxyApp } from './app';
+import { ConfigError, loadConfigFile, RuntimeConfig } from './config/load';
+import { ConfigReloader } from './config/reloader';
+import { createLogger, Logger } from './log';
+
+const USAGE = `usage: xks-proxy [--config FILE]
+
+Starts the AWS KMS XKS proxy. The config file (YAML or JSON) may also be named by XKS_CONFIG.
+Signals: SIGHUP reloads the configuration; SIGTERM/SIGINT stop gracefully.`;
+
+function configPath(argv: string[]): string {
+  const i = argv.indexOf('--config');
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const file = i >= 0 ? argv[i + 1] : process.env.XKS_CONFIG;
+  if (!file) {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  return file;
+}
+
+function loadOrExit(file: string, log: Logger): RuntimeConfig {
+  try {
+    return loadConfigFile(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      log.fatal({ err: e.message }, 'refusing to start: invalid configuration');
+      process.exit(78); // EX_CONFIG
+    }
+    throw e;
+  }
+}
+
+function workerCount(runtime: RuntimeConfig): number {
+  const w = runtime.config.server.workers;
+  return w === 'auto' ? Math.max(1, os.availableParallelism()) : w;
+}
+
+/** Runs one proxy process; in cluster mode it reports readiness to the primary. */
+async function runProcess(file: string, runtime: RuntimeConfig, log: Logger, workers: number): Promise<void> {
+  const app = await ProxyApp.start({ runtime, logger: log, workers, opsServer: !cluster.isWorker });
+  const reloader = new ConfigReloader(file, runtime, (next) => app.setRuntime(next), log, (ok) =>
+    app.metrics.configReloads.inc({ result: ok ? 'success' : 'failure' }),
+  );
+  reloader.watch();
+  if (cluster.isWorker) {
+    AggregatorRegistry.setRegistries([app.metrics.registry]);
+    const report = (): void => void process.send?.({ xks: 'ready', ready: app.ready() });
+    report();
+    setInterval(report, 1000).unref();
+  }
+  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
+  const stop = (signal: string): void => {
+    log.info({ signal }, 'stopping');
+    reloader.dispose();
+    app.stop().then(
+      () => process.exit(0),
+      (e) => {
+        log.error({ err: (e as Error).message }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+/** Cluster primary: forks workers, restarts crashed ones, serves aggregated metrics and readiness. */
+async function runPrimary(runtime: RuntimeConfig, log: Logger, workers: number): Promise<void> {
+  const ready = new Map<number, boolean>();
+  let stopping = false;
+  const fork = (): void => {
+    const w = cluster.fork();
+    w.on('message', (m: { xks?: string; ready?: boolean }) => {
+      if (m?.xks === 'ready') ready.set(w.id, m.ready === true);
+    });
+  };
+  cluster.on('exit', (w, code, signal) => {
+    ready.delete(w.id);
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    log.error({ worker: w.id, code, signal }, 'worker exited; starting a new one');
+    setTimeout(fork, 1000);
+  });
+  for (let i = 0; i < workers; i++) fork();
+
+  const cfg = runtime.config.ops;
+  if (cfg.enabled) {
+    const aggregator = new AggregatorRegistry();
+    const allReady = (): boolean => ready.size === workers && [...ready.values()].every(Boolean);
+    http
+      .createServer((req, res) => {
+        req.resume();
+        const send = (status: number, body: string, type = 'application/json'): void => {
+          res.writeHead(status, { 'content-type': type });
+          res.end(body);
+        };
+        if (req.url === '/livez') return send(200, '{"status":"ok"}');
+        if (req.url === '/readyz') {
+          const ok = allReady() && !stopping;
+          return send(ok ? 200 : 503, JSON.stringify({ ready: ok, workersReady: [...ready.values()].filter(Boolean).length, workers }));
+        }
+        if (req.url === '/metrics') {
+          aggregator.clusterMetrics().then(
+            (text) => send(200, text, aggregator.contentType),
+            () => send(500, '{"error":"metrics unavailable"}'),
+          );
+          return;
+        }
+        send(404, '{"error":"not found"}');
+      })
+      .listen(cfg.port, cfg.host);
+  }
+  process.on('SIGHUP', () => Object.values(cluster.workers ?? {}).forEach((w) => w?.process.kill('SIGHUP')));
+  const stop = (): void => {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    setTimeout(() => process.exit(1), 30_000).unref();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+async function main(): Promise<void> {
+  const log = createLogger();
+  const file = configPath(process.argv.slice(2));
+  const runtime = loadOrExit(file, log);
+  const workers = workerCount(runtime);
+  // PKCS#11 async calls run on libuv's pool: give every HSM session a thread (before the pool starts).
+  if (!process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = String(Math.max(4, runtime.config.hsm.sessionPoolSize));
+  if (workers > 1 && cluster.isPrimary) return runPrimary(runtime, log, workers);
+  return runProcess(file, runtime, log, workers);
+}
+
+main().catch((e) => {
+  console.error(JSON.stringify({ level: 60, msg: 'fatal', err: (e as Error).message }));
+  process.exit(1);
+});

@@ -1,0 +1,71 @@
+import client from 'prom-client';
+import type { XksErrorName } from './errors';
+
+/**
+ * Prometheus metrics. Labels are bounded sets (key store names from config, operation and error
+ * names from the spec): never a key id, principal, request id or anything derived from a body.
+ */
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly requests = new client.Counter({
+    name: 'xks_requests_total',
+    help: 'XKS API requests by key store, operation and outcome (errorName "none" on success)',
+    labelNames: ['key_store', 'operation', 'error_name', 'retryable'] as const,
+    registers: [this.registry],
+  });
+  readonly requestSeconds = new client.Histogram({
+    name: 'xks_request_duration_seconds',
+    help: 'Whole-request latency as seen by the proxy (KMS alarms at 200 ms; its timeout is 250 ms)',
+    labelNames: ['key_store', 'operation'] as const,
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly hsmSeconds = new client.Histogram({
+    name: 'xks_hsm_operation_duration_seconds',
+    help: 'Time spent in the HSM (including waiting for a session) per operation',
+    labelNames: ['operation'] as const,
+    buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly ekmHealth = new client.Gauge({
+    name: 'xks_ekm_health_status',
+    help: 'Last deep health check result: 1 for the current state (ACTIVE, DEGRADED, UNAVAILABLE), 0 otherwise',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+  });
+  /** Set by the app: reads the session pool when Prometheus scrapes. */
+  poolSource: (() => { inUse: number; idle: number; waiting: number }) | undefined;
+  readonly pool = new client.Gauge({
+    name: 'xks_hsm_sessions',
+    help: 'HSM session pool: sessions in use, idle, and requests waiting for one',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const s = this.poolSource?.();
+      if (!s) return;
+      this.pool.set({ state: 'in_use' }, s.inUse);
+      this.pool.set({ state: 'idle' }, s.idle);
+      this.pool.set({ state: 'waiting' }, s.waiting);
+    },
+  });
+  readonly configReloads = new client.Counter({
+    name: 'xks_config_reloads_total',
+    help: 'Configuration reloads by result',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly certificateExpiry = new client.Gauge({
+    name: 'xks_tls_certificate_expiry_days',
+    help: 'Days until the serving TLS certificate expires (KMS alarms below 10)',
+    registers: [this.registry],
+  });
+
+  constructor(collectDefault = true) {
+    if (collectDefault) client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+  }
+
+  observeRequest(keyStore: string, operation: string, errorName: XksErrorName | undefined, retryable: boolean, seconds: number): void {
+    this.requests.inc({ key_store: keyStore, operation, error_name: errorName ?? 'none', retryable: errorName ? String(retryable) : 'false' });
+    this.requestSeconds.observe({ key_store: keyStore, operation }, seconds);
+  }
+}

@@ -1,0 +1,168 @@
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+
+/**
+ * SigV4 verification for the XKS proxy (spec Appendix A).
+ *
+ * Signing libraries (aws4, @smithy/signature-v4) choose the signed header set themselves and trust a
+ * client-sent x-amz-content-sha256; a verifier must instead rebuild the canonical request from exactly
+ * the headers the client listed and the body it actually sent. That is what this module does, on node:crypto.
+ */
+
+export const SERVICE = 'kms-xks-proxy';
+const ALGORITHM = 'AWS4-HMAC-SHA256';
+const AMZ_DATE = /^(\d{8})T\d{6}Z$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export interface SigV4Request {
+  method: string;
+  /** Path exactly as received (already restricted to unreserved characters by the router). */
+  path: string;
+  /** Node's rawHeaders: name, value, name, value... */
+  rawHeaders: readonly string[];
+  body: Buffer;
+}
+
+export interface SigV4Policy {
+  /** accessKeyId -> secret */
+  secrets: ReadonlyMap<string, Buffer>;
+  /** Regions accepted in the scope; empty accepts any. */
+  regions: ReadonlySet<string>;
+  clockSkewMs: number;
+  now: number;
+}
+
+export type SigV4Result =
+  | { ok: true; accessKeyId: string; region: string }
+  | { ok: false; reason: string };
+
+const fail = (reason: string): SigV4Result => ({ ok: false, reason });
+
+interface ParsedAuthorization {
+  accessKeyId: string;
+  date: string;
+  region: string;
+  service: string;
+  signedHeaders: string[];
+  signature: string;
+}
+
+function parseAuthorization(header: string): ParsedAuthorization | string {
+  if (!header.startsWith(ALGORITHM + ' ')) return 'Authorization is not AWS4-HMAC-SHA256';
+  const fields = new Map<string, string>();
+  for (const part of header.slice(ALGORITHM.length + 1).split(',')) {
+    const item = part.trim();
+    const eq = item.indexOf('=');
+    if (eq <= 0) return 'malformed Authorization header';
+    const name = item.slice(0, eq);
+    if (fields.has(name)) return `duplicate ${name} in Authorization header`;
+    fields.set(name, item.slice(eq + 1));
+  }
+  const credential = fields.get('Credential');
+  const signedHeaders = fields.get('SignedHeaders');
+  const signature = fields.get('Signature');
+  if (!credential || !signedHeaders || !signature || fields.size !== 3) {
+    return 'Authorization header needs exactly Credential, SignedHeaders and Signature';
+  }
+  const scope = credential.split('/');
+  if (scope.length !== 5 || scope[4] !== 'aws4_request') return 'malformed credential scope';
+  const [accessKeyId, date, region, service] = scope as [string, string, string, string];
+  return { accessKeyId, date, region, service, signedHeaders: signedHeaders.split(';'), signature };
+}
+
+function headerValues(rawHeaders: readonly string[]): Map<string, string[]> {
+  const map = new Map<string, string[]>();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as string).toLowerCase();
+    const list = map.get(name);
+    if (list) list.push(rawHeaders[i + 1] as string);
+    else map.set(name, [rawHeaders[i + 1] as string]);
+  }
+  return map;
+}
+
+const canonicalValue = (v: string): string => v.trim().replace(/\s+/g, ' ');
+
+/** Parses x-amz-date (YYYYMMDDTHHMMSSZ) to epoch ms, or NaN. */
+export function parseAmzDate(v: string): number {
+  if (!AMZ_DATE.test(v)) return NaN;
+  const iso = `${v.slice(0, 4)}-${v.slice(4, 6)}-${v.slice(6, 8)}T${v.slice(9, 11)}:${v.slice(11, 13)}:${v.slice(13, 15)}Z`;
+  const t = Date.parse(iso);
+  // Date.parse rolls 2023-02-30 over to March; require the round trip to match.
+  return Number.isNaN(t) || new Date(t).toISOString().slice(0, 19) + 'Z' !== iso ? NaN : t;
+}
+
+const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data).digest();
+
+/** Derived signing keys, by secret identity + scope; valid for a day, so the cache stays tiny. */
+const signingKeys = new Map<string, { secret: Buffer; key: Buffer }>();
+
+function signingKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
+  const id = `${accessKeyId}/${date}/${region}`;
+  const hit = signingKeys.get(id);
+  // Compare the secret too, so a rotated secret under the same access key id never reuses a stale key.
+  if (hit && hit.secret.equals(secret)) return hit.key;
+  if (signingKeys.size > 1024) signingKeys.clear();
+  const kDate = hmac(Buffer.concat([Buffer.from('AWS4'), secret]), date);
+  const key = hmac(hmac(hmac(kDate, region), SERVICE), 'aws4_request');
+  signingKeys.set(id, { secret, key });
+  return key;
+}
+
+export function sha256Hex(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export function verifySigV4(req: SigV4Request, policy: SigV4Policy): SigV4Result {
+  const headers = headerValues(req.rawHeaders);
+  const authHeaders = headers.get('authorization');
+  if (!authHeaders) return fail('missing Authorization header');
+  if (authHeaders.length !== 1) return fail('more than one Authorization header');
+  const auth = parseAuthorization(authHeaders[0] as string);
+  if (typeof auth === 'string') return fail(auth);
+
+  if (auth.service !== SERVICE) return fail(`credential scope service must be ${SERVICE}`);
+  if (policy.regions.size > 0 && !policy.regions.has(auth.region)) return fail('credential scope region is not accepted by this key store');
+  if (!/^[a-z0-9-]{1,32}$/.test(auth.region)) return fail('malformed credential scope region');
+
+  const signed = auth.signedHeaders;
+  for (let i = 0; i < signed.length; i++) {
+    const h = signed[i] as string;
+    if (!/^[a-z0-9-]+$/.test(h)) return fail('SignedHeaders must be lowercase header names');
+    if (i > 0 && (signed[i - 1] as string) >= h) return fail('SignedHeaders must be sorted and unique');
+  }
+  if (!signed.includes('host') || !signed.includes('x-amz-date')) return fail('SignedHeaders must include host and x-amz-date');
+  if (signed.includes('authorization')) return fail('the Authorization header cannot be signed');
+
+  const dates = headers.get('x-amz-date');
+  if (!dates || dates.length !== 1) return fail('exactly one X-Amz-Date header is required');
+  if ((headers.get('host')?.length ?? 0) !== 1) return fail('exactly one Host header is required');
+  const amzDate = dates[0] as string;
+  const t = parseAmzDate(amzDate);
+  if (Number.isNaN(t)) return fail('malformed X-Amz-Date');
+  if (amzDate.slice(0, 8) !== auth.date) return fail('credential scope date does not match X-Amz-Date');
+  if (Math.abs(policy.now - t) > policy.clockSkewMs) return fail('request time is outside the allowed clock skew');
+
+  const payloadHash = sha256Hex(req.body);
+  const claimed = headers.get('x-amz-content-sha256');
+  if (claimed && (claimed.length !== 1 || claimed[0] !== payloadHash)) return fail('x-amz-content-sha256 does not match the body');
+
+  let canonicalHeaders = '';
+  for (const name of signed) {
+    const values = headers.get(name);
+    if (!values) return fail(`signed header ${name} is missing`);
+    canonicalHeaders += `${name}:${values.map(canonicalValue).join(',')}\n`;
+  }
+
+  // Look the secret up only after every structural check, so malformed requests cost no HMAC.
+  const secret = policy.secrets.get(auth.accessKeyId);
+  if (!secret) return fail('unknown access key id');
+  if (!HEX64.test(auth.signature)) return fail('signature does not match');
+
+  const canonicalRequest = `${req.method}\n${req.path}\n\n${canonicalHeaders}\n${auth.signedHeaders.join(';')}\n${payloadHash}`;
+  const scope = `${auth.date}/${auth.region}/${SERVICE}/aws4_request`;
+  const stringToSign = `${ALGORITHM}\n${amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
+  const expected = createHmac('sha256', signingKey(auth.accessKeyId, secret, auth.date, auth.region)).update(stringToSign).digest();
+  const provided = Buffer.from(auth.signature, 'hex');
+  if (!timingSafeEqual(expected, provided)) return fail('signature does not match');
+  return { ok: true, accessKeyId: auth.accessKeyId, region: auth.region };
+}

@@ -1,0 +1,168 @@
+import { XksError } from '../errors';
+import type { KeyRuntime, KeyStoreRuntime, KeyVersion } from '../config/load';
+import { EXTERNAL_KEY_ID } from '../config/schema';
+import type { Deadline } from '../deadline';
+import type { CryptoEngine } from '../engine/types';
+import type { HealthMonitor } from '../health/monitor';
+import { cdiv, decodeMetadata, encodeMetadata, hsmAad } from './ciphertext-format';
+import {
+  Limits,
+  RequestMetadata,
+  parseDecryptRequest,
+  parseEncryptRequest,
+  parseHealthRequest,
+  parseMetadataRequest,
+} from './requests';
+
+export type Operation = 'GetHealthStatus' | 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
+
+export interface ProxyIdentity {
+  vendor: string;
+  model: string;
+  fleetSize: number;
+}
+
+export interface OperationServices {
+  engine: CryptoEngine;
+  health: HealthMonitor;
+  identity: ProxyIdentity;
+  limits: Limits;
+}
+
+/** What the request log and audit trail learn about a request as it is processed (never data). */
+export interface RequestRecord {
+  metadata?: RequestMetadata;
+  keyVersion?: number;
+}
+
+export interface OperationInput {
+  keyStore: KeyStoreRuntime;
+  keyId: string | undefined;
+  body: Record<string, unknown>;
+  deadline: Deadline;
+  record: RequestRecord;
+}
+
+type Handler = (svc: OperationServices, input: OperationInput) => Promise<object>;
+
+function resolveKey(ks: KeyStoreRuntime, keyId: string | undefined): KeyRuntime {
+  if (keyId === undefined || !EXTERNAL_KEY_ID.test(keyId) || keyId === '.' || keyId === '..') {
+    throw new XksError('ValidationException', 'externalKeyId must be 1-128 characters of A-Z a-z 0-9 . _ -');
+  }
+  const key = ks.keys.get(keyId);
+  if (!key) throw new XksError('KeyNotFoundException', `external key ${keyId} is not found in this key store`);
+  return key;
+}
+
+function usableKey(ks: KeyStoreRuntime, keyId: string | undefined, usage: 'ENCRYPT' | 'DECRYPT'): KeyRuntime {
+  const key = resolveKey(ks, keyId);
+  if (key.status !== 'ENABLED') throw new XksError('InvalidStateException', `external key ${key.id} is disabled`);
+  if (!key.usage.has(usage)) throw new XksError('InvalidKeyUsageException', `external key ${key.id} does not allow ${usage}`);
+  return key;
+}
+
+const b64 = (b: Buffer): string => b.toString('base64');
+
+const getHealthStatus: Handler = async (svc, input) => {
+  input.record.metadata = parseHealthRequest(input.body);
+  const report = await input.deadline.race(svc.health.get());
+  if (report.status === 'UNAVAILABLE') {
+    throw report.timedOut
+      ? new XksError('DependencyTimeoutException', 'the HSM health check timed out')
+      : new XksError('InternalException', `the HSM is unavailable: ${report.detail ?? 'health check failed'}`);
+  }
+  const ekm = svc.engine.info();
+  return {
+    xksProxyFleetSize: svc.identity.fleetSize,
+    xksProxyVendor: svc.identity.vendor,
+    xksProxyModel: svc.identity.model,
+    ekmVendor: ekm.vendor,
+    ekmFleetDetails: [{ id: ekm.id, model: ekm.model, healthStatus: report.status }],
+  };
+};
+
+const getKeyMetadata: Handler = async (_svc, input) => {
+  input.record.metadata = parseMetadataRequest(input.body);
+  const key = resolveKey(input.keyStore, input.keyId);
+  return { keySpec: 'AES_256', keyUsage: key.usageList, keyStatus: key.status };
+};
+
+const encrypt: Handler = async (svc, input) => {
+  const req = parseEncryptRequest(input.body, svc.limits);
+  input.record.metadata = req.metadata;
+  const key = usableKey(input.keyStore, input.keyId, 'ENCRYPT');
+  const version = key.current;
+  input.record.keyVersion = version.version;
+  const metadata = encodeMetadata(version.version);
+  const aad = hsmAad(req.aad, metadata);
+  try {
+    const sealed = await input.deadline.race(svc.engine.encrypt(version.label, req.plaintext, aad, input.deadline.signal));
+    const response: Record<string, string> = {
+      ciphertext: b64(sealed.ciphertext),
+      ciphertextMetadata: b64(metadata),
+      initializationVector: b64(sealed.iv),
+      authenticationTag: b64(sealed.tag),
+    };
+    if (req.wantCdiv) {
+      // Appendix C: hash what we will return first, then prove it decrypts, so a later corruption cannot hide.
+      const value = cdiv({ aad: req.aad, metadata, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag });
+      await verifyRoundTrip(svc, input, version, aad, sealed, req.plaintext);
+      response.ciphertextDataIntegrityValue = b64(value);
+    }
+    return response;
+  } finally {
+    req.plaintext.fill(0);
+  }
+};
+
+async function verifyRoundTrip(
+  svc: OperationServices,
+  input: OperationInput,
+  version: KeyVersion,
+  aad: Buffer,
+  sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer },
+  plaintext: Buffer,
+): Promise<void> {
+  let opened: Buffer;
+  try {
+    opened = await input.deadline.race(
+      svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, input.deadline.signal),
+    );
+  } catch (e) {
+    if (e instanceof XksError && e.errorName === 'InvalidCiphertextException') {
+      throw new XksError('InternalException', 'the HSM output did not decrypt during integrity verification');
+    }
+    throw e;
+  }
+  const same = opened.equals(plaintext);
+  opened.fill(0);
+  if (!same) throw new XksError('InternalException', 'the HSM output did not round-trip during integrity verification');
+}
+
+const decrypt: Handler = async (svc, input) => {
+  const req = parseDecryptRequest(input.body, svc.limits);
+  input.record.metadata = req.metadata;
+  const key = usableKey(input.keyStore, input.keyId, 'DECRYPT');
+  let version = key.current;
+  if (req.ciphertextMetadata) {
+    const v = decodeMetadata(req.ciphertextMetadata);
+    const found = v === undefined ? undefined : key.versions.get(v);
+    if (!found) throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is corrupted or names an unknown key version');
+    version = found;
+  }
+  input.record.keyVersion = version.version;
+  const aad = hsmAad(req.aad, req.ciphertextMetadata);
+  const plaintext = await input.deadline.race(
+    svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, input.deadline.signal),
+  );
+  const response = { plaintext: b64(plaintext) };
+  plaintext.fill(0);
+  return response;
+};
+
+export const OPERATIONS: Readonly<Record<Operation, Handler>> = {
+  GetHealthStatus: getHealthStatus,
+  GetKeyMetadata: getKeyMetadata,
+  Encrypt: encrypt,
+  Decrypt: decrypt,
+};
