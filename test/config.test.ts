@@ -1,0 +1,64 @@
+import { buildRuntimeConfig, ConfigError } from '../src/config/load';
+
+const base = () => ({
+  server: { insecurePlainHttp: true },
+  hsm: { modulePath: '/x.so', tokenLabel: 't', pin: { value: '1234' } },
+  keyStores: [
+    {
+      name: 'a',
+      pathPrefix: '/a',
+      credentials: [{ accessKeyId: 'AAAAAAAAAAAAAAAAAAAAAAAAAA', secretAccessKey: { value: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE' } }],
+      keys: [{ id: 'k1', label: 'l1' }],
+    },
+  ],
+});
+
+function errorOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string {
+  try {
+    buildRuntimeConfig(doc, env);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error('config was accepted');
+}
+
+describe('configuration validation', () => {
+  it('accepts a minimal config and fills defaults', () => {
+    const rt = buildRuntimeConfig(base(), {});
+    expect(rt.config.limits.deadlineMs).toBe(200);
+    expect(rt.keyStores.get('/a')?.keys.get('k1')?.current).toEqual({ version: 1, label: 'l1' });
+  });
+
+  it.each([
+    ['bad access key id', (c: any) => (c.keyStores[0].credentials[0].accessKeyId = 'lowercase'), 'keyStores[0].credentials[0].accessKeyId'],
+    ['bad key id', (c: any) => (c.keyStores[0].keys[0].id = 'a/b'), 'keyStores[0].keys[0].id'],
+    ['bad prefix', (c: any) => (c.keyStores[0].pathPrefix = '/a/'), 'keyStores[0].pathPrefix'],
+    ['unknown field', (c: any) => (c.hsm.moduel = 'x'), 'hsm'],
+    ['no TLS and no explicit plain HTTP', (c: any) => delete c.server.insecurePlainHttp, 'server'],
+    ['duplicate prefixes', (c: any) => c.keyStores.push({ ...c.keyStores[0], name: 'b' }), 'path prefixes must be unique'],
+    ['health cache over a minute', (c: any) => (c.hsm.healthCacheMs = 60_000), 'hsm.healthCacheMs'],
+  ])('names the field for %s', (_n, mutate, expected) => {
+    const c = base();
+    mutate(c);
+    expect(errorOf(c)).toContain(expected);
+  });
+
+  it('checks resolved secrets and says which one is wrong', () => {
+    const c = base();
+    c.keyStores[0]!.credentials[0]!.secretAccessKey = { value: 'short' };
+    expect(errorOf(c)).toContain('keyStores[0].credentials[0].secretAccessKey: must be 43-64 characters');
+  });
+
+  it('reports a missing environment variable without printing any secret', () => {
+    const c = base();
+    (c.hsm as any).pin = { env: 'NO_SUCH_PIN' };
+    expect(errorOf(c)).toBe('hsm.pin: environment variable NO_SUCH_PIN is not set');
+  });
+
+  it('refuses an access key id shared by two key stores', () => {
+    const c = base();
+    c.keyStores.push({ ...c.keyStores[0]!, name: 'b', pathPrefix: '/b' });
+    expect(errorOf(c)).toContain('is also used by key store "a"');
+  });
+});

@@ -1,0 +1,50 @@
+import * as pkcs11js from 'pkcs11js';
+
+/**
+ * Fault injection at the PKCS#11 boundary: a real pkcs11js module (SoftHSM2 underneath) whose calls
+ * can be delayed or made to fail. Async calls (callback last) are delayed without blocking the loop.
+ */
+export interface Faults {
+  /** Extra latency added to async crypto calls (C_Encrypt, C_Decrypt, C_EncryptFinal). */
+  delayMs: number;
+  /** Methods that fail with this CKR_ value until cleared (e.g. { C_Encrypt: 'CKR_DEVICE_REMOVED' }). */
+  fail: Partial<Record<string, string>>;
+  /** Counts of calls per method. */
+  calls: Record<string, number>;
+}
+
+const ASYNC = new Set(['C_Encrypt', 'C_Decrypt', 'C_EncryptFinal']);
+
+function pkcs11Error(name: string, method: string): Error {
+  const code = (pkcs11js as unknown as Record<string, number>)[name] ?? 5;
+  const E = (pkcs11js as unknown as { Pkcs11Error: new (m: string, c: number, method: string) => Error }).Pkcs11Error;
+  return new E(`${name}:${code}`, code, method);
+}
+
+export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 } {
+  const faults: Faults = { delayMs: 0, fail: {}, calls: {} };
+  const create = (): pkcs11js.PKCS11 => {
+    const real = new pkcs11js.PKCS11();
+    return new Proxy(real, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof prop !== 'string' || typeof value !== 'function' || !prop.startsWith('C_')) return value;
+        return (...args: unknown[]) => {
+          faults.calls[prop] = (faults.calls[prop] ?? 0) + 1;
+          const failure = faults.fail[prop];
+          const cb = args[args.length - 1];
+          if (ASYNC.has(prop) && typeof cb === 'function') {
+            const done = cb as (e: Error | null, d?: Buffer) => void;
+            const finish = (e: Error | null, d?: Buffer): void => {
+              setTimeout(() => done(failure ? pkcs11Error(failure, prop) : e, d), faults.delayMs);
+            };
+            return (value as (...a: unknown[]) => unknown).apply(target, [...args.slice(0, -1), finish]);
+          }
+          if (failure) throw pkcs11Error(failure, prop);
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+  };
+  return { faults, create };
+}

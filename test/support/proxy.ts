@@ -1,0 +1,110 @@
+import http from 'node:http';
+import aws4 from 'aws4';
+import { ProxyApp } from '../../src/app';
+import { buildRuntimeConfig } from '../../src/config/load';
+import type { ProxyConfigInput } from '../../src/config/schema';
+import { silentLogger } from '../../src/log';
+import { generateCredential } from '../../src/sigv4/credentials';
+import type { Pkcs11Module } from '../../src/engine/pkcs11-engine';
+import { MODULE, testHsm } from './hsm';
+
+export interface Credential {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export function newCredential(): Credential {
+  return generateCredential();
+}
+
+/** A config for the test token; key stores and limits come from the caller. */
+export function testConfig(keyStores: ProxyConfigInput['keyStores'], extra: Partial<ProxyConfigInput> = {}): ProxyConfigInput {
+  const hsm = testHsm();
+  return {
+    server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true, ...extra.server },
+    ops: { host: '127.0.0.1', port: 0, ...extra.ops },
+    limits: extra.limits,
+    proxy: extra.proxy,
+    hsm: {
+      modulePath: MODULE,
+      environment: { SOFTHSM2_CONF: hsm.conf },
+      tokenLabel: hsm.tokenLabel,
+      pin: { value: hsm.pin },
+      sessionPoolSize: 4,
+      healthKeyLabel: 'health-key',
+      ...extra.hsm,
+    },
+    keyStores,
+  };
+}
+
+export async function startProxy(config: ProxyConfigInput, createModule?: () => Pkcs11Module): Promise<ProxyApp> {
+  return ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: silentLogger, createModule });
+}
+
+export interface XksResponse {
+  status: number;
+  body: Record<string, unknown>;
+  headers: http.IncomingHttpHeaders;
+}
+
+export interface SendOptions {
+  method?: string;
+  region?: string;
+  service?: string;
+  /** Changes the body after signing (a valid signature for a different body). */
+  tamperBody?: (body: string) => string;
+  /** Edits the signed headers before sending. */
+  editHeaders?: (headers: Record<string, string | number | string[]>) => void;
+  unsigned?: boolean;
+  date?: Date;
+}
+
+/** Sends one request signed by aws4 (an independent SigV4 implementation). */
+export function send(port: number, path: string, payload: unknown, cred: Credential | undefined, opts: SendOptions = {}): Promise<XksResponse> {
+  const body = typeof payload === 'string' ? payload : JSON.stringify(payload);
+  const host = `127.0.0.1:${port}`;
+  const req: aws4.Request & { headers: Record<string, string | number> } = {
+    host,
+    path,
+    method: opts.method ?? 'POST',
+    service: opts.service ?? 'kms-xks-proxy',
+    region: opts.region ?? 'us-east-1',
+    body,
+    headers: { 'content-type': 'application/json' },
+  };
+  if (opts.date) req.headers['X-Amz-Date'] = opts.date.toISOString().replace(/[:-]|\.\d{3}/g, '');
+  if (cred && !opts.unsigned) aws4.sign(req, cred);
+  const headers = req.headers as Record<string, string | number | string[]>;
+  opts.editHeaders?.(headers);
+  const sent = opts.tamperBody ? opts.tamperBody(body) : body;
+  headers['content-length'] = Buffer.byteLength(sent);
+  delete headers['Content-Length'];
+  return new Promise((resolve, reject) => {
+    const r = http.request({ host: '127.0.0.1', port, path, method: req.method, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: Record<string, unknown> = {};
+        try {
+          parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+        } catch {
+          parsed = { raw: text };
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
+      });
+    });
+    r.on('error', reject);
+    r.end(sent);
+  });
+}
+
+export const PRINCIPAL = 'arn:aws:iam::123456789012:user/Alice';
+export const KMS_KEY_ARN = 'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+
+export function keyMetadata(kmsOperation: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { awsPrincipalArn: PRINCIPAL, kmsKeyArn: KMS_KEY_ARN, kmsOperation, kmsRequestId: `req-${Math.random().toString(16).slice(2)}`, ...extra };
+}
+
+export const b64 = (b: Buffer | string): string => Buffer.from(b).toString('base64');
