@@ -73,6 +73,17 @@ keyStores:
         secretAccessKey: { file: $dir/secrets/primary.key }
       - accessKeyId: $akid2
         secretAccessKey: { file: $dir/secrets/rotation.key }
+    groups: [demo-keys]
+groups:
+  - name: demo-keys
+    policy:
+      rules:
+        # Deny wins; a request that no allow rule matches is denied.
+        - id: deny-untrusted-account
+          effect: deny
+          principalAccounts: ["999999999999"]
+        - id: allow-demo
+          effect: allow
     keys:
       - id: demo-key-1
         label: xks-demo-key-1

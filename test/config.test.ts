@@ -8,9 +8,10 @@ const base = () => ({
       name: 'a',
       pathPrefix: '/a',
       credentials: [{ accessKeyId: 'AAAAAAAAAAAAAAAAAAAAAAAAAA', secretAccessKey: { value: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE' } }],
-      keys: [{ id: 'k1', label: 'l1' }],
+      groups: ['g1'],
     },
   ],
+  groups: [{ name: 'g1', policy: { rules: [{ id: 'allow-all', effect: 'allow' }] }, keys: [{ id: 'k1', label: 'l1' }] }] as any[],
 });
 
 function errorOf(doc: unknown, env: NodeJS.ProcessEnv = {}): string {
@@ -32,7 +33,18 @@ describe('configuration validation', () => {
 
   it.each([
     ['bad access key id', (c: any) => (c.keyStores[0].credentials[0].accessKeyId = 'lowercase'), 'keyStores[0].credentials[0].accessKeyId'],
-    ['bad key id', (c: any) => (c.keyStores[0].keys[0].id = 'a/b'), 'keyStores[0].keys[0].id'],
+    ['bad key id', (c: any) => (c.groups[0].keys[0].id = 'a/b'), 'groups[0].keys[0].id'],
+    ['unknown group', (c: any) => (c.keyStores[0].groups = ['nope']), 'keyStores[0].groups[0]: no group named "nope"'],
+    ['duplicate rule ids', (c: any) => c.groups[0].policy.rules.push({ id: 'allow-all', effect: 'deny' }), 'groups[0].policy.rules'],
+    ['bad account', (c: any) => c.groups[0].policy.rules.push({ id: 'x', effect: 'deny', keyAccounts: ['12'] }), 'keyAccounts[0]'],
+    [
+      'a key id in two groups of one key store',
+      (c: any) => {
+        c.groups.push({ name: 'g2', policy: { rules: [] }, keys: [{ id: 'k1', label: 'other' }] });
+        c.keyStores[0].groups.push('g2');
+      },
+      'is in both group',
+    ],
     ['bad prefix', (c: any) => (c.keyStores[0].pathPrefix = '/a/'), 'keyStores[0].pathPrefix'],
     ['unknown field', (c: any) => (c.hsm.moduel = 'x'), 'hsm'],
     ['no TLS and no explicit plain HTTP', (c: any) => delete c.server.insecurePlainHttp, 'server'],

@@ -3,32 +3,26 @@ import { randomBytes } from 'node:crypto';
 import type { ProxyApp } from '../src/app';
 import { cdiv, hsmAad } from '../src/xks/ciphertext-format';
 import { testHsm } from './support/hsm';
-import { b64, Credential, keyMetadata, newCredential, send, startProxy, testConfig } from './support/proxy';
+import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 
 const A = '/tenant-a/kms/xks/v1';
 const B = '/kms/xks/v1';
 const c1 = newCredential();
 const c2 = newCredential();
 const cB = newCredential();
-const creds = (...cs: Credential[]) => cs.map((c) => ({ accessKeyId: c.accessKeyId, secretAccessKey: { value: c.secretAccessKey } }));
 
 let app: ProxyApp;
 
 beforeAll(async () => {
   app = await startProxy(
     testConfig([
-      {
-        name: 'tenant-a',
-        pathPrefix: '/tenant-a',
-        credentials: creds(c1, c2),
-        keys: [
-          { id: 'key-1', label: 'test-key-1' },
-          { id: 'encrypt-only', label: 'test-key-2', usage: ['ENCRYPT'] },
-          { id: 'disabled', label: 'test-key-1', status: 'DISABLED' },
-          { id: 'known', label: 'known-key' },
-        ],
-      },
-      { name: 'root', pathPrefix: '', credentials: creds(cB), keys: [{ id: 'key-1', label: 'test-key-2' }] },
+      keyStoreWithKeys('tenant-a', '/tenant-a', [c1, c2], [
+        { id: 'key-1', label: 'test-key-1' },
+        { id: 'encrypt-only', label: 'test-key-2', usage: ['ENCRYPT'] },
+        { id: 'disabled', label: 'test-key-1', status: 'DISABLED' },
+        { id: 'known', label: 'known-key' },
+      ]),
+      keyStoreWithKeys('root', '', [cB], [{ id: 'key-1', label: 'test-key-2' }]),
     ]),
   );
 });

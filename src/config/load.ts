@@ -1,13 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import {
-  configSchema,
-  ProxyConfig,
-  SecretSource,
-  KeyStoreConfig,
-  SECRET_ACCESS_KEY,
-} from './schema';
+import { compileRule, CompiledRule } from '../policy/evaluate';
+import { configSchema, GroupConfig, KeyStoreConfig, ProxyConfig, SecretSource, SECRET_ACCESS_KEY } from './schema';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -21,13 +16,27 @@ export interface KeyVersion {
   label: string;
 }
 
+export interface GroupRuntime {
+  name: string;
+  status: 'ENABLED' | 'DISABLED';
+  rules: readonly CompiledRule[];
+}
+
 export interface KeyRuntime {
   id: string;
+  group: GroupRuntime;
   usage: ReadonlySet<'ENCRYPT' | 'DECRYPT'>;
   usageList: readonly ('ENCRYPT' | 'DECRYPT')[];
+  /** The key's own status; the key is usable only when it and its group are enabled and no deletion is pending. */
   status: 'ENABLED' | 'DISABLED';
+  pendingDeletion: boolean;
   versions: ReadonlyMap<number, KeyVersion>;
   current: KeyVersion;
+}
+
+/** ENABLED only when the key, its group and its key store all are, and no deletion is scheduled. */
+export function effectiveStatus(key: KeyRuntime): 'ENABLED' | 'DISABLED' {
+  return key.status === 'ENABLED' && key.group.status === 'ENABLED' && !key.pendingDeletion ? 'ENABLED' : 'DISABLED';
 }
 
 export interface KeyStoreRuntime {
@@ -72,7 +81,32 @@ export function resolveSecret(source: SecretSource, env: NodeJS.ProcessEnv, wher
   }
 }
 
-function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv): KeyStoreRuntime {
+function buildGroups(groups: readonly GroupConfig[]): Map<string, Map<string, KeyRuntime>> {
+  const out = new Map<string, Map<string, KeyRuntime>>();
+  for (const g of groups) {
+    const group: GroupRuntime = { name: g.name, status: g.status, rules: g.policy.rules.map(compileRule) };
+    const keys = new Map<string, KeyRuntime>();
+    for (const k of g.keys) {
+      const versions = k.versions ?? [{ version: 1, label: k.label as string }];
+      const current = versions.reduce((a, b) => (b.version > a.version ? b : a));
+      const usageList = [...new Set(k.usage)];
+      keys.set(k.id, {
+        id: k.id,
+        group,
+        usage: new Set(usageList),
+        usageList,
+        status: k.status,
+        pendingDeletion: k.deletion !== undefined,
+        versions: new Map(versions.map((v) => [v.version, v])),
+        current,
+      });
+    }
+    out.set(g.name, keys);
+  }
+  return out;
+}
+
+function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv, groups: Map<string, Map<string, KeyRuntime>>): KeyStoreRuntime {
   const secrets = new Map<string, Buffer>();
   ks.credentials.forEach((c, ci) => {
     const where = `keyStores[${index}].credentials[${ci}].secretAccessKey`;
@@ -83,13 +117,15 @@ function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv
     secrets.set(c.accessKeyId, Buffer.from(secret, 'utf8'));
   });
   const keys = new Map<string, KeyRuntime>();
-  for (const k of ks.keys) {
-    const versions = k.versions ?? [{ version: 1, label: k.label as string }];
-    const byVersion = new Map(versions.map((v) => [v.version, v]));
-    const current = versions.reduce((a, b) => (b.version > a.version ? b : a));
-    const usageList = [...new Set(k.usage)];
-    keys.set(k.id, { id: k.id, usage: new Set(usageList), usageList, status: k.status, versions: byVersion, current });
-  }
+  ks.groups.forEach((name, gi) => {
+    const groupKeys = groups.get(name);
+    if (!groupKeys) throw new ConfigError(`keyStores[${index}].groups[${gi}]: no group named "${name}"`);
+    for (const [id, key] of groupKeys) {
+      const other = keys.get(id);
+      if (other) throw new ConfigError(`keyStores[${index}]: external key id "${id}" is in both group "${other.group.name}" and "${name}"`);
+      keys.set(id, key);
+    }
+  });
   return {
     name: ks.name,
     pathPrefix: ks.pathPrefix,
@@ -116,7 +152,8 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
       seen.set(c.accessKeyId, ks.name);
     }),
   );
-  const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env)]));
+  const groups = buildGroups(config.groups);
+  const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env, groups)]));
   const hsmPin = resolveSecret(config.hsm.pin, env, 'hsm.pin');
   return { config, keyStores, hsmPin };
 }

@@ -35,6 +35,8 @@ const keySchema = z
     versions: z.array(keyVersionSchema).min(1).optional(),
     usage: z.array(keyUsage).min(1).max(10).default(['ENCRYPT', 'DECRYPT']),
     status: keyStatus.default('ENABLED'),
+    /** Scheduled deletion: the key is unusable at once and its HSM material may be destroyed after `notBefore`. */
+    deletion: z.object({ requestedAt: z.iso.datetime(), notBefore: z.iso.datetime() }).strict().optional(),
   })
   .strict()
   .refine((k) => (k.label === undefined) !== (k.versions === undefined), {
@@ -43,6 +45,41 @@ const keySchema = z
   .refine((k) => !k.versions || new Set(k.versions.map((v) => v.version)).size === k.versions.length, {
     message: 'key versions must be unique',
     path: ['versions'],
+  });
+
+/** Values may end in "*" or contain "*" wildcards (e.g. arn:aws:iam::123456789012:role/app-*). */
+const patterns = z.array(z.string().min(1).max(2048)).min(1);
+
+const ruleSchema = z
+  .object({
+    /** Named in every audit line and AccessDenied log line this rule decides. */
+    id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 . _ -'),
+    effect: z.enum(['allow', 'deny']),
+    principals: patterns.optional(),
+    /** Account of awsPrincipalArn. */
+    principalAccounts: z.array(z.string().regex(/^\d{12}$/, 'must be a 12-digit account id')).min(1).optional(),
+    sourceVpcs: patterns.optional(),
+    sourceVpces: patterns.optional(),
+    viaServices: patterns.optional(),
+    kmsOperations: patterns.optional(),
+    /** Account and region of kmsKeyArn. */
+    keyAccounts: z.array(z.string().regex(/^\d{12}$/, 'must be a 12-digit account id')).min(1).optional(),
+    keyRegions: patterns.optional(),
+  })
+  .strict();
+
+const groupSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 . _ -'),
+    status: keyStatus.default('ENABLED'),
+    /** Rules are matched on requestMetadata; deny wins; no matching allow rule means deny. */
+    policy: z.object({ rules: z.array(ruleSchema) }).strict(),
+    keys: z.array(keySchema).default([]),
+  })
+  .strict()
+  .refine((g) => new Set(g.policy.rules.map((r) => r.id)).size === g.policy.rules.length, {
+    message: 'rule ids must be unique within a group',
+    path: ['policy', 'rules'],
   });
 
 const credentialSchema = z
@@ -64,15 +101,12 @@ const keyStoreSchema = z
     regions: z.array(z.string().regex(/^[a-z0-9-]{1,32}$/)).default([]),
     status: keyStatus.default('ENABLED'),
     credentials: z.array(credentialSchema).min(1),
-    /** Request quota for this key store across the process (0 = none). */
+    /** Request quota for this key store across the proxy's processes (0 = none). */
     requestsPerSecond: z.number().int().min(0).default(0),
-    keys: z.array(keySchema).default([]),
+    /** Groups whose keys this key store can reach. */
+    groups: z.array(z.string().min(1)).default([]),
   })
   .strict()
-  .refine((ks) => new Set(ks.keys.map((k) => k.id)).size === ks.keys.length, {
-    message: 'key ids must be unique within a key store',
-    path: ['keys'],
-  })
   .refine((ks) => new Set(ks.credentials.map((c) => c.accessKeyId)).size === ks.credentials.length, {
     message: 'access key ids must be unique within a key store',
     path: ['credentials'],
@@ -161,8 +195,20 @@ export const configSchema = z
       })
       .strict(),
     keyStores: z.array(keyStoreSchema).min(1),
+    groups: z.array(groupSchema).default([]),
+    audit: z
+      .object({
+        /** Hash-chained JSON lines; cluster workers append ".<worker>" to the name. */
+        file: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict()
+  .refine((c) => new Set(c.groups.map((g) => g.name)).size === c.groups.length, {
+    message: 'group names must be unique',
+    path: ['groups'],
+  })
   .refine((c) => new Set(c.keyStores.map((k) => k.pathPrefix)).size === c.keyStores.length, {
     message: 'path prefixes must be unique',
     path: ['keyStores'],
@@ -175,5 +221,7 @@ export const configSchema = z
 export type ProxyConfigInput = z.input<typeof configSchema>;
 export type ProxyConfig = z.output<typeof configSchema>;
 export type KeyStoreConfig = ProxyConfig['keyStores'][number];
-export type KeyConfig = KeyStoreConfig['keys'][number];
+export type GroupConfig = ProxyConfig['groups'][number];
+export type KeyConfig = GroupConfig['keys'][number];
+export type RuleConfig = GroupConfig['policy']['rules'][number];
 export type TlsConfig = NonNullable<ProxyConfig['server']['tls']>;

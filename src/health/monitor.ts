@@ -27,8 +27,8 @@ export class HealthMonitor {
     private readonly onResult?: (report: HealthReport) => void,
   ) {}
 
+  /** Keeps the cache warm; call after a first refresh(). */
   start(): void {
-    void this.refresh();
     const every = Math.max(1000, Math.floor(this.opts.cacheMs / 2));
     this.timer = setInterval(() => void this.refresh(), every);
     this.timer.unref();

@@ -1,5 +1,6 @@
 import { XksError } from '../errors';
-import type { KeyRuntime, KeyStoreRuntime, KeyVersion } from '../config/load';
+import { effectiveStatus, KeyRuntime, KeyStoreRuntime, KeyVersion } from '../config/load';
+import { Decision, evaluate } from '../policy/evaluate';
 import { EXTERNAL_KEY_ID } from '../config/schema';
 import type { Deadline } from '../deadline';
 import type { CryptoEngine } from '../engine/types';
@@ -33,6 +34,8 @@ export interface OperationServices {
 export interface RequestRecord {
   metadata?: RequestMetadata;
   keyVersion?: number;
+  group?: string;
+  decision?: Decision;
 }
 
 export interface OperationInput {
@@ -45,18 +48,29 @@ export interface OperationInput {
 
 type Handler = (svc: OperationServices, input: OperationInput) => Promise<object>;
 
-function resolveKey(ks: KeyStoreRuntime, keyId: string | undefined): KeyRuntime {
+/** Finds the key and applies its group's policy: the order is KeyNotFound, then AccessDenied. */
+function authorizedKey(input: OperationInput, metadata: RequestMetadata): KeyRuntime {
+  const keyId = input.keyId;
   if (keyId === undefined || !EXTERNAL_KEY_ID.test(keyId) || keyId === '.' || keyId === '..') {
     throw new XksError('ValidationException', 'externalKeyId must be 1-128 characters of A-Z a-z 0-9 . _ -');
   }
-  const key = ks.keys.get(keyId);
+  const key = input.keyStore.keys.get(keyId);
   if (!key) throw new XksError('KeyNotFoundException', `external key ${keyId} is not found in this key store`);
+  input.record.group = key.group.name;
+  const decision = evaluate(key.group.rules, metadata);
+  input.record.decision = decision;
+  if (!decision.allowed) {
+    throw new XksError('AccessDeniedException', `denied by rule "${decision.rule}" of group "${key.group.name}"`);
+  }
   return key;
 }
 
-function usableKey(ks: KeyStoreRuntime, keyId: string | undefined, usage: 'ENCRYPT' | 'DECRYPT'): KeyRuntime {
-  const key = resolveKey(ks, keyId);
-  if (key.status !== 'ENABLED') throw new XksError('InvalidStateException', `external key ${key.id} is disabled`);
+function usableKey(input: OperationInput, metadata: RequestMetadata, usage: 'ENCRYPT' | 'DECRYPT'): KeyRuntime {
+  const key = authorizedKey(input, metadata);
+  if (effectiveStatus(key) !== 'ENABLED') {
+    const why = key.pendingDeletion ? 'is pending deletion' : key.status !== 'ENABLED' ? 'is disabled' : `is in disabled group ${key.group.name}`;
+    throw new XksError('InvalidStateException', `external key ${key.id} ${why}`);
+  }
   if (!key.usage.has(usage)) throw new XksError('InvalidKeyUsageException', `external key ${key.id} does not allow ${usage}`);
   return key;
 }
@@ -82,15 +96,16 @@ const getHealthStatus: Handler = async (svc, input) => {
 };
 
 const getKeyMetadata: Handler = async (_svc, input) => {
-  input.record.metadata = parseMetadataRequest(input.body);
-  const key = resolveKey(input.keyStore, input.keyId);
-  return { keySpec: 'AES_256', keyUsage: key.usageList, keyStatus: key.status };
+  const metadata = parseMetadataRequest(input.body);
+  input.record.metadata = metadata;
+  const key = authorizedKey(input, metadata);
+  return { keySpec: 'AES_256', keyUsage: key.usageList, keyStatus: effectiveStatus(key) };
 };
 
 const encrypt: Handler = async (svc, input) => {
   const req = parseEncryptRequest(input.body, svc.limits);
   input.record.metadata = req.metadata;
-  const key = usableKey(input.keyStore, input.keyId, 'ENCRYPT');
+  const key = usableKey(input, req.metadata, 'ENCRYPT');
   const version = key.current;
   input.record.keyVersion = version.version;
   const metadata = encodeMetadata(version.version);
@@ -142,7 +157,7 @@ async function verifyRoundTrip(
 const decrypt: Handler = async (svc, input) => {
   const req = parseDecryptRequest(input.body, svc.limits);
   input.record.metadata = req.metadata;
-  const key = usableKey(input.keyStore, input.keyId, 'DECRYPT');
+  const key = usableKey(input, req.metadata, 'DECRYPT');
   let version = key.current;
   if (req.ciphertextMetadata) {
     const v = decodeMetadata(req.ciphertextMetadata);

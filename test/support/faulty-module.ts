@@ -28,7 +28,9 @@ export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 
     return new Proxy(real, {
       get(target, prop, receiver) {
         const value = Reflect.get(target, prop, receiver) as unknown;
-        if (typeof prop !== 'string' || typeof value !== 'function' || !prop.startsWith('C_')) return value;
+        if (typeof value !== 'function') return value;
+        // Native methods check their receiver: always call them on the real object.
+        if (typeof prop !== 'string' || !prop.startsWith('C_')) return (value as (...a: unknown[]) => unknown).bind(target);
         return (...args: unknown[]) => {
           faults.calls[prop] = (faults.calls[prop] ?? 0) + 1;
           const failure = faults.fail[prop];

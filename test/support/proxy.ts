@@ -17,8 +17,33 @@ export function newCredential(): Credential {
   return generateCredential();
 }
 
-/** A config for the test token; key stores and limits come from the caller. */
-export function testConfig(keyStores: ProxyConfigInput['keyStores'], extra: Partial<ProxyConfigInput> = {}): ProxyConfigInput {
+type KeyStoreInput = ProxyConfigInput['keyStores'][number];
+type GroupInput = NonNullable<ProxyConfigInput['groups']>[number];
+
+export const ALLOW_ALL = { rules: [{ id: 'allow-all', effect: 'allow' as const }] };
+
+/** A key store with its own group of keys (allow-all policy unless given). */
+export function keyStoreWithKeys(
+  name: string,
+  pathPrefix: string,
+  creds: Credential[],
+  keys: GroupInput['keys'],
+  more: { policy?: GroupInput['policy']; keyStore?: Partial<KeyStoreInput>; group?: Partial<GroupInput> } = {},
+): { keyStore: KeyStoreInput; group: GroupInput } {
+  return {
+    keyStore: {
+      name,
+      pathPrefix,
+      credentials: creds.map((c) => ({ accessKeyId: c.accessKeyId, secretAccessKey: { value: c.secretAccessKey } })),
+      groups: [`${name}-keys`],
+      ...more.keyStore,
+    },
+    group: { name: `${name}-keys`, policy: more.policy ?? ALLOW_ALL, keys, ...more.group },
+  };
+}
+
+/** A config for the test token; key stores, groups and limits come from the caller. */
+export function testConfig(stores: { keyStore: KeyStoreInput; group: GroupInput }[], extra: Partial<ProxyConfigInput> = {}): ProxyConfigInput {
   const hsm = testHsm();
   return {
     server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true, ...extra.server },
@@ -34,7 +59,9 @@ export function testConfig(keyStores: ProxyConfigInput['keyStores'], extra: Part
       healthKeyLabel: 'health-key',
       ...extra.hsm,
     },
-    keyStores,
+    keyStores: stores.map((s) => s.keyStore),
+    groups: stores.map((s) => s.group),
+    audit: extra.audit,
   };
 }
 

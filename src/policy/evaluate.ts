@@ -1,0 +1,70 @@
+import type { RuleConfig } from '../config/schema';
+import type { RequestMetadata } from '../xks/requests';
+
+/**
+ * Secondary authorization on requestMetadata, after the group model of Fortanix DSM: the policy lives
+ * on the group. Deny wins over allow; a request no allow rule matches is denied (fail closed).
+ * A rule matches when every condition it names matches; a condition on a field the request lacks
+ * does not match.
+ */
+export interface Decision {
+  allowed: boolean;
+  /** The rule that decided, or "default-deny". */
+  rule: string;
+}
+
+type Matcher = (value: string | undefined) => boolean;
+
+export interface CompiledRule {
+  id: string;
+  effect: 'allow' | 'deny';
+  conditions: ((m: RequestMetadata) => boolean)[];
+}
+
+function globMatcher(patterns: readonly string[]): Matcher {
+  const exact = new Set(patterns.filter((p) => !p.includes('*')));
+  const wild = patterns
+    .filter((p) => p.includes('*'))
+    .map((p) => new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`));
+  return (v) => v !== undefined && (exact.has(v) || wild.some((r) => r.test(v)));
+}
+
+/** The account of arn:aws:iam::ACCOUNT:... / arn:aws:sts::ACCOUNT:...; service principals have none. */
+export function principalAccount(arn: string | undefined): string | undefined {
+  const m = /^arn:[^:]+:(?:iam|sts)::(\d{12}):/.exec(arn ?? '');
+  return m?.[1];
+}
+
+/** Region and account of arn:aws:kms:REGION:ACCOUNT:key/... */
+export function keyArnParts(arn: string | undefined): { region?: string; account?: string } {
+  const m = /^arn:[^:]+:kms:([a-z0-9-]+):(\d{12}):/.exec(arn ?? '');
+  return m ? { region: m[1], account: m[2] } : {};
+}
+
+export function compileRule(rule: RuleConfig): CompiledRule {
+  const c: CompiledRule['conditions'] = [];
+  const on = (patterns: readonly string[] | undefined, pick: (m: RequestMetadata) => string | undefined): void => {
+    if (!patterns) return;
+    const match = globMatcher(patterns);
+    c.push((m) => match(pick(m)));
+  };
+  on(rule.principals, (m) => m.awsPrincipalArn);
+  on(rule.principalAccounts, (m) => principalAccount(m.awsPrincipalArn));
+  on(rule.sourceVpcs, (m) => m.awsSourceVpc);
+  on(rule.sourceVpces, (m) => m.awsSourceVpce);
+  on(rule.viaServices, (m) => m.kmsViaService);
+  on(rule.kmsOperations, (m) => m.kmsOperation);
+  on(rule.keyAccounts, (m) => keyArnParts(m.kmsKeyArn).account);
+  on(rule.keyRegions, (m) => keyArnParts(m.kmsKeyArn).region);
+  return { id: rule.id, effect: rule.effect, conditions: c };
+}
+
+export function evaluate(rules: readonly CompiledRule[], metadata: RequestMetadata): Decision {
+  let allow: string | undefined;
+  for (const rule of rules) {
+    if (!rule.conditions.every((cond) => cond(metadata))) continue;
+    if (rule.effect === 'deny') return { allowed: false, rule: rule.id };
+    allow ??= rule.id;
+  }
+  return allow ? { allowed: true, rule: allow } : { allowed: false, rule: 'default-deny' };
+}
