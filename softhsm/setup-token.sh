@@ -39,7 +39,7 @@ softhsm2-util --init-token --free --label "$token_label" --pin "$pin" --so-pin "
 
 export XKS_HSM_PIN="$pin"
 for label in xks-demo-key-1 xks-demo-key-2 xks-health-check; do
-  "${admin[@]}" generate-key --module "$module" --token "$token_label" --label "$label" >/dev/null
+  "${admin[@]}" hsm generate-key --module "$module" --token "$token_label" --label "$label" >/dev/null
 done
 
 credential() {

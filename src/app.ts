@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { AuditLog } from './audit/log';
 import http from 'node:http';
 import type { RuntimeConfig } from './config/load';
 import { Pkcs11Engine, Pkcs11Module } from './engine/pkcs11-engine';
@@ -20,6 +21,8 @@ export interface AppOptions {
   /** Wraps the PKCS#11 module, for fault injection in tests. */
   createModule?: () => Pkcs11Module;
   metrics?: Metrics;
+  /** Appended to audit.file so that each cluster worker keeps its own chain. */
+  auditSuffix?: string;
 }
 
 /** One proxy process: HSM engine, health monitor, XKS listener and (optionally) the ops listener. */
@@ -35,6 +38,7 @@ export class ProxyApp {
     readonly health: HealthMonitor,
     readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly audit: AuditLog | undefined,
   ) {
     this.runtimeNow = runtime;
   }
@@ -65,7 +69,8 @@ export class ProxyApp {
         for (const state of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) metrics.ekmHealth.set({ state }, report.status === state ? 1 : 0);
       },
     );
-    const app = new ProxyApp(runtime, engine, health, metrics, logger);
+    const audit = cfg.audit.file ? AuditLog.open(cfg.audit.file + (opts.auditSuffix ?? '')) : undefined;
+    const app = new ProxyApp(runtime, engine, health, metrics, logger, audit);
     metrics.poolSource = () => engine.poolStats();
     await health.refresh();
     health.start();
@@ -84,6 +89,7 @@ export class ProxyApp {
       runtime: () => app.runtimeNow,
       workers: opts.workers ?? 1,
       ready: () => app.ready(),
+      audit,
     });
     app.xks = createListener(handler, {
       tls: cfg.server.tls,
@@ -165,6 +171,7 @@ export class ProxyApp {
     clearTimeout(timer);
     await new Promise<void>((resolve) => (this.ops ? this.ops.close(() => resolve()) : resolve()));
     await this.engine.close();
+    this.audit?.close();
     this.log.info('xks-proxy stopped');
   }
 }

@@ -46,7 +46,13 @@ function workerCount(runtime: RuntimeConfig): number {
 
 /** Runs one proxy process; in cluster mode it reports readiness to the primary. */
 async function runProcess(file: string, runtime: RuntimeConfig, log: Logger, workers: number): Promise<void> {
-  const app = await ProxyApp.start({ runtime, logger: log, workers, opsServer: !cluster.isWorker });
+  const app = await ProxyApp.start({
+    runtime,
+    logger: log,
+    workers,
+    opsServer: !cluster.isWorker,
+    auditSuffix: cluster.isWorker ? `.worker${cluster.worker?.id ?? 0}` : undefined,
+  });
   const reloader = new ConfigReloader(file, runtime, (next) => app.setRuntime(next), log, (ok) =>
     app.metrics.configReloads.inc({ result: ok ? 'success' : 'failure' }),
   );

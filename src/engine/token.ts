@@ -74,3 +74,30 @@ export function keyLabel(t: TokenSession, key: Handle): string {
   const [attr] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_LABEL }]);
   return (attr?.value as Buffer | undefined)?.toString('utf8') ?? '';
 }
+
+/** Destroys every secret key with this label (key deletion after its waiting period). Returns how many. */
+export function destroyKeys(t: TokenSession, label: string): number {
+  const keys = findSecretKeys(t, label);
+  for (const k of keys) t.mod.C_DestroyObject(t.session, k);
+  return keys.length;
+}
+
+export type WrapMechanism = 'aes-key-wrap' | 'aes-key-wrap-pad';
+
+/**
+ * BYOK: unwraps key material (RFC 3394 / RFC 5649) under an existing HSM key that allows UNWRAP,
+ * straight into a non-extractable KEK. The plaintext key never exists outside the HSM here.
+ */
+export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, mechanism: WrapMechanism): Handle {
+  if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
+  const [wrappingKey, ...more] = findSecretKeys(t, wrappingLabel);
+  if (!wrappingKey || more.length > 0) throw new Error(`need exactly one wrapping key labelled "${wrappingLabel}"`);
+  const mech = mechanism === 'aes-key-wrap' ? pkcs11js.CKM_AES_KEY_WRAP : pkcs11js.CKM_AES_KEY_WRAP_PAD;
+  const key = t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined as never }, wrappingKey, wrapped, kekTemplate(label));
+  const [len] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_VALUE_LEN }]);
+  if ((len?.value as Buffer).readUIntLE(0, 4) !== 32) {
+    t.mod.C_DestroyObject(t.session, key);
+    throw new Error('the unwrapped key is not 256 bits; nothing imported');
+  }
+  return key;
+}

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RETRYABLE_ERRORS, XksError, XksErrorName, isXksError } from '../errors';
+import type { AuditLog } from '../audit/log';
 import type { KeyStoreRuntime, RuntimeConfig } from '../config/load';
 import { Deadline } from '../deadline';
 import type { Logger } from '../log';
@@ -19,6 +20,8 @@ export interface HandlerServices extends OperationServices {
   workers: number;
   /** True when the process can serve key operations (HSM connected, config valid). */
   ready(): boolean;
+  /** One hash-chained line per processed request. */
+  audit?: AuditLog;
 }
 
 type Reply = { status: number; payload: object; headers?: Record<string, string> };
@@ -125,29 +128,33 @@ export function createXksHandler(svc: HandlerServices): (req: IncomingMessage, r
       const errorName: XksErrorName | undefined = error?.errorName;
       svc.metrics.observeRequest(ks!.name, r.kind === 'xks' ? r.operation : 'unknown', errorName, errorName ? RETRYABLE_ERRORS.has(errorName) : false, seconds);
       const m = record.metadata;
-      svc.logger.info(
-        {
-          keyStore: ks!.name,
-          operation: r.kind === 'xks' ? r.operation : undefined,
-          keyId: r.kind === 'xks' ? r.keyId : undefined,
-          keyVersion: record.keyVersion,
-          group: record.group,
-          policyRule: record.decision?.rule,
-          decision: record.decision ? (record.decision.allowed ? 'allow' : 'deny') : undefined,
-          kmsRequestId: m?.kmsRequestId,
-          kmsOperation: m?.kmsOperation,
-          awsPrincipalArn: m?.awsPrincipalArn,
-          kmsKeyArn: m?.kmsKeyArn,
-          kmsViaService: m?.kmsViaService,
-          awsSourceVpc: m?.awsSourceVpc,
-          awsSourceVpce: m?.awsSourceVpce,
-          status: reply.status,
-          errorName,
-          errorMessage: error?.message,
-          ms: Math.round(seconds * 100000) / 100,
-        },
-        'xks request',
-      );
+      // Request metadata and outcome only: never a body field other than requestMetadata.
+      const entry = {
+        keyStore: ks!.name,
+        operation: r.kind === 'xks' ? r.operation : undefined,
+        keyId: r.kind === 'xks' ? r.keyId : undefined,
+        keyVersion: record.keyVersion,
+        group: record.group,
+        decision: record.decision ? (record.decision.allowed ? 'allow' : 'deny') : undefined,
+        policyRule: record.decision?.rule,
+        kmsRequestId: m?.kmsRequestId,
+        kmsOperation: m?.kmsOperation,
+        awsPrincipalArn: m?.awsPrincipalArn,
+        kmsKeyArn: m?.kmsKeyArn,
+        kmsViaService: m?.kmsViaService,
+        awsSourceVpc: m?.awsSourceVpc,
+        awsSourceVpce: m?.awsSourceVpce,
+        status: reply.status,
+        outcome: errorName ?? 'success',
+        errorMessage: error?.message,
+        ms: Math.round(seconds * 100000) / 100,
+      };
+      svc.logger.info(entry, 'xks request');
+      try {
+        svc.audit?.append({ event: 'key-operation', ...entry });
+      } catch (e) {
+        svc.logger.error({ err: (e as Error).message }, 'audit log write failed');
+      }
     }
   };
 }

@@ -1,90 +1,187 @@
 #!/usr/bin/env node
-import { loadConfigFile } from '../config/load';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { AdminContext } from '../admin/context';
+import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
+import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
+import {
+  cancelDeletion,
+  createKey,
+  describeKey,
+  importKey,
+  listKeys,
+  purgeKey,
+  rotateKey,
+  scheduleDeletion,
+  setKeyStatus,
+} from '../admin/keys';
+import { verifyAuditFile } from '../audit/log';
+import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession, WrapMechanism } from '../engine/token';
 import { generateCredential } from '../sigv4/credentials';
-import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession } from '../engine/token';
 
-const USAGE = `usage: xks-admin <command> [options]
+const USAGE = `usage: xks-admin [--config FILE] <command> [options]
 
-HSM connection: --config FILE (uses its hsm section), or --module PATH --token LABEL with the PIN in
-XKS_HSM_PIN.
+Key and group store (the proxy's config file; a running proxy picks changes up without restart):
+  group create NAME [--allow-all]          new group (no rules = every request denied)
+  group enable|disable NAME
+  group set-policy NAME --file RULES.yaml  replace the group's rules
+  group assign NAME --key-store KS         let a key store reach the group's keys
+  group list
+  key create ID --group G [--usage ENCRYPT,DECRYPT]
+                                           generate a non-extractable AES-256 key in the HSM
+  key import ID --group G --wrapped FILE --wrapping-key LABEL [--mechanism aes-key-wrap-pad|aes-key-wrap]
+                                           BYOK: unwrap key material under an existing HSM key
+  key list | key describe ID
+  key enable|disable ID
+  key rotate ID                            new version in the HSM; old ciphertexts still decrypt
+  key schedule-deletion ID [--days 30]     unusable now, destroyable after 7-30 days
+  key cancel-deletion ID
+  key purge ID                             destroy in the HSM once the waiting period is over
+  credential add --key-store KS            new SigV4 credential; prints the KMS console JSON
+  credential retire --key-store KS --access-key-id AKID
+  credential list --key-store KS
 
-commands:
-  generate-key --label LABEL   generate a non-extractable AES-256 key inside the HSM
-  list-keys                    list the labels of secret keys on the token
-  new-credential [--prefix P]  print a new SigV4 credential and the KMS console JSON for it
-  help                         this text`;
+Other:
+  audit verify FILE                        check an audit log's hash chain
+  hsm generate-key --label L               generate a KEK without touching the store
+  hsm list-keys                            labels of the token's secret keys
+  new-credential [--prefix P]              print a credential without touching the store
 
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
+The HSM comes from the config's hsm section, or (hsm commands) --module PATH --token LABEL with the
+PIN in XKS_HSM_PIN. The config is XKS_CONFIG when --config is not given.`;
+
+const { values: opts, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    config: { type: 'string' },
+    group: { type: 'string' },
+    usage: { type: 'string' },
+    wrapped: { type: 'string' },
+    'wrapping-key': { type: 'string' },
+    mechanism: { type: 'string' },
+    days: { type: 'string' },
+    file: { type: 'string' },
+    'key-store': { type: 'string' },
+    'access-key-id': { type: 'string' },
+    'allow-all': { type: 'boolean' },
+    label: { type: 'string' },
+    module: { type: 'string' },
+    token: { type: 'string' },
+    prefix: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+
+function need(value: string | undefined, what: string): string {
+  if (!value) throw new Error(`${what} is required (see --help)`);
+  return value;
 }
 
-function connect(args: string[]): TokenSession {
-  const configFile = flag(args, '--config');
-  if (configFile) {
-    const rt = loadConfigFile(configFile);
-    return openTokenSession(rt.config.hsm.modulePath, rt.config.hsm.tokenLabel, rt.hsmPin, rt.config.hsm.environment);
+function context(): AdminContext {
+  return new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config'));
+}
+
+function usage(): ('ENCRYPT' | 'DECRYPT')[] {
+  const list = (opts.usage ?? 'ENCRYPT,DECRYPT').split(',').map((u) => u.trim().toUpperCase());
+  for (const u of list) if (u !== 'ENCRYPT' && u !== 'DECRYPT') throw new Error(`unknown usage ${u}`);
+  return list as ('ENCRYPT' | 'DECRYPT')[];
+}
+
+function rawToken<T>(fn: (t: TokenSession) => T): T {
+  if (opts.config || process.env.XKS_CONFIG) return context().withToken(fn);
+  const pin = need(process.env.XKS_HSM_PIN, 'XKS_HSM_PIN');
+  const t = openTokenSession(need(opts.module, '--module'), need(opts.token, '--token'), pin);
+  try {
+    return fn(t);
+  } finally {
+    t.close();
   }
-  const modulePath = flag(args, '--module');
-  const token = flag(args, '--token');
-  const pin = process.env.XKS_HSM_PIN;
-  if (!modulePath || !token || !pin) throw new Error('give --config FILE, or --module and --token with XKS_HSM_PIN set');
-  return openTokenSession(modulePath, token, pin);
 }
 
-function main(argv: string[]): number {
-  const [command, ...args] = argv;
-  switch (command) {
-    case 'generate-key': {
-      const label = flag(args, '--label');
-      if (!label) throw new Error('generate-key needs --label');
-      const t = connect(args);
-      try {
-        generateKek(t, label);
-      } finally {
-        t.close();
-      }
-      console.log(JSON.stringify({ generated: label }));
-      return 0;
+function run(): unknown {
+  const [noun, verb, arg] = positionals;
+  const id = (): string => need(arg, 'the id/name argument');
+  switch (`${noun ?? ''} ${verb ?? ''}`) {
+    case 'group create':
+      return createGroup(context(), id(), opts['allow-all'] === true);
+    case 'group enable':
+      return setGroupStatus(context(), id(), 'ENABLED');
+    case 'group disable':
+      return setGroupStatus(context(), id(), 'DISABLED');
+    case 'group set-policy':
+      return setGroupPolicy(context(), id(), need(opts.file, '--file'));
+    case 'group assign':
+      return assignGroup(context(), id(), need(opts['key-store'], '--key-store'));
+    case 'group list':
+      return listGroups(context());
+    case 'key create':
+      return createKey(context(), { id: id(), group: need(opts.group, '--group'), usage: usage() });
+    case 'key import': {
+      const mechanism = (opts.mechanism ?? 'aes-key-wrap-pad') as WrapMechanism;
+      if (mechanism !== 'aes-key-wrap' && mechanism !== 'aes-key-wrap-pad') throw new Error('--mechanism is aes-key-wrap or aes-key-wrap-pad');
+      return importKey(context(), {
+        id: id(),
+        group: need(opts.group, '--group'),
+        usage: usage(),
+        wrapped: readFileSync(need(opts.wrapped, '--wrapped')),
+        wrappingKey: need(opts['wrapping-key'], '--wrapping-key'),
+        mechanism,
+      });
     }
-    case 'list-keys': {
-      const t = connect(args);
-      try {
-        for (const k of findSecretKeys(t)) console.log(keyLabel(t, k));
-      } finally {
-        t.close();
-      }
-      return 0;
+    case 'key list':
+      return listKeys(context());
+    case 'key describe':
+      return describeKey(context(), id());
+    case 'key enable':
+      return setKeyStatus(context(), id(), 'ENABLED');
+    case 'key disable':
+      return setKeyStatus(context(), id(), 'DISABLED');
+    case 'key rotate':
+      return rotateKey(context(), id());
+    case 'key schedule-deletion':
+      return scheduleDeletion(context(), id(), Number(opts.days ?? '30'));
+    case 'key cancel-deletion':
+      return cancelDeletion(context(), id());
+    case 'key purge':
+      return purgeKey(context(), id());
+    case 'credential add':
+      return addCredential(context(), need(opts['key-store'], '--key-store'));
+    case 'credential retire':
+      return retireCredential(context(), need(opts['key-store'], '--key-store'), need(opts['access-key-id'], '--access-key-id'));
+    case 'credential list':
+      return listCredentials(context(), need(opts['key-store'], '--key-store'));
+    case 'audit verify': {
+      const result = verifyAuditFile(need(verb === 'verify' ? arg : undefined, 'FILE'));
+      if (!result.ok) process.exitCode = 1;
+      return result;
     }
-    case 'new-credential': {
-      const prefix = flag(args, '--prefix') ?? '';
-      const c = generateCredential();
-      console.log(
-        JSON.stringify(
-          {
-            XksProxyUriPath: `${prefix}/kms/xks/v1`,
-            XksProxyAuthenticationCredential: { AccessKeyId: c.accessKeyId, RawSecretAccessKey: c.secretAccessKey },
-          },
-          null,
-          2,
-        ),
-      );
-      return 0;
+    case 'hsm generate-key': {
+      const label = need(opts.label, '--label');
+      rawToken((t) => generateKek(t, label));
+      return { generated: label };
     }
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(USAGE);
-      return command === undefined ? 2 : 0;
+    case 'hsm list-keys':
+      return rawToken((t) => findSecretKeys(t).map((k) => keyLabel(t, k)));
     default:
-      console.error(`unknown command ${command}\n\n${USAGE}`);
-      return 2;
+      if (noun === 'new-credential') {
+        const c = generateCredential();
+        return {
+          XksProxyUriPath: `${opts.prefix ?? ''}/kms/xks/v1`,
+          XksProxyAuthenticationCredential: { AccessKeyId: c.accessKeyId, RawSecretAccessKey: c.secretAccessKey },
+        };
+      }
+      if (noun === undefined || opts.help || noun === 'help') {
+        console.log(USAGE);
+        process.exitCode = noun === undefined && !opts.help ? 2 : 0;
+        return undefined;
+      }
+      throw new Error(`unknown command "${positionals.join(' ')}" (see --help)`);
   }
 }
 
 try {
-  process.exitCode = main(process.argv.slice(2));
+  const out = run();
+  if (out !== undefined) console.log(JSON.stringify(out, null, 2));
 } catch (e) {
   console.error(`xks-admin: ${(e as Error).message}`);
   process.exitCode = 1;

@@ -22,11 +22,20 @@ export default async function globalSetup(): Promise<void> {
 
   const t = openTokenSession(MODULE, tokenLabel, pin, { SOFTHSM2_CONF: conf });
   const knownKey = randomBytes(32);
+  const transportKey = randomBytes(32);
   try {
     for (const label of ['test-key-1', 'test-key-2', 'test-key-1-v2', 'health-key']) generateKek(t, label);
     // A key whose value the tests know, imported as sensitive and non-extractable, so node:crypto can
     // independently check what the HSM produced (AAD layout, tag, IV).
     t.mod.C_CreateObject(t.session, [...kekTemplate('known-key'), { type: pkcs11js.CKA_VALUE, value: knownKey }]);
+    // A BYOK transport key shared with the "customer" (the test), allowed to unwrap only.
+    t.mod.C_CreateObject(t.session, [
+      ...kekTemplate('transport-key').filter((a) => a.type !== pkcs11js.CKA_UNWRAP && a.type !== pkcs11js.CKA_ENCRYPT && a.type !== pkcs11js.CKA_DECRYPT),
+      { type: pkcs11js.CKA_UNWRAP, value: true },
+      { type: pkcs11js.CKA_ENCRYPT, value: false },
+      { type: pkcs11js.CKA_DECRYPT, value: false },
+      { type: pkcs11js.CKA_VALUE, value: transportKey },
+    ]);
     // A key that could leave the HSM: the proxy must refuse to use it.
     t.mod.C_CreateObject(t.session, [
       ...kekTemplate('extractable-key').filter((a) => a.type !== pkcs11js.CKA_EXTRACTABLE && a.type !== pkcs11js.CKA_SENSITIVE),
@@ -37,7 +46,7 @@ export default async function globalSetup(): Promise<void> {
   } finally {
     t.close();
   }
-  const info: TestHsm = { dir, conf, pin, tokenLabel, knownKeyHex: knownKey.toString('hex') };
+  const info: TestHsm = { dir, conf, pin, tokenLabel, knownKeyHex: knownKey.toString('hex'), transportKeyHex: transportKey.toString('hex') };
   const file = join(dir, 'hsm.json');
   writeFileSync(file, JSON.stringify(info));
   process.env.XKS_TEST_HSM = file;

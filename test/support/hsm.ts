@@ -8,6 +8,7 @@ export interface TestHsm {
   pin: string;
   tokenLabel: string;
   knownKeyHex: string;
+  transportKeyHex: string;
 }
 
 export function testHsm(): TestHsm {

@@ -1,0 +1,44 @@
+import { dirname, join } from 'node:path';
+import { AuditLog } from '../audit/log';
+import { resolveSecret } from '../config/load';
+import { openTokenSession, TokenSession } from '../engine/token';
+import { ConfigStore } from '../store/config-store';
+
+/** What an admin command works on: the store file, the HSM it names, and the admin audit trail. */
+export class AdminContext {
+  readonly store: ConfigStore;
+
+  constructor(
+    readonly configFile: string,
+    readonly now: () => Date = () => new Date(),
+  ) {
+    this.store = new ConfigStore(configFile);
+  }
+
+  get secretsDir(): string {
+    return join(dirname(this.configFile), 'secrets');
+  }
+
+  /** Runs fn with a logged-in HSM session from the config's hsm section. */
+  withToken<T>(fn: (t: TokenSession) => T): T {
+    const { hsm } = this.store.read();
+    const t = openTokenSession(hsm.modulePath, hsm.tokenLabel, resolveSecret(hsm.pin, process.env, 'hsm.pin'), hsm.environment);
+    try {
+      return fn(t);
+    } finally {
+      t.close();
+    }
+  }
+
+  /** Administrative changes get their own hash chain beside the proxy's (<audit.file>.admin). */
+  audit(event: Record<string, string | number | boolean | undefined>): void {
+    const file = this.store.read().audit.file;
+    if (!file) return;
+    const log = AuditLog.open(`${file}.admin`);
+    try {
+      log.append({ event: 'admin', user: process.env.SUDO_USER ?? process.env.USER ?? 'unknown', ...event });
+    } finally {
+      log.close();
+    }
+  }
+}

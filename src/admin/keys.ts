@@ -1,0 +1,135 @@
+import { ConfigError } from '../config/load';
+import type { KeyConfig, ProxyConfig } from '../config/schema';
+import { destroyKeys, generateKek, unwrapKek, WrapMechanism } from '../engine/token';
+import { groupIndex, keyPath } from '../store/config-store';
+import type { AdminContext } from './context';
+
+type Usage = 'ENCRYPT' | 'DECRYPT';
+
+const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
+const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];
+
+function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; key: KeyConfig } {
+  const p = keyPath(config, id);
+  return { path: ['groups', p.group, 'keys', p.key], key: config.groups[p.group]!.keys[p.key]! };
+}
+
+function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
+  ctx.store.update(
+    (doc, config) => {
+      const gi = groupIndex(config, group);
+      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, label, usage }));
+    },
+    makeInHsm,
+  );
+}
+
+/** Generates a KEK inside the HSM and adds it to a group. The config is checked before the HSM is touched. */
+export function createKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[] }): object {
+  const label = versionLabel(o.id, 1);
+  addKey(ctx, o.group, o.id, o.usage, label, () => ctx.withToken((t) => generateKek(t, label)));
+  ctx.audit({ action: 'key-create', keyId: o.id, group: o.group, label });
+  return { created: o.id, group: o.group, label, version: 1 };
+}
+
+/** BYOK: unwraps customer key material under an existing HSM wrapping key, then adds it to a group. */
+export function importKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[]; wrapped: Buffer; wrappingKey: string; mechanism: WrapMechanism }): object {
+  const label = versionLabel(o.id, 1);
+  addKey(ctx, o.group, o.id, o.usage, label, () => ctx.withToken((t) => unwrapKek(t, o.wrappingKey, o.wrapped, label, o.mechanism)));
+  ctx.audit({ action: 'key-import', keyId: o.id, group: o.group, label, wrappingKey: o.wrappingKey });
+  return { imported: o.id, group: o.group, label, version: 1 };
+}
+
+export function setKeyStatus(ctx: AdminContext, id: string, status: 'ENABLED' | 'DISABLED'): object {
+  ctx.store.update((doc, config) => doc.setIn([...keyAt(config, id).path, 'status'], status));
+  ctx.audit({ action: status === 'ENABLED' ? 'key-enable' : 'key-disable', keyId: id });
+  return { keyId: id, status };
+}
+
+/** New key material in the HSM as the next version; new encrypts use it, old ciphertexts name theirs. */
+export function rotateKey(ctx: AdminContext, id: string): object {
+  let next = 0;
+  let label = '';
+  ctx.store.update(
+    (doc, config) => {
+      const { path, key } = keyAt(config, id);
+      const versions = versionsOf(key);
+      next = Math.max(...versions.map((v) => v.version)) + 1;
+      label = versionLabel(id, next);
+      doc.deleteIn([...path, 'label']);
+      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label }]));
+    },
+    () => ctx.withToken((t) => generateKek(t, label)),
+  );
+  ctx.audit({ action: 'key-rotate', keyId: id, version: next, label });
+  return { keyId: id, currentVersion: next, label };
+}
+
+/** Makes the key unusable at once; its HSM material can be destroyed only after `days`. */
+export function scheduleDeletion(ctx: AdminContext, id: string, days: number): object {
+  if (!Number.isInteger(days) || days < 7 || days > 30) throw new ConfigError('the waiting period must be 7 to 30 days');
+  const now = ctx.now();
+  const deletion = { requestedAt: now.toISOString(), notBefore: new Date(now.getTime() + days * 86_400_000).toISOString() };
+  ctx.store.update((doc, config) => doc.setIn([...keyAt(config, id).path, 'deletion'], doc.createNode(deletion)));
+  ctx.audit({ action: 'key-schedule-deletion', keyId: id, notBefore: deletion.notBefore });
+  return { keyId: id, ...deletion };
+}
+
+export function cancelDeletion(ctx: AdminContext, id: string): object {
+  ctx.store.update((doc, config) => {
+    const { path, key } = keyAt(config, id);
+    if (!key.deletion) throw new ConfigError(`key ${id} has no deletion scheduled`);
+    doc.deleteIn([...path, 'deletion']);
+  });
+  ctx.audit({ action: 'key-cancel-deletion', keyId: id });
+  return { keyId: id, deletion: 'cancelled' };
+}
+
+/** After the waiting period: destroys every version in the HSM and removes the key from the store. */
+export function purgeKey(ctx: AdminContext, id: string): object {
+  let labels: string[] = [];
+  ctx.store.update(
+    (doc, config) => {
+      const { path, key } = keyAt(config, id);
+      if (!key.deletion) throw new ConfigError(`key ${id} is not scheduled for deletion`);
+      if (Date.parse(key.deletion.notBefore) > ctx.now().getTime()) {
+        throw new ConfigError(`key ${id} cannot be destroyed before ${key.deletion.notBefore}`);
+      }
+      labels = versionsOf(key).map((v) => v.label);
+      doc.deleteIn(path);
+    },
+    () => ctx.withToken((t) => labels.forEach((l) => destroyKeys(t, l))),
+  );
+  ctx.audit({ action: 'key-purge', keyId: id, versions: labels.length });
+  return { keyId: id, destroyed: labels };
+}
+
+export function describeKey(ctx: AdminContext, id: string): object {
+  const config = ctx.store.read();
+  const { key } = keyAt(config, id);
+  const group = config.groups[keyPath(config, id).group]!;
+  const versions = versionsOf(key);
+  return {
+    id: key.id,
+    group: group.name,
+    groupStatus: group.status,
+    status: key.status,
+    usage: key.usage,
+    currentVersion: Math.max(...versions.map((v) => v.version)),
+    versions,
+    deletion: key.deletion,
+    keyStores: config.keyStores.filter((ks) => ks.groups.includes(group.name)).map((ks) => ks.name),
+  };
+}
+
+export function listKeys(ctx: AdminContext): object[] {
+  const config = ctx.store.read();
+  return config.groups.flatMap((g) =>
+    g.keys.map((k) => ({
+      id: k.id,
+      group: g.name,
+      status: k.deletion ? 'PENDING_DELETION' : k.status,
+      versions: versionsOf(k).length,
+    })),
+  );
+}
