@@ -194,7 +194,8 @@ export class Pkcs11Engine implements CryptoEngine {
       { type: pkcs11js.CKA_EXTRACTABLE },
     ]).map((a) => a.value as Buffer);
     const uint = (b: Buffer | undefined): number => (b ? b.readUIntLE(0, Math.min(b.length, 6)) : -1);
-    if (uint(keyType) !== pkcs11js.CKK_AES || uint(valueLen) !== 32) {
+    // 0 = not recorded: SoftHSM2 leaves CKA_VALUE_LEN unset on unwrapped keys (xks-admin checks their length on import).
+    if (uint(keyType) !== pkcs11js.CKK_AES || (uint(valueLen) !== 32 && uint(valueLen) !== 0)) {
       throw new XksError('InternalException', 'the HSM key for this external key is not AES-256');
     }
     if (uint(sensitive) !== 1 || uint(extractable) !== 0) {

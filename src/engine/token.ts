@@ -90,14 +90,13 @@ export type WrapMechanism = 'aes-key-wrap' | 'aes-key-wrap-pad';
  */
 export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, mechanism: WrapMechanism): Handle {
   if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
+  // Both RFC 3394 and RFC 5649 wrap a 256-bit key into exactly 40 bytes, and unwrapping checks integrity,
+  // so the length is known here (SoftHSM2 does not record CKA_VALUE_LEN for unwrapped keys).
+  if (wrapped.length !== 40) throw new Error(`wrapped key material must be 40 bytes (an AES-256 key), got ${wrapped.length}`);
   const [wrappingKey, ...more] = findSecretKeys(t, wrappingLabel);
   if (!wrappingKey || more.length > 0) throw new Error(`need exactly one wrapping key labelled "${wrappingLabel}"`);
   const mech = mechanism === 'aes-key-wrap' ? pkcs11js.CKM_AES_KEY_WRAP : pkcs11js.CKM_AES_KEY_WRAP_PAD;
-  const key = t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined as never }, wrappingKey, wrapped, kekTemplate(label));
-  const [len] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_VALUE_LEN }]);
-  if ((len?.value as Buffer).readUIntLE(0, 4) !== 32) {
-    t.mod.C_DestroyObject(t.session, key);
-    throw new Error('the unwrapped key is not 256 bits; nothing imported');
-  }
-  return key;
+  // SoftHSM2 refuses CKA_MODIFIABLE in an unwrap template; SENSITIVE/EXTRACTABLE cannot be relaxed later anyway.
+  const template = kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
+  return t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined as never }, wrappingKey, wrapped, template);
 }
