@@ -60,6 +60,7 @@ export class ProxyApp {
       vendor: cfg.hsm.vendor,
       logger,
       createModule: opts.createModule,
+      observe: (operation, seconds) => metrics.hsmSeconds.observe({ operation }, seconds),
     });
     const health = new HealthMonitor(
       engine,

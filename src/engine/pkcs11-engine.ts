@@ -24,6 +24,8 @@ export interface Pkcs11EngineOptions {
   logger: Logger;
   /** Creates the module object; tests pass a fault-injecting wrapper around the real one. */
   createModule?: () => Pkcs11Module;
+  /** Time spent per HSM operation, session wait included. */
+  observe?: (operation: 'encrypt' | 'decrypt' | 'health', seconds: number) => void;
 }
 
 /** One PKCS#11 login with its sessions; replaced as a whole after a connection fault. */
@@ -221,10 +223,24 @@ export class Pkcs11Engine implements CryptoEngine {
 
   /** Runs one operation on a pooled session and turns PKCS#11 failures into spec errors. */
   private async run<T>(
+    name: 'encrypt' | 'decrypt' | 'health',
     label: string | null,
     signal: AbortSignal | undefined,
     op: (session: Handle, key: Handle, conn: Connection) => Promise<T>,
-    retried = false,
+  ): Promise<T> {
+    const started = performance.now();
+    try {
+      return await this.attempt(label, signal, op, false);
+    } finally {
+      this.opts.observe?.(name, (performance.now() - started) / 1000);
+    }
+  }
+
+  private async attempt<T>(
+    label: string | null,
+    signal: AbortSignal | undefined,
+    op: (session: Handle, key: Handle, conn: Connection) => Promise<T>,
+    retried: boolean,
   ): Promise<T> {
     const conn = this.requireConnection();
     const session = await conn.pool.acquire(signal && ((cancel) => onAbort(signal, cancel)));
@@ -253,7 +269,7 @@ export class Pkcs11Engine implements CryptoEngine {
       handedBack = true;
       if (kind === 'handle' && label !== null && !retried) {
         conn.keys.delete(label);
-        return this.run(label, signal, op, true);
+        return this.attempt(label, signal, op, true);
       }
       this.log.error({ err: describe(e) }, 'HSM operation failed');
       throw new XksError('InternalException', `the HSM operation failed (${ckrName(e) ?? 'error'})`);
@@ -281,7 +297,7 @@ export class Pkcs11Engine implements CryptoEngine {
   }
 
   encrypt(label: string, plaintext: Buffer, aad: Buffer, signal?: AbortSignal): Promise<GcmResult> {
-    return this.run(label, signal, (session, key) => this.gcmEncrypt(session, key, plaintext, aad));
+    return this.run('encrypt', label, signal, (session, key) => this.gcmEncrypt(session, key, plaintext, aad));
   }
 
   private async gcmEncrypt(session: Handle, key: Handle, plaintext: Buffer, aad: Buffer): Promise<GcmResult> {
@@ -298,7 +314,7 @@ export class Pkcs11Engine implements CryptoEngine {
   }
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, signal?: AbortSignal): Promise<Buffer> {
-    return this.run(label, signal, (session, key, conn) => this.gcmDecrypt(session, key, conn, iv, aad, ciphertext, tag));
+    return this.run('decrypt', label, signal, (session, key, conn) => this.gcmDecrypt(session, key, conn, iv, aad, ciphertext, tag));
   }
 
   private async gcmDecrypt(session: Handle, key: Handle, conn: Connection, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer): Promise<Buffer> {
@@ -320,7 +336,7 @@ export class Pkcs11Engine implements CryptoEngine {
   async healthCheck(signal?: AbortSignal): Promise<HealthReport> {
     const started = Date.now();
     try {
-      await this.run(null, signal, async (session, key, conn) => {
+      await this.run('health', null, signal, async (session, key, conn) => {
         const probe = randomBytes(32);
         const sealed = await this.gcmEncrypt(session, key, probe, EMPTY);
         const opened = await this.gcmDecrypt(session, key, conn, sealed.iv, EMPTY, sealed.ciphertext, sealed.tag);

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import aws4 from 'aws4';
 import { ProxyApp } from '../../src/app';
 import { buildRuntimeConfig } from '../../src/config/load';
@@ -85,6 +86,8 @@ export interface SendOptions {
   editHeaders?: (headers: Record<string, string | number | string[]>) => void;
   unsigned?: boolean;
   date?: Date;
+  /** Send over TLS with these options (CA, client certificate). */
+  tls?: https.RequestOptions;
 }
 
 /** Sends one request signed by aws4 (an independent SigV4 implementation). */
@@ -108,7 +111,8 @@ export function send(port: number, path: string, payload: unknown, cred: Credent
   headers['content-length'] = Buffer.byteLength(sent);
   delete headers['Content-Length'];
   return new Promise((resolve, reject) => {
-    const r = http.request({ host: '127.0.0.1', port, path, method: req.method, headers, agent: false }, (res) => {
+    const request = opts.tls ? https.request : http.request;
+    const r = request({ host: '127.0.0.1', port, path, method: req.method, headers, agent: false, ...opts.tls }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

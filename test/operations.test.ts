@@ -1,0 +1,138 @@
+import http from 'node:http';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import type { ProxyApp } from '../src/app';
+import { faultyModule } from './support/faulty-module';
+import { makePki, Pki } from './support/pki';
+import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
+
+const cred = newCredential();
+const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
+const stores = () => [keyStoreWithKeys('ops', '/ops', [cred], [{ id: 'k', label: 'test-key-1' }])];
+
+function get(port: number, path: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      })
+      .on('error', reject);
+  });
+}
+
+describe('TLS and mTLS', () => {
+  let pki: Pki;
+  let app: ProxyApp;
+  const good = () => pki.client('cks.kms.us-east-1.amazonaws.com');
+
+  beforeAll(async () => {
+    pki = makePki();
+    app = await startProxy(
+      testConfig(stores(), {
+        server: {
+          insecurePlainHttp: false,
+          tls: {
+            certFile: pki.serverCert,
+            keyFile: pki.serverKey,
+            clientCaFile: pki.caCert,
+            allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'],
+          },
+        },
+      } as never),
+    );
+  });
+  afterAll(() => app.stop(1000));
+
+  const tlsOpts = (client?: { cert: string; key: string }) => ({
+    ca: readFileSync(pki.caCert),
+    servername: 'localhost',
+    ...(client ? { cert: readFileSync(client.cert), key: readFileSync(client.key) } : {}),
+  });
+
+  it('serves XKS over TLS to KMS\'s client certificate, with a spec cipher suite', async () => {
+    const r = await send(app.port, '/ops/kms/xks/v1/health', health, cred, { tls: tlsOpts(good()) });
+    expect(r.status).toBe(200);
+    const c = good();
+    const socket = tls.connect({ port: app.port, host: '127.0.0.1', maxVersion: 'TLSv1.2', ...tlsOpts(c) });
+    await new Promise((res, rej) => socket.once('secureConnect', res).once('error', rej));
+    expect(socket.getProtocol()).toBe('TLSv1.2');
+    expect(['ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384']).toContain(socket.getCipher().name);
+    socket.destroy();
+  });
+
+  function handshakeError(opts: tls.ConnectionOptions): Promise<string> {
+    return new Promise((resolve) => {
+      const s = tls.connect({ port: app.port, host: '127.0.0.1', ...opts });
+      s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      // TLS 1.3 finishes the client side before the server checks the certificate: wait for the server's verdict.
+      s.once('secureConnect', () => {
+        s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+        s.once('data', () => resolve('accepted'));
+        s.once('close', () => resolve('closed'));
+      });
+    });
+  }
+
+  it('refuses TLS 1.1 at the handshake', async () => {
+    const code = await handshakeError({ ...tlsOpts(good()), minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' });
+    expect(code).toMatch(/PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|NO_PROTOCOLS/);
+  });
+
+  it('refuses clients without a certificate, from another CA, or with another subject', async () => {
+    expect(await handshakeError(tlsOpts())).not.toBe('accepted');
+    expect(await handshakeError(tlsOpts(pki.client('cks.kms.us-east-1.amazonaws.com', 'other')))).not.toBe('accepted');
+    expect(await handshakeError(tlsOpts(pki.client('evil.example.com')))).not.toBe('accepted');
+    expect(await handshakeError(tlsOpts(good()))).toBe('accepted');
+  });
+});
+
+describe('metrics, readiness and liveness', () => {
+  let app: ProxyApp;
+  const { faults, create } = faultyModule();
+
+  beforeAll(async () => {
+    app = await startProxy(testConfig(stores(), { hsm: { healthCacheMs: 500, reconnectBackoffMs: 50 } } as never), create);
+  });
+  afterAll(() => app.stop(1000));
+
+  it('exposes request, latency, HSM, pool and health series with bounded labels', async () => {
+    await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
+    await send(app.port, '/ops/kms/xks/v1/keys/nope/metadata', { requestMetadata: keyMetadata('DescribeKey') }, cred);
+    const m = await get(app.opsPort!, '/metrics');
+    expect(m.status).toBe(200);
+    expect(m.text).toMatch(/xks_requests_total\{key_store="ops",operation="Encrypt",error_name="none",retryable="false"\} 1/);
+    expect(m.text).toMatch(/xks_requests_total\{key_store="ops",operation="GetKeyMetadata",error_name="KeyNotFoundException",retryable="false"\} 1/);
+    expect(m.text).toMatch(/xks_request_duration_seconds_bucket\{le="0.25",key_store="ops",operation="Encrypt"\} 1/);
+    expect(m.text).toMatch(/xks_hsm_operation_duration_seconds_count\{operation="encrypt"\} [1-9]/);
+    expect(m.text).toMatch(/xks_hsm_sessions\{state="idle"\} 4/);
+    expect(m.text).toMatch(/xks_ekm_health_status\{state="ACTIVE"\} 1/);
+    expect(m.text).toMatch(/nodejs_eventloop_lag_seconds/);
+    // Never a key id, principal or request id as a label value.
+    expect(m.text).not.toMatch(/nope|Alice|arn:aws/);
+  });
+
+  it('liveness stays up; readiness follows the HSM: fails when the token goes away, recovers by itself', async () => {
+    expect((await get(app.opsPort!, '/readyz')).status).toBe(200);
+    faults.fail = { C_Encrypt: 'CKR_DEVICE_REMOVED', C_GetTokenInfo: 'CKR_TOKEN_NOT_PRESENT', C_GetSlotList: 'CKR_TOKEN_NOT_PRESENT' };
+    const r = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
+    expect(r.body.errorName).toBe('InternalException');
+    await waitFor(async () => (await get(app.opsPort!, '/readyz')).status === 503);
+    expect((await get(app.opsPort!, '/livez')).status).toBe(200);
+    expect((await get(app.port, '/healthz')).status).toBe(503);
+    faults.fail = {};
+    await waitFor(async () => (await get(app.opsPort!, '/readyz')).status === 200);
+    const again = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
+    expect(again.status).toBe(200);
+  });
+});
+
+async function waitFor(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('condition not met in time');
+}
