@@ -11,6 +11,8 @@ export interface Faults {
   fail: Partial<Record<string, string>>;
   /** Counts of calls per method. */
   calls: Record<string, number>;
+  /** The real module underneath, for faults made with real calls (e.g. closing every session). */
+  real?: pkcs11js.PKCS11;
 }
 
 const ASYNC = new Set(['C_Encrypt', 'C_Decrypt', 'C_EncryptFinal']);
@@ -25,6 +27,7 @@ export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 
   const faults: Faults = { delayMs: 0, fail: {}, calls: {} };
   const create = (): pkcs11js.PKCS11 => {
     const real = new pkcs11js.PKCS11();
+    faults.real = real;
     return new Proxy(real, {
       get(target, prop, receiver) {
         const value = Reflect.get(target, prop, receiver) as unknown;
