@@ -58,6 +58,8 @@ async function runProcess(file: string, runtime: RuntimeConfig, log: Logger, wor
   );
   reloader.watch();
   if (cluster.isWorker) {
+    // Constructing one installs prom-client's IPC listener that answers the primary's scrapes.
+    new AggregatorRegistry();
     AggregatorRegistry.setRegistries([app.metrics.registry]);
     const report = (): void => void process.send?.({ xks: 'ready', ready: app.ready() });
     report();

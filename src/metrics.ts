@@ -31,6 +31,7 @@ export class Metrics {
     name: 'xks_ekm_health_status',
     help: 'Last deep health check result: 1 for the current state (ACTIVE, DEGRADED, UNAVAILABLE), 0 otherwise',
     labelNames: ['state'] as const,
+    aggregator: 'max',
     registers: [this.registry],
   });
   /** Set by the app: reads the session pool when Prometheus scrapes. */
@@ -57,6 +58,7 @@ export class Metrics {
   readonly certificateExpiry = new client.Gauge({
     name: 'xks_tls_certificate_expiry_days',
     help: 'Days until the serving TLS certificate expires (KMS alarms below 10)',
+    aggregator: 'min',
     registers: [this.registry],
   });
 

@@ -19,36 +19,46 @@ function freePort(): Promise<number> {
   });
 }
 
+function get(port: number, path: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve) =>
+    http
+      .get({ host: '127.0.0.1', port, path }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      })
+      .on('error', () => resolve({ status: 0, text: '' })),
+  );
+}
+
+/** Starts `node dist/src/main.js` on a fresh config and waits for /readyz. */
+async function startProcess(dir: string, workers: number): Promise<{ child: ChildProcess; port: number; opsPort: number }> {
+  const port = await freePort();
+  const opsPort = await freePort();
+  const config = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])], {
+    server: { port, workers },
+    ops: { port: opsPort },
+    audit: { file: join(dir, 'audit.log') },
+  } as never);
+  writeFileSync(join(dir, 'config.yaml'), stringify(config));
+  const child = spawn('node', [MAIN, '--config', join(dir, 'config.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.resume();
+  child.stderr!.resume();
+  for (let i = 0; i < 150; i++) {
+    if ((await get(opsPort, '/readyz')).status === 200) return { child, port, opsPort };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('proxy did not become ready');
+}
+
 describe('graceful shutdown (a real proxy process)', () => {
   let dir: string;
   let child: ChildProcess;
   let port: number;
-  let opsPort: number;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'xks-term-'));
-    port = await freePort();
-    opsPort = await freePort();
-    const config = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])], {
-      server: { port },
-      ops: { port: opsPort },
-      audit: { file: join(dir, 'audit.log') },
-    } as never);
-    writeFileSync(join(dir, 'config.yaml'), stringify(config));
-    child = spawn('node', [MAIN, '--config', join(dir, 'config.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout!.resume();
-    child.stderr!.resume();
-    for (let i = 0; i < 100; i++) {
-      const ok = await new Promise<boolean>((resolve) =>
-        http.get({ host: '127.0.0.1', port: opsPort, path: '/readyz' }, (res) => {
-          res.resume();
-          resolve(res.statusCode === 200);
-        }).on('error', () => resolve(false)),
-      );
-      if (ok) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error('proxy did not become ready');
+    ({ child, port } = await startProcess(dir, 1));
   });
 
   afterAll(() => {
@@ -103,5 +113,44 @@ describe('graceful shutdown (a real proxy process)', () => {
     for (const r of refused) expect(['ECONNREFUSED', 'ECONNRESET', 'EPIPE']).toContain(r);
     const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').filter((l) => l.includes('"term-'));
     expect(audit.length).toBe(answered.length);
+  });
+});
+
+describe('cluster mode (workers: 2)', () => {
+  let dir: string;
+  let proc: { child: ChildProcess; port: number; opsPort: number };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'xks-cluster-'));
+    proc = await startProcess(dir, 2);
+  });
+  afterAll(() => {
+    proc.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves from both workers, aggregates their metrics in the primary, and stops cleanly', async () => {
+    const health = JSON.stringify({ requestMetadata: { kmsRequestId: 'c', kmsOperation: 'KmsHealthCheck' } });
+    for (let i = 0; i < 20; i++) {
+      const req = { host: `127.0.0.1:${proc.port}`, path: '/t/kms/xks/v1/health', method: 'POST', service: 'kms-xks-proxy', region: 'us-east-1', body: health, headers: { 'content-type': 'application/json' } };
+      aws4.sign(req, cred);
+      const status = await new Promise<number>((resolve) => {
+        const r = http.request({ host: '127.0.0.1', port: proc.port, path: req.path, method: 'POST', headers: req.headers as http.OutgoingHttpHeaders, agent: false }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        r.end(health);
+      });
+      expect(status).toBe(200);
+    }
+    expect(JSON.parse((await get(proc.opsPort, '/readyz')).text)).toEqual({ ready: true, workersReady: 2, workers: 2 });
+    const metrics = (await get(proc.opsPort, '/metrics')).text;
+    expect(metrics).toMatch(/xks_requests_total\{key_store="t",operation="GetHealthStatus",error_name="none",retryable="false"\} 20/);
+    // Each worker keeps its own audit chain.
+    const exited = new Promise<number | null>((resolve) => proc.child.once('exit', (code) => resolve(code)));
+    proc.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const lines = ['audit.log.worker1', 'audit.log.worker2'].map((f) => readFileSync(join(dir, f), 'utf8').trim().split('\n').length);
+    expect(lines[0]! + lines[1]!).toBe(20);
   });
 });
