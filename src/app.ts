@@ -30,7 +30,7 @@ export class ProxyApp {
   private runtimeNow: RuntimeConfig;
   private xks!: Listener;
   private ops: http.Server | undefined;
-  private stopping = false;
+  stopping = false;
 
   private constructor(
     runtime: RuntimeConfig,
@@ -90,6 +90,7 @@ export class ProxyApp {
       runtime: () => app.runtimeNow,
       workers: opts.workers ?? 1,
       ready: () => app.ready(),
+      draining: () => app.stopping,
       audit,
     });
     app.xks = createListener(handler, {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { ProxyApp } from '../src/app';
 import { XKS_ERROR_STATUS, XksErrorName } from '../src/errors';
-import { faultyModule } from './support/faulty-module';
+import { faultyModule } from '../src/testing/faulty-module';
 import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
 
 const P = '/t/kms/xks/v1';

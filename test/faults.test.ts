@@ -1,5 +1,5 @@
 import type { ProxyApp } from '../src/app';
-import { faultyModule } from './support/faulty-module';
+import { faultyModule } from '../src/testing/faulty-module';
 import { testHsm } from './support/hsm';
 import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 

@@ -2,7 +2,7 @@ import http from 'node:http';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { ProxyApp } from '../src/app';
-import { faultyModule } from './support/faulty-module';
+import { faultyModule } from '../src/testing/faulty-module';
 import { makePki, Pki } from './support/pki';
 import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 

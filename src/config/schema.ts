@@ -191,7 +191,8 @@ export const configSchema = z
         healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
         /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
         vendor: z.string().min(1).optional(),
-        reconnectBackoffMs: z.number().int().min(10).default(1000),
+        /** First reconnect delay after an HSM fault; doubles up to 5 s. */
+        reconnectBackoffMs: z.number().int().min(10).max(5000).default(250),
       })
       .strict(),
     keyStores: z.array(keyStoreSchema).min(1),

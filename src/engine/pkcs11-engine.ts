@@ -368,7 +368,7 @@ export class Pkcs11Engine implements CryptoEngine {
         } catch (e) {
           this.log.warn({ err: describe(e), retryInMs: backoff }, 'HSM reconnect failed');
           await sleep(backoff);
-          backoff = Math.min(backoff * 2, 30_000);
+          backoff = Math.min(backoff * 2, 5_000);
         }
       }
     })().finally(() => {

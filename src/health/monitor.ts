@@ -27,10 +27,13 @@ export class HealthMonitor {
     private readonly onResult?: (report: HealthReport) => void,
   ) {}
 
-  /** Keeps the cache warm; call after a first refresh(). */
+  /** Keeps the cache warm (and readiness current); call after a first refresh(). */
   start(): void {
-    const every = Math.max(1000, Math.floor(this.opts.cacheMs / 2));
-    this.timer = setInterval(() => void this.refresh(), every);
+    this.timer = setInterval(() => {
+      const last = this.last;
+      // Refresh a good result at half its lifetime, so get() rarely waits; a failed one per get()'s rule.
+      if (!last || last.status === 'UNAVAILABLE' || Date.now() - last.checkedAt >= this.opts.cacheMs / 2) void this.get();
+    }, 1000);
     this.timer.unref();
   }
 
@@ -42,11 +45,17 @@ export class HealthMonitor {
     return this.last;
   }
 
+  /**
+   * A good result is reused for cacheMs; a failed one for at most a second, so that recovery shows
+   * at once instead of a stale UNAVAILABLE lingering for the whole cache period.
+   */
   async get(): Promise<HealthReport> {
     const last = this.last;
-    if (last && Date.now() - last.checkedAt < this.opts.cacheMs) return last;
+    const maxAge = last?.status === 'UNAVAILABLE' ? Math.min(1000, this.opts.cacheMs) : this.opts.cacheMs;
+    if (last && Date.now() - last.checkedAt < maxAge) return last;
     return this.refresh();
   }
+
 
   refresh(): Promise<HealthReport> {
     if (this.running) return this.running;

@@ -22,12 +22,17 @@ export interface HandlerServices extends OperationServices {
   ready(): boolean;
   /** One hash-chained line per processed request. */
   audit?: AuditLog;
+  /** True once shutdown began: answers then close their connection so that no client reuses it. */
+  draining(): boolean;
 }
 
 type Reply = { status: number; payload: object; headers?: Record<string, string> };
 
-function sendJson(res: ServerResponse, reply: Reply): void {
+function sendJson(res: ServerResponse, reply: Reply, draining = false): void {
   const body = JSON.stringify(reply.payload);
+  // A keep-alive client could send its next request just as the socket closes, and the reset would
+  // also discard this answer: "Connection: close" makes the client stop using the socket first.
+  if (draining) res.shouldKeepAlive = false;
   res.writeHead(reply.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
@@ -123,7 +128,7 @@ export function createXksHandler(svc: HandlerServices): (req: IncomingMessage, r
     );
 
     function finish(reply: Reply, error: XksError | undefined): void {
-      if (!res.headersSent && !res.destroyed) sendJson(res, reply);
+      if (!res.headersSent && !res.destroyed) sendJson(res, reply, svc.draining());
       const seconds = (performance.now() - started) / 1000;
       const errorName: XksErrorName | undefined = error?.errorName;
       svc.metrics.observeRequest(ks!.name, r.kind === 'xks' ? r.operation : 'unknown', errorName, errorName ? RETRYABLE_ERRORS.has(errorName) : false, seconds);

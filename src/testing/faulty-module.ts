@@ -1,3 +1,4 @@
+// Test and soak harness only: the production entry point never loads this module.
 import * as pkcs11js from 'pkcs11js';
 
 /**

@@ -1,0 +1,282 @@
+/**
+ * Bounded soak: mixed XKS traffic at a fixed rate against a real proxy process on SoftHSM2, while the
+ * configuration reloads, SigV4 credentials rotate, a key is disabled and re-enabled, and HSM faults
+ * come and go. Every response is checked: each successful encrypt is decrypted again and compared,
+ * each decrypt of a known ciphertext must return its plaintext. At the end the proxy gets SIGTERM
+ * under load, and its audit log must hold exactly one line per answered request.
+ *
+ *   npm run build && node dist/bench/soak.js --duration 120 --rate 1800
+ *
+ * Loopback only; the run stops by itself. Prints a JSON report; exits 1 on any mismatch or lost answer.
+ */
+import { execFileSync, fork, ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import http from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import aws4 from 'aws4';
+import { parse, stringify } from 'yaml';
+
+// bench/ when run from source (jest), dist/bench/ when compiled.
+const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
+const arg = (name: string, def: number): number => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : def;
+};
+
+interface Cred {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+type Window = 'hsm-error' | 'hsm-slow' | 'key-disabled' | 'none';
+
+export interface SoakReport {
+  durationS: number;
+  offeredRate: number;
+  sent: number;
+  answered: number;
+  byOutcome: Record<string, number>;
+  verified: number;
+  mismatches: number;
+  unexpected: Record<string, number>;
+  connectionErrors: number;
+  /** Connection errors before SIGTERM: must be zero. */
+  connectionErrorsBeforeTerm: number;
+  events: string[];
+  auditLines: number;
+  auditMatchesAnswers: boolean;
+  exitCode: number | null;
+  p99Ms: number;
+}
+
+export async function soak(durationS: number, rate: number): Promise<SoakReport> {
+  const dir = mkdtempSync(join(tmpdir(), 'xks-soak-'));
+  execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, '0'], { stdio: 'ignore' });
+  const configFile = join(dir, 'config.yaml');
+  const config = parse(readFileSync(configFile, 'utf8'));
+  config.server.port = 0;
+  config.ops.port = 0;
+  config.audit = { file: join(dir, 'audit.log') };
+  config.limits = { deadlineMs: 200, maxQueue: 256 };
+  writeFileSync(configFile, stringify(config));
+  const admin = (...args: string[]): string =>
+    execFileSync('node', [join(root, 'dist', 'src', 'tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8' });
+  admin('key', 'create', 'soak-victim', '--group', 'demo-keys');
+
+  const child: ChildProcess = fork(join(root, 'dist', 'bench', 'soak-proxy.js'), ['--config', configFile], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { type: string; port: number }) => (m.type === 'ready' ? resolve(m.port) : reject(new Error('proxy failed'))));
+    child.once('exit', () => reject(new Error('proxy exited during start')));
+  });
+  const reload = (): Promise<void> =>
+    new Promise((resolve) => {
+      const on = (m: { type: string }): void => {
+        if (m.type === 'reloaded') {
+          child.off('message', on);
+          resolve();
+        }
+      };
+      child.on('message', on);
+      child.kill('SIGHUP');
+    });
+
+  const primary = JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')).XksProxyAuthenticationCredential;
+  let cred: Cred = { accessKeyId: primary.AccessKeyId, secretAccessKey: primary.RawSecretAccessKey };
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  let window: Window = 'none';
+  const report: SoakReport = {
+    durationS, offeredRate: rate, sent: 0, answered: 0, byOutcome: {}, verified: 0, mismatches: 0, unexpected: {},
+    connectionErrors: 0, connectionErrorsBeforeTerm: 0, events: [], auditLines: 0, auditMatchesAnswers: false, exitCode: null, p99Ms: 0,
+  };
+  const latencies: number[] = [];
+  const known: { sealed: Record<string, string>; aad: Buffer; plaintext: Buffer }[] = [];
+  let stopping = false;
+  let termSent = false;
+  const start = Date.now();
+
+  const post = (path: string, body: object): Promise<{ status: number; json: Record<string, string> } | null> => {
+    const text = JSON.stringify(body);
+    const req = { host: `127.0.0.1:${port}`, path, method: 'POST', service: 'kms-xks-proxy', region: 'us-east-1', body: text, headers: { 'content-type': 'application/json' } };
+    aws4.sign(req, cred);
+    report.sent++;
+    const started = performance.now();
+    return new Promise((resolve) => {
+      const r = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers: req.headers as http.OutgoingHttpHeaders, agent }, (res) => {
+        let data = '';
+        res.on('data', (c: Buffer) => (data += c.toString()));
+        res.on('end', () => {
+          report.answered++;
+          latencies.push(performance.now() - started);
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(data) as Record<string, string> });
+        });
+      });
+      r.on('error', () => {
+        report.connectionErrors++;
+        if (!termSent) report.connectionErrorsBeforeTerm++;
+        resolve(null);
+      });
+      r.end(text);
+    });
+  };
+
+  const allowed: Record<Window, string[]> = {
+    none: [],
+    'hsm-error': ['InternalException', 'ThrottlingException'],
+    'hsm-slow': ['DependencyTimeoutException', 'ThrottlingException'],
+    'key-disabled': [],
+  };
+  const tally = (res: { status: number; json: Record<string, string> } | null, victim = false): boolean => {
+    if (!res) return false;
+    const outcome = res.status === 200 ? 'success' : res.json.errorName ?? `http${res.status}`;
+    report.byOutcome[outcome] = (report.byOutcome[outcome] ?? 0) + 1;
+    if (res.status === 200) return true;
+    const ok = allowed[window].includes(outcome) || (victim && window === 'key-disabled' && outcome === 'InvalidStateException');
+    if (!ok) {
+      const key = `${window}:${outcome}@${Math.floor((Date.now() - start) / 1000)}s`;
+      report.unexpected[key] = (report.unexpected[key] ?? 0) + 1;
+    }
+    return false;
+  };
+  const md = (op: string) => ({
+    awsPrincipalArn: 'arn:aws:iam::123456789012:user/Soak',
+    kmsKeyArn: 'arn:aws:kms:us-east-1:123456789012:key/soak',
+    kmsOperation: op,
+    kmsRequestId: randomUUID(),
+  });
+  const P = '/demo/kms/xks/v1';
+  const decryptBody = (s: Record<string, string>, aad: Buffer) => ({
+    requestMetadata: md('Decrypt'), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: aad.toString('base64'),
+    ciphertext: s.ciphertext, ciphertextMetadata: s.ciphertextMetadata, initializationVector: s.initializationVector, authenticationTag: s.authenticationTag,
+  });
+
+  /** Checks one ciphertext until it decrypts (faults may get in the way) or attempts run out. */
+  const verify = async (key: string, s: Record<string, string>, aad: Buffer, plaintext: Buffer): Promise<void> => {
+    for (let attempt = 0; attempt < 20 && !stopping; attempt++) {
+      const d = await post(`${P}/keys/${key}/decrypt`, decryptBody(s, aad));
+      if (tally(d, key === 'soak-victim') && d) {
+        if (Buffer.from(d.json.plaintext as string, 'base64').equals(plaintext)) report.verified++;
+        else report.mismatches++;
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    if (!stopping) report.mismatches++; // never decrypted: counted as lost
+  };
+
+  const one = async (): Promise<void> => {
+    const pick = Math.random();
+    if (pick < 0.45 || known.length === 0) {
+      const victim = pick > 0.43;
+      const key = victim ? 'soak-victim' : 'demo-key-1';
+      const plaintext = randomBytes(32);
+      const aad = randomBytes(48);
+      const e = await post(`${P}/keys/${key}/encrypt`, { requestMetadata: md('GenerateDataKey'), plaintext: plaintext.toString('base64'), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: aad.toString('base64') });
+      if (tally(e, victim) && e) {
+        if (!victim && known.length < 500) known.push({ sealed: e.json, aad, plaintext });
+        await verify(key, e.json, aad, plaintext);
+      }
+    } else if (pick < 0.9) {
+      const k = known[Math.floor(Math.random() * known.length)]!;
+      const d = await post(`${P}/keys/demo-key-1/decrypt`, decryptBody(k.sealed, k.aad));
+      if (tally(d) && d) {
+        if (Buffer.from(d.json.plaintext as string, 'base64').equals(k.plaintext)) report.verified++;
+        else report.mismatches++;
+      }
+    } else if (pick < 0.97) {
+      tally(await post(`${P}/keys/demo-key-1/metadata`, { requestMetadata: md('DescribeKey') }));
+    } else {
+      tally(await post(`${P}/health`, { requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } }));
+    }
+  };
+
+  // The event script, spread over the run.
+  const at = (fraction: number, what: string, fn: () => Promise<void> | void): NodeJS.Timeout =>
+    setTimeout(async () => {
+      report.events.push(`${((Date.now() - start) / 1000).toFixed(1)}s ${what}`);
+      await fn();
+    }, durationS * 1000 * fraction);
+  const fault = (fail: Record<string, string>, delayMs = 0): void => void child.send({ type: 'fault', fail, delayMs });
+  const timers = [
+    at(0.1, 'config reload (unchanged file)', reload),
+    at(0.15, 'HSM errors on C_Encrypt/C_Decrypt', () => {
+      window = 'hsm-error';
+      fault({ C_Encrypt: 'CKR_DEVICE_ERROR', C_Decrypt: 'CKR_DEVICE_ERROR' });
+    }),
+    at(0.2, 'HSM errors cleared', () => fault({})),
+    at(0.35, 'fault window closed (reconnect done)', () => void (window = 'none')),
+    at(0.4, 'credential rotation: add, switch, retire', async () => {
+      const out = JSON.parse(admin('credential', 'add', '--key-store', 'demo')).XksProxyAuthenticationCredential;
+      await reload();
+      const old = cred.accessKeyId;
+      cred = { accessKeyId: out.AccessKeyId, secretAccessKey: out.RawSecretAccessKey };
+      await new Promise((r) => setTimeout(r, 500)); // requests signed with the old one drain
+      admin('credential', 'retire', '--key-store', 'demo', '--access-key-id', old);
+      await reload();
+    }),
+    at(0.5, 'key soak-victim disabled', async () => {
+      window = 'key-disabled';
+      admin('key', 'disable', 'soak-victim');
+      await reload();
+    }),
+    at(0.58, 'key soak-victim enabled', async () => {
+      admin('key', 'enable', 'soak-victim');
+      await reload();
+      window = 'none';
+    }),
+    at(0.65, 'slow HSM (300 ms)', () => {
+      window = 'hsm-slow';
+      fault({}, 300);
+    }),
+    at(0.7, 'HSM speed restored', () => fault({}, 0)),
+    at(0.8, 'fault window closed', () => void (window = 'none')),
+  ];
+
+  // Fixed-rate scheduler: every 10 ms, the requests due since the last tick.
+  let inFlight = 0;
+  const perTick = rate / 100;
+  let carry = 0;
+  const ticker = setInterval(() => {
+    carry += perTick;
+    while (carry >= 1 && inFlight < 2048) {
+      carry -= 1;
+      inFlight++;
+      void one().finally(() => inFlight--);
+    }
+  }, 10);
+
+  await new Promise((r) => setTimeout(r, durationS * 1000));
+  report.events.push(`${((Date.now() - start) / 1000).toFixed(1)}s SIGTERM under load`);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  termSent = true;
+  child.kill('SIGTERM');
+  // Keep offering load through the shutdown; stop once the process is gone.
+  report.exitCode = await exited;
+  stopping = true;
+  clearInterval(ticker);
+  timers.forEach(clearTimeout);
+  while (inFlight > 0) await new Promise((r) => setTimeout(r, 20));
+  agent.destroy();
+
+  report.auditLines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').length;
+  report.auditMatchesAnswers = report.auditLines === report.answered;
+  latencies.sort((a, b) => a - b);
+  report.p99Ms = Math.round((latencies[Math.floor(latencies.length * 0.99)] ?? 0) * 100) / 100;
+  rmSync(dir, { recursive: true, force: true });
+  return report;
+}
+
+if (require.main === module) {
+  soak(arg('duration', 60), arg('rate', 1800)).then(
+    (r) => {
+      console.log(JSON.stringify(r, null, 2));
+      const bad = r.mismatches > 0 || Object.keys(r.unexpected).length > 0 || !r.auditMatchesAnswers || r.exitCode !== 0 || r.connectionErrorsBeforeTerm > 0;
+      process.exit(bad ? 1 : 0);
+    },
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
+}

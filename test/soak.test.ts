@@ -1,0 +1,19 @@
+import { soak } from '../bench/soak';
+
+/**
+ * The soak run in its short CI configuration (bench/soak.ts runs it longer): mixed traffic through
+ * config reloads, credential rotation, a key disabled and enabled, HSM errors and a slow HSM, then
+ * SIGTERM under load. Needs the build (test/run.sh builds first).
+ */
+it('loses nothing and returns nothing wrong under faults and changes', async () => {
+  const r = await soak(8, 600);
+  expect(r.mismatches).toBe(0);
+  expect(r.unexpected).toEqual({});
+  expect(r.connectionErrorsBeforeTerm).toBe(0);
+  expect(r.verified).toBeGreaterThan(1000);
+  expect(r.byOutcome.InternalException).toBeGreaterThan(0); // the HSM error window happened
+  expect(r.byOutcome.DependencyTimeoutException).toBeGreaterThan(0); // so did the slow window
+  expect(r.byOutcome.InvalidStateException).toBeGreaterThan(0); // and the disabled key
+  expect(r.exitCode).toBe(0);
+  expect(r.auditLines).toBe(r.answered);
+}, 60_000);
