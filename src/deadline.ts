@@ -3,36 +3,52 @@ import { XksError } from './errors';
 /**
  * A per-request time budget. KMS gives up after 250 ms; answering DependencyTimeoutException before
  * that tells it (and the operator's metrics) the HSM was slow, instead of a silent socket timeout.
+ * (A plain timer and callback list: AbortController/EventTarget cost more than this on the hot path.)
  */
 export class Deadline {
-  private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout;
+  private listeners: ((error: XksError) => void)[] = [];
+  private error: XksError | undefined;
 
-  constructor(ms: number) {
-    this.timer = setTimeout(
-      () => this.controller.abort(new XksError('DependencyTimeoutException', `the HSM did not answer within ${ms} ms`)),
-      ms,
-    );
+  constructor(private readonly ms: number) {
+    this.timer = setTimeout(() => this.expire(), ms);
   }
 
-  get signal(): AbortSignal {
-    return this.controller.signal;
+  get expired(): boolean {
+    return this.error !== undefined;
+  }
+
+  private expire(): void {
+    this.error = new XksError('DependencyTimeoutException', `the HSM did not answer within ${this.ms} ms`);
+    const listeners = this.listeners;
+    this.listeners = [];
+    for (const l of listeners) l(this.error);
+  }
+
+  /** Calls fn once when the budget runs out (at once if it already has); returns a canceller. */
+  onExpire(fn: (error: XksError) => void): () => void {
+    if (this.error) {
+      fn(this.error);
+      return () => undefined;
+    }
+    this.listeners.push(fn);
+    return () => {
+      const i = this.listeners.indexOf(fn);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
   }
 
   /** Settles with the promise, or rejects with DependencyTimeoutException once the budget is spent. */
   race<T>(work: Promise<T>): Promise<T> {
-    const signal = this.controller.signal;
-    if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
+      const cancel = this.onExpire(reject);
       work.then(
         (v) => {
-          signal.removeEventListener('abort', onAbort);
+          cancel();
           resolve(v);
         },
-        (e) => {
-          signal.removeEventListener('abort', onAbort);
+        (e: unknown) => {
+          cancel();
           reject(e);
         },
       );
@@ -41,5 +57,6 @@ export class Deadline {
 
   clear(): void {
     clearTimeout(this.timer);
+    this.listeners = [];
   }
 }

@@ -1,5 +1,5 @@
 import aws4 from 'aws4';
-import { verifySigV4, SigV4Policy } from '../src/sigv4/verify';
+import { parseAmzDate, verifySigV4, SigV4Policy } from '../src/sigv4/verify';
 
 const cred = { accessKeyId: 'AAAAAAAAAAAAAAAAAAAAAAAAAA', secretAccessKey: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE' };
 const other = { accessKeyId: 'BBBBBBBBBBBBBBBBBBBBBBBBBB', secretAccessKey: 'VU6W2byoiBrhDqNGbx703oL0syCAmhlQgwNUT123456' };
@@ -131,5 +131,19 @@ describe('SigV4 verification against aws4 as the signer', () => {
   it('canonicalises header values (trims, folds spaces) like the signer', () => {
     const s = sign({ headers: { 'x-custom': '  a   b  ' } });
     expect(verify(s)).toMatchObject({ ok: true });
+  });
+});
+
+describe('X-Amz-Date parsing', () => {
+  it.each([
+    ['20240229T235959Z', Date.UTC(2024, 1, 29, 23, 59, 59)],
+    ['20230229T000000Z', NaN],
+    ['20230230T000000Z', NaN],
+    ['20230101T240000Z', NaN],
+    ['20230101T000060Z', NaN],
+    ['2023-01-01T00:00:00Z', NaN],
+    ['20230101T000000', NaN],
+  ])('%s', (v, expected) => {
+    expect(parseAmzDate(v)).toBe(expected);
   });
 });

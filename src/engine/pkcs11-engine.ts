@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
+import type { Deadline } from '../deadline';
 import { XksError, isXksError } from '../errors';
 import type { Logger } from '../log';
+import { nextIv } from './iv-source';
 import { SessionPool } from './session-pool';
 import { classify, ckrName, STANDARD_TAG_FAILURES } from './pkcs11-errors';
 import type { CryptoEngine, EkmInfo, GcmResult, HealthReport, PoolStats } from './types';
@@ -225,12 +227,12 @@ export class Pkcs11Engine implements CryptoEngine {
   private async run<T>(
     name: 'encrypt' | 'decrypt' | 'health',
     label: string | null,
-    signal: AbortSignal | undefined,
+    deadline: Deadline | undefined,
     op: (session: Handle, key: Handle, conn: Connection) => Promise<T>,
   ): Promise<T> {
     const started = performance.now();
     try {
-      return await this.attempt(label, signal, op, false);
+      return await this.attempt(label, deadline, op, false);
     } finally {
       this.opts.observe?.(name, (performance.now() - started) / 1000);
     }
@@ -238,12 +240,12 @@ export class Pkcs11Engine implements CryptoEngine {
 
   private async attempt<T>(
     label: string | null,
-    signal: AbortSignal | undefined,
+    deadline: Deadline | undefined,
     op: (session: Handle, key: Handle, conn: Connection) => Promise<T>,
     retried: boolean,
   ): Promise<T> {
     const conn = this.requireConnection();
-    const session = await conn.pool.acquire(signal && ((cancel) => onAbort(signal, cancel)));
+    const session = await conn.pool.acquire(deadline && ((cancel) => deadline.onExpire(cancel)));
     conn.inFlight++;
     let handedBack = false;
     try {
@@ -269,7 +271,7 @@ export class Pkcs11Engine implements CryptoEngine {
       handedBack = true;
       if (kind === 'handle' && label !== null && !retried) {
         conn.keys.delete(label);
-        return this.attempt(label, signal, op, true);
+        return this.attempt(label, deadline, op, true);
       }
       this.log.error({ err: describe(e) }, 'HSM operation failed');
       throw new XksError('InternalException', `the HSM operation failed (${ckrName(e) ?? 'error'})`);
@@ -296,12 +298,12 @@ export class Pkcs11Engine implements CryptoEngine {
     });
   }
 
-  encrypt(label: string, plaintext: Buffer, aad: Buffer, signal?: AbortSignal): Promise<GcmResult> {
-    return this.run('encrypt', label, signal, (session, key) => this.gcmEncrypt(session, key, plaintext, aad));
+  encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
+    return this.run('encrypt', label, deadline, (session, key) => this.gcmEncrypt(session, key, plaintext, aad));
   }
 
   private async gcmEncrypt(session: Handle, key: Handle, plaintext: Buffer, aad: Buffer): Promise<GcmResult> {
-    const iv = randomBytes(IV_BYTES);
+    const iv = nextIv();
     this.mod.C_EncryptInit(session, this.mechanism(iv, aad), key);
     const out = Buffer.allocUnsafe(plaintext.length + TAG_BITS / 8);
     // Single-part C_Encrypt rejects empty input on some modules; the final call alone yields the tag.
@@ -313,8 +315,8 @@ export class Pkcs11Engine implements CryptoEngine {
     return { iv, ciphertext: sealed.subarray(0, plaintext.length), tag: sealed.subarray(plaintext.length) };
   }
 
-  decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, signal?: AbortSignal): Promise<Buffer> {
-    return this.run('decrypt', label, signal, (session, key, conn) => this.gcmDecrypt(session, key, conn, iv, aad, ciphertext, tag));
+  decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
+    return this.run('decrypt', label, deadline, (session, key, conn) => this.gcmDecrypt(session, key, conn, iv, aad, ciphertext, tag));
   }
 
   private async gcmDecrypt(session: Handle, key: Handle, conn: Connection, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer): Promise<Buffer> {
@@ -333,10 +335,10 @@ export class Pkcs11Engine implements CryptoEngine {
     }
   }
 
-  async healthCheck(signal?: AbortSignal): Promise<HealthReport> {
+  async healthCheck(deadline?: Deadline): Promise<HealthReport> {
     const started = Date.now();
     try {
-      await this.run('health', null, signal, async (session, key, conn) => {
+      await this.run('health', null, deadline, async (session, key, conn) => {
         const probe = randomBytes(32);
         const sealed = await this.gcmEncrypt(session, key, probe, EMPTY);
         const opened = await this.gcmDecrypt(session, key, conn, sealed.iv, EMPTY, sealed.ciphertext, sealed.tag);
@@ -392,13 +394,6 @@ export class Pkcs11Engine implements CryptoEngine {
     this.conn = null;
     safely(() => this.mod.C_Finalize());
   }
-}
-
-/** Calls cancel with the signal's reason when it aborts (the waiter then leaves the queue). */
-function onAbort(signal: AbortSignal, cancel: (error: Error) => void): void {
-  const fire = (): void => cancel(signal.reason instanceof Error ? signal.reason : new XksError('DependencyTimeoutException', 'the HSM did not answer in time'));
-  if (signal.aborted) fire();
-  else signal.addEventListener('abort', fire, { once: true });
 }
 
 function safely(fn: () => void): void {

@@ -1,3 +1,5 @@
+import type { Deadline } from '../deadline';
+
 /** What the XKS handlers need from a key manager. Implementations throw XksError for spec-visible failures. */
 export interface GcmResult {
   iv: Buffer;
@@ -30,11 +32,11 @@ export interface PoolStats {
 
 export interface CryptoEngine {
   /** AES-256-GCM encrypt with a fresh 96-bit IV under the key with this HSM label. */
-  encrypt(label: string, plaintext: Buffer, aad: Buffer, signal?: AbortSignal): Promise<GcmResult>;
+  encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult>;
   /** AES-256-GCM decrypt; an authentication failure is InvalidCiphertextException. */
-  decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, signal?: AbortSignal): Promise<Buffer>;
+  decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer>;
   /** A real encrypt and decrypt on the health-check key. */
-  healthCheck(signal?: AbortSignal): Promise<HealthReport>;
+  healthCheck(deadline?: Deadline): Promise<HealthReport>;
   info(): EkmInfo;
   poolStats(): PoolStats;
   isConnected(): boolean;

@@ -69,7 +69,7 @@ export class HealthMonitor {
     const deadline = new Deadline(this.opts.timeoutMs);
     let report: HealthReport;
     try {
-      report = await deadline.race(this.engine.healthCheck(deadline.signal));
+      report = await deadline.race(this.engine.healthCheck(deadline));
       if (report.status === 'ACTIVE' && report.latencyMs > this.opts.degradedAboveMs) {
         report = { ...report, status: 'DEGRADED', detail: `health check took ${report.latencyMs} ms` };
       }

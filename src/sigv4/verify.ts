@@ -10,7 +10,7 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
 export const SERVICE = 'kms-xks-proxy';
 const ALGORITHM = 'AWS4-HMAC-SHA256';
-const AMZ_DATE = /^(\d{8})T\d{6}Z$/;
+const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 
 export interface SigV4Request {
@@ -84,11 +84,13 @@ const canonicalValue = (v: string): string => v.trim().replace(/\s+/g, ' ');
 
 /** Parses x-amz-date (YYYYMMDDTHHMMSSZ) to epoch ms, or NaN. */
 export function parseAmzDate(v: string): number {
-  if (!AMZ_DATE.test(v)) return NaN;
-  const iso = `${v.slice(0, 4)}-${v.slice(4, 6)}-${v.slice(6, 8)}T${v.slice(9, 11)}:${v.slice(11, 13)}:${v.slice(13, 15)}Z`;
-  const t = Date.parse(iso);
-  // Date.parse rolls 2023-02-30 over to March; require the round trip to match.
-  return Number.isNaN(t) || new Date(t).toISOString().slice(0, 19) + 'Z' !== iso ? NaN : t;
+  const m = AMZ_DATE.exec(v);
+  if (!m) return NaN;
+  const [y, mo, d, h, mi, s] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const t = Date.UTC(y, mo - 1, d, h, mi, s);
+  // Date.UTC rolls 2023-02-30 over to March; require every field to survive the round trip.
+  const back = new Date(t);
+  return back.getUTCDate() === d && back.getUTCMonth() === mo - 1 && h < 24 && mi < 60 && s < 60 ? t : NaN;
 }
 
 const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data).digest();

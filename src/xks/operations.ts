@@ -111,7 +111,7 @@ const encrypt: Handler = async (svc, input) => {
   const metadata = encodeMetadata(version.version);
   const aad = hsmAad(req.aad, metadata);
   try {
-    const sealed = await input.deadline.race(svc.engine.encrypt(version.label, req.plaintext, aad, input.deadline.signal));
+    const sealed = await input.deadline.race(svc.engine.encrypt(version.label, req.plaintext, aad, input.deadline));
     const response: Record<string, string> = {
       ciphertext: b64(sealed.ciphertext),
       ciphertextMetadata: b64(metadata),
@@ -141,7 +141,7 @@ async function verifyRoundTrip(
   let opened: Buffer;
   try {
     opened = await input.deadline.race(
-      svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, input.deadline.signal),
+      svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, input.deadline),
     );
   } catch (e) {
     if (e instanceof XksError && e.errorName === 'InvalidCiphertextException') {
@@ -168,7 +168,7 @@ const decrypt: Handler = async (svc, input) => {
   input.record.keyVersion = version.version;
   const aad = hsmAad(req.aad, req.ciphertextMetadata);
   const plaintext = await input.deadline.race(
-    svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, input.deadline.signal),
+    svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, input.deadline),
   );
   const response = { plaintext: b64(plaintext) };
   plaintext.fill(0);
