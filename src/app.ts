@@ -56,6 +56,7 @@ export class ProxyApp {
       maxQueue: cfg.limits.maxQueue,
       gcmParams: cfg.hsm.gcmParams,
       healthKeyLabel: cfg.hsm.healthKeyLabel,
+      asyncCalls: cfg.hsm.asyncCalls,
       reconnectBackoffMs: cfg.hsm.reconnectBackoffMs,
       vendor: cfg.hsm.vendor,
       logger,

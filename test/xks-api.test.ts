@@ -228,3 +228,23 @@ describe('SigV4 per key store', () => {
     expect(r.status).toBe(401);
   });
 });
+
+describe('inline HSM calls (hsm.asyncCalls: false)', () => {
+  let inline: ProxyApp;
+  const c = newCredential();
+  beforeAll(async () => {
+    inline = await startProxy(testConfig([keyStoreWithKeys('i', '/i', [c], [{ id: 'k', label: 'test-key-1' }])], { hsm: { asyncCalls: false } } as never));
+  });
+  afterAll(() => inline.stop(1000));
+
+  it.each([0, 32])('round-trips %i bytes and rejects a forged tag', async (size) => {
+    const pt = randomBytes(size);
+    const e = await send(inline.port, '/i/kms/xks/v1/keys/k/encrypt', encryptBody(pt, Buffer.from('a')), c);
+    expect(e.status).toBe(200);
+    const sealed = e.body as unknown as Sealed;
+    const d = await send(inline.port, '/i/kms/xks/v1/keys/k/decrypt', decryptBody(sealed, Buffer.from('a')), c);
+    expect(Buffer.from(d.body.plaintext as string, 'base64').equals(pt)).toBe(true);
+    const bad = await send(inline.port, '/i/kms/xks/v1/keys/k/decrypt', decryptBody({ ...sealed, authenticationTag: b64(randomBytes(16)) }, Buffer.from('a')), c);
+    expect(bad.body.errorName).toBe('InvalidCiphertextException');
+  });
+});

@@ -186,6 +186,12 @@ export const configSchema = z
         sessionPoolSize: z.number().int().min(1).max(256).default(8),
         /** CK_GCM_PARAMS layout: v2.40 has ulIvBits (SoftHSM2, most HSMs); v2.30 does not. */
         gcmParams: z.enum(['v240', 'v230']).default('v240'),
+        /**
+         * Run C_Encrypt/C_Decrypt on libuv's thread pool (true) so a slow HSM cannot stall the event
+         * loop and deadlines hold; false calls them inline, faster for a local HSM (SoftHSM2) but a
+         * hung HSM then blocks the worker. C_*Init is always inline (pkcs11js has no async form).
+         */
+        asyncCalls: z.boolean().default(true),
         healthKeyLabel: z.string().min(1).default('xks-health-check'),
         /** Deep health results are reused for at most this long (spec: under one minute). */
         healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),

@@ -22,6 +22,8 @@ export interface Pkcs11EngineOptions {
   gcmParams: 'v240' | 'v230';
   healthKeyLabel: string;
   reconnectBackoffMs: number;
+  /** false: C_Encrypt/C_Decrypt inline on the event loop (see hsm.asyncCalls). */
+  asyncCalls?: boolean;
   vendor?: string;
   logger: Logger;
   /** Creates the module object; tests pass a fault-injecting wrapper around the real one. */
@@ -308,9 +310,13 @@ export class Pkcs11Engine implements CryptoEngine {
     const out = Buffer.allocUnsafe(plaintext.length + TAG_BITS / 8);
     // Single-part C_Encrypt rejects empty input on some modules; the final call alone yields the tag.
     const sealed =
-      plaintext.length === 0
-        ? await this.callAsync((cb) => this.mod.C_EncryptFinal(session, out, cb))
-        : await this.callAsync((cb) => this.mod.C_Encrypt(session, plaintext, out, cb));
+      this.opts.asyncCalls === false
+        ? plaintext.length === 0
+          ? this.mod.C_EncryptFinal(session, out)
+          : this.mod.C_Encrypt(session, plaintext, out)
+        : plaintext.length === 0
+          ? await this.callAsync((cb) => this.mod.C_EncryptFinal(session, out, cb))
+          : await this.callAsync((cb) => this.mod.C_Encrypt(session, plaintext, out, cb));
     if (sealed.length !== out.length) throw new XksError('InternalException', 'the HSM returned an output of unexpected length');
     return { iv, ciphertext: sealed.subarray(0, plaintext.length), tag: sealed.subarray(plaintext.length) };
   }
@@ -323,7 +329,11 @@ export class Pkcs11Engine implements CryptoEngine {
     this.mod.C_DecryptInit(session, this.mechanism(iv, aad), key);
     const input = Buffer.concat([ciphertext, tag]);
     try {
-      const plain = await this.callAsync((cb) => this.mod.C_Decrypt(session, input, Buffer.allocUnsafe(input.length), cb));
+      const out = Buffer.allocUnsafe(input.length);
+      const plain =
+        this.opts.asyncCalls === false
+          ? this.mod.C_Decrypt(session, input, out)
+          : await this.callAsync((cb) => this.mod.C_Decrypt(session, input, out, cb));
       if (plain.length !== ciphertext.length) throw new XksError('InternalException', 'the HSM returned an output of unexpected length');
       return plain;
     } catch (e) {
