@@ -71,6 +71,12 @@ describe('GetHealthStatus', () => {
     expect(r.headers['content-type']).toBe('application/json');
   });
 
+  it('answers even a malformed health request (the spec lists no ValidationException for it)', async () => {
+    for (const body of ['{}', 'not json', { requestMetadata: { kmsRequestId: 5 } }]) {
+      expect((await send(app.port, `${A}/health`, body, c1)).status).toBe(200);
+    }
+  });
+
   it('accepts kmsOperation values it has never seen', async () => {
     const r = await send(app.port, `${A}/health`, { requestMetadata: { kmsRequestId: 'h2', kmsOperation: 'SomeFutureOperation', newField: 1 } }, c1);
     expect(r.status).toBe(200);

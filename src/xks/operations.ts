@@ -32,7 +32,7 @@ export interface OperationServices {
 
 /** What the request log and audit trail learn about a request as it is processed (never data). */
 export interface RequestRecord {
-  metadata?: RequestMetadata;
+  metadata?: Partial<RequestMetadata>;
   keyVersion?: number;
   group?: string;
   decision?: Decision;

@@ -114,8 +114,16 @@ function requireAesGcm(body: Json): void {
 
 const KEY_OP_METADATA = ['awsPrincipalArn', 'kmsKeyArn', 'kmsOperation', 'kmsRequestId'] as const;
 
-export function parseHealthRequest(body: Json): RequestMetadata {
-  return parseRequestMetadata(body, ['kmsOperation', 'kmsRequestId']);
+/**
+ * ValidationException is not among GetHealthStatus's errors in the spec: a health request is answered
+ * whatever its body, and its metadata is kept (for the log) only where it is well-formed.
+ */
+export function parseHealthRequest(body: Json): Partial<RequestMetadata> {
+  const rm = body.requestMetadata;
+  if (typeof rm !== 'object' || rm === null) return {};
+  const pick = (v: unknown): string | undefined => (typeof v === 'string' && v.length <= MAX_METADATA_STRING ? v : undefined);
+  const { kmsOperation, kmsRequestId } = rm as Json;
+  return { kmsOperation: pick(kmsOperation), kmsRequestId: pick(kmsRequestId) };
 }
 
 export function parseMetadataRequest(body: Json): RequestMetadata {
