@@ -5,6 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash softhsm/install-deps.sh
-[[ -d node_modules/pkcs11js ]] || npm ci
+bash helm/install-tools.sh >/dev/null
+[[ -d node_modules/pkcs11js && -d node_modules/kubernetes-models ]] || npm ci
 npm run --silent build
 exec npx jest --ci "$@"

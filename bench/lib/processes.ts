@@ -1,0 +1,171 @@
+/**
+ * Child processes of the benchmark (proxy, baseline): free ports, start, readiness, CPU accounting,
+ * and a stop that always runs (normal end, error, SIGINT/SIGTERM, process exit).
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+
+const children = new Set<ChildProcess>();
+
+/** Starts a process in its own process group, so that stopping it also stops its cluster workers. */
+export function startChild(args: string[], opts: { env?: NodeJS.ProcessEnv; stdout: number | 'ignore' | 'inherit' }): ChildProcess {
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', opts.stdout, opts.stdout],
+    env: opts.env ?? process.env,
+  });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
+
+function signalGroup(c: ChildProcess, signal: NodeJS.Signals): void {
+  if (c.pid === undefined) return;
+  try {
+    process.kill(-c.pid, signal);
+  } catch {
+    try {
+      c.kill(signal);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** SIGTERM (graceful: the proxy writes its --cpu-prof profiles on exit), SIGKILL to the group after `graceMs`. */
+export async function stopChild(c: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (!alive(c)) return;
+  const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+  // The leader only: a cluster primary forwards SIGTERM to its workers itself (a second SIGTERM
+  // from a group signal would hit a worker after its once-handler and kill it mid-stop).
+  c.kill('SIGTERM');
+  const timer = setTimeout(() => signalGroup(c, 'SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+  // Cluster workers leave with their primary; make sure of it.
+  signalGroup(c, 'SIGKILL');
+}
+
+export async function stopAll(graceMs?: number): Promise<void> {
+  await Promise.all([...children].map((c) => stopChild(c, graceMs)));
+}
+
+let installed = false;
+/** Children die with the benchmark, whatever ends it. */
+export function installCleanup(onSignal: () => Promise<void>): void {
+  if (installed) return;
+  installed = true;
+  process.on('exit', () => {
+    for (const c of children) signalGroup(c, 'SIGKILL');
+  });
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      process.stderr.write(`\nbench: ${sig}, stopping children\n`);
+      void onSignal()
+        .catch(() => undefined)
+        .finally(() => process.exit(130));
+    });
+  }
+}
+
+function listenOn(port: number): Promise<net.Server | null> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(null));
+    s.listen(port, '127.0.0.1', () => resolve(s));
+  });
+}
+
+/** A free port p with p+1 free too (the proxy's ops listener). */
+export async function freePortPair(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const a = await listenOn(0);
+    if (!a) continue;
+    const port = (a.address() as net.AddressInfo).port;
+    const b = port < 65535 ? await listenOn(port + 1) : null;
+    await new Promise((r) => a.close(r));
+    if (b) {
+      await new Promise((r) => b.close(r));
+      return port;
+    }
+  }
+  throw new Error('no free port pair on 127.0.0.1');
+}
+
+export function httpStatus(port: number, path: string, method = 'GET'): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false, timeout: 1000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+/** Polls until `check` is true; fails early if the child exits. */
+export async function waitFor(what: string, child: ChildProcess, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (!alive(child)) throw new Error(`${what}: process exited (code ${child.exitCode}, signal ${child.signalCode}) before it was ready`);
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: not ready after ${timeoutMs} ms`);
+}
+
+const TICKS = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system, all threads) of a process and all its descendants. Linux /proc. */
+export function treeCpuSeconds(rootPid: number): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // Fields after "(comm)": state ppid ... utime(14) stime(15), numbered from 1 at pid.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    parent.set(Number(name), Number(rest[1]));
+    ticks.set(Number(name), Number(rest[11]) + Number(rest[12]));
+  }
+  let total = 0;
+  for (const [pid, t] of ticks) {
+    for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
+      if (p === rootPid) {
+        total += t;
+        break;
+      }
+    }
+  }
+  return total / TICKS;
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat), for box utilisation. */
+export function boxCpu(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string;
+  // user nice system idle iowait irq softirq steal (guest time is already in user).
+  const v = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/** Cumulative µs in which some runnable task waited for a CPU (PSI, /proc/pressure/cpu), if the kernel has it. */
+export function cpuPressureUs(): number | undefined {
+  try {
+    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}

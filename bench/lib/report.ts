@@ -1,0 +1,260 @@
+/** Human tables and a small dependency-free SVG chart of a benchmark run. */
+import type { RunStats } from './load';
+
+export interface FixedPoint {
+  rate: number;
+  proxy: RunStats;
+  baseline?: RunStats;
+}
+
+export interface MaxResult {
+  proxy: RunStats[];
+  baseline: RunStats[];
+  proxyMaxRps: number;
+  proxyMaxAt: number;
+  baselineMaxRps: number;
+  baselineMaxAt: number;
+  /** proxy max req/s / baseline max req/s */
+  ratio: number | null;
+}
+
+const pad = (s: string | number, n: number): string => String(s).padStart(n);
+const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const x = (a: number, b: number): string => (b > 0 ? `x${(a / b).toFixed(a / b >= 10 ? 0 : 1)}` : '-');
+
+const FIXED_HEAD = `${pad('rate', 6)} ${'target'.padEnd(8)} ${pad('req/s', 6)} ${pad('p50', 6)} ${pad('p90', 6)} ${pad('p99', 6)} ${pad('p99.9', 6)} ${pad('max', 6)} ${pad('non2xx', 6)} ${pad('err', 4)} ${pad('t/o', 4)} ${pad('late', 5)} ${pad('srvCPU', 6)} ${pad('us/req', 6)} ${pad('genCPU', 6)} ${pad('other', 5)} ${pad('in99', 5)} ${pad('stall', 5)} ${pad('psi', 4)}`;
+
+function fixedRow(rate: number | string, s: RunStats): string {
+  const l = s.latencyMs;
+  const in99 = s.server?.p99AtMostMs != null ? `<=${s.server.p99AtMostMs}` : '';
+  const stall = s.server ? ms(s.server.stallMaxMs) : '';
+  const psi = s.cpu.pressurePct === null ? '' : `${Math.round(s.cpu.pressurePct)}%`;
+  return `${pad(rate, 6)} ${s.label.padEnd(8)} ${pad(s.rps, 6)} ${pad(ms(l.p50), 6)} ${pad(ms(l.p90), 6)} ${pad(ms(l.p99), 6)} ${pad(ms(l.p99_9), 6)} ${pad(ms(l.max), 6)} ${pad(s.non2xx, 6)} ${pad(s.errors, 4)} ${pad(s.timeouts, 4)} ${pad(s.late, 5)} ${pad(`${s.cpu.serverPct}%`, 6)} ${pad(s.cpu.serverUsPerReq, 6)} ${pad(`${s.cpu.loadgenPct}%`, 6)} ${pad(`${s.cpu.otherPct}%`, 5)} ${pad(in99, 5)} ${pad(stall, 5)} ${pad(psi, 4)}`;
+}
+
+export function fixedTable(points: FixedPoint[]): string {
+  const lines = [FIXED_HEAD];
+  for (const p of points) {
+    lines.push(fixedRow(p.rate, p.proxy));
+    if (p.baseline) {
+      lines.push(fixedRow('', p.baseline));
+      const a = p.proxy.latencyMs;
+      const b = p.baseline.latencyMs;
+      lines.push(`${pad('', 6)} ${'ratio'.padEnd(8)} ${pad('', 6)} ${pad(x(a.p50, b.p50), 6)} ${pad(x(a.p90, b.p90), 6)} ${pad(x(a.p99, b.p99), 6)} ${pad(x(a.p99_9, b.p99_9), 6)} ${pad(x(a.max, b.max), 6)} ${pad('', 6)} ${pad('', 4)} ${pad('', 4)} ${pad('', 5)} ${pad(x(p.proxy.cpu.serverPct, p.baseline.cpu.serverPct), 6)} ${pad(x(p.proxy.cpu.serverUsPerReq, p.baseline.cpu.serverUsPerReq), 6)}`);
+    }
+    for (const s of [p.proxy, p.baseline]) {
+      if (s && Object.keys(s.errorNames).length) lines.push(`       ${s.label} non-2xx: ${JSON.stringify(s.errorNames)}  e.g. ${s.errorSamples[0] ?? ''}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+export function maxTable(m: MaxResult): string {
+  const head = `${pad('conns', 5)}  ${pad('proxy req/s', 11)} ${pad('p50', 6)} ${pad('p99', 6)} ${pad('non2xx', 6)} ${pad('srvCPU', 6)} ${pad('genCPU', 6)}  | ${pad('baseline req/s', 14)} ${pad('p50', 6)} ${pad('p99', 6)} ${pad('srvCPU', 6)} ${pad('genCPU', 6)}`;
+  const conns = [...new Set([...m.proxy, ...m.baseline].map((s) => s.connections))].sort((a, b) => a - b);
+  const lines = [head];
+  for (const c of conns) {
+    const p = m.proxy.find((s) => s.connections === c);
+    const b = m.baseline.find((s) => s.connections === c);
+    const left = p
+      ? `${pad(p.rps, 11)} ${pad(ms(p.latencyMs.p50), 6)} ${pad(ms(p.latencyMs.p99), 6)} ${pad(p.non2xx + p.errors, 6)} ${pad(`${p.cpu.serverPct}%`, 6)} ${pad(`${p.cpu.loadgenPct}%`, 6)}`
+      : `${pad('-', 11)} ${pad('', 6)} ${pad('', 6)} ${pad('', 6)} ${pad('', 6)} ${pad('', 6)}`;
+    const right = b
+      ? `${pad(b.rps, 14)} ${pad(ms(b.latencyMs.p50), 6)} ${pad(ms(b.latencyMs.p99), 6)} ${pad(`${b.cpu.serverPct}%`, 6)} ${pad(`${b.cpu.loadgenPct}%`, 6)}`
+      : pad('-', 14);
+    lines.push(`${pad(c, 5)}  ${left}  | ${right}`);
+  }
+  lines.push(
+    `max: proxy ${m.proxyMaxRps} req/s (${m.proxyMaxAt} conns), baseline ${m.baselineMaxRps} req/s (${m.baselineMaxAt} conns)` +
+      (m.ratio !== null ? `; proxy/baseline = ${m.ratio.toFixed(3)}` : ''),
+  );
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- SVG
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const COLORS = { proxy: '#1f5fbf', baseline: '#888888' };
+
+interface Series {
+  name: string;
+  color: string;
+  dash?: string;
+  points: [number, number][];
+  /** Points drawn hollow: the run fell behind its schedule (saturated). */
+  hollow?: boolean[];
+}
+
+interface Panel {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  series: Series[];
+  xTicks: number[];
+  xLog2?: boolean;
+  yLog?: boolean;
+  /** Horizontal reference line. */
+  yRef?: { value: number; label: string };
+  empty?: string;
+  footnote?: string;
+}
+
+function niceLinearTicks(max: number): number[] {
+  const raw = max / 5;
+  const mag = 10 ** Math.floor(Math.log10(raw || 1));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
+  const ticks: number[] = [];
+  for (let v = 0; v <= max * 1.0001 + step; v += step) {
+    ticks.push(Math.round(v * 1e6) / 1e6);
+    if (v >= max) break;
+  }
+  return ticks;
+}
+
+function logTicks(min: number, max: number): number[] {
+  const ticks: number[] = [];
+  for (let e = Math.floor(Math.log10(min)); e <= Math.ceil(Math.log10(max)); e++) {
+    for (const m of [1, 2, 5]) ticks.push(m * 10 ** e);
+  }
+  const lo = ticks.filter((t) => t <= min).pop() ?? min;
+  const hi = ticks.find((t) => t >= max) ?? max;
+  return ticks.filter((t) => t >= lo && t <= hi);
+}
+
+const fmt = (v: number): string => (v >= 1000 ? `${+(v / 1000).toFixed(1)}k` : String(+v.toPrecision(3)));
+
+function panel(p: Panel, ox: number, oy: number, w: number, h: number): string {
+  const m = { l: 58, r: 12, t: 26, b: 78 };
+  const pw = w - m.l - m.r;
+  const ph = h - m.t - m.b;
+  const out: string[] = [`<g transform="translate(${ox},${oy})">`, `<text x="${m.l}" y="16" font-size="13" font-weight="bold">${esc(p.title)}</text>`];
+  const all = p.series.flatMap((s) => s.points);
+  if (all.length === 0) {
+    out.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="none" stroke="#ccc"/>`);
+    out.push(`<text x="${m.l + pw / 2}" y="${m.t + ph / 2}" text-anchor="middle" fill="#999" font-size="12">${esc(p.empty ?? 'not run')}</text></g>`);
+    return out.join('\n');
+  }
+  const xs = [...p.xTicks, ...all.map((q) => q[0])];
+  const ys = all.map((q) => q[1]).concat(p.yRef ? [p.yRef.value] : []);
+  const xMin = Math.min(...xs);
+  const xMax = Math.max(...xs);
+  const tx = p.xLog2
+    ? (v: number): number => m.l + (xMax === xMin ? pw / 2 : ((Math.log2(v) - Math.log2(xMin)) / (Math.log2(xMax) - Math.log2(xMin))) * pw)
+    : (v: number): number => m.l + (xMax === xMin ? pw / 2 : ((v - xMin) / (xMax - xMin)) * pw);
+  let yTicks: number[];
+  let ty: (v: number) => number;
+  if (p.yLog) {
+    yTicks = logTicks(Math.max(0.01, Math.min(...ys.filter((v) => v > 0))), Math.max(...ys));
+    const lo = Math.log10(yTicks[0] as number);
+    const hi = Math.log10(yTicks[yTicks.length - 1] as number);
+    ty = (v) => m.t + ph - ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo || 1)) * ph;
+  } else {
+    yTicks = niceLinearTicks(Math.max(...ys) * 1.05);
+    const hi = yTicks[yTicks.length - 1] as number;
+    ty = (v) => m.t + ph - (v / (hi || 1)) * ph;
+  }
+  out.push(`<rect x="${m.l}" y="${m.t}" width="${pw}" height="${ph}" fill="#fafafa" stroke="#bbb"/>`);
+  for (const t of yTicks) {
+    const y = ty(t).toFixed(1);
+    out.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${y}" y2="${y}" stroke="#e4e4e4"/><text x="${m.l - 5}" y="${y}" dy="4" text-anchor="end" font-size="10">${fmt(t)}</text>`);
+  }
+  for (const t of [...new Set(p.xTicks)]) {
+    const xx = tx(t).toFixed(1);
+    out.push(`<line x1="${xx}" x2="${xx}" y1="${m.t + ph}" y2="${m.t + ph + 4}" stroke="#888"/><text x="${xx}" y="${m.t + ph + 15}" text-anchor="middle" font-size="10">${fmt(t)}</text>`);
+  }
+  out.push(`<text x="${m.l + pw / 2}" y="${m.t + ph + 32}" text-anchor="middle" font-size="11">${esc(p.xLabel)}</text>`);
+  // Legend below the plot, so that it never covers a line: as many entries per row as fit.
+  const longest = Math.max(...p.series.map((s) => s.name.length));
+  const perRow = Math.max(1, Math.min(4, Math.floor(pw / (30 + longest * 6))));
+  const legendAt = (i: number): [number, number] => [m.l + (i % perRow) * Math.floor(pw / perRow), m.t + ph + 52 + Math.floor(i / perRow) * 16];
+  out.push(`<text transform="translate(13,${m.t + ph / 2}) rotate(-90)" text-anchor="middle" font-size="11">${esc(p.yLabel)}</text>`);
+  if (p.yRef) {
+    const y = ty(p.yRef.value).toFixed(1);
+    out.push(`<line x1="${m.l}" x2="${m.l + pw}" y1="${y}" y2="${y}" stroke="#c0392b" stroke-dasharray="2,3"/><text x="${m.l + pw - 4}" y="${y}" dy="-3" text-anchor="end" font-size="10" fill="#c0392b">${esc(p.yRef.label)}</text>`);
+  }
+  p.series.forEach((s, i) => {
+    if (s.points.length === 0) return;
+    const pts = s.points.map(([a, b]) => `${tx(a).toFixed(1)},${ty(b).toFixed(1)}`);
+    out.push(`<polyline points="${pts.join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/>`);
+    pts.forEach((q, j) => {
+      const [cx, cy] = q.split(',');
+      out.push(s.hollow?.[j] ? `<circle cx="${cx}" cy="${cy}" r="4" fill="#fff" stroke="#c0392b" stroke-width="1.5"/>` : `<circle cx="${cx}" cy="${cy}" r="2.5" fill="${s.color}"/>`);
+    });
+    const [lx, ly] = legendAt(i);
+    out.push(`<line x1="${lx}" x2="${lx + 20}" y1="${ly - 4}" y2="${ly - 4}" stroke="${s.color}" stroke-width="2"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/><text x="${lx + 24}" y="${ly}" font-size="10">${esc(s.name)}</text>`);
+  });
+  if (p.footnote) {
+    const [lx, ly] = legendAt(p.series.length);
+    out.push(`<circle cx="${lx + 10}" cy="${ly - 4}" r="4" fill="#fff" stroke="#c0392b" stroke-width="1.5"/><text x="${lx + 24}" y="${ly}" font-size="10">${esc(p.footnote)}</text>`);
+  }
+  out.push('</g>');
+  return out.join('\n');
+}
+
+export function chart(title: string, fixed: FixedPoint[], max: MaxResult | undefined): string {
+  const W = 920;
+  const H = 400;
+  const rates = fixed.map((f) => f.rate);
+  const behind = (s: RunStats): boolean => s.late > s.requests * 0.001;
+  const runs = (pick: (f: FixedPoint) => RunStats | undefined): RunStats[] => fixed.map(pick).filter((s): s is RunStats => s !== undefined);
+  const line = (name: string, color: string, pick: (f: FixedPoint) => RunStats | undefined, q: 'p50' | 'p99', dash?: string): Series => ({
+    name,
+    color,
+    dash,
+    points: runs(pick).map((s) => [s.offeredRate ?? 0, s.latencyMs[q]]),
+    hollow: runs(pick).map(behind),
+  });
+  const anyBehind = fixed.some((f) => behind(f.proxy) || (f.baseline !== undefined && behind(f.baseline)));
+  const left = panel(
+    {
+      title: 'Latency vs offered rate',
+      xLabel: 'offered rate (req/s)',
+      yLabel: 'latency (ms, log)',
+      yLog: true,
+      xTicks: rates,
+      series: [
+        line('proxy p99', COLORS.proxy, (f) => f.proxy, 'p99', '6,3'),
+        line('proxy p50', COLORS.proxy, (f) => f.proxy, 'p50'),
+        line('baseline p99', COLORS.baseline, (f) => f.baseline, 'p99', '6,3'),
+        line('baseline p50', COLORS.baseline, (f) => f.baseline, 'p50'),
+      ],
+      empty: 'fixed-rate mode not run',
+      footnote: anyBehind ? 'saturated (fell behind)' : undefined,
+    },
+    0,
+    30,
+    W / 2,
+    H - 30,
+  );
+  const steps = max ? [...new Set([...max.proxy, ...max.baseline].map((s) => s.connections))] : [];
+  const right = panel(
+    {
+      title: 'Throughput vs connections (no rate cap)',
+      xLabel: 'connections (log2)',
+      yLabel: 'req/s',
+      xLog2: true,
+      xTicks: steps,
+      yRef: { value: 1800, label: '1800 req/s target' },
+      series: max
+        ? [
+            { name: `proxy (max ${max.proxyMaxRps})`, color: COLORS.proxy, points: max.proxy.map((s) => [s.connections, s.rps]) },
+            { name: `baseline (max ${max.baselineMaxRps})`, color: COLORS.baseline, points: max.baseline.map((s) => [s.connections, s.rps]) },
+          ]
+        : [],
+      empty: 'max-throughput mode not run',
+    },
+    W / 2,
+    30,
+    W / 2,
+    H - 30,
+  );
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">`,
+    `<rect width="${W}" height="${H}" fill="#fff"/>`,
+    `<text x="10" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`,
+    left,
+    right,
+    '</svg>',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,144 @@
+/**
+ * Structure of the Dockerfile (no Docker engine is available to build it): multi-stage on the same
+ * base, native build tools only in the build stage, dev dependencies pruned before the runtime stage
+ * copies node_modules, a non-root USER, the WITH_SOFTHSM build argument, and the entry point that
+ * package.json and tsconfig.json actually produce.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const root = path.resolve(__dirname, '..');
+
+interface Instruction {
+  op: string;
+  args: string;
+}
+
+interface Stage {
+  from: string;
+  name?: string;
+  body: Instruction[];
+}
+
+/** Instructions with comments dropped and backslash continuations joined. */
+function parseDockerfile(text: string): { globalArgs: Map<string, string>; stages: Stage[] } {
+  const logical: string[] = [];
+  let current = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('#') || (line === '' && current === '')) continue;
+    if (line.endsWith('\\')) {
+      current += `${line.slice(0, -1)} `;
+      continue;
+    }
+    logical.push((current + line).trim());
+    current = '';
+  }
+  const globalArgs = new Map<string, string>();
+  const stages: Stage[] = [];
+  for (const l of logical.filter(Boolean)) {
+    const m = /^(\S+)\s*(.*)$/.exec(l)!;
+    const op = m[1].toUpperCase();
+    const args = m[2];
+    if (op === 'FROM') {
+      const f = /^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args)!;
+      const from = f[1].replace(/\$\{?(\w+)\}?/g, (_, name: string) => globalArgs.get(name) ?? '');
+      stages.push({ from, name: f[2], body: [] });
+    } else if (stages.length === 0) {
+      if (op === 'ARG') {
+        const [name, value = ''] = args.split('=');
+        globalArgs.set(name, value);
+      }
+    } else {
+      stages[stages.length - 1].body.push({ op, args });
+    }
+  }
+  return { globalArgs, stages };
+}
+
+const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+const { stages } = parseDockerfile(dockerfile);
+const build = stages[0];
+const runtime = stages[stages.length - 1];
+const runs = (s: Stage): string => s.body.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+const ops = (s: Stage, op: string): string[] => s.body.filter((i) => i.op === op).map((i) => i.args);
+
+describe('Dockerfile', () => {
+  test('is multi-stage, both stages on node:20-bookworm-slim (the native addon needs the same glibc)', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    expect(build.from).toBe('node:20-bookworm-slim');
+    expect(runtime.from).toBe(build.from);
+    expect(build.name).toBeDefined();
+  });
+
+  test('build stage: compiler toolchain, npm ci, build, then prune dev dependencies', () => {
+    const r = runs(build);
+    expect(r).toMatch(/apt-get install[^\n]*\bpython3\b/);
+    expect(r).toMatch(/apt-get install[^\n]*\bmake\b/);
+    expect(r).toMatch(/apt-get install[^\n]*\bg\+\+/);
+    const order = ['npm ci', 'npm run build', 'npm prune --omit=dev'].map((c) => r.indexOf(c));
+    expect(order.every((i) => i >= 0)).toBe(true);
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
+  });
+
+  test('runtime stage: no compiler, no npm install, only package.json, node_modules and dist from the build stage', () => {
+    const r = runs(runtime);
+    expect(r).not.toMatch(/\bg\+\+|\bmake\b|python3/);
+    expect(r).not.toMatch(/npm (ci|install|i)\b/);
+    const copies = ops(runtime, 'COPY');
+    expect(copies.length).toBeGreaterThan(0);
+    for (const c of copies) {
+      expect(c).toMatch(new RegExp(`^--from=${build.name}\\s`));
+      const src = c.replace(/^(--\S+\s+)+/, '').split(/\s+/)[0];
+      expect(['/src/package.json', '/src/node_modules', '/src/dist']).toContain(src);
+    }
+  });
+
+  test('runs as a non-root user (uid 1000, the image\'s node user)', () => {
+    const users = ops(runtime, 'USER');
+    expect(users.length).toBeGreaterThan(0);
+    const last = users[users.length - 1];
+    expect(last).toMatch(/^(node|1000)(:(node|1000))?$/);
+    // Nothing after USER may need root.
+    const after = runtime.body.slice(runtime.body.findIndex((i) => i.op === 'USER'));
+    expect(after.filter((i) => i.op === 'RUN')).toEqual([]);
+  });
+
+  test('WITH_SOFTHSM=false build argument installs softhsm2 only when true', () => {
+    expect(ops(runtime, 'ARG')).toContain('WITH_SOFTHSM=false');
+    expect(runs(runtime)).toMatch(/if \[ "\$WITH_SOFTHSM" = "true" \]; then[^]*apt-get install[^]*softhsm2[^]*fi/);
+  });
+
+  test('entry point, default config path and ports', () => {
+    expect(JSON.parse(ops(runtime, 'ENTRYPOINT')[0])).toEqual(['node', 'dist/src/main.js']);
+    expect(JSON.parse(ops(runtime, 'CMD')[0])).toEqual(['--config', '/etc/xks-proxy/config.yaml']);
+    expect(ops(runtime, 'EXPOSE').join(' ').split(/\s+/).sort()).toEqual(['8443', '9090']);
+    expect(ops(runtime, 'HEALTHCHECK').join(' ')).toMatch(/\/livez/);
+  });
+
+  test('dist/src/main.js is what `npm run build` produces', () => {
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8'));
+    expect(pkg.scripts.build).toMatch(/^tsc\b/);
+    expect(tsconfig.compilerOptions).toMatchObject({ rootDir: '.', outDir: 'dist' });
+    expect(existsSync(path.join(root, 'src', 'main.ts'))).toBe(true);
+    expect(pkg.dependencies).toHaveProperty('pkcs11js');
+  });
+
+  test('.dockerignore keeps local builds, tests and demo secrets out of the context, but not what COPY needs', () => {
+    const ignored = readFileSync(path.join(root, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
+    for (const p of ['node_modules', 'dist', '.git', 'test', '.demo']) expect(ignored).toContain(p);
+    const contextSources = stages
+      .flatMap((s) => ops(s, 'COPY'))
+      .filter((c) => !c.startsWith('--from'))
+      .flatMap((c) => c.split(/\s+/).slice(0, -1));
+    expect(contextSources.length).toBeGreaterThan(0);
+    for (const src of contextSources) {
+      expect(ignored).not.toContain(src.replace(/^\.\//, ''));
+      expect(existsSync(path.join(root, src))).toBe(true);
+    }
+  });
+});

@@ -1,0 +1,421 @@
+/**
+ * The Helm chart in helm/xks-proxy: static checks that always run (Chart.yaml, every value documented
+ * and used, every .Values reference defined), then `helm template` / `helm lint` with several value
+ * sets and assertions on the rendered manifests.
+ *
+ * Renderer: a real `helm` on PATH if there is one; otherwise helm/tools/chart-render (Helm's template
+ * engine rebuilt from Debian's Go packages), compiled here on first use. `bash helm/install-tools.sh`
+ * installs what either needs. Schema validation of the manifests uses the npm package
+ * kubernetes-models (a dev dependency). Render or schema tests are skipped, saying why, only when
+ * their tool is missing.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { isMap, isPair, isScalar, isSeq, parse, parseAllDocuments, parseDocument, stringify } from 'yaml';
+import { configSchema } from '../src/config/schema';
+
+const root = path.resolve(__dirname, '..');
+const chartDir = path.join(root, 'helm', 'xks-proxy');
+const templatesDir = path.join(chartDir, 'templates');
+const valuesText = readFileSync(path.join(chartDir, 'values.yaml'), 'utf8');
+const values = parse(valuesText) as Record<string, unknown>;
+
+type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any; data?: any };
+
+// ---------------------------------------------------------------- renderer discovery
+
+interface Renderer {
+  name: string;
+  bin: string;
+}
+
+function onPath(cmd: string, args: string[]): boolean {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return r.status === 0;
+}
+
+function findRenderer(): { renderer?: Renderer; why?: string } {
+  if (onPath('helm', ['version', '--short'])) return { renderer: { name: 'helm', bin: 'helm' } };
+  const gopath = '/usr/share/gocode';
+  const haveSources = existsSync(`${gopath}/src/github.com/Masterminds/sprig`) && existsSync(`${gopath}/src/sigs.k8s.io/yaml`);
+  if (!onPath('go', ['version']) || !haveSources) {
+    return { why: 'neither helm nor Go with Debian\'s sprig/sigs.k8s.io-yaml sources is installed: run `bash helm/install-tools.sh`' };
+  }
+  const src = path.join(root, 'helm', 'tools', 'chart-render', 'main.go');
+  const hash = createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 12);
+  const dir = path.join(tmpdir(), 'xks-chart-render');
+  const bin = path.join(dir, `chart-render-${hash}`);
+  if (!existsSync(bin)) {
+    mkdirSync(dir, { recursive: true });
+    const env = {
+      ...process.env,
+      GO111MODULE: 'off',
+      GOPATH: gopath,
+      GOPROXY: 'off',
+      GOFLAGS: '',
+      GOTOOLCHAIN: 'local',
+      GOCACHE: process.env.GOCACHE ?? path.join(dir, 'go-cache'),
+    };
+    // Build to a private name, then rename: parallel jest workers may build at the same time.
+    const partial = `${bin}.${process.pid}`;
+    const r = spawnSync('go', ['build', '-o', partial, src], { env, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`building helm/tools/chart-render failed:\n${r.stderr}`);
+    renameSync(partial, bin);
+  }
+  return { renderer: { name: 'chart-render (helm/tools)', bin } };
+}
+
+const { renderer, why } = findRenderer();
+// test/run.sh installs the renderer, so in CI a missing one is a broken install, not a reason to skip.
+if (!renderer && process.env.CI) throw new Error(`helm-chart.test.ts: no chart renderer in CI: ${why}`);
+if (!renderer) console.warn(`helm-chart.test.ts: render and lint tests SKIPPED: ${why}`);
+
+let workDir: string | undefined;
+afterAll(() => {
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+function valuesFile(v: object): string {
+  workDir ??= mkdtempSync(path.join(tmpdir(), 'xks-helm-'));
+  const file = path.join(workDir, `values-${createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 8)}.yaml`);
+  writeFileSync(file, stringify(v));
+  return file;
+}
+
+function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(renderer!.bin, args, { encoding: 'utf8', cwd: root });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function valueArgs(v?: object, sets: string[] = []): string[] {
+  return [...(v ? ['-f', valuesFile(v)] : []), ...sets.flatMap((s) => ['--set', s])];
+}
+
+function render(v?: object, sets: string[] = []): Manifest[] {
+  const r = run(['template', 'xks', chartDir, '--namespace', 'kms', ...valueArgs(v, sets)]);
+  if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`);
+  const docs = parseAllDocuments(r.stdout);
+  const out: Manifest[] = [];
+  for (const d of docs) {
+    if (d.errors.length > 0) throw new Error(`rendered YAML does not parse: ${d.errors[0].message}`);
+    const m = d.toJS() as Manifest | null;
+    if (m) out.push(m);
+  }
+  return out;
+}
+
+function renderError(v?: object, sets: string[] = []): string {
+  const r = run(['template', 'xks', chartDir, ...valueArgs(v, sets)]);
+  expect(r.status).not.toBe(0);
+  return r.stderr;
+}
+
+function one(ms: Manifest[], kind: string, name?: string): Manifest {
+  const found = ms.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
+  expect(found).toHaveLength(1);
+  return found[0];
+}
+
+function container(ms: Manifest[]) {
+  return one(ms, 'Deployment').spec.template.spec.containers[0];
+}
+
+function proxyConfig(ms: Manifest[]): Record<string, any> {
+  return parse(one(ms, 'ConfigMap').data['config.yaml']);
+}
+
+const describeRender = renderer ? describe : describe.skip;
+
+// ---------------------------------------------------------------- static checks
+
+describe('helm chart files', () => {
+  test('Chart.yaml is a v2 application chart whose appVersion is the package version', () => {
+    const chart = parse(readFileSync(path.join(chartDir, 'Chart.yaml'), 'utf8'));
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    expect(chart).toMatchObject({ apiVersion: 'v2', name: 'xks-proxy', type: 'application', appVersion: pkg.version });
+    expect(chart.version).toMatch(/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/);
+  });
+
+  /** Paths of values.yaml's leaves (scalars, lists, empty maps), each with whether it is documented. */
+  function valueLeaves(): { path: string; documented: boolean }[] {
+    const out: { path: string; documented: boolean }[] = [];
+    const doc = parseDocument(valuesText);
+    const walk = (node: unknown, prefix: string, ancestorDoc: boolean): void => {
+      if (!isMap(node)) return;
+      const own = node.items.map((pair, i) => {
+        if (!isPair(pair) || !isScalar(pair.key)) return false;
+        const valueComment = isScalar(pair.value) || isSeq(pair.value) || isMap(pair.value) ? pair.value.comment : undefined;
+        return Boolean(pair.key.commentBefore || valueComment || (i === 0 && node.commentBefore));
+      });
+      // In a map where some keys carry their own comment, every key must: that is a group of
+      // settings. A map with no commented key is one value documented as a whole by its parent.
+      const group = own.some(Boolean);
+      node.items.forEach((pair, i) => {
+        const key = String((pair.key as { value: unknown }).value);
+        const p = prefix ? `${prefix}.${key}` : key;
+        // The `config` comment does not document its children: they are the proxy's settings.
+        const documented = own[i] || (!group && ancestorDoc);
+        if (isMap(pair.value) && pair.value.items.length > 0) walk(pair.value, p, documented && p !== 'config');
+        else out.push({ path: p, documented });
+      });
+    };
+    walk(doc.contents, '', false);
+    return out;
+  }
+
+  test('every value in values.yaml is documented by a comment', () => {
+    const undocumented = valueLeaves().filter((l) => !l.documented).map((l) => l.path);
+    expect(undocumented).toEqual([]);
+  });
+
+  const templateFiles = readdirSync(templatesDir).map((f) => path.join(templatesDir, f));
+  const references = new Set<string>();
+  for (const f of templateFiles) {
+    for (const m of readFileSync(f, 'utf8').matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) references.add(m[1].slice(1));
+  }
+
+  test('every .Values reference in the templates is defined in values.yaml', () => {
+    const missing = [...references].filter((ref) => {
+      let node: unknown = values;
+      for (const k of ref.split('.')) {
+        if (node === null || typeof node !== 'object' || !(k in (node as object))) return true;
+        node = (node as Record<string, unknown>)[k];
+      }
+      return false;
+    });
+    expect(missing).toEqual([]);
+  });
+
+  test('every value outside config is used by a template', () => {
+    const refs = [...references];
+    const unused = valueLeaves()
+      .map((l) => l.path)
+      .filter((p) => !p.startsWith('config.'))
+      .filter((p) => !refs.some((r) => p === r || p.startsWith(`${r}.`) || r.startsWith(`${p}.`)));
+    expect(unused).toEqual([]);
+  });
+
+  test('no checksum annotation: the proxy hot-reloads its ConfigMap, pods must not restart', () => {
+    for (const f of templateFiles) expect(readFileSync(f, 'utf8')).not.toMatch(/checksum\//);
+  });
+});
+
+// ---------------------------------------------------------------- rendered manifests
+
+const fullValues = {
+  replicaCount: 3,
+  autoscaling: { enabled: true, minReplicas: 2, maxReplicas: 5, targetCPUUtilizationPercentage: 70 },
+  metrics: { serviceMonitor: { enabled: true, labels: { release: 'prom' } } },
+  tls: { clientCa: { enabled: true, existingSecret: 'kms-client-ca', key: 'bundle.pem' } },
+  config: { server: { tls: { allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'] } } },
+  extraVolumes: [{ name: 'hsm-lib', hostPath: { path: '/opt/vendor', type: 'Directory' } }],
+  extraVolumeMounts: [{ name: 'hsm-lib', mountPath: '/opt/vendor', readOnly: true }],
+};
+
+describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer installed)'}`, () => {
+  let defaults: Manifest[];
+  let full: Manifest[];
+  beforeAll(() => {
+    defaults = render();
+    full = render(fullValues);
+  });
+
+  test('defaults render a ConfigMap, Deployment, two Services and a PDB; no HPA or ServiceMonitor', () => {
+    expect(defaults.map((m) => `${m.apiVersion} ${m.kind}`).sort()).toEqual(
+      ['apps/v1 Deployment', 'policy/v1 PodDisruptionBudget', 'v1 ConfigMap', 'v1 Service', 'v1 Service'].sort(),
+    );
+  });
+
+  test('pod and container run hardened: non-root 1000, read-only root, no privilege escalation, no capabilities', () => {
+    const pod = one(defaults, 'Deployment').spec.template.spec;
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000, fsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(container(defaults).securityContext).toEqual({
+      readOnlyRootFilesystem: true,
+      runAsNonRoot: true,
+      runAsUser: 1000,
+      runAsGroup: 1000,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    const tmp = pod.volumes.find((v: { name: string }) => v.name === 'tmp');
+    expect(tmp.emptyDir).toBeDefined();
+    expect(container(defaults).volumeMounts).toContainEqual({ name: 'tmp', mountPath: '/tmp' });
+  });
+
+  test('probes: liveness /livez and readiness /readyz on the ops port', () => {
+    const c = container(defaults);
+    const opsPort = c.ports.find((p: { name: string }) => p.name === 'ops');
+    expect(opsPort.containerPort).toBe(proxyConfig(defaults).ops.port);
+    expect(c.livenessProbe.httpGet).toEqual({ path: '/livez', port: 'ops' });
+    expect(c.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'ops' });
+    expect(c.startupProbe.httpGet).toEqual({ path: '/livez', port: 'ops' });
+  });
+
+  test('resources, graceful termination, image and arguments', () => {
+    const d = one(defaults, 'Deployment');
+    const c = container(defaults);
+    expect(c.resources.requests).toMatchObject({ cpu: expect.any(String), memory: expect.any(String) });
+    expect(c.resources.limits.memory).toBeDefined();
+    expect(d.spec.template.spec.terminationGracePeriodSeconds).toBe(30);
+    expect(c.lifecycle.preStop.exec.command).toEqual(['sleep', '5']);
+    expect(c.image).toBe(`xks-proxy:${JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version}`);
+    expect(c.args).toEqual(['--config', '/etc/xks-proxy/config/config.yaml']);
+    expect(d.spec.template.metadata.annotations ?? {}).toEqual({});
+  });
+
+  test('the ConfigMap is mounted as a directory (not subPath) so updates reach the running pod', () => {
+    const c = container(defaults);
+    const mount = c.volumeMounts.find((m: { name: string }) => m.name === 'config');
+    expect(mount).toEqual({ name: 'config', mountPath: '/etc/xks-proxy/config', readOnly: true });
+    const vol = one(defaults, 'Deployment').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'config');
+    expect(vol.configMap.name).toBe(one(defaults, 'ConfigMap').metadata.name);
+  });
+
+  test('the rendered config.yaml passes the proxy\'s own config schema', () => {
+    for (const ms of [defaults, full]) {
+      const r = configSchema.safeParse(proxyConfig(ms));
+      expect(r.success ? 'valid' : r.error.issues).toBe('valid');
+    }
+  });
+
+  test('secrets are only referenced: PIN env from a secret key, SigV4 files, TLS files', () => {
+    expect(defaults.some((m) => m.kind === 'Secret')).toBe(false);
+    const d = one(defaults, 'Deployment');
+    const c = container(defaults);
+    const cfg = proxyConfig(defaults);
+    expect(c.env).toContainEqual({ name: 'XKS_HSM_PIN', valueFrom: { secretKeyRef: { name: 'xks-proxy-hsm-pin', key: 'pin' } } });
+    expect(cfg.hsm.pin).toEqual({ env: 'XKS_HSM_PIN' });
+
+    const vols = d.spec.template.spec.volumes;
+    expect(vols.find((v: { name: string }) => v.name === 'sigv4').secret.secretName).toBe('xks-proxy-sigv4');
+    expect(c.volumeMounts).toContainEqual({ name: 'sigv4', mountPath: '/etc/xks-proxy/secrets', readOnly: true });
+    expect(cfg.keyStores[0].credentials[0].secretAccessKey.file).toMatch(/^\/etc\/xks-proxy\/secrets\//);
+
+    const tls = vols.find((v: { name: string }) => v.name === 'tls').projected.sources;
+    expect(tls).toEqual([{ secret: { name: 'xks-proxy-tls', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }] } }]);
+    expect(c.volumeMounts).toContainEqual({ name: 'tls', mountPath: '/etc/xks-proxy/tls', readOnly: true });
+    expect(cfg.server.tls).toMatchObject({ certFile: '/etc/xks-proxy/tls/tls.crt', keyFile: '/etc/xks-proxy/tls/tls.key' });
+    expect(cfg.server.tls.clientCaFile).toBeUndefined();
+  });
+
+  test('Service 443 -> the XKS port; metrics on a separate ClusterIP Service -> the ops port', () => {
+    const svc = one(defaults, 'Service', 'xks-xks-proxy');
+    expect(svc.spec.ports).toEqual([{ name: 'https', port: 443, targetPort: 'https', protocol: 'TCP' }]);
+    expect(container(defaults).ports).toContainEqual({ name: 'https', containerPort: 8443, protocol: 'TCP' });
+    const metrics = one(defaults, 'Service', 'xks-xks-proxy-metrics');
+    expect(metrics.spec.type).toBe('ClusterIP');
+    expect(metrics.spec.ports).toEqual([{ name: 'metrics', port: 9090, targetPort: 'ops', protocol: 'TCP' }]);
+    const podLabels = one(defaults, 'Deployment').spec.template.metadata.labels;
+    for (const s of [svc, metrics]) expect(podLabels).toMatchObject(s.spec.selector);
+  });
+
+  test('proxy.fleetSize equals the replica count', () => {
+    expect(one(defaults, 'Deployment').spec.replicas).toBe(2);
+    expect(proxyConfig(defaults).proxy.fleetSize).toBe(2);
+    const three = render(undefined, ['replicaCount=3']);
+    expect(one(three, 'Deployment').spec.replicas).toBe(3);
+    expect(proxyConfig(three).proxy.fleetSize).toBe(3);
+  });
+
+  test('PDB (policy/v1) selects the pods and allows one down', () => {
+    const pdb = one(defaults, 'PodDisruptionBudget');
+    expect(pdb.spec.maxUnavailable).toBe(1);
+    expect(one(defaults, 'Deployment').spec.template.metadata.labels).toMatchObject(pdb.spec.selector.matchLabels);
+    const min = one(render(undefined, ['podDisruptionBudget.minAvailable=2']), 'PodDisruptionBudget');
+    expect(min.spec).toMatchObject({ minAvailable: 2 });
+    expect(min.spec.maxUnavailable).toBeUndefined();
+  });
+
+  test('HPA (autoscaling/v2) replaces replicas, and fleetSize is its maxReplicas', () => {
+    const hpa = one(full, 'HorizontalPodAutoscaler');
+    expect(hpa.apiVersion).toBe('autoscaling/v2');
+    expect(hpa.spec).toMatchObject({
+      scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: one(full, 'Deployment').metadata.name },
+      minReplicas: 2,
+      maxReplicas: 5,
+      metrics: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 70 } } }],
+    });
+    expect(one(full, 'Deployment').spec.replicas).toBeUndefined();
+    expect(proxyConfig(full).proxy.fleetSize).toBe(5);
+  });
+
+  test('ServiceMonitor scrapes the metrics Service only', () => {
+    const sm = one(full, 'ServiceMonitor');
+    expect(sm.apiVersion).toBe('monitoring.coreos.com/v1');
+    expect(sm.metadata.labels).toMatchObject({ release: 'prom' });
+    expect(sm.spec.endpoints).toEqual([{ port: 'metrics', path: '/metrics', interval: '30s', scrapeTimeout: '10s' }]);
+    const selected = full.filter((m) => m.kind === 'Service' && Object.entries(sm.spec.selector.matchLabels).every(([k, v]) => m.metadata.labels?.[k] === v));
+    expect(selected.map((s) => s.metadata.name)).toEqual(['xks-xks-proxy-metrics']);
+  });
+
+  test('mTLS: the client CA Secret joins the TLS directory and the config names it', () => {
+    const tls = one(full, 'Deployment').spec.template.spec.volumes.find((v: { name: string }) => v.name === 'tls').projected.sources;
+    expect(tls[1]).toEqual({ secret: { name: 'kms-client-ca', items: [{ key: 'bundle.pem', path: 'client-ca.pem' }] } });
+    expect(proxyConfig(full).server.tls).toMatchObject({
+      clientCaFile: '/etc/xks-proxy/tls/client-ca.pem',
+      allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'],
+    });
+  });
+
+  test('a vendor PKCS#11 library can be mounted with extraVolumes/extraVolumeMounts', () => {
+    expect(one(full, 'Deployment').spec.template.spec.volumes).toContainEqual(fullValues.extraVolumes[0]);
+    expect(container(full).volumeMounts).toContainEqual(fullValues.extraVolumeMounts[0]);
+  });
+
+  test('ports follow the proxy config', () => {
+    const ms = render({ config: { server: { port: 9443 }, ops: { port: 9100 } } });
+    expect(container(ms).ports.map((p: { containerPort: number }) => p.containerPort)).toEqual([9443, 9100]);
+  });
+
+  test('TLS upstream: tls.enabled=false drops the TLS volume and needs insecurePlainHttp', () => {
+    expect(renderError(undefined, ['tls.enabled=false'])).toMatch(/insecurePlainHttp/);
+    const ms = render({ tls: { enabled: false }, config: { server: { insecurePlainHttp: true } } });
+    expect(proxyConfig(ms).server.tls).toBeUndefined();
+    expect(one(ms, 'Deployment').spec.template.spec.volumes.map((v: { name: string }) => v.name)).not.toContain('tls');
+    expect(configSchema.safeParse(proxyConfig(ms)).success).toBe(true);
+  });
+
+  test('refuses settings the proxy would reject or that break the probes', () => {
+    expect(renderError({ config: { server: { tls: { allowedClientSubjects: ['x'] } } } })).toMatch(/clientCa/);
+    expect(renderError(undefined, ['config.ops.enabled=false'])).toMatch(/ops\.enabled/);
+  });
+
+  test('lint passes for the defaults and for every optional feature', () => {
+    for (const args of [[], valueArgs(fullValues)]) {
+      const r = run(['lint', chartDir, '--strict', ...args]);
+      expect(`${r.stdout}${r.stderr}`).toMatch(/0 chart\(s\) failed/);
+      expect(r.status).toBe(0);
+    }
+  });
+
+  // Kubernetes OpenAPI validation (types, required fields, enums) with the kubernetes-models package.
+  let models: ((m: Manifest) => { validate(): void } | undefined) | undefined;
+  try {
+    require.resolve('kubernetes-models/apps/v1/Deployment');
+    models = (m) => {
+      if (m.apiVersion === 'monitoring.coreos.com/v1') return undefined; // a CRD: checked above
+      // Module paths are kubernetes-models/<apiVersion>/<Kind>, e.g. apps/v1/Deployment, v1/Service.
+      const Model = require(`kubernetes-models/${m.apiVersion}/${m.kind}`)[m.kind];
+      return new Model(m);
+    };
+  } catch {
+    if (process.env.CI) throw new Error('helm-chart.test.ts: kubernetes-models is missing in CI (npm ci installs it)');
+    console.warn('helm-chart.test.ts: Kubernetes schema validation SKIPPED: npm package kubernetes-models@4 is not installed');
+  }
+  (models ? test : test.skip)('every manifest is valid against the Kubernetes API schema', () => {
+    const errors: string[] = [];
+    for (const m of [...defaults, ...full]) {
+      try {
+        models!(m)?.validate();
+      } catch (e) {
+        errors.push(`${m.kind}/${m.metadata.name}: ${(e as Error).message}`);
+      }
+    }
+    expect(errors).toEqual([]);
+  });
+});
