@@ -49,6 +49,7 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --ramp 2                   leading seconds of every run left out of latency and req/s (connection setup)
   --log-level info           proxy XKS_LOG_LEVEL (its log goes to a file in the temp dir)
   --audit                    enable the proxy's hash-chained audit log (audit.file)
+  --set hsm.asyncCalls=false override one proxy config value (YAML value; repeatable)
   --no-baseline              measure the proxy only
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
@@ -74,6 +75,8 @@ interface Options {
   ramp: number;
   logLevel: string;
   audit: boolean;
+  /** [dotted config path, YAML value] pairs applied to the proxy config. */
+  sets: [string, unknown][];
   baseline: boolean;
   cpuProf: boolean;
   nodeArgs: string[];
@@ -84,7 +87,7 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     mode: 'both', rates: [1800, 3600, 5400], duration: 10, connections: 100, pacing: 'smooth', steps: [1, 2, 4, 8, 16, 32, 64],
-    stepDuration: 5, knee: 3, workers: '1', mix: 'realistic', pool: 2000, warmup: 3, ramp: 2, logLevel: 'info', audit: false,
+    stepDuration: 5, knee: 3, workers: '1', mix: 'realistic', pool: 2000, warmup: 3, ramp: 2, logLevel: 'info', audit: false, sets: [],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false,
   };
   const nums = (v: string, what: string): number[] => {
@@ -141,6 +144,12 @@ function parseArgs(argv: string[]): Options {
       case 'ramp': o.ramp = num(value(), name); break;
       case 'log-level': o.logLevel = value(); break;
       case 'audit': o.audit = true; break;
+      case 'set': {
+        const m = /^([A-Za-z][\w.]*)=(.*)$/s.exec(value());
+        if (!m) throw new UsageError('--set: section.key=value, e.g. hsm.asyncCalls=false');
+        o.sets.push([m[1] as string, parse(m[2] as string)]);
+        break;
+      }
       case 'no-baseline': o.baseline = false; break;
       case 'cpu-prof': o.cpuProf = true; break;
       case 'node-args': o.nodeArgs = value().split(/\s+/).filter(Boolean); break;
@@ -232,6 +241,12 @@ async function main(): Promise<void> {
     const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
     config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' ? 'auto' : workers };
     if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
+    for (const [path, v] of opt.sets) {
+      const parts = path.split('.');
+      let node = config as Record<string, unknown>;
+      for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+      node[parts[parts.length - 1] as string] = v;
+    }
     const configFile = join(dir, 'bench-config.yaml');
     writeFileSync(configFile, stringify(config), { mode: 0o600 });
     const opsPort = Number((config.ops as { port?: number } | undefined)?.port ?? port + 1);

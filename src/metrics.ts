@@ -66,8 +66,21 @@ export class Metrics {
     if (collectDefault) client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
   }
 
+  /** Label-bound children per (key store, operation, outcome): saves prom-client's label hashing per request. */
+  private readonly bound = new Map<string, { inc(): void; observe(seconds: number): void }>();
+
   observeRequest(keyStore: string, operation: string, errorName: XksErrorName | undefined, retryable: boolean, seconds: number): void {
-    this.requests.inc({ key_store: keyStore, operation, error_name: errorName ?? 'none', retryable: errorName ? String(retryable) : 'false' });
-    this.requestSeconds.observe({ key_store: keyStore, operation }, seconds);
+    const id = `${keyStore}\0${operation}\0${errorName ?? ''}`;
+    let b = this.bound.get(id);
+    if (!b) {
+      const counter = this.requests.labels({ key_store: keyStore, operation, error_name: errorName ?? 'none', retryable: errorName ? String(retryable) : 'false' });
+      const histogram = this.requestSeconds.labels({ key_store: keyStore, operation });
+      b = { inc: () => counter.inc(), observe: (s) => histogram.observe(s) };
+      // Key store names come from config, so the map stays small; a reload that renames many is rare.
+      if (this.bound.size > 10_000) this.bound.clear();
+      this.bound.set(id, b);
+    }
+    b.inc();
+    b.observe(seconds);
   }
 }

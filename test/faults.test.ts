@@ -1,3 +1,4 @@
+import http from 'node:http';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../src/testing/faulty-module';
 import { testHsm } from './support/hsm';
@@ -17,6 +18,19 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000
     v = await fn();
   }
   return v;
+}
+
+/** GET on a probe endpoint: its status and how long the answer took. */
+function probe(port: number, path: string): Promise<{ status: number; ms: number }> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: Date.now() - started }));
+      })
+      .on('error', reject);
+  });
 }
 
 describe('HSM faults', () => {
@@ -70,8 +84,16 @@ describe('HSM faults', () => {
   it('a slow HSM: every request answered within its deadline, the queue bounded by ThrottlingException', async () => {
     faults.delayMs = 300;
     const started = Date.now();
-    const results = await Promise.all(Array.from({ length: 12 }, () => send(app.port, `${P}/keys/k/encrypt`, enc, cred)));
+    const pending = Promise.all(Array.from({ length: 12 }, () => send(app.port, `${P}/keys/k/encrypt`, enc, cred)));
+    // While every session is stuck in the HSM, the load balancer and Kubernetes probes still answer at once.
+    await new Promise((r) => setTimeout(r, 20));
+    const probes = await Promise.all([probe(app.port, '/healthz'), probe(app.opsPort as number, '/livez'), probe(app.opsPort as number, '/readyz')]);
+    const results = await pending;
     const elapsed = Date.now() - started;
+    for (const p of probes) {
+      expect([200, 503]).toContain(p.status);
+      expect(p.ms).toBeLessThan(100);
+    }
     const names = results.map((r) => r.body.errorName);
     expect(elapsed).toBeLessThan(250);
     expect(names.every((n) => n === 'DependencyTimeoutException' || n === 'ThrottlingException')).toBe(true);
