@@ -42,14 +42,15 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --steps 1,2,4,8,16,32,64   connection steps for max mode
   --step-duration 5          seconds per max-mode step
   --knee 3                   max mode stops once p99 > knee x first step's p99 (0: never)
-  --workers 1|2|auto         proxy server.workers; the baseline runs as many processes (default 1)
+  --workers 1|2|auto         proxy server.workers; the baseline runs as many processes (default auto)
   --mix realistic|encrypt|decrypt|metadata|health   proxy workload (default realistic)
   --pool 2000                distinct pre-signed requests
   --warmup 3                 seconds of unrecorded load per target before measuring
   --ramp 2                   leading seconds of every run left out of latency and req/s (connection setup)
   --log-level info           proxy XKS_LOG_LEVEL (its log goes to a file in the temp dir)
   --audit                    enable the proxy's hash-chained audit log (audit.file)
-  --set hsm.asyncCalls=false override one proxy config value (YAML value; repeatable)
+  --set hsm.asyncCalls=true  override one proxy config value (YAML value; repeatable; default
+                             hsm.asyncCalls=false, the setting for an in-process HSM)
   --no-baseline              measure the proxy only
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
@@ -87,7 +88,9 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     mode: 'both', rates: [1800, 3600, 5400], duration: 10, connections: 100, pacing: 'smooth', steps: [1, 2, 4, 8, 16, 32, 64],
-    stepDuration: 5, knee: 3, workers: '1', mix: 'realistic', pool: 2000, warmup: 3, ramp: 2, logLevel: 'info', audit: false, sets: [],
+    stepDuration: 5, knee: 3, workers: 'auto', mix: 'realistic', pool: 2000, warmup: 3, ramp: 2, logLevel: 'info', audit: false,
+    // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
+    sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false,
   };
   const nums = (v: string, what: string): number[] => {

@@ -60,6 +60,8 @@ export async function soak(durationS: number, rate: number): Promise<SoakReport>
   config.ops.port = 0;
   config.audit = { file: join(dir, 'audit.log') };
   config.limits = { deadlineMs: 200, maxQueue: 256 };
+  // The slow-HSM window delays calls on the thread pool: inline calls would block the loop instead.
+  config.hsm.asyncCalls = true;
   writeFileSync(configFile, stringify(config));
   const admin = (...args: string[]): string =>
     execFileSync('node', [join(root, 'dist', 'src', 'tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8' });
