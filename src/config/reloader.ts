@@ -1,16 +1,31 @@
-import { watchFile, unwatchFile } from 'node:fs';
+import { FSWatcher, unwatchFile, watch, watchFile } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfigFile, RuntimeConfig } from './load';
 import type { Logger } from '../log';
 
+/** Kubernetes swaps a mounted ConfigMap/Secret by renaming this symlink inside the mount directory. */
+const KUBERNETES_SWAP = '..data';
+/** Coalesces the burst of events one atomic write (temp file + rename) makes. */
+const DEBOUNCE_MS = 20;
+
 /**
- * Re-reads the config file when it changes (polling, which also sees Kubernetes ConfigMap symlink
- * swaps) or on demand (SIGHUP). A bad file is refused whole: the proxy keeps its last good config.
+ * Re-reads the config file when it or a secret file it names changes, or on demand (SIGHUP). A bad
+ * file is refused whole: the proxy keeps its last good config.
+ *
+ * Directory watches (inotify) make an `xks-admin key disable` effective within milliseconds, so the
+ * next request already sees it; polling stays as a fallback for filesystems without change
+ * notifications (some network and overlay mounts).
  */
 export class ConfigReloader {
-  private readonly onChange = (): void => {
+  private readonly onPoll = (): void => {
     this.reload('file changed');
   };
+  private readonly dirWatchers = new Map<string, FSWatcher>();
+  /** Base names, per directory, whose change means a reload. */
+  private watched = new Map<string, Set<string>>();
+  private debounce: NodeJS.Timeout | undefined;
+  private watching = false;
 
   constructor(
     private readonly file: string,
@@ -20,12 +35,56 @@ export class ConfigReloader {
     private readonly report?: (ok: boolean) => void,
   ) {}
 
-  watch(intervalMs = 2000): void {
-    watchFile(this.file, { interval: intervalMs, persistent: false }, this.onChange);
+  watch(pollIntervalMs = 2000): void {
+    this.watching = true;
+    watchFile(this.file, { interval: pollIntervalMs, persistent: false }, this.onPoll);
+    this.watchDirectories();
   }
 
   dispose(): void {
-    unwatchFile(this.file, this.onChange);
+    this.watching = false;
+    unwatchFile(this.file, this.onPoll);
+    for (const w of this.dirWatchers.values()) w.close();
+    this.dirWatchers.clear();
+    clearTimeout(this.debounce);
+  }
+
+  /** The config file and every secret file of the current config, grouped by directory. */
+  private filesOfInterest(): Map<string, Set<string>> {
+    const files = [this.file];
+    for (const ks of this.current.config.keyStores) {
+      for (const c of ks.credentials) if ('file' in c.secretAccessKey) files.push(c.secretAccessKey.file);
+    }
+    const byDir = new Map<string, Set<string>>();
+    for (const f of files) {
+      const names = byDir.get(dirname(f)) ?? new Set([KUBERNETES_SWAP]);
+      names.add(basename(f));
+      byDir.set(dirname(f), names);
+    }
+    return byDir;
+  }
+
+  private watchDirectories(): void {
+    this.watched = this.filesOfInterest();
+    for (const dir of this.watched.keys()) {
+      if (this.dirWatchers.has(dir)) continue;
+      try {
+        const w = watch(dir, { persistent: false }, (_event, name) => {
+          // Unrelated files (an audit log beside the config, say) must not cause reloads.
+          if (name === null || this.watched.get(dir)?.has(name.toString())) this.schedule();
+        });
+        w.on('error', () => this.dirWatchers.delete(dir));
+        this.dirWatchers.set(dir, w);
+      } catch (e) {
+        this.log.warn({ dir, err: (e as Error).message }, 'cannot watch directory; relying on polling');
+      }
+    }
+  }
+
+  private schedule(): void {
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => this.reload('file changed'), DEBOUNCE_MS);
+    this.debounce.unref();
   }
 
   reload(reason: string): boolean {
@@ -44,6 +103,8 @@ export class ConfigReloader {
     this.current = next;
     this.apply(next);
     this.report?.(true);
+    // A credential added in a new directory is watched from now on.
+    if (this.watching) this.watchDirectories();
     this.log.info({ reason, keyStores: next.keyStores.size }, 'configuration reloaded');
     return true;
   }
