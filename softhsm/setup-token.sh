@@ -46,6 +46,7 @@ credential() {
   "${admin[@]}" new-credential --prefix "$1" > "$dir/secrets/$2.json"
   node -e "const c=require('$dir/secrets/$2.json').XksProxyAuthenticationCredential; require('fs').writeFileSync('$dir/secrets/$2.key', c.RawSecretAccessKey); process.stdout.write(c.AccessKeyId)"
 }
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 akid1=$(credential /demo primary)
 akid2=$(credential /demo rotation)
 
@@ -71,8 +72,10 @@ keyStores:
     credentials:
       - accessKeyId: $akid1
         secretAccessKey: { file: $dir/secrets/primary.key }
+        createdAt: $now
       - accessKeyId: $akid2
         secretAccessKey: { file: $dir/secrets/rotation.key }
+        createdAt: $now
     groups: [demo-keys]
 groups:
   - name: demo-keys

@@ -74,6 +74,8 @@ export class ProxyApp {
     const audit = cfg.audit.file ? AuditLog.open(cfg.audit.file + (opts.auditSuffix ?? '')) : undefined;
     const app = new ProxyApp(runtime, engine, health, metrics, logger, audit);
     metrics.poolSource = () => engine.poolStats();
+    metrics.credentialSource = () =>
+      app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt })));
     await health.refresh();
     health.start();
 

@@ -49,6 +49,24 @@ export class Metrics {
       this.pool.set({ state: 'waiting' }, s.waiting);
     },
   });
+  /** Set by the app: the configuration in force, read when Prometheus scrapes. */
+  credentialSource: (() => readonly { keyStore: string; createdAt?: string }[]) | undefined;
+  readonly credentialAge = new client.Gauge({
+    name: 'xks_sigv4_credential_age_days',
+    help: 'Age of the oldest live SigV4 credential per key store, from its createdAt (KMS publishes XksProxyCredentialAge)',
+    labelNames: ['key_store'] as const,
+    aggregator: 'max',
+    registers: [this.registry],
+    collect: () => {
+      this.credentialAge.reset();
+      const oldest = new Map<string, number>();
+      for (const c of this.credentialSource?.() ?? []) {
+        const t = c.createdAt ? Date.parse(c.createdAt) : NaN;
+        if (!Number.isNaN(t)) oldest.set(c.keyStore, Math.min(oldest.get(c.keyStore) ?? t, t));
+      }
+      for (const [keyStore, t] of oldest) this.credentialAge.set({ key_store: keyStore }, (Date.now() - t) / 86_400_000);
+    },
+  });
   readonly configReloads = new client.Counter({
     name: 'xks_config_reloads_total',
     help: 'Configuration reloads by result',

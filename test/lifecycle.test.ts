@@ -171,6 +171,9 @@ describe('key lifecycle through xks-admin on a running proxy', () => {
     expect((await send(app.port, `${P}/health`, health, cred)).status).toBe(200);
     expect((await send(app.port, `${P}/health`, health, fresh)).status).toBe(200);
     expect(readFileSync(configFile, 'utf8')).not.toContain(c.RawSecretAccessKey);
+    // Its age is tracked from now (xks_sigv4_credential_age_days).
+    const added = app.runtime.config.keyStores[0]!.credentials.find((k) => k.accessKeyId === c.AccessKeyId);
+    expect(Date.now() - Date.parse(added!.createdAt!)).toBeLessThan(60_000);
     await change('credential', 'retire', '--key-store', 'ks', '--access-key-id', cred.accessKeyId);
     expect((await send(app.port, `${P}/health`, health, cred)).status).toBe(401);
     expect((await send(app.port, `${P}/health`, health, fresh)).status).toBe(200);

@@ -8,7 +8,12 @@ import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testCon
 
 const cred = newCredential();
 const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
-const stores = () => [keyStoreWithKeys('ops', '/ops', [cred], [{ id: 'k', label: 'test-key-1' }])];
+const TEN_DAYS_AGO = new Date(Date.now() - 10 * 86_400_000).toISOString();
+const stores = () => [
+  keyStoreWithKeys('ops', '/ops', [cred], [{ id: 'k', label: 'test-key-1' }], {
+    keyStore: { credentials: [{ accessKeyId: cred.accessKeyId, secretAccessKey: { value: cred.secretAccessKey }, createdAt: TEN_DAYS_AGO }] },
+  }),
+];
 
 function get(port: number, path: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
@@ -109,6 +114,7 @@ describe('metrics, readiness and liveness', () => {
     expect(m.text).toMatch(/xks_hsm_sessions\{state="idle"\} 4/);
     expect(m.text).toMatch(/xks_ekm_health_status\{state="ACTIVE"\} 1/);
     expect(m.text).toMatch(/nodejs_eventloop_lag_seconds/);
+    expect(m.text).toMatch(/xks_sigv4_credential_age_days\{key_store="ops"\} (9\.9|10\.0)/);
     // Never a key id, principal or request id as a label value.
     expect(m.text).not.toMatch(/nope|Alice|arn:aws/);
   });

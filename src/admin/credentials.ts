@@ -20,7 +20,7 @@ export function addCredential(ctx: AdminContext, keyStore: string): object {
     ctx.store.update((doc, config) => {
       const ki = keyStoreIndex(config, keyStore);
       prefix = config.keyStores[ki]!.pathPrefix;
-      doc.addIn(['keyStores', ki, 'credentials'], doc.createNode({ accessKeyId: c.accessKeyId, secretAccessKey: { file } }));
+      doc.addIn(['keyStores', ki, 'credentials'], doc.createNode({ accessKeyId: c.accessKeyId, secretAccessKey: { file }, createdAt: ctx.now().toISOString() }));
     });
   } catch (e) {
     unlinkSync(file);

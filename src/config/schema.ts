@@ -86,6 +86,8 @@ const credentialSchema = z
   .object({
     accessKeyId: z.string().regex(ACCESS_KEY_ID, 'must be 20-30 characters of A-Z and 2-7'),
     secretAccessKey: secretSourceSchema,
+    /** When the credential was made (xks-admin records it): drives xks_sigv4_credential_age_days. */
+    createdAt: z.iso.datetime({ offset: true }).optional(),
   })
   .strict();
 
