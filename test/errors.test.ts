@@ -1,9 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
 import type { ProxyApp } from '../src/app';
 import { XKS_ERROR_STATUS, XksErrorName } from '../src/errors';
 import { faultyModule } from '../src/testing/faulty-module';
-import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
+import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
 
 const P = '/t/kms/xks/v1';
 const cred = newCredential();
@@ -150,13 +149,7 @@ describe('every other error in the spec table, from a real request', () => {
   });
 
   it('405 for GET on an XKS URI', async () => {
-    const status = await new Promise<number>((resolve) =>
-      http.get({ host: '127.0.0.1', port: app.port, path: `${P}/health` }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }),
-    );
-    expect(status).toBe(405);
+    expect((await get(app.port, `${P}/health`)).status).toBe(405);
   });
 });
 
@@ -193,13 +186,7 @@ describe('DependencyTimeoutException with a slow HSM', () => {
     const h = await send(slow.port, `${P}/health`, health, cred);
     expect(Date.now() - started).toBeLessThan(250);
     expectError(h, 'DependencyTimeoutException', /health check timed out/);
-    const lb = await new Promise<number>((resolve) =>
-      http.get({ host: '127.0.0.1', port: slow.port, path: '/healthz' }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }),
-    );
-    expect(lb).toBe(503);
+    expect((await get(slow.port, '/healthz')).status).toBe(503);
   });
 });
 

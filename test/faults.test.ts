@@ -1,8 +1,7 @@
-import http from 'node:http';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../src/testing/faulty-module';
 import { testHsm } from './support/hsm';
-import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
+import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 
 /** HSM faults injected at the PKCS#11 boundary, with the real SoftHSM2 underneath. */
 const cred = newCredential();
@@ -18,19 +17,6 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000
     v = await fn();
   }
   return v;
-}
-
-/** GET on a probe endpoint: its status and how long the answer took. */
-function probe(port: number, path: string): Promise<{ status: number; ms: number }> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-        res.resume();
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: Date.now() - started }));
-      })
-      .on('error', reject);
-  });
 }
 
 describe('HSM faults', () => {
@@ -87,7 +73,7 @@ describe('HSM faults', () => {
     const pending = Promise.all(Array.from({ length: 12 }, () => send(app.port, `${P}/keys/k/encrypt`, enc, cred)));
     // While every session is stuck in the HSM, the load balancer and Kubernetes probes still answer at once.
     await new Promise((r) => setTimeout(r, 20));
-    const probes = await Promise.all([probe(app.port, '/healthz'), probe(app.opsPort as number, '/livez'), probe(app.opsPort as number, '/readyz')]);
+    const probes = await Promise.all([get(app.port, '/healthz'), get(app.opsPort as number, '/livez'), get(app.opsPort as number, '/readyz')]);
     const results = await pending;
     const elapsed = Date.now() - started;
     for (const p of probes) {

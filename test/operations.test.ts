@@ -1,10 +1,9 @@
-import http from 'node:http';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../src/testing/faulty-module';
 import { makePki, Pki } from './support/pki';
-import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
+import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 
 const cred = newCredential();
 const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
@@ -14,18 +13,6 @@ const stores = () => [
     keyStore: { credentials: [{ accessKeyId: cred.accessKeyId, secretAccessKey: { value: cred.secretAccessKey }, createdAt: TEN_DAYS_AGO }] },
   }),
 ];
-
-function get(port: number, path: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      })
-      .on('error', reject);
-  });
-}
 
 describe('TLS and mTLS', () => {
   let pki: Pki;

@@ -131,6 +131,20 @@ export function send(port: number, path: string, payload: unknown, cred: Credent
   });
 }
 
+/** A plain GET (probes, metrics, the 405 check) on a fresh connection: status, body and how long it took. */
+export function get(port: number, path: string): Promise<{ status: number; text: string; ms: number }> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text, ms: Date.now() - started }));
+      })
+      .on('error', reject);
+  });
+}
+
 export const PRINCIPAL = 'arn:aws:iam::123456789012:user/Alice';
 export const KMS_KEY_ARN = 'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 
