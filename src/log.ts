@@ -14,13 +14,13 @@ const FLUSH_EVERY_MS = 200;
  * requests/s per key store a write per line costs more CPU than the request itself on small VMs.
  * pino flushes synchronously on exit; the durable per-request record is the audit log, not this.
  */
+function bufferedStdout(): pino.DestinationStream {
+  const stdout = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  setInterval(() => stdout.flush(), FLUSH_EVERY_MS).unref();
+  return stdout;
+}
+
 export function createLogger(level = process.env.XKS_LOG_LEVEL ?? 'info', destination?: pino.DestinationStream): Logger {
-  let dest = destination;
-  if (!dest) {
-    const stdout = pino.destination({ dest: 1, sync: false, minLength: 4096 });
-    setInterval(() => stdout.flush(), FLUSH_EVERY_MS).unref();
-    dest = stdout;
-  }
   return pino(
     {
       level,
@@ -31,7 +31,7 @@ export function createLogger(level = process.env.XKS_LOG_LEVEL ?? 'info', destin
         censor: '[redacted]',
       },
     },
-    dest,
+    destination ?? bufferedStdout(),
   );
 }
 

@@ -85,20 +85,21 @@ export class Metrics {
   }
 
   /** Label-bound children per (key store, operation, outcome): saves prom-client's label hashing per request. */
-  private readonly bound = new Map<string, { inc(): void; observe(seconds: number): void }>();
+  private readonly bound = new Map<string, { counter: ReturnType<Metrics['requests']['labels']>; histogram: ReturnType<Metrics['requestSeconds']['labels']> }>();
 
   observeRequest(keyStore: string, operation: string, errorName: XksErrorName | undefined, retryable: boolean, seconds: number): void {
     const id = `${keyStore}\0${operation}\0${errorName ?? ''}`;
     let b = this.bound.get(id);
     if (!b) {
-      const counter = this.requests.labels({ key_store: keyStore, operation, error_name: errorName ?? 'none', retryable: errorName ? String(retryable) : 'false' });
-      const histogram = this.requestSeconds.labels({ key_store: keyStore, operation });
-      b = { inc: () => counter.inc(), observe: (s) => histogram.observe(s) };
+      b = {
+        counter: this.requests.labels({ key_store: keyStore, operation, error_name: errorName ?? 'none', retryable: errorName ? String(retryable) : 'false' }),
+        histogram: this.requestSeconds.labels({ key_store: keyStore, operation }),
+      };
       // Key store names come from config, so the map stays small; a reload that renames many is rare.
       if (this.bound.size > 10_000) this.bound.clear();
       this.bound.set(id, b);
     }
-    b.inc();
-    b.observe(seconds);
+    b.counter.inc();
+    b.histogram.observe(seconds);
   }
 }

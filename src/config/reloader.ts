@@ -1,4 +1,4 @@
-import { FSWatcher, unwatchFile, watch, watchFile } from 'node:fs';
+import { FSWatcher, Stats, statSync, unwatchFile, watch, watchFile } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfigFile, RuntimeConfig } from './load';
@@ -18,9 +18,12 @@ const DEBOUNCE_MS = 20;
  * notifications (some network and overlay mounts).
  */
 export class ConfigReloader {
-  private readonly onPoll = (): void => {
-    this.reload('file changed');
+  private readonly onPoll = (curr: Stats): void => {
+    // The directory watch has usually reloaded this very version already.
+    if (curr.mtimeMs !== this.loadedMtimeMs) this.reload('file changed');
   };
+  /** mtime of the config file as of the last successful reload. */
+  private loadedMtimeMs = NaN;
   private readonly dirWatchers = new Map<string, FSWatcher>();
   /** Base names, per directory, whose change means a reload. */
   private watched = new Map<string, Set<string>>();
@@ -89,7 +92,9 @@ export class ConfigReloader {
 
   reload(reason: string): boolean {
     let next: RuntimeConfig;
+    let mtimeMs: number;
     try {
+      mtimeMs = statSync(this.file, { throwIfNoEntry: false })?.mtimeMs ?? NaN;
       next = loadConfigFile(this.file);
     } catch (e) {
       this.log.error({ reason, err: (e as Error).message }, 'configuration reload refused; keeping the previous configuration');
@@ -101,6 +106,7 @@ export class ConfigReloader {
       this.log.warn({ sections: restartOnly }, 'these configuration sections change only on restart');
     }
     this.current = next;
+    this.loadedMtimeMs = mtimeMs;
     this.apply(next);
     this.report?.(true);
     // A credential added in a new directory is watched from now on.
