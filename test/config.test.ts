@@ -50,10 +50,18 @@ describe('configuration validation', () => {
     ['no TLS and no explicit plain HTTP', (c: any) => delete c.server.insecurePlainHttp, 'server'],
     ['duplicate prefixes', (c: any) => c.keyStores.push({ ...c.keyStores[0], name: 'b' }), 'path prefixes must be unique'],
     ['health cache over a minute', (c: any) => (c.hsm.healthCacheMs = 60_000), 'hsm.healthCacheMs'],
+    // The HSM AAD stores the AAD length in two bytes.
+    ['an AAD limit beyond a uint16', (c: any) => (c.limits = { maxAadBytes: 65_536 }), 'limits.maxAadBytes'],
   ])('names the field for %s', (_n, mutate, expected) => {
     const c = base();
     mutate(c);
     expect(errorOf(c)).toContain(expected);
+  });
+
+  it('accepts the largest AAD limit a uint16 length can describe', () => {
+    const c: any = base();
+    c.limits = { maxAadBytes: 65_535 };
+    expect(buildRuntimeConfig(c, {}).config.limits.maxAadBytes).toBe(65_535);
   });
 
   it('checks resolved secrets and says which one is wrong', () => {

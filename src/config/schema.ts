@@ -165,7 +165,8 @@ export const configSchema = z
         /** Requests allowed to wait for an HSM session; more get ThrottlingException. */
         maxQueue: z.number().int().min(0).default(512),
         maxPlaintextBytes: z.number().int().min(4300).max(65536).default(8192),
-        maxAadBytes: z.number().int().min(8192).max(65536).default(16384),
+        // The HSM AAD carries the AAD length as a uint16 (spec "ciphertextMetadata"), so 65535 is the most it can hold.
+        maxAadBytes: z.number().int().min(8192).max(65535).default(16384),
       })
       .strict()
       .prefault({}),

@@ -23,9 +23,10 @@ export interface CompiledRule {
 
 function globMatcher(patterns: readonly string[]): Matcher {
   const exact = new Set(patterns.filter((p) => !p.includes('*')));
+  // `s`: a `*` must span every character, newlines included, or a deny on "user/*" misses "user/Al\nice".
   const wild = patterns
     .filter((p) => p.includes('*'))
-    .map((p) => new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`));
+    .map((p) => new RegExp(`^${p.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`, 's'));
   return (v) => v !== undefined && (exact.has(v) || wild.some((r) => r.test(v)));
 }
 
@@ -41,6 +42,22 @@ export function keyArnParts(arn: string | undefined): { region?: string; account
   return m ? { region: m[1], account: m[2] } : {};
 }
 
+// The same shapes found anywhere in the string: used only by deny rules, so that junk around an ARN
+// (a leading space, a prefix) cannot slip a request past a deny on its account or region.
+const LOOSE_PRINCIPAL = /arn:[^:]*:(?:iam|sts)::(\d{12}):/;
+const LOOSE_KEY = /arn:[^:]*:kms:([a-z0-9-]+):(\d{12}):/;
+
+/** ARNs as KMS sends them: `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`, printable ASCII, no spaces. */
+const WELL_FORMED_ARN = /^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(?:\d{12})?:[\x21-\x7e]+$/;
+
+/** An ARN field that is present but does not parse: such a request matches no allow rule (fail closed). */
+function malformedArns(m: RequestMetadata): boolean {
+  return (
+    (m.awsPrincipalArn !== undefined && !WELL_FORMED_ARN.test(m.awsPrincipalArn)) ||
+    (m.kmsKeyArn !== undefined && !WELL_FORMED_ARN.test(m.kmsKeyArn))
+  );
+}
+
 export function compileRule(rule: RuleConfig): CompiledRule {
   const c: CompiledRule['conditions'] = [];
   const on = (patterns: readonly string[] | undefined, pick: (m: RequestMetadata) => string | undefined): void => {
@@ -48,14 +65,16 @@ export function compileRule(rule: RuleConfig): CompiledRule {
     const match = globMatcher(patterns);
     c.push((m) => match(pick(m)));
   };
+  const deny = rule.effect === 'deny';
   on(rule.principals, (m) => m.awsPrincipalArn);
-  on(rule.principalAccounts, (m) => principalAccount(m.awsPrincipalArn));
+  on(rule.principalAccounts, (m) => (deny ? LOOSE_PRINCIPAL.exec(m.awsPrincipalArn ?? '')?.[1] : principalAccount(m.awsPrincipalArn)));
   on(rule.sourceVpcs, (m) => m.awsSourceVpc);
   on(rule.sourceVpces, (m) => m.awsSourceVpce);
   on(rule.viaServices, (m) => m.kmsViaService);
   on(rule.kmsOperations, (m) => m.kmsOperation);
-  on(rule.keyAccounts, (m) => keyArnParts(m.kmsKeyArn).account);
-  on(rule.keyRegions, (m) => keyArnParts(m.kmsKeyArn).region);
+  on(rule.keyAccounts, (m) => (deny ? LOOSE_KEY.exec(m.kmsKeyArn ?? '')?.[2] : keyArnParts(m.kmsKeyArn).account));
+  on(rule.keyRegions, (m) => (deny ? LOOSE_KEY.exec(m.kmsKeyArn ?? '')?.[1] : keyArnParts(m.kmsKeyArn).region));
+  if (!deny) c.push((m) => !malformedArns(m));
   return { id: rule.id, effect: rule.effect, conditions: c };
 }
 

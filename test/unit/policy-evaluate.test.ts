@@ -162,7 +162,7 @@ describe('wildcards', () => {
 
   // A deny wildcard that a control character in the value slips past is a policy bypass; KMS never sends
   // one, but the parser accepts "\n" in any requestMetadata string.
-  test.failing('a deny wildcard also catches a value containing a newline (issue 10 item 6)', () => {
+  it('a deny wildcard also catches a value containing a newline (issue 10 item 6)', () => {
     const rules = [deny('deny-account-users', { principals: ['arn:aws:iam::123456789012:user/*'] }), allow('allow-all')];
     expect(decide(rules, { awsPrincipalArn: 'arn:aws:iam::123456789012:user/Al\nice' })).toEqual({ allowed: false, rule: 'deny-account-users' });
   });
@@ -227,16 +227,36 @@ describe('malformed ARNs fail closed', () => {
 
   // issue 10 item 6: today a principal that is not an ARN has no account, so an account deny misses it and a
   // "*" allow takes it. If the fix rejects such principals in request parsing instead, move these cases there.
-  test.failing('a wildcard allow on principals does not match a principal that is not an ARN (issue 10 item 6)', () => {
+  it('a wildcard allow on principals does not match a principal that is not an ARN (issue 10 item 6)', () => {
     expect(decide([allow('any-principal', { principals: ['*'] })], { awsPrincipalArn: ` ${ALICE}` })).toEqual({ allowed: false, rule: 'default-deny' });
   });
 
-  test.failing('a deny on the account still catches a principal with a leading space (issue 10 item 6)', () => {
+  it('a deny on the account still catches a principal with a leading space (issue 10 item 6)', () => {
     expect(decide(accountRules, { awsPrincipalArn: ` ${ALICE}` })).toEqual({ allowed: false, rule: 'deny-account' });
   });
 
-  test.failing('a deny on the account still catches a principal with junk before "arn:" (issue 10 item 6)', () => {
+  it('a deny on the account still catches a principal with junk before "arn:" (issue 10 item 6)', () => {
     expect(decide(accountRules, { awsPrincipalArn: `x${ALICE}` })).toEqual({ allowed: false, rule: 'deny-account' });
+  });
+
+  it('an allow rule that names no ARN condition still does not match a malformed principal or key ARN', () => {
+    expect(decide([allow('allow-all')], { awsPrincipalArn: ` ${ALICE}` })).toEqual({ allowed: false, rule: 'default-deny' });
+    expect(decide([allow('allow-all')], { kmsKeyArn: `${KEY_ARN}\n` })).toEqual({ allowed: false, rule: 'default-deny' });
+    expect(decide([allow('allow-all')], { awsPrincipalArn: 'arn:aws:iam::123456789012:user/Al ice' })).toEqual({ allowed: false, rule: 'default-deny' });
+  });
+
+  it('a deny on the key account or region still catches a key ARN with junk around it', () => {
+    const rules = [deny('deny-key-account', { keyAccounts: ['123456789012'] }), allow('allow-all')];
+    expect(decide(rules, { kmsKeyArn: ` ${KEY_ARN}` })).toEqual({ allowed: false, rule: 'deny-key-account' });
+    const regions = [deny('deny-region', { keyRegions: ['us-east-1'] }), allow('allow-all')];
+    expect(decide(regions, { kmsKeyArn: `x${KEY_ARN}` })).toEqual({ allowed: false, rule: 'deny-region' });
+  });
+
+  it('well-formed ARNs of other partitions and shapes are still allowed', () => {
+    for (const arn of ['arn:aws-us-gov:iam::123456789012:role/R', 'arn:aws:sts::123456789012:assumed-role/R/s', 'arn:aws:iam::123456789012:root']) {
+      expect(decide([allow('allow-all')], { awsPrincipalArn: arn })).toEqual({ allowed: true, rule: 'allow-all' });
+    }
+    expect(decide([allow('allow-all')], { kmsKeyArn: 'arn:aws:kms:us-east-2:123456789012:/key/1234abcd' })).toEqual({ allowed: true, rule: 'allow-all' });
   });
 
   it('a deny on the account catches a well-formed principal of that account', () => {

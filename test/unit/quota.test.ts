@@ -52,7 +52,7 @@ describe('RateLimiter', () => {
 
   // The handler builds RateLimiter(requestsPerSecond / workers): a quota of 1/s on 2 workers is 0.5 here, and a
   // bucket that holds at most 0.5 tokens never admits anything.
-  test.failing('a rate below 1 still admits one request per 1/rate seconds', () => {
+  it('a rate below 1 still admits one request per 1/rate seconds', () => {
     const q = new RateLimiter(0.5);
     const results = [0, 2_000, 4_000].map((t) => q.tryTake(T0 + t));
     expect(results.filter(Boolean).length).toBeGreaterThanOrEqual(2);
@@ -60,7 +60,7 @@ describe('RateLimiter', () => {
 
   // Date.now() is wall-clock time: an NTP step back by d seconds must not take d x rate tokens away (with a
   // one-hour step, the key store would answer ThrottlingException for an hour).
-  test.failing('a clock that steps back does not drain the bucket', () => {
+  it('a clock that steps back does not drain the bucket', () => {
     const q = new RateLimiter(10);
     expect(q.tryTake(T0)).toBe(true);
     expect(q.tryTake(T0 - 60_000)).toBe(true);
