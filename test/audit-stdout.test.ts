@@ -5,24 +5,15 @@
  * own, and names the line of a tampered entry.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { freePortPair } from '../bench/lib/processes';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig, b64 } from './support/proxy';
 
 const DIST = join(__dirname, '..', 'dist', 'src');
 const cred = newCredential();
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = http.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function admin(args: string[], input?: string): { code: number | null; out: string; err: string } {
   const r = spawnSync('node', [join(DIST, 'tools', 'admin.js'), ...args], { input, encoding: 'utf8' });
@@ -35,8 +26,8 @@ let requestIds: string[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'xks-audit-stdout-'));
-  const port = await freePort();
-  const opsPort = await freePort();
+  const port = await freePortPair();
+  const opsPort = port + 1;
   const config = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])], {
     server: { port, workers: 2 },
     ops: { port: opsPort },
