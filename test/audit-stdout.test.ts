@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { freePortPair } from '../bench/lib/processes';
+import { configSchema } from '../src/config/schema';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig, b64 } from './support/proxy';
 
 const DIST = join(__dirname, '..', 'dist', 'src');
@@ -121,4 +122,13 @@ test('anchors: audit head prints each chain\'s last hash; verify with them catch
   const r = admin(['audit', 'verify', '-', '--anchors', anchors], cut);
   expect(r.code).toBe(1);
   expect(JSON.parse(r.out).reason).toMatch(/last lines are missing/);
+});
+
+test('audit.file and audit.stdout are exclusive in the config', () => {
+  const base = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])]);
+  const r = configSchema.safeParse({ ...base, audit: { file: join(dir, 'a.log'), stdout: true } });
+  expect(r.success).toBe(false);
+  expect(JSON.stringify(r.error?.issues)).toMatch(/exclusive/);
+  expect(configSchema.parse({ ...base, audit: { stdout: true } }).audit).toEqual({ stdout: true });
+  expect(configSchema.parse(base).audit).toEqual({ stdout: false });
 });
