@@ -65,7 +65,8 @@ export function maxTable(m: MaxResult): string {
     lines.push(`${pad(c, 5)}  ${left}  | ${right}`);
   }
   lines.push(
-    `max: proxy ${m.proxyMaxRps} req/s (${m.proxyMaxAt} conns), baseline ${m.baselineMaxRps} req/s (${m.baselineMaxAt} conns)` +
+    `max: proxy ${m.proxyMaxRps} req/s (${m.proxyMaxAt} conns)` +
+      (m.baseline.length ? `, baseline ${m.baselineMaxRps} req/s (${m.baselineMaxAt} conns)` : ', no baseline') +
       (m.ratio !== null ? `; proxy/baseline = ${m.ratio.toFixed(3)}` : ''),
   );
   return lines.join('\n');
