@@ -19,18 +19,25 @@
  *         until throughput stops growing (<5% over the best step) or p99 exceeds --knee x the
  *         first step's p99; max req/s of proxy / baseline is the headline ratio.
  *
- * Writes <out>/<timestamp>.json and <timestamp>.svg and prints tables. Only 127.0.0.1 is targeted.
- * Every child (proxy with its workers, baseline) is stopped on exit, error or SIGINT.
+ * Target mode (--target https://host:port/prefix): the same runs against a deployed proxy, with its
+ * credential, key ids and CA; no local proxy, no SoftHSM2, no baseline (so no ratios), no server-side
+ * CPU or metrics. It encrypts its own data keys first, then runs the modes and the KMS-shaped check:
+ * 1800 req/s (KMS's default per key store) for --kms-check-seconds, with p99 and the share of answers
+ * within KMS's 250 ms timeout.
+ *
+ * Writes <out>/<timestamp>.json and <timestamp>.svg and prints tables. Without --target only 127.0.0.1
+ * is targeted. Every child (proxy with its workers, baseline) is stopped on exit, error or SIGINT.
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { runLoad, RunStats, Pacing } from './lib/load';
+import { KMS_TIMEOUT_MS, runLoad, RunStats, Pacing } from './lib/load';
 import { freePortPair, httpStatus, installCleanup, startChild, stopAll, waitFor } from './lib/processes';
-import { chart, FixedPoint, fixedTable, MaxResult, maxTable } from './lib/report';
-import { Credential, makeCiphertexts, MIXES, Mix, post, SignedPool } from './lib/workload';
+import { chart, FixedPoint, fixedTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable } from './lib/report';
+import { checkTarget, remoteTarget, TargetError, TargetOptions } from './lib/target';
+import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, post, SignedPool } from './lib/workload';
 
 const USAGE = `usage: npm run bench -- [options]     (after npm run build)
 
@@ -55,7 +62,17 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
   --out bench/results        where results go
-  --keep                     keep the temporary token directory`;
+  --keep                     keep the temporary token directory
+
+Against a deployed proxy (no local proxy or SoftHSM2, no baseline):
+  --target https://host:port/prefix   the proxy's XKS URI endpoint and path prefix
+  --access-key-id ID         SigV4 access key id of the key store
+  --secret-file FILE         file holding its secret access key
+  --key-id K1[,K2]           external key ids: encrypt/metadata use all, decrypt the first
+  --region us-east-1         SigV4 region
+  --ca FILE                  CA bundle that issued the proxy's certificate
+  --cert FILE --key FILE     client certificate and key (mTLS)
+  --kms-check-seconds 60     length of the KMS-shaped check at 1800 req/s (0 skips it)`;
 
 /** A bad command line: reported without a stack trace. */
 class UsageError extends Error {}
@@ -83,7 +100,12 @@ interface Options {
   nodeArgs: string[];
   out: string;
   keep: boolean;
+  target?: Partial<TargetOptions>;
+  kmsCheckSeconds: number;
 }
+
+/** KMS's default request quota per external key store. */
+const KMS_RATE = 1800;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
@@ -91,8 +113,9 @@ function parseArgs(argv: string[]): Options {
     stepDuration: 5, knee: 3, workers: 'auto', mix: 'realistic', pool: 2000, warmup: 3, ramp: 2, logLevel: 'info', audit: false,
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
-    baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false,
+    baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
   };
+  const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
   const nums = (v: string, what: string): number[] => {
     const list = v.split(',').map(Number);
     if (list.length === 0 || list.some((n) => !Number.isFinite(n) || n <= 0)) throw new UsageError(`--${what}: expected positive numbers, got "${v}"`);
@@ -158,6 +181,15 @@ function parseArgs(argv: string[]): Options {
       case 'node-args': o.nodeArgs = value().split(/\s+/).filter(Boolean); break;
       case 'out': o.out = value(); break;
       case 'keep': o.keep = true; break;
+      case 'target': target().url = value(); break;
+      case 'access-key-id': target().accessKeyId = value(); break;
+      case 'secret-file': target().secretFile = value(); break;
+      case 'key-id': target().keyIds = value().split(',').filter(Boolean); break;
+      case 'region': target().region = value(); break;
+      case 'ca': target().ca = value(); break;
+      case 'cert': target().cert = value(); break;
+      case 'key': target().key = value(); break;
+      case 'kms-check-seconds': o.kmsCheckSeconds = num(value(), name); break;
       case 'help':
       case 'h':
         console.log(USAGE);
@@ -166,6 +198,12 @@ function parseArgs(argv: string[]): Options {
       default:
         throw new UsageError(`unknown option ${flag}\n\n${USAGE}`);
     }
+  }
+  if (o.target) {
+    for (const [flag, v] of [['--target', o.target.url], ['--access-key-id', o.target.accessKeyId], ['--secret-file', o.target.secretFile], ['--key-id', o.target.keyIds]] as const) {
+      if (v === undefined) throw new UsageError(`${flag} is required against a deployed proxy (see --help)`);
+    }
+    o.baseline = false;
   }
   return o;
 }
@@ -220,86 +258,158 @@ const brief = (s: RunStats): string =>
   `CPU server ${s.cpu.serverPct}% loadgen ${s.cpu.loadgenPct}% other ${s.cpu.otherPct}% psi ${s.cpu.pressurePct}%` +
   (s.server ? `; proxy-side p99 <= ${s.server.p99AtMostMs} ms, longest event-loop stall ${s.server.stallMaxMs} ms` : '');
 
-async function main(): Promise<void> {
-  const opt = parseArgs(process.argv.slice(2));
+interface Target {
+  label: 'proxy' | 'baseline';
+  endpoint: Endpoint;
+  /** Root of the server's process tree (local runs): its CPU time is measured. */
+  pid?: number;
+  metricsPort?: number;
+}
+
+/** What the measuring part needs, from a proxy this bench started or from a deployed one. */
+interface Prepared {
+  targets: Target[];
+  proxy: Endpoint;
+  basePath: string;
+  cred: Credential;
+  keys: Keys;
+  workers?: number;
+  /** The proxy as described in the JSON result (called once the local proxy has stopped). */
+  describe: () => Record<string, unknown>;
+  /** Extra lines for the printed report. */
+  notes: () => string[];
+}
+
+/** The demo token, the proxy (and the baseline) on 127.0.0.1. */
+async function startLocal(opt: Options, dir: string, outDir: string, stamp: string): Promise<Prepared> {
   const mainJs = join(root, 'dist', 'src', 'main.js');
   const baselineJs = join(root, 'dist', 'bench', 'baseline-server.js');
   if (!existsSync(mainJs) || !existsSync(baselineJs)) throw new Error('run "npm run build" first');
   const workers = opt.workers === 'auto' ? Math.max(1, os.availableParallelism()) : Number(opt.workers);
+
+  // ---- demo token and config: setup-token's output with server.* overridden
+  const port = await freePortPair();
+  note(`setting up a SoftHSM2 token in ${dir}`);
+  execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+  config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' ? 'auto' : workers };
+  if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
+  for (const [path, v] of opt.sets) {
+    const parts = path.split('.');
+    let node = config as Record<string, unknown>;
+    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[parts[parts.length - 1] as string] = v;
+  }
+  const configFile = join(dir, 'bench-config.yaml');
+  writeFileSync(configFile, stringify(config), { mode: 0o600 });
+  const opsPort = Number((config.ops as { port?: number } | undefined)?.port ?? port + 1);
+  const primary = JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')) as {
+    XksProxyUriPath: string;
+    XksProxyAuthenticationCredential: { AccessKeyId: string; RawSecretAccessKey: string };
+  };
+  const cred: Credential = { accessKeyId: primary.XksProxyAuthenticationCredential.AccessKeyId, secretAccessKey: primary.XksProxyAuthenticationCredential.RawSecretAccessKey };
+
+  // ---- proxy
+  const logFile = join(dir, 'proxy.log');
+  const profDir = join(outDir, `${stamp}-prof`);
+  const nodeArgs = [...opt.nodeArgs, ...(opt.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
+  const logFd = openSync(logFile, 'a');
+  const proxy = startChild([...nodeArgs, mainJs, '--config', configFile], { stdout: logFd, env: { ...process.env, XKS_LOG_LEVEL: opt.logLevel } });
+  closeSync(logFd); // the child has its own copy
+  try {
+    await waitFor('proxy', proxy, async () => (await httpStatus(opsPort, '/readyz')) === 200);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\n--- ${logFile}\n${tail(logFile)}`);
+  }
+  note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}`);
+  const targets: Target[] = [{ label: 'proxy', endpoint: localEndpoint(port), pid: proxy.pid as number, metricsPort: opsPort }];
+
+  // ---- baseline
+  if (opt.baseline) {
+    const baselinePort = await freePortPair();
+    const b = startChild([baselineJs, '--port', String(baselinePort), '--workers', String(workers)], { stdout: 'inherit' });
+    await waitFor('baseline', b, async () => (await httpStatus(baselinePort, '/', 'POST')) === 200);
+    targets.push({ label: 'baseline', endpoint: localEndpoint(baselinePort), pid: b.pid as number });
+    note(`baseline ready on 127.0.0.1:${baselinePort} (${workers} process${workers > 1 ? 'es' : ''})`);
+  }
+
+  let proxyLog: ReturnType<typeof logSummary> | undefined;
+  const log = (): ReturnType<typeof logSummary> => (proxyLog ??= logSummary(logFile));
+  return {
+    targets,
+    proxy: localEndpoint(port),
+    basePath: primary.XksProxyUriPath,
+    cred,
+    keys: DEMO_KEYS,
+    workers,
+    describe: () => ({
+      workers,
+      logLevel: opt.logLevel,
+      audit: opt.audit,
+      hsm: { sessionPoolSize: (config.hsm as Record<string, unknown>)?.sessionPoolSize, asyncCalls: (config.hsm as Record<string, unknown>)?.asyncCalls ?? 'default' },
+      limits: config.limits ?? 'defaults',
+      log: log(),
+    }),
+    notes: () => {
+      const out: string[] = [];
+      if (opt.cpuProf && existsSync(profDir)) out.push(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(' ')}  (node dist/bench/profile-summary.js FILE)`);
+      const l = log();
+      if (l.errors + l.warnings > 0) {
+        out.push(`warning: the proxy logged ${l.errors} error and ${l.warnings} warning lines, first: ${l.first ?? ''}${opt.keep ? ` (${logFile})` : ' (--keep keeps the log)'}`);
+      }
+      return out;
+    },
+  };
+}
+
+/** A deployed proxy: nothing is started; the first requests prove URL, TLS, credential and keys. */
+async function prepareRemote(opt: Options): Promise<Prepared> {
+  const t = remoteTarget(opt.target as TargetOptions);
+  await checkTarget(t);
+  const url = (opt.target as TargetOptions).url;
+  note(`target ${url} answers health and encrypt with key${t.keys.encrypt.length > 1 ? 's' : ''} ${t.keys.encrypt.join(', ')}`);
+  return {
+    targets: [{ label: 'proxy', endpoint: t.endpoint }],
+    proxy: t.endpoint,
+    basePath: t.basePath,
+    cred: t.cred,
+    keys: t.keys,
+    describe: () => ({ target: url, basePath: t.basePath, region: t.endpoint.region, keys: t.keys, mtls: Boolean(t.endpoint.tls?.cert) }),
+    notes: () => [NO_BASELINE],
+  };
+}
+
+const NO_BASELINE = 'no baseline: against a deployed proxy there is no bare server to compare with, and the proxy-side CPU and metrics columns are empty';
+
+async function main(): Promise<void> {
+  const opt = parseArgs(process.argv.slice(2));
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const outDir = resolve(process.cwd(), opt.out);
   mkdirSync(outDir, { recursive: true });
 
-  const dir = mkdtempSync(join(os.tmpdir(), 'xks-bench-'));
+  const dir = opt.target ? undefined : mkdtempSync(join(os.tmpdir(), 'xks-bench-'));
   const cleanup = async (): Promise<void> => {
     await stopAll(opt.cpuProf ? 20_000 : 5_000);
-    if (!opt.keep) rmSync(dir, { recursive: true, force: true });
+    if (dir && !opt.keep) rmSync(dir, { recursive: true, force: true });
   };
   installCleanup(cleanup);
   try {
-    // ---- demo token and config: setup-token's output with server.* overridden
-    const port = await freePortPair();
-    note(`setting up a SoftHSM2 token in ${dir}`);
-    execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
-    const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
-    config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' ? 'auto' : workers };
-    if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
-    for (const [path, v] of opt.sets) {
-      const parts = path.split('.');
-      let node = config as Record<string, unknown>;
-      for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
-      node[parts[parts.length - 1] as string] = v;
-    }
-    const configFile = join(dir, 'bench-config.yaml');
-    writeFileSync(configFile, stringify(config), { mode: 0o600 });
-    const opsPort = Number((config.ops as { port?: number } | undefined)?.port ?? port + 1);
-    const primary = JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')) as {
-      XksProxyUriPath: string;
-      XksProxyAuthenticationCredential: { AccessKeyId: string; RawSecretAccessKey: string };
-    };
-    const cred: Credential = { accessKeyId: primary.XksProxyAuthenticationCredential.AccessKeyId, secretAccessKey: primary.XksProxyAuthenticationCredential.RawSecretAccessKey };
-    const basePath = primary.XksProxyUriPath;
-
-    // ---- proxy
-    const logFile = join(dir, 'proxy.log');
-    const profDir = join(outDir, `${stamp}-prof`);
-    const nodeArgs = [...opt.nodeArgs, ...(opt.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
-    const logFd = openSync(logFile, 'a');
-    const proxy = startChild([...nodeArgs, mainJs, '--config', configFile], { stdout: logFd, env: { ...process.env, XKS_LOG_LEVEL: opt.logLevel } });
-    closeSync(logFd); // the child has its own copy
-    try {
-      await waitFor('proxy', proxy, async () => (await httpStatus(opsPort, '/readyz')) === 200);
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n--- ${logFile}\n${tail(logFile)}`);
-    }
-    note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}`);
-
-    // ---- baseline
-    let baselinePort = 0;
-    let baselinePid = 0;
-    if (opt.baseline) {
-      baselinePort = await freePortPair();
-      const b = startChild([baselineJs, '--port', String(baselinePort), '--workers', String(workers)], { stdout: 'inherit' });
-      await waitFor('baseline', b, async () => (await httpStatus(baselinePort, '/', 'POST')) === 200);
-      baselinePid = b.pid as number;
-      note(`baseline ready on 127.0.0.1:${baselinePort} (${workers} process${workers > 1 ? 'es' : ''})`);
-    }
+    const p = dir ? await startLocal(opt, dir, outDir, stamp) : await prepareRemote(opt);
+    if (opt.target) note(NO_BASELINE);
 
     // ---- workload: real ciphertexts, signed pool, one request of each kind must succeed
-    const sealed = await makeCiphertexts(port, basePath, cred, 128);
-    const pool = new SignedPool(`127.0.0.1:${port}`, cred, opt.mix, opt.pool, basePath, sealed);
+    const sealed = await makeCiphertexts(p.proxy, p.basePath, p.cred, 128, p.keys);
+    const pool = new SignedPool(p.proxy, p.cred, opt.mix, opt.pool, p.basePath, sealed, p.keys);
     for (const s of pool.samples()) {
-      const r = await post(port, s.path, s.body, cred);
+      const r = await post(p.proxy, s.path, s.body, p.cred);
       if (r.status !== 200) throw new Error(`pre-check ${s.op} ${s.path}: HTTP ${r.status} ${JSON.stringify(r.json)}`);
     }
     note(`pool: ${pool.size} signed requests ${JSON.stringify(pool.counts)}; every operation answered 200`);
 
-    const targets: { label: string; port: number; pid: number; metricsPort?: number }[] = [{ label: 'proxy', port, pid: proxy.pid as number, metricsPort: opsPort }];
-    if (opt.baseline) targets.push({ label: 'baseline', port: baselinePort, pid: baselinePid });
+    const run = (t: Target, more: { connections: number; durationS: number; rate?: number; rampS?: number }): Promise<RunStats> =>
+      runLoad({ label: t.label, endpoint: t.endpoint, pacing: opt.pacing, pool, serverPid: t.pid, metricsPort: t.metricsPort, ...more });
     if (opt.warmup > 0) {
-      for (const t of targets) {
-        await runLoad({ label: t.label, port: t.port, connections: 16, durationS: opt.warmup, pacing: opt.pacing, pool, serverPid: t.pid });
-      }
+      for (const t of p.targets) await run(t, { connections: 16, durationS: opt.warmup });
       note(`warmed up (${opt.warmup} s per target)`);
     }
     const pause = (): Promise<void> => new Promise((r) => setTimeout(r, 500));
@@ -309,9 +419,9 @@ async function main(): Promise<void> {
     if (opt.mode !== 'max') {
       for (const rate of opt.rates) {
         const point: Partial<FixedPoint> = { rate };
-        for (const t of targets) {
-          const s = await runLoad({ label: t.label, port: t.port, connections: opt.connections, durationS: opt.duration, rate, pacing: opt.pacing, pool, serverPid: t.pid, metricsPort: t.metricsPort, rampS: opt.ramp });
-          point[t.label as 'proxy' | 'baseline'] = s;
+        for (const t of p.targets) {
+          const s = await run(t, { connections: opt.connections, durationS: opt.duration, rate, rampS: opt.ramp });
+          point[t.label] = s;
           note(`fixed ${rate} req/s ${t.label}: ${brief(s)}`);
           await pause();
         }
@@ -323,10 +433,10 @@ async function main(): Promise<void> {
     let max: MaxResult | undefined;
     if (opt.mode !== 'fixed') {
       const ramps: Record<string, RunStats[]> = { proxy: [], baseline: [] };
-      for (const t of targets) {
+      for (const t of p.targets) {
         let best = 0;
         for (const connections of opt.steps) {
-          const s = await runLoad({ label: t.label, port: t.port, connections, durationS: opt.stepDuration, pacing: opt.pacing, pool, serverPid: t.pid, metricsPort: t.metricsPort, rampS: opt.ramp });
+          const s = await run(t, { connections, durationS: opt.stepDuration, rampS: opt.ramp });
           const steps = ramps[t.label] as RunStats[];
           steps.push(s);
           note(`max ${t.label} ${connections} conns: ${brief(s)}`);
@@ -342,55 +452,60 @@ async function main(): Promise<void> {
         }
       }
       const top = (list: RunStats[]): RunStats | undefined => list.reduce<RunStats | undefined>((a, b) => (!a || b.rps > a.rps ? b : a), undefined);
-      const p = top(ramps.proxy as RunStats[]);
+      const pt = top(ramps.proxy as RunStats[]);
       const b = top(ramps.baseline as RunStats[]);
       max = {
         proxy: ramps.proxy as RunStats[],
         baseline: ramps.baseline as RunStats[],
-        proxyMaxRps: p?.rps ?? 0,
-        proxyMaxAt: p?.connections ?? 0,
+        proxyMaxRps: pt?.rps ?? 0,
+        proxyMaxAt: pt?.connections ?? 0,
         baselineMaxRps: b?.rps ?? 0,
         baselineMaxAt: b?.connections ?? 0,
-        ratio: p && b && b.rps > 0 ? Math.round((p.rps / b.rps) * 1000) / 1000 : null,
+        ratio: pt && b && b.rps > 0 ? Math.round((pt.rps / b.rps) * 1000) / 1000 : null,
       };
+    }
+
+    // ---- what KMS will do: its default rate for a key store, judged against its timeout
+    let kms: KmsCheck | undefined;
+    if (opt.target && opt.kmsCheckSeconds > 0) {
+      const s = await run(p.targets[0] as Target, { connections: opt.connections, durationS: opt.kmsCheckSeconds, rate: KMS_RATE, rampS: opt.ramp });
+      kms = kmsCheck(s, KMS_RATE, KMS_TIMEOUT_MS);
+      note(`KMS-shaped check ${KMS_RATE} req/s for ${opt.kmsCheckSeconds} s: ${brief(s)}, ${(s.withinKmsTimeout * 100).toFixed(2)}% within ${KMS_TIMEOUT_MS} ms`);
     }
 
     // ---- stop the proxy first so that --cpu-prof profiles are written, then report
     await stopAll(opt.cpuProf ? 20_000 : 5_000);
-    const proxyLog = logSummary(logFile);
 
     const result = {
       timestamp: new Date().toISOString(),
       git: gitDescribe(),
       machine: { node: process.version, cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model, loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       options: opt,
-      proxy: {
-        workers,
-        logLevel: opt.logLevel,
-        audit: opt.audit,
-        hsm: { sessionPoolSize: (config.hsm as Record<string, unknown>)?.sessionPoolSize, asyncCalls: (config.hsm as Record<string, unknown>)?.asyncCalls ?? 'default' },
-        limits: config.limits ?? 'defaults',
-        log: proxyLog,
-      },
-      baselineProcesses: opt.baseline ? workers : 0,
+      proxy: p.describe(),
+      baselineProcesses: opt.baseline ? p.workers : 0,
+      baseline: opt.target ? NO_BASELINE : undefined,
       pool: { size: pool.size, counts: pool.counts, signatures: pool.signatures },
       fixed,
       max,
+      kmsCheck: kms,
     };
     const jsonFile = join(outDir, `${stamp}.json`);
     const svgFile = join(outDir, `${stamp}.svg`);
     writeFileSync(jsonFile, JSON.stringify(result, null, 2) + '\n');
-    writeFileSync(svgFile, chart(`xks-proxy vs bare node:http — workers ${workers}, mix ${opt.mix}, ${opt.pacing} pacing, ${result.git ?? ''} ${result.timestamp.slice(0, 16)}`, fixed, max));
+    const what = opt.target ? `xks-proxy at ${opt.target.url} (no baseline)` : `xks-proxy vs bare node:http — workers ${p.workers}`;
+    writeFileSync(svgFile, chart(`${what}, mix ${opt.mix}, ${opt.pacing} pacing, ${result.git ?? ''} ${result.timestamp.slice(0, 16)}`, fixed, max));
 
     const out: string[] = [''];
+    const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}`;
     if (fixed.length) {
-      out.push(`FIXED RATE  proxy mix ${opt.mix}, workers ${workers}, ${opt.connections} connections, ${opt.duration} s per run (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms`);
+      out.push(`FIXED RATE  mix ${opt.mix}, ${who}, ${opt.connections} connections, ${opt.duration} s per run (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms`);
       out.push(fixedTable(fixed), '');
     }
     if (max) {
-      out.push(`MAX THROUGHPUT  no rate cap, ${opt.stepDuration} s per step (first ${Math.min(opt.ramp, opt.stepDuration / 2)} s not measured); latency in ms`);
+      out.push(`MAX THROUGHPUT  ${who}, no rate cap, ${opt.stepDuration} s per step (first ${Math.min(opt.ramp, opt.stepDuration / 2)} s not measured); latency in ms`);
       out.push(maxTable(max), '');
     }
+    if (kms) out.push(`KMS-SHAPED CHECK  ${who}: ${KMS_RATE} req/s (KMS's default per key store) for ${opt.kmsCheckSeconds} s against KMS's ${KMS_TIMEOUT_MS} ms timeout`, kmsCheckTable(kms), '');
     const all = [...fixed.flatMap((f) => [f.proxy, f.baseline]), ...(max ? [...max.proxy, ...max.baseline] : [])].filter((s): s is RunStats => s !== undefined);
     const busiest = Math.max(0, ...all.map((s) => s.cpu.otherPct));
     if (busiest > 20) {
@@ -400,11 +515,7 @@ async function main(): Promise<void> {
     if (lateRuns.length) {
       out.push(`note: ${lateRuns.map((s) => `${s.label}@${s.offeredRate}`).join(', ')} fell behind the schedule (late > 0.1%): the target is saturated or --connections is too low; latency is understated there`);
     }
-    out.push(`wrote ${jsonFile}`, `wrote ${svgFile}`);
-    if (opt.cpuProf && existsSync(profDir)) out.push(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(' ')}  (node dist/bench/profile-summary.js FILE)`);
-    if (proxyLog.errors + proxyLog.warnings > 0) {
-      out.push(`warning: the proxy logged ${proxyLog.errors} error and ${proxyLog.warnings} warning lines, first: ${proxyLog.first ?? ''}${opt.keep ? ` (${logFile})` : ' (--keep keeps the log)'}`);
-    }
+    out.push(`wrote ${jsonFile}`, `wrote ${svgFile}`, ...p.notes());
     console.log(out.join('\n'));
   } finally {
     await cleanup();
@@ -412,7 +523,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  console.error(`bench: ${e instanceof UsageError ? e.message : ((e as Error).stack ?? e)}`);
+  console.error(`bench: ${e instanceof UsageError || e instanceof TargetError ? e.message : ((e as Error).stack ?? e)}`);
   process.exitCode = 1;
   void stopAll(2000);
 });

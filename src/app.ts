@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { AuditLog } from './audit/log';
+import { AuditLog, openAudit } from './audit/log';
 import http from 'node:http';
 import type { RuntimeConfig } from './config/load';
 import { Pkcs11Engine, Pkcs11Module } from './engine/pkcs11-engine';
@@ -71,7 +71,7 @@ export class ProxyApp {
         for (const state of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) metrics.ekmHealth.set({ state }, report.status === state ? 1 : 0);
       },
     );
-    const audit = cfg.audit.file ? AuditLog.open(cfg.audit.file + (opts.auditSuffix ?? '')) : undefined;
+    const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
     const app = new ProxyApp(runtime, engine, health, metrics, logger, audit);
     metrics.poolSource = () => engine.poolStats();
     metrics.credentialSource = () =>

@@ -15,7 +15,10 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isMap, isPair, isScalar, isSeq, parse, parseAllDocuments, parseDocument, stringify } from 'yaml';
+import type { ProxyApp } from '../src/app';
 import { configSchema } from '../src/config/schema';
+import { makePki, Pki } from './support/pki';
+import { get, keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
 
 const root = path.resolve(__dirname, '..');
 const chartDir = path.join(root, 'helm', 'xks-proxy');
@@ -417,5 +420,200 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
       }
     }
     expect(errors).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------- audit, dashboard, alert rules
+
+describeRender('helm chart: audit destination', () => {
+  test('default: audit lines on stdout, each pod names its chain (POD_NAME from the downward API)', () => {
+    const ms = render();
+    expect(proxyConfig(ms).audit).toEqual({ stdout: true });
+    expect(container(ms).env).toContainEqual({ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+  });
+
+  test('destination file: a StatefulSet with one audit volume per pod, and the HPA follows it', () => {
+    const ms = render({ audit: { destination: 'file', persistence: { size: '5Gi', storageClassName: 'gp3' } }, autoscaling: { enabled: true } });
+    expect(ms.some((m) => m.kind === 'Deployment')).toBe(false);
+    const sts = one(ms, 'StatefulSet');
+    expect(sts.spec.serviceName).toBe('xks-xks-proxy');
+    expect(sts.spec.strategy).toBeUndefined();
+    expect(sts.spec.volumeClaimTemplates).toEqual([
+      { metadata: { name: 'audit' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'gp3', resources: { requests: { storage: '5Gi' } } } },
+    ]);
+    const c = sts.spec.template.spec.containers[0];
+    expect(c.volumeMounts).toContainEqual({ name: 'audit', mountPath: '/var/lib/xks-proxy/audit' });
+    const cfg = parse(one(ms, 'ConfigMap').data['config.yaml']);
+    expect(cfg.audit).toEqual({ file: '/var/lib/xks-proxy/audit/audit.log' });
+    expect(configSchema.safeParse(cfg).success).toBe(true);
+    expect(one(ms, 'HorizontalPodAutoscaler').spec.scaleTargetRef).toMatchObject({ kind: 'StatefulSet', name: sts.metadata.name });
+  });
+
+  test('lint passes and the StatefulSet is a valid Kubernetes object', () => {
+    const v = { audit: { destination: 'file' }, metrics: { dashboard: { enabled: true }, prometheusRule: { enabled: true } } };
+    const r = run(['lint', chartDir, '--strict', ...valueArgs(v)]);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/0 chart\(s\) failed/);
+    let StatefulSet: (new (m: Manifest) => { validate(): void }) | undefined;
+    try {
+      StatefulSet = require('kubernetes-models/apps/v1/StatefulSet').StatefulSet;
+    } catch {
+      return; // reported by the schema test above
+    }
+    expect(() => new StatefulSet!(one(render(v), 'StatefulSet')).validate()).not.toThrow();
+  });
+
+  test('destination none keeps config.audit as given; anything else is refused', () => {
+    expect(proxyConfig(render({ audit: { destination: 'none' } })).audit).toEqual({});
+    expect(renderError(undefined, ['audit.destination=syslog'])).toMatch(/audit\.destination/);
+  });
+});
+
+/** PromQL of a Grafana target with its template variables replaced by something PromQL accepts. */
+const promql = (expr: string): string => expr.replace(/\$__rate_interval/g, '5m').replace(/\$[A-Za-z_]\w*/g, 'x');
+
+/** Names that look like metrics: every metric the proxy exports carries one of these prefixes. */
+const metricNames = (expr: string): string[] => [...expr.matchAll(/\b(?:xks|nodejs|process)_[a-z0-9_]+\b/g)].map((m) => m[0]);
+
+/** Brackets and quotes pair up (a cheap syntax check that holds even without a PromQL parser). */
+function balanced(expr: string): boolean {
+  const stack: string[] = [];
+  const pairs: Record<string, string> = { ')': '(', ']': '[', '}': '{' };
+  let quote: string | undefined;
+  for (let i = 0; i < expr.length; i++) {
+    const ch = expr[i] as string;
+    if (quote) {
+      if (ch === '\\') i++;
+      else if (ch === quote) quote = undefined;
+    } else if (ch === '"' || ch === "'") quote = ch;
+    else if ('([{'.includes(ch)) stack.push(ch);
+    else if (ch in pairs && stack.pop() !== pairs[ch]) return false;
+  }
+  return stack.length === 0 && quote === undefined;
+}
+
+// The Prometheus project's own PromQL grammar (npm @prometheus-io/lezer-promql), when installed.
+type LezerTree = { iterate(spec: { enter(node: { name: string; from: number; to: number; type: { isError: boolean }; node: { parent: { name: string } | null } }): void }): void };
+let promqlParser: { parse(text: string): LezerTree } | undefined;
+try {
+  promqlParser = require('@prometheus-io/lezer-promql').parser;
+} catch {
+  if (process.env.CI) throw new Error('helm-chart.test.ts: @prometheus-io/lezer-promql is missing in CI (npm ci installs it)');
+  console.warn('helm-chart.test.ts: PromQL grammar check SKIPPED (npm package @prometheus-io/lezer-promql is not installed); brackets and metric names are still checked');
+}
+
+/** Syntax errors and the metric names of vector selectors, per the PromQL grammar. */
+function parsePromql(expr: string): { errors: number; selectors: string[] } {
+  const tree = promqlParser!.parse(expr);
+  let errors = 0;
+  const selectors: string[] = [];
+  tree.iterate({
+    enter: (n) => {
+      if (n.type.isError) errors++;
+      if (n.name === 'Identifier' && n.node.parent?.name === 'VectorSelector') selectors.push(expr.slice(n.from, n.to));
+    },
+  });
+  return { errors, selectors };
+}
+
+describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
+  let ms: Manifest[];
+  let dashboard: { panels: { title: string; type: string; targets: { expr: string }[] }[] };
+  let rules: { alert: string; expr: string; for: string; labels: Record<string, string>; annotations: Record<string, string> }[];
+  let pki: Pki;
+  let app: ProxyApp;
+  /** Metric names the running proxy exposes (histograms expanded to _bucket, _sum, _count). */
+  const exported = new Set<string>();
+
+  beforeAll(async () => {
+    ms = render({ metrics: { dashboard: { enabled: true }, prometheusRule: { enabled: true, labels: { release: 'prom' } } } });
+    dashboard = JSON.parse(one(ms, 'ConfigMap', 'xks-xks-proxy-dashboard').data['xks-proxy.json']);
+    rules = one(ms, 'PrometheusRule').spec.groups.flatMap((g: { rules: unknown[] }) => g.rules);
+
+    // xks_tls_certificate_expiry_days has a value only when the proxy serves TLS.
+    pki = makePki();
+    const cred = newCredential();
+    app = await startProxy(
+      testConfig([keyStoreWithKeys('dash', '/dash', [cred], [{ id: 'k', label: 'test-key-1' }])], {
+        server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } },
+      } as never),
+    );
+    const text = (await get(app.opsPort as number, '/metrics')).text;
+    for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+      const [, name, type] = m as unknown as [string, string, string];
+      exported.add(name);
+      if (type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) exported.add(name + s);
+      if (type === 'summary') for (const s of ['_sum', '_count']) exported.add(name + s);
+    }
+    expect(text).toMatch(/^xks_tls_certificate_expiry_days \d/m);
+  });
+  afterAll(async () => {
+    await app?.stop(1000);
+    if (pki) rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  test('both are off by default', () => {
+    const kinds = render().map((m) => `${m.kind}/${m.metadata.name}`);
+    expect(kinds).not.toContain('ConfigMap/xks-xks-proxy-dashboard');
+    expect(kinds.some((k) => k.startsWith('PrometheusRule/'))).toBe(false);
+  });
+
+  test('the dashboard ConfigMap carries the sidecar label and the panels operators need', () => {
+    const cm = one(ms, 'ConfigMap', 'xks-xks-proxy-dashboard');
+    expect(cm.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
+    const titles = dashboard.panels.map((p) => p.title).join('\n');
+    for (const want of [/Requests per second by operation/, /Latency p99 by operation.*250 ms/, /^Retryable errors/m, /^Non-retryable errors/m, /EKM health/, /HSM sessions and waiting queue/, /credential age/i, /certificate days to expiry/i, /Config reloads/]) {
+      expect(titles).toMatch(want);
+    }
+    const latency = dashboard.panels.find((p) => /Latency p99/.test(p.title)) as unknown as { fieldConfig: { defaults: { thresholds: { steps: { value: number | null }[] } } } };
+    expect(latency.fieldConfig.defaults.thresholds.steps.map((s) => s.value)).toContain(0.25);
+  });
+
+  test('every alert of README "Monitoring" is a rule with expr, for, severity, summary and description', () => {
+    const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('**Monitoring**'), readme.indexOf('Labels are bounded'));
+    const tableMetrics = new Set([...table.matchAll(/`((?:xks|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1] as string));
+    expect(tableMetrics.size).toBeGreaterThanOrEqual(8);
+    // A histogram is alerted on through its buckets, the event-loop lag through its p99 series.
+    const base = (n: string): string => n.replace(/_bucket$/, '').replace('_p99_', '_');
+    const ruleMetrics = new Set(rules.flatMap((r) => metricNames(r.expr)).map(base));
+    // xks_hsm_operation_duration_seconds shares its row with the queue; the queue is the alert.
+    expect([...tableMetrics].filter((t) => !ruleMetrics.has(t) && t !== 'xks_hsm_operation_duration_seconds')).toEqual([]);
+    for (const r of rules) {
+      expect(r.alert).toMatch(/^XksProxy[A-Za-z]+$/);
+      expect(r.expr.trim()).not.toBe('');
+      expect(r.for).toMatch(/^\d+[smh]$/);
+      expect(r.labels.severity).toMatch(/^(critical|warning|info)$/);
+      expect(r.annotations.summary).toBeTruthy();
+      expect(r.annotations.description).toBeTruthy();
+    }
+    expect(new Set(rules.map((r) => r.alert)).size).toBe(rules.length);
+    expect(one(ms, 'PrometheusRule').metadata.labels).toMatchObject({ release: 'prom' });
+  });
+
+  test('every query parses and names only metrics a running proxy exports', () => {
+    const queries = [
+      ...dashboard.panels.flatMap((p) => p.targets.map((t) => ({ where: `panel "${p.title}"`, expr: promql(t.expr) }))),
+      ...rules.map((r) => ({ where: `alert ${r.alert}`, expr: r.expr })),
+    ];
+    expect(queries.length).toBeGreaterThanOrEqual(20);
+    const problems: string[] = [];
+    for (const q of queries) {
+      if (!balanced(q.expr)) problems.push(`${q.where}: unbalanced brackets or quotes`);
+      const names = metricNames(q.expr);
+      if (names.length === 0) problems.push(`${q.where}: names no metric`);
+      for (const n of names) if (!exported.has(n)) problems.push(`${q.where}: ${n} is not exported`);
+      if (promqlParser) {
+        const parsed = parsePromql(q.expr);
+        if (parsed.errors > 0) problems.push(`${q.where}: PromQL syntax error`);
+        for (const n of parsed.selectors) if (!exported.has(n)) problems.push(`${q.where}: selector ${n} is not exported`);
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  test('the checks can fail: a misspelt metric and a broken expression are caught', () => {
+    expect(exported.has('xks_request_duration_second_bucket')).toBe(false);
+    expect(balanced('sum(rate(xks_requests_total[5m])')).toBe(false);
+    if (promqlParser) expect(parsePromql('sum by (le (rate(xks_requests_total[5m]))').errors).toBeGreaterThan(0);
   });
 });

@@ -65,7 +65,8 @@ export function maxTable(m: MaxResult): string {
     lines.push(`${pad(c, 5)}  ${left}  | ${right}`);
   }
   lines.push(
-    `max: proxy ${m.proxyMaxRps} req/s (${m.proxyMaxAt} conns), baseline ${m.baselineMaxRps} req/s (${m.baselineMaxAt} conns)` +
+    `max: proxy ${m.proxyMaxRps} req/s (${m.proxyMaxAt} conns)` +
+      (m.baseline.length ? `, baseline ${m.baselineMaxRps} req/s (${m.baselineMaxAt} conns)` : ', no baseline') +
       (m.ratio !== null ? `; proxy/baseline = ${m.ratio.toFixed(3)}` : ''),
   );
   return lines.join('\n');
@@ -256,5 +257,36 @@ export function chart(title: string, fixed: FixedPoint[], max: MaxResult | undef
     right,
     '</svg>',
     '',
+  ].join('\n');
+}
+
+/** A run at KMS's rate judged against KMS's limits. */
+export interface KmsCheck {
+  rate: number;
+  timeoutMs: number;
+  run: RunStats;
+  withinLimits: boolean;
+  /** Why not, when not. */
+  problems: string[];
+}
+
+export function kmsCheck(run: RunStats, rate: number, timeoutMs: number): KmsCheck {
+  const problems: string[] = [];
+  // A 1% shortfall in req/s is pacing noise; more means the target (or this load generator) cannot keep up.
+  if (run.rps < rate * 0.99) problems.push(`answered ${run.rps} req/s, below the ${rate} KMS may send`);
+  if (run.latencyMs.p99 > timeoutMs) problems.push(`p99 ${ms(run.latencyMs.p99)} ms is over KMS's ${timeoutMs} ms timeout`);
+  if (run.withinKmsTimeout < 0.999) problems.push(`only ${(run.withinKmsTimeout * 100).toFixed(2)}% of requests answered within ${timeoutMs} ms`);
+  const failed = run.non2xx + run.errors + run.timeouts;
+  if (failed > 0) problems.push(`${failed} requests failed (${JSON.stringify(run.errorNames)})`);
+  return { rate, timeoutMs, run, withinLimits: problems.length === 0, problems };
+}
+
+export function kmsCheckTable(c: KmsCheck): string {
+  const s = c.run;
+  const l = s.latencyMs;
+  return [
+    `${pad('offered', 7)} ${pad('req/s', 6)} ${pad('p50', 6)} ${pad('p99', 6)} ${pad('p99.9', 6)} ${pad('max', 6)} ${pad(`<=${c.timeoutMs}ms`, 9)} ${pad('non2xx', 6)} ${pad('err', 4)} ${pad('t/o', 4)}`,
+    `${pad(c.rate, 7)} ${pad(s.rps, 6)} ${pad(ms(l.p50), 6)} ${pad(ms(l.p99), 6)} ${pad(ms(l.p99_9), 6)} ${pad(ms(l.max), 6)} ${pad(`${(s.withinKmsTimeout * 100).toFixed(2)}%`, 9)} ${pad(s.non2xx, 6)} ${pad(s.errors, 4)} ${pad(s.timeouts, 4)}`,
+    c.withinLimits ? `within KMS's limits (${c.rate} req/s per key store, ${c.timeoutMs} ms per call; network time from KMS's region comes on top)` : `NOT within KMS's limits: ${c.problems.join('; ')}`,
   ].join('\n');
 }

@@ -10,6 +10,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import aws4 from 'aws4';
 
 export type Op = 'encrypt' | 'decrypt' | 'metadata' | 'health';
@@ -28,6 +29,31 @@ export interface Credential {
   accessKeyId: string;
   secretAccessKey: string;
 }
+
+/** Where the requests go: the local proxy the bench started, or a deployed one (--target). */
+export interface Endpoint {
+  host: string;
+  port: number;
+  /** The Host header, which SigV4 signs (host, or host:port when the port is not the scheme's default). */
+  hostHeader: string;
+  /** SigV4 region of the credential scope. */
+  region: string;
+  /** HTTPS with this CA and optional client certificate (mTLS); plain HTTP when absent. */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string };
+}
+
+export function localEndpoint(port: number): Endpoint {
+  return { host: '127.0.0.1', port, hostHeader: `127.0.0.1:${port}`, region: 'us-east-1' };
+}
+
+/** Key ids the workload uses: encrypt and metadata spread over `encrypt`, decrypt uses `decrypt`. */
+export interface Keys {
+  encrypt: string[];
+  decrypt: string;
+}
+
+/** The demo token's keys (softhsm/setup-token.sh): both encrypt, only demo-key-1 may decrypt. */
+export const DEMO_KEYS: Keys = { encrypt: ['demo-key-1', 'demo-key-2'], decrypt: 'demo-key-1' };
 
 /** What autocannon's setupRequest returns. */
 export interface WireRequest {
@@ -56,13 +82,10 @@ export interface Sealed {
 
 const PRINCIPAL = 'arn:aws:iam::123456789012:user/Alice';
 const KEY_ARN = 'arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
-/** Both demo keys encrypt and answer metadata; only demo-key-1 may decrypt. */
-const ENCRYPT_KEYS = ['demo-key-1', 'demo-key-2'];
-const DECRYPT_KEY = 'demo-key-1';
 const MAX_SIGNATURE_AGE_MS = 60_000;
 
-export function signRequest(host: string, path: string, body: string, cred: Credential): Record<string, string> {
-  const req = { host, path, method: 'POST', service: 'kms-xks-proxy', region: 'us-east-1', body, headers: { 'content-type': 'application/json' } };
+export function signRequest(host: string, path: string, body: string, cred: Credential, region = 'us-east-1'): Record<string, string> {
+  const req = { host, path, method: 'POST', service: 'kms-xks-proxy', region, body, headers: { 'content-type': 'application/json' } };
   aws4.sign(req, cred);
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) headers[k] = String(v);
@@ -94,15 +117,16 @@ function decryptBody(s: Sealed): string {
   });
 }
 
-function bodyFor(op: Op, i: number, sealed: readonly Sealed[], base: string): { path: string; body: string } {
+function bodyFor(op: Op, i: number, sealed: readonly Sealed[], base: string, keys: Keys): { path: string; body: string } {
+  const spread = keys.encrypt[i % keys.encrypt.length] as string;
   switch (op) {
     case 'encrypt':
-      return { path: `${base}/keys/${ENCRYPT_KEYS[i % ENCRYPT_KEYS.length]}/encrypt`, body: encryptBody() };
+      return { path: `${base}/keys/${spread}/encrypt`, body: encryptBody() };
     case 'decrypt':
-      return { path: `${base}/keys/${DECRYPT_KEY}/decrypt`, body: decryptBody(sealed[i % sealed.length] as Sealed) };
+      return { path: `${base}/keys/${keys.decrypt}/decrypt`, body: decryptBody(sealed[i % sealed.length] as Sealed) };
     case 'metadata': {
       const { awsPrincipalArn, kmsRequestId } = metadata('DescribeKey');
-      return { path: `${base}/keys/${ENCRYPT_KEYS[i % ENCRYPT_KEYS.length]}/metadata`, body: JSON.stringify({ requestMetadata: { awsPrincipalArn, kmsOperation: 'DescribeKey', kmsRequestId } }) };
+      return { path: `${base}/keys/${spread}/metadata`, body: JSON.stringify({ requestMetadata: { awsPrincipalArn, kmsOperation: 'DescribeKey', kmsRequestId } }) };
     }
     case 'health':
       return { path: `${base}/health`, body: JSON.stringify({ requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } }) };
@@ -117,18 +141,19 @@ export class SignedPool {
   readonly counts: Partial<Record<Op, number>> = {};
 
   constructor(
-    private readonly host: string,
+    private readonly endpoint: Endpoint,
     private readonly cred: Credential,
     mix: Mix,
     size: number,
     basePath: string,
     sealed: readonly Sealed[],
+    keys: Keys = DEMO_KEYS,
   ) {
     const shares = MIXES[mix];
     for (const [op, share] of Object.entries(shares) as [Op, number][]) {
       const n = Math.max(1, Math.round(size * share));
       this.counts[op] = n;
-      for (let i = 0; i < n; i++) this.entries.push({ op, ...bodyFor(op, i, sealed, basePath), headers: {}, refreshAt: 0 });
+      for (let i = 0; i < n; i++) this.entries.push({ op, ...bodyFor(op, i, sealed, basePath, keys), headers: {}, refreshAt: 0 });
     }
     // Fisher-Yates: the proportions hold over any window of the pool, not only over a full cycle.
     for (let i = this.entries.length - 1; i > 0; i--) {
@@ -152,7 +177,7 @@ export class SignedPool {
   }
 
   private sign(e: Entry, now: number): void {
-    e.headers = signRequest(this.host, e.path, e.body, this.cred);
+    e.headers = signRequest(this.endpoint.hostHeader, e.path, e.body, this.cred, this.endpoint.region);
     e.refreshAt = now + MAX_SIGNATURE_AGE_MS;
     this.signatures++;
   }
@@ -173,11 +198,12 @@ export class SignedPool {
   }
 }
 
-/** One signed POST outside autocannon (setup and checks). */
-export function post(port: number, path: string, body: string, cred: Credential): Promise<{ status: number; json: Record<string, unknown> }> {
-  const headers = signRequest(`127.0.0.1:${port}`, path, body, cred);
+/** One signed POST outside autocannon (setup and checks); over TLS the server certificate is verified. */
+export function post(to: Endpoint, path: string, body: string, cred: Credential): Promise<{ status: number; json: Record<string, unknown> }> {
+  const headers = signRequest(to.hostHeader, path, body, cred, to.region);
+  const request = to.tls ? https.request : http.request;
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers, agent: false }, (res) => {
+    const req = request({ host: to.host, port: to.port, path, method: 'POST', headers, agent: false, timeout: 10_000, ...to.tls }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -191,18 +217,19 @@ export function post(port: number, path: string, body: string, cred: Credential)
         resolve({ status: res.statusCode ?? 0, json });
       });
     });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${to.hostHeader} within 10 s`)));
     req.on('error', reject);
     req.end(body);
   });
 }
 
 /** Encrypts `count` data keys through the proxy; decrypt requests replay them. */
-export async function makeCiphertexts(port: number, basePath: string, cred: Credential, count: number): Promise<Sealed[]> {
+export async function makeCiphertexts(to: Endpoint, basePath: string, cred: Credential, count: number, keys: Keys = DEMO_KEYS): Promise<Sealed[]> {
   const out: Sealed[] = [];
   const one = async (): Promise<void> => {
     const body = encryptBody();
     const aad = (JSON.parse(body) as { additionalAuthenticatedData: string }).additionalAuthenticatedData;
-    const r = await post(port, `${basePath}/keys/${DECRYPT_KEY}/encrypt`, body, cred);
+    const r = await post(to, `${basePath}/keys/${keys.decrypt}/encrypt`, body, cred);
     if (r.status !== 200) throw new Error(`setup encrypt failed: HTTP ${r.status} ${JSON.stringify(r.json)}`);
     const j = r.json as Record<string, string>;
     out.push({

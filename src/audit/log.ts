@@ -1,17 +1,21 @@
-import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { hostname } from 'node:os';
 
 /**
  * Tamper-evident audit trail: one JSON line per event, each carrying the SHA-256 of the previous
  * line's hash and its own content, so an edited, inserted or removed line breaks the chain.
- * Lines are written with a synchronous append: a line the proxy reported is on disk (page cache)
- * even if the process is killed right after.
+ * Lines are written with a synchronous write, before the answer leaves: a line the proxy reported
+ * is on disk (page cache) or in the stdout pipe even if the process is killed right after.
  */
-const GENESIS = '0'.repeat(64);
+export const GENESIS = '0'.repeat(64);
+
+/** Marks the audit lines on stdout, where they share the stream with the request log. */
+export const AUDIT_STREAM = 'xks-audit';
 
 export type AuditEvent = Record<string, string | number | boolean | undefined>;
 
-function digest(prev: string, body: string): string {
+export function chainDigest(prev: string, body: string): string {
   return createHash('sha256').update(prev).update('\n').update(body).digest('hex');
 }
 
@@ -32,8 +36,11 @@ function lastLine(file: string): string | undefined {
 export class AuditLog {
   private constructor(
     private readonly fd: number,
+    private readonly ownsFd: boolean,
     private prev: string,
     private seq: number,
+    /** Leading fields of every line (stdout: stream marker, chain id, pod). */
+    private readonly head: Record<string, string> = {},
   ) {}
 
   /** Opens (or creates) a log and continues its chain. */
@@ -48,43 +55,45 @@ export class AuditLog {
         seq = parsed.seq;
       }
     }
-    return new AuditLog(openSync(file, 'a', 0o640), prev, seq);
+    return new AuditLog(openSync(file, 'a', 0o640), true, prev, seq);
+  }
+
+  /**
+   * A fresh chain on stdout (fd 1), written with writeSync like the file: the request log's buffered
+   * writes share the fd, so lines are picked out by their leading `"stream":"xks-audit"` and grouped
+   * by `chain` (pod name + process start), which a restarted container or a cluster worker changes.
+   */
+  static stdout(pod: string, fd = 1): AuditLog {
+    const chain = `${pod}/${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    return new AuditLog(fd, false, GENESIS, 0, { stream: AUDIT_STREAM, chain, pod });
   }
 
   append(event: AuditEvent): void {
     this.seq += 1;
-    const body = JSON.stringify({ seq: this.seq, time: new Date().toISOString(), ...event, prev: this.prev });
-    const hash = digest(this.prev, body);
+    const body = JSON.stringify({ ...this.head, seq: this.seq, time: new Date().toISOString(), ...event, prev: this.prev });
+    const hash = chainDigest(this.prev, body);
     writeSync(this.fd, `${body.slice(0, -1)},"hash":"${hash}"}\n`);
     this.prev = hash;
   }
 
   close(): void {
-    closeSync(this.fd);
+    if (this.ownsFd) closeSync(this.fd);
   }
 }
 
-export type VerifyResult = { ok: true; lines: number } | { ok: false; line: number; reason: string };
+export interface AuditSettings {
+  file?: string;
+  stdout?: boolean;
+}
 
-export function verifyAuditFile(file: string): VerifyResult {
-  const lines = readFileSync(file, 'utf8').split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  let prev = GENESIS;
-  let seq: number | undefined;
-  for (let i = 0; i < lines.length; i++) {
-    const n = i + 1;
-    let entry: Record<string, unknown>;
-    try {
-      entry = JSON.parse(lines[i] as string) as Record<string, unknown>;
-    } catch {
-      return { ok: false, line: n, reason: 'not JSON' };
-    }
-    const { hash, ...rest } = entry;
-    if (rest.prev !== prev) return { ok: false, line: n, reason: 'chain broken: prev does not match the previous line (line removed or inserted?)' };
-    if (seq !== undefined && rest.seq !== seq + 1) return { ok: false, line: n, reason: 'sequence gap' };
-    if (digest(prev, JSON.stringify(rest)) !== hash) return { ok: false, line: n, reason: 'hash mismatch: line edited' };
-    prev = hash as string;
-    seq = rest.seq as number;
+/**
+ * The audit log a proxy process writes, if any. `suffix` keeps cluster workers on chains of their
+ * own; the pod name (POD_NAME from the downward API, else HOSTNAME) names a stdout chain.
+ */
+export function openAudit(cfg: AuditSettings, opts: { suffix?: string; podName?: string } = {}): AuditLog | undefined {
+  if (cfg.stdout) {
+    const pod = opts.podName ?? process.env.POD_NAME ?? process.env.HOSTNAME ?? hostname();
+    return AuditLog.stdout(pod + (opts.suffix ?? ''));
   }
-  return { ok: true, lines: lines.length };
+  return cfg.file ? AuditLog.open(cfg.file + (opts.suffix ?? '')) : undefined;
 }

@@ -210,8 +210,14 @@ export const configSchema = z
       .object({
         /** Hash-chained JSON lines; cluster workers append ".<worker>" to the name. */
         file: z.string().min(1).optional(),
+        /**
+         * The same chained lines on stdout, marked "stream":"xks-audit", one chain per pod and process:
+         * the cluster's log pipeline keeps them after the pod is gone (read-only root filesystem).
+         */
+        stdout: z.boolean().default(false),
       })
       .strict()
+      .refine((a) => !(a.file && a.stdout), { message: 'audit.file and audit.stdout are exclusive: choose one destination' })
       .prefault({}),
   })
   .strict()

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
 import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
 import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
@@ -15,7 +16,6 @@ import {
   scheduleDeletion,
   setKeyStatus,
 } from '../admin/keys';
-import { verifyAuditFile } from '../audit/log';
 import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession, WrapMechanism } from '../engine/token';
 import { generateCredential } from '../sigv4/credentials';
 
@@ -42,7 +42,11 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   credential list --key-store KS
 
 Other:
-  audit verify FILE                        check an audit log's hash chain
+  audit verify FILE|- [--partial] [--anchors FILE]
+                                           check hash chains: an audit file, or collected log lines
+                                           (stdin with -) holding the audit streams of many pods
+  audit head FILE|- [--partial]            verify, then print each chain's last seq and hash as one
+                                           JSON line: append it to an off-host anchors file
   hsm generate-key --label L               generate a KEK without touching the store
   hsm list-keys                            labels of the token's secret keys
   new-credential [--prefix P]              print a credential without touching the store
@@ -68,6 +72,8 @@ const { values: opts, positionals } = parseArgs({
     module: { type: 'string' },
     token: { type: 'string' },
     prefix: { type: 'string' },
+    partial: { type: 'boolean' },
+    anchors: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -151,9 +157,18 @@ function run(): unknown {
     case 'credential list':
       return listCredentials(context(), need(opts['key-store'], '--key-store'));
     case 'audit verify': {
-      const result = verifyAuditFile(need(verb === 'verify' ? arg : undefined, 'FILE'));
+      const result = verifyAudit(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial, anchors: opts.anchors });
       if (!result.ok) process.exitCode = 1;
       return result;
+    }
+    case 'audit head': {
+      const heads = auditHeads(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial });
+      if (!Array.isArray(heads)) {
+        process.exitCode = 1;
+        return heads;
+      }
+      for (const h of heads) console.log(JSON.stringify({ chain: h.chain, pod: h.pod, seq: h.seq, hash: h.hash, time: h.time }));
+      return undefined;
     }
     case 'hsm generate-key': {
       const label = need(opts.label, '--label');

@@ -6,7 +6,7 @@
 // toYaml/fromYaml and for reading values (so numbers are float64, as in Helm), Helm's include, tpl,
 // required, fail and lookup (always empty), missingkey=zero and the "<no value>" clean-up. Values are
 // coalesced like Helm's (user maps merge into defaults, null deletes a default). Not supported:
-// subcharts, .Files, values.schema.json, hooks ordering. A real `helm` on PATH is always preferred
+// subcharts, values.schema.json, hooks ordering; of .Files only Get. A real `helm` on PATH is always preferred
 // (see test/helm-chart.test.ts); this exists so CI can render the chart with Debian packages only.
 //
 // Build (GOPATH mode against Debian's packaged sources, no network):
@@ -234,6 +234,32 @@ func chartObject(meta values) values {
 	return out
 }
 
+// chartFiles is .Files: the chart's files outside templates/, by path relative to the chart.
+type chartFiles map[string][]byte
+
+// Get returns a file's content, or "" when there is no such file (as Helm does).
+func (f chartFiles) Get(name string) string { return string(f[name]) }
+
+func loadFiles(chartDir string) (chartFiles, error) {
+	files := chartFiles{}
+	err := filepath.WalkDir(chartDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(chartDir, p)
+		if d.IsDir() {
+			if rel == "templates" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		files[filepath.ToSlash(rel)] = data
+		return err
+	})
+	return files, err
+}
+
 func funcMap(t *template.Template, strict, lintMode bool) template.FuncMap {
 	f := sprig.TxtFuncMap()
 	delete(f, "env")
@@ -348,8 +374,13 @@ func renderChart(o options, strict bool) (string, error) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	files, err := loadFiles(o.chartDir)
+	if err != nil {
+		return "", err
+	}
 	top := values{
 		"Values": vals,
+		"Files":  files,
 		"Chart":  chartObject(meta),
 		"Release": values{
 			"Name": o.release, "Namespace": o.namespace, "IsInstall": true, "IsUpgrade": false,

@@ -42,6 +42,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "xks-proxy.serverPort" -}}{{ (.Values.config.server | default dict).port | default 8443 | int }}{{- end }}
 {{- define "xks-proxy.opsPort" -}}{{ (.Values.config.ops | default dict).port | default 9090 | int }}{{- end }}
 
+{{/* Audit to files needs a volume per pod, so the pods then come from a StatefulSet. */}}
+{{- define "xks-proxy.workloadKind" -}}{{ if eq .Values.audit.destination "file" }}StatefulSet{{ else }}Deployment{{ end }}{{- end }}
+
+{{/* Where a pod's audit volume is mounted (audit.destination: file). */}}
+{{- define "xks-proxy.auditDir" -}}/var/lib/xks-proxy/audit{{- end }}
+
 {{/* Where the ConfigMap is mounted: a directory (not subPath) so ConfigMap updates reach the pod. */}}
 {{- define "xks-proxy.configFile" -}}/etc/xks-proxy/config/config.yaml{{- end }}
 
@@ -78,6 +84,13 @@ ConfigMap and the tests see the same document.
 {{- $_ := set $cfg "proxy" $proxy }}
 {{- if .Values.hsmPin.existingSecret }}
 {{- $_ := set $cfg.hsm "pin" (dict "env" "XKS_HSM_PIN") }}
+{{- end }}
+{{- if eq .Values.audit.destination "stdout" }}
+{{- $_ := set $cfg "audit" (dict "stdout" true) }}
+{{- else if eq .Values.audit.destination "file" }}
+{{- $_ := set $cfg "audit" (dict "file" (printf "%s/audit.log" (include "xks-proxy.auditDir" .))) }}
+{{- else if ne .Values.audit.destination "none" }}
+{{- fail "audit.destination must be stdout, file or none" }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
