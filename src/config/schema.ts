@@ -183,6 +183,11 @@ export const configSchema = z
         modulePath: z.string().min(1),
         /** Environment the module reads at load time, e.g. SOFTHSM2_CONF or a vendor's client config path. */
         environment: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+        /**
+         * Passed to C_Initialize as CK_C_INITIALIZE_ARGS.pReserved, for modules that take their settings
+         * there (NSS softoken: "configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db' flags=").
+         */
+        libraryParameters: z.string().min(1).optional(),
         tokenLabel: z.string().min(1).max(32),
         pin: secretSourceSchema,
         sessionPoolSize: z.number().int().min(1).max(256).default(8),
