@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as pkcs11js from 'pkcs11js';
+import { bindingSendsV230 } from '../src/engine/gcm';
 import type { HsmConfig } from '../src/engine/module';
 import type { Pkcs11Engine } from '../src/engine/pkcs11-engine';
 import { generateKek, openTokenSession } from '../src/engine/token';
@@ -17,6 +18,7 @@ import { hsmConfig, kindOf, openEngine } from './support/engine';
 const NSS = process.env.NSS_SOFTOKN_MODULE ?? '/usr/lib/x86_64-linux-gnu/libsoftokn3.so';
 const present = existsSync(NSS) && existsSync('/usr/bin/certutil');
 if (!present) console.warn(`engine-nss: skipped, ${NSS} or certutil is absent (apt-get install libnss3 libnss3-tools)`);
+if (present && !bindingSendsV230()) console.warn('engine-nss: the v2.30 GCM test is skipped, pkcs11js is not patched (node scripts/patch-pkcs11js.js)');
 const EMPTY = Buffer.alloc(0);
 
 (present ? describe : describe.skip)('engine on NSS softoken', () => {
@@ -70,6 +72,15 @@ const EMPTY = Buffer.alloc(0);
     empty.tag[0]! ^= 1;
     expect(await kindOf(engine.decrypt('nss-key', empty.iv, EMPTY, empty.ciphertext, empty.tag))).toBe('tag-mismatch');
     expect((await engine.healthCheck()).status).toBe('ACTIVE');
+  });
+
+  (bindingSendsV230() ? it : it.skip)('gcmParams v230 sends the 40-byte v2.30 CK_GCM_PARAMS, which NSS takes, and interoperates with v2.40', async () => {
+    const { engine: v230 } = await open(nss({ gcmParams: 'v230' }));
+    expect(v230.status()).toEqual({ state: 'connected' });
+    const sealed = await v230.encrypt('nss-key', Buffer.from('layout'), Buffer.from('a'));
+    await v230.close();
+    const { engine: v240 } = await open(nss({ gcmParams: 'v240' }));
+    expect((await v240.decrypt('nss-key', sealed.iv, Buffer.from('a'), sealed.ciphertext, sealed.tag)).toString()).toBe('layout');
   });
 
   it('a wrong PIN is reported as C_Login returned CKR_PIN_INCORRECT', async () => {

@@ -2,7 +2,7 @@ import * as pkcs11js from 'pkcs11js';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 import { EngineError } from './errors';
-import { Gcm, GcmBehaviour } from './gcm';
+import { bindingSendsV230, Gcm, GcmBehaviour } from './gcm';
 import { KeyLookup } from './key-lookup';
 import { fieldText, findTokenSlot, HsmConfig, initializeModule, Pkcs11Module } from './module';
 import { ckrName, classify, describeFailure, isMisconfiguration } from './pkcs11-errors';
@@ -54,6 +54,9 @@ export class HsmConnection {
 
   /** Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes GCM. */
   static open(mod: Pkcs11Module, hsm: HsmConfig, deps: ConnectionDeps, gcm: Gcm): HsmConnection {
+    if (hsm.gcmParams === 'v230' && !bindingSendsV230()) {
+      throw new Misconfiguration('gcmParams v230: this pkcs11js build sends the v2.40 layout; run scripts/patch-pkcs11js.js (npm install does)');
+    }
     initializeModule(mod, hsm);
     const slot = findTokenSlot(mod, hsm.tokenLabel);
     if (slot === undefined) throw new Misconfiguration(`C_GetSlotList: no token labelled "${hsm.tokenLabel}" is present`);

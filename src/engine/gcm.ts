@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import * as pkcs11js from 'pkcs11js';
 import { EngineError } from './errors';
 import { nextIv } from './iv-source';
@@ -28,10 +30,24 @@ export interface GcmBehaviour {
 }
 
 /**
- * The one place the CK_GCM_PARAMS layout is chosen. v240 is the 48-byte structure with ulIvBits, set to
- * the IV's length in bits (NSS rejects anything else). v230 should be the 40-byte structure without
- * ulIvBits, but pkcs11js 2.1.7 builds 48 bytes for both types and leaves ulIvBits uninitialised for
- * CK_PARAMS_AES_GCM; v230 therefore cannot be sent as such by this binding (see README, "Using your HSM").
+ * Whether this pkcs11js can send the v2.30 layout. Version 2.1.7 builds the 48-byte v2.40 structure for
+ * CK_PARAMS_AES_GCM too, with ulIvBits uninitialised (NSS then answers CKR_MECHANISM_PARAM_INVALID at
+ * random); scripts/patch-pkcs11js.js, run at npm install, makes it the 40-byte v2.30 structure and leaves
+ * this mark in the source it rebuilt from. Without it, v230 is refused at connect rather than sent wrong.
+ */
+export function bindingSendsV230(): boolean {
+  try {
+    const source = join(dirname(require.resolve('pkcs11js/package.json')), 'src', 'params.cpp');
+    return readFileSync(source, 'utf8').includes('CK_GCM_PARAMS_V230');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The one place the CK_GCM_PARAMS layout is chosen. v240: the 48-byte structure with ulIvBits set to the
+ * IV's length in bits (NSS rejects anything else). v230: the 40-byte structure without ulIvBits (older
+ * HSM firmware; NSS accepts both, SoftHSM2 only v240). See bindingSendsV230.
  */
 export function gcmMechanism(layout: GcmLayout, iv: Buffer, aad: Buffer): pkcs11js.Mechanism {
   const type = layout === 'v240' ? pkcs11js.CK_PARAMS_AES_GCM_v240 : pkcs11js.CK_PARAMS_AES_GCM;
