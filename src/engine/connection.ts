@@ -177,8 +177,8 @@ export class Connector {
   start(): void {
     try {
       this.connected(HsmConnection.open(this.mod, this.hsm, this.deps, this.gcm));
-    } catch (e) {
-      this.failed(e, this.hsm.reconnectBackoffMs);
+    } catch {
+      // Retried at once (a passing glitch), and that attempt's failure is what gets logged and reported.
       this.scheduleReconnect();
     }
   }
