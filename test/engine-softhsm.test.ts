@@ -2,7 +2,9 @@ import * as pkcs11js from 'pkcs11js';
 import { bindingSendsV230 } from '../src/engine/gcm';
 import type { HsmConfig } from '../src/engine/module';
 import { Pkcs11Engine } from '../src/engine/pkcs11-engine';
+import type { ProxyEventMap } from '../src/events';
 import { hsmConfig, kindOf, openEngine, until } from './support/engine';
+import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 import { MODULE, testHsm } from './support/hsm';
 
 /** The engine alone on the real SoftHSM2 test token: what it learns at connect, its error kinds, its misconfiguration reports. */
@@ -77,6 +79,19 @@ describe('engine on SoftHSM2', () => {
     await first;
   });
 
+  it('publishes hsm.operation for every call, ok or not, named by the token label', async () => {
+    const { engine, events } = await open(softhsm(), h.pin);
+    const seen: ProxyEventMap['hsm.operation'][] = [];
+    events.subscribe('hsm.operation', (m) => seen.push(m));
+    await engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY);
+    await kindOf(engine.decrypt('no-such-label', Buffer.alloc(12), EMPTY, EMPTY, Buffer.alloc(16)));
+    expect(seen).toEqual([
+      { hsm: h.tokenLabel, operation: 'encrypt', ok: true, seconds: expect.any(Number) },
+      { hsm: h.tokenLabel, operation: 'decrypt', ok: false, seconds: expect.any(Number) },
+    ]);
+    expect(seen[0]!.seconds).toBeGreaterThan(0);
+  });
+
   it('a wrong PIN is a misconfiguration naming C_Login and CKR_PIN_INCORRECT, retried with backoff, not in a loop', async () => {
     const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin');
     expect(engine.isConnected()).toBe(false);
@@ -109,5 +124,23 @@ describe('engine on SoftHSM2', () => {
     await until(() => engine.isConnected());
     expect(engine.status()).toEqual({ state: 'connected' });
     expect(states.at(-1)).toEqual({ hsm: h.tokenLabel, state: 'connected' });
+  });
+});
+
+describe('a proxy whose HSM is misconfigured', () => {
+  it('starts, stays not ready, and answers key operations with InternalException', async () => {
+    const cred = newCredential();
+    const app = await startProxy(
+      testConfig([keyStoreWithKeys('m', '/m', [cred], [{ id: 'k', label: 'test-key-1' }])], { hsm: { pin: { value: 'wrong-pin' } } } as never),
+    );
+    try {
+      expect(app.engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
+      expect((await get(app.opsPort as number, '/readyz')).status).toBe(503);
+      const r = await send(app.port, '/m/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AAAA', encryptionAlgorithm: 'AES_GCM' }, cred);
+      expect(r.status).toBe(500);
+      expect(r.body).toEqual({ errorName: 'InternalException', errorMessage: 'the HSM is misconfigured' });
+    } finally {
+      await app.stop(100);
+    }
   });
 });
