@@ -191,7 +191,10 @@ export const configSchema = z
         tokenLabel: z.string().min(1).max(32),
         pin: secretSourceSchema,
         sessionPoolSize: z.number().int().min(1).max(256).default(8),
-        /** CK_GCM_PARAMS layout: v2.40 has ulIvBits (SoftHSM2, most HSMs); v2.30 does not. */
+        /**
+         * CK_GCM_PARAMS layout: v2.40 (48 bytes, ulIvBits = 96: SoftHSM2, NSS, most HSMs); v2.30 (40 bytes, no
+         * ulIvBits: older firmware). v230 needs pkcs11js patched by scripts/patch-pkcs11js.js (npm install runs it).
+         */
         gcmParams: z.enum(['v240', 'v230']).default('v240'),
         /**
          * Run C_Encrypt/C_Decrypt on libuv's thread pool (true) so a slow HSM cannot stall the event
@@ -204,7 +207,7 @@ export const configSchema = z
         healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
         /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
         vendor: z.string().min(1).optional(),
-        /** First reconnect delay after an HSM fault; doubles up to 5 s. */
+        /** First reconnect delay after an HSM fault; doubles up to 5 s (30 s while the HSM is misconfigured). */
         reconnectBackoffMs: z.number().int().min(10).max(5000).default(250),
       })
       .strict(),
