@@ -31,7 +31,6 @@ const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 /** One PKCS#11 login with its sessions and what was learned about the module; replaced whole after a fault. */
 export class HsmConnection {
   readonly pool: SessionPool<Handle>;
-  readonly keys: KeyLookup;
   inFlight = 0;
   dead = false;
 
@@ -40,13 +39,13 @@ export class HsmConnection {
     readonly slot: Handle,
     sessions: Handle[],
     private readonly sessionFlags: number,
+    readonly keys: KeyLookup,
     readonly healthKey: Handle,
     readonly gcm: GcmBehaviour,
     readonly info: EkmInfo,
     maxQueue: number,
   ) {
     this.pool = new SessionPool(sessions, maxQueue);
-    this.keys = new KeyLookup(mod);
   }
 
   /** Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes GCM. */
@@ -79,7 +78,7 @@ export class HsmConnection {
         id: `${fieldText(token.label)}/${fieldText(token.serialNumber)}`,
         model: `${fieldText(token.model)} fw ${token.firmwareVersion.major}.${token.firmwareVersion.minor}`,
       };
-      return new HsmConnection(mod, slot, sessions, flags, healthKey, behaviour, info, deps.maxQueue);
+      return new HsmConnection(mod, slot, sessions, flags, keys, healthKey, behaviour, info, deps.maxQueue);
     } catch (e) {
       for (const s of sessions) safely(() => mod.C_CloseSession(s));
       throw e;

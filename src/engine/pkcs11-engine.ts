@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { Deadline } from '../deadline';
-import type { ProxyEvents } from '../events';
 import type { ConnectionDeps, HsmConnection } from './connection';
 import { Connector } from './connector';
 import { EngineError, isEngineError } from './errors';
@@ -17,7 +16,6 @@ type OperationName = 'encrypt' | 'decrypt' | 'health';
 export interface EngineDeps extends ConnectionDeps {
   /** Time spent per HSM operation, session wait included (also published as hsm.operation when events are given). */
   observe?: (operation: OperationName, seconds: number) => void;
-  events?: ProxyEvents;
 }
 
 const EMPTY = Buffer.alloc(0);
