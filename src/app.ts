@@ -47,18 +47,9 @@ export class ProxyApp {
     const { runtime, logger } = opts;
     const cfg = runtime.config;
     const metrics = opts.metrics ?? new Metrics();
-    const engine = await Pkcs11Engine.open({
-      modulePath: cfg.hsm.modulePath,
-      environment: cfg.hsm.environment,
-      tokenLabel: cfg.hsm.tokenLabel,
+    const engine = await Pkcs11Engine.open(cfg.hsm, {
       pin: runtime.hsmPin,
-      sessionPoolSize: cfg.hsm.sessionPoolSize,
       maxQueue: cfg.limits.maxQueue,
-      gcmParams: cfg.hsm.gcmParams,
-      healthKeyLabel: cfg.hsm.healthKeyLabel,
-      asyncCalls: cfg.hsm.asyncCalls,
-      reconnectBackoffMs: cfg.hsm.reconnectBackoffMs,
-      vendor: cfg.hsm.vendor,
       logger,
       createModule: opts.createModule,
       observe: (operation, seconds) => metrics.hsmSeconds.observe({ operation }, seconds),

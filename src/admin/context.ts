@@ -22,7 +22,7 @@ export class AdminContext {
   /** Runs fn with a logged-in HSM session from the config's hsm section. */
   withToken<T>(fn: (t: TokenSession) => T): T {
     const { hsm } = this.store.read();
-    const t = openTokenSession(hsm.modulePath, hsm.tokenLabel, resolveSecret(hsm.pin, process.env, 'hsm.pin'), hsm.environment);
+    const t = openTokenSession(hsm, resolveSecret(hsm.pin, process.env, 'hsm.pin'));
     try {
       return fn(t);
     } finally {

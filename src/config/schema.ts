@@ -184,10 +184,18 @@ export const configSchema = z
         modulePath: z.string().min(1),
         /** Environment the module reads at load time, e.g. SOFTHSM2_CONF or a vendor's client config path. */
         environment: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+        /**
+         * Passed to C_Initialize as CK_C_INITIALIZE_ARGS.pReserved, for modules that take their settings
+         * there (NSS softoken: "configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db' flags=").
+         */
+        libraryParameters: z.string().min(1).optional(),
         tokenLabel: z.string().min(1).max(32),
         pin: secretSourceSchema,
         sessionPoolSize: z.number().int().min(1).max(256).default(8),
-        /** CK_GCM_PARAMS layout: v2.40 has ulIvBits (SoftHSM2, most HSMs); v2.30 does not. */
+        /**
+         * CK_GCM_PARAMS layout: v2.40 (48 bytes, ulIvBits = 96: SoftHSM2, NSS, most HSMs); v2.30 (40 bytes, no
+         * ulIvBits: older firmware). v230 needs pkcs11js patched by scripts/patch-pkcs11js.js (npm install runs it).
+         */
         gcmParams: z.enum(['v240', 'v230']).default('v240'),
         /**
          * Run C_Encrypt/C_Decrypt on libuv's thread pool (true) so a slow HSM cannot stall the event
@@ -200,7 +208,7 @@ export const configSchema = z
         healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
         /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
         vendor: z.string().min(1).optional(),
-        /** First reconnect delay after an HSM fault; doubles up to 5 s. */
+        /** First reconnect delay after an HSM fault; doubles up to 5 s (30 s while the HSM is misconfigured). */
         reconnectBackoffMs: z.number().int().min(10).max(5000).default(250),
       })
       .strict(),

@@ -36,6 +36,36 @@ export function ckrName(e: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Return values at connect that no retry will fix: the operator has to change the configuration or the
+ * HSM. The engine still retries them (slowly), since the fix may come without a restart.
+ */
+const MISCONFIGURATION = new Set([
+  'CKR_ARGUMENTS_BAD',
+  'CKR_MECHANISM_INVALID',
+  'CKR_MECHANISM_PARAM_INVALID',
+  'CKR_PIN_INCORRECT',
+  'CKR_PIN_INVALID',
+  'CKR_PIN_LEN_RANGE',
+  'CKR_PIN_LOCKED',
+  'CKR_USER_TYPE_INVALID',
+  'CKR_KEY_TYPE_INCONSISTENT',
+  'CKR_KEY_FUNCTION_NOT_PERMITTED',
+]);
+
+export function isMisconfiguration(e: unknown): boolean {
+  const name = ckrName(e);
+  return name !== undefined && MISCONFIGURATION.has(name);
+}
+
+/** For logs and readiness: the PKCS#11 call and its return value (or the message), never data. */
+export function describeFailure(e: unknown): string {
+  const name = ckrName(e);
+  if (name === undefined) return e instanceof Error ? e.message : String(e);
+  const method = (e as { method?: unknown }).method;
+  return typeof method === 'string' && method !== '' ? `${method} returned ${name}` : name;
+}
+
 export function classify(e: unknown): FaultClass {
   const name = ckrName(e);
   if (name && CONNECTION.has(name)) return 'connection';

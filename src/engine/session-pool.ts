@@ -1,4 +1,4 @@
-import { XksError } from '../errors';
+import { EngineError } from './errors';
 
 interface Waiter<S> {
   resolve(session: S): void;
@@ -8,7 +8,7 @@ interface Waiter<S> {
 
 /**
  * A fixed set of PKCS#11 sessions, one operation per session at a time (PKCS#11 sessions are not
- * re-entrant), with a bounded FIFO of waiters so a slow HSM turns into ThrottlingException, not an
+ * re-entrant), with a bounded FIFO of waiters so a slow HSM turns into a 'busy' error, not an
  * unbounded queue.
  */
 export class SessionPool<S> {
@@ -34,14 +34,14 @@ export class SessionPool<S> {
 
   /** Resolves with a session; `cancel` (e.g. the request deadline) removes a still-waiting caller. */
   acquire(cancel?: (onCancel: (error: Error) => void) => void): Promise<S> {
-    if (this.closed) return Promise.reject(new XksError('InternalException', 'HSM connection is closed'));
+    if (this.closed) return Promise.reject(new EngineError('unavailable', 'HSM connection is closed'));
     const s = this.idle.pop();
     if (s !== undefined) {
       this.inUse++;
       return Promise.resolve(s);
     }
     if (this.waiters.length >= this.maxWaiting) {
-      return Promise.reject(new XksError('ThrottlingException', 'too many requests waiting for the HSM'));
+      return Promise.reject(new EngineError('busy', 'too many requests waiting for the HSM'));
     }
     return new Promise<S>((resolve, reject) => {
       const w: Waiter<S> = { resolve, reject, settled: false };

@@ -1,4 +1,5 @@
 import * as pkcs11js from 'pkcs11js';
+import { findTokenSlot, initializeModule, loadModule, ModuleTarget } from './module';
 
 type Handle = pkcs11js.Handle;
 
@@ -9,14 +10,16 @@ export interface TokenSession {
   close(): void;
 }
 
-export function openTokenSession(modulePath: string, tokenLabel: string, pin: string, environment: Record<string, string> = {}): TokenSession {
-  Object.assign(process.env, environment);
-  const mod = new pkcs11js.PKCS11();
-  mod.load(modulePath);
-  mod.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+/**
+ * Opens a read-write session (administration creates and destroys keys) on the token, logged in. The
+ * module gets the same environment and C_Initialize arguments as the engine gives it.
+ */
+export function openTokenSession(target: ModuleTarget, pin: string): TokenSession {
+  const mod = loadModule(target);
+  initializeModule(mod, target);
   try {
-    const slot = mod.C_GetSlotList(true).find((s) => mod.C_GetTokenInfo(s).label.trim() === tokenLabel);
-    if (!slot) throw new Error(`no token labelled "${tokenLabel}"`);
+    const slot = findTokenSlot(mod, target.tokenLabel);
+    if (slot === undefined) throw new Error(`no token labelled "${target.tokenLabel}"`);
     const session = mod.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
     mod.C_Login(session, pkcs11js.CKU_USER, pin);
     return {

@@ -1,6 +1,9 @@
 import type { Deadline } from '../deadline';
 
-/** What the XKS handlers need from a key manager. Implementations throw XksError for spec-visible failures. */
+/**
+ * What the XKS handlers need from a key manager. Implementations throw EngineError (src/engine/errors.ts);
+ * src/xks/engine-errors.ts decides what KMS is told. Deadline expiry stays the Deadline's own error.
+ */
 export interface GcmResult {
   iv: Buffer;
   ciphertext: Buffer;
@@ -30,15 +33,22 @@ export interface PoolStats {
   waiting: number;
 }
 
+/** Connection state for readiness: misconfigured is permanent until an operator acts; reason names the PKCS#11 call and return value. */
+export interface EngineStatus {
+  state: 'connected' | 'disconnected' | 'misconfigured';
+  reason?: string;
+}
+
 export interface CryptoEngine {
   /** AES-256-GCM encrypt with a fresh 96-bit IV under the key with this HSM label. */
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult>;
-  /** AES-256-GCM decrypt; an authentication failure is InvalidCiphertextException. */
+  /** AES-256-GCM decrypt; an authentication failure is EngineError 'tag-mismatch'. */
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer>;
   /** A real encrypt and decrypt on the health-check key. */
   healthCheck(deadline?: Deadline): Promise<HealthReport>;
   info(): EkmInfo;
   poolStats(): PoolStats;
   isConnected(): boolean;
+  status(): EngineStatus;
   close(): Promise<void>;
 }

@@ -14,6 +14,8 @@ export interface Faults {
   calls: Record<string, number>;
   /** The real module underneath, for faults made with real calls (e.g. closing every session). */
   real?: pkcs11js.PKCS11;
+  /** Sees every C_ call's arguments before it runs; a CKR_ name it returns fails that call (e.g. refuse read-only sessions). */
+  inspect?: (method: string, args: unknown[]) => string | undefined;
 }
 
 const ASYNC = new Set(['C_Encrypt', 'C_Decrypt', 'C_EncryptFinal']);
@@ -37,7 +39,7 @@ export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 
         if (typeof prop !== 'string' || !prop.startsWith('C_')) return (value as (...a: unknown[]) => unknown).bind(target);
         return (...args: unknown[]) => {
           faults.calls[prop] = (faults.calls[prop] ?? 0) + 1;
-          const failure = faults.fail[prop];
+          const failure = faults.fail[prop] ?? faults.inspect?.(prop, args);
           const cb = args[args.length - 1];
           if (ASYNC.has(prop) && typeof cb === 'function') {
             const done = cb as (e: Error | null, d?: Buffer) => void;

@@ -96,7 +96,7 @@ function usage(): ('ENCRYPT' | 'DECRYPT')[] {
 function rawToken<T>(fn: (t: TokenSession) => T): T {
   if (opts.config || process.env.XKS_CONFIG) return context().withToken(fn);
   const pin = need(process.env.XKS_HSM_PIN, 'XKS_HSM_PIN');
-  const t = openTokenSession(need(opts.module, '--module'), need(opts.token, '--token'), pin);
+  const t = openTokenSession({ modulePath: need(opts.module, '--module'), tokenLabel: need(opts.token, '--token') }, pin);
   try {
     return fn(t);
   } finally {

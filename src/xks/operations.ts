@@ -5,7 +5,9 @@ import { EXTERNAL_KEY_ID } from '../config/schema';
 import type { Deadline } from '../deadline';
 import type { CryptoEngine } from '../engine/types';
 import type { HealthMonitor } from '../health/monitor';
+import { isEngineError } from '../engine/errors';
 import { cdiv, decodeMetadata, encodeMetadata, hsmAad } from './ciphertext-format';
+import { rethrowAsXks } from './engine-errors';
 import {
   Limits,
   RequestMetadata,
@@ -144,7 +146,7 @@ async function verifyRoundTrip(
       svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, input.deadline),
     );
   } catch (e) {
-    if (e instanceof XksError && e.errorName === 'InvalidCiphertextException') {
+    if (isEngineError(e) && e.kind === 'tag-mismatch') {
       throw new XksError('InternalException', 'the HSM output did not decrypt during integrity verification');
     }
     throw e;
@@ -175,9 +177,15 @@ const decrypt: Handler = async (svc, input) => {
   return response;
 };
 
+/** Engine failures become spec errors here, in one spot, until the request pipeline does it. */
+const mapped =
+  (handler: Handler): Handler =>
+  (svc, input) =>
+    handler(svc, input).catch(rethrowAsXks);
+
 export const OPERATIONS: Readonly<Record<Operation, Handler>> = {
-  GetHealthStatus: getHealthStatus,
-  GetKeyMetadata: getKeyMetadata,
-  Encrypt: encrypt,
-  Decrypt: decrypt,
+  GetHealthStatus: mapped(getHealthStatus),
+  GetKeyMetadata: mapped(getKeyMetadata),
+  Encrypt: mapped(encrypt),
+  Decrypt: mapped(decrypt),
 };

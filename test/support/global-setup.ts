@@ -20,7 +20,7 @@ export default async function globalSetup(): Promise<void> {
     stdio: 'ignore',
   });
 
-  const t = openTokenSession(MODULE, tokenLabel, pin, { SOFTHSM2_CONF: conf });
+  const t = openTokenSession({ modulePath: MODULE, tokenLabel, environment: { SOFTHSM2_CONF: conf } }, pin);
   const knownKey = randomBytes(32);
   const transportKey = randomBytes(32);
   try {

@@ -1,0 +1,159 @@
+import * as pkcs11js from 'pkcs11js';
+import type { ProxyEvents } from '../events';
+import type { Logger } from '../log';
+import { EngineError } from './errors';
+import { bindingSendsV230, Gcm, GcmBehaviour } from './gcm';
+import { KeyLookup } from './key-lookup';
+import { fieldText, findTokenSlot, HsmConfig, initializeModule, Pkcs11Module } from './module';
+import { ckrName, classify, describeFailure } from './pkcs11-errors';
+import { SessionPool } from './session-pool';
+import type { EkmInfo } from './types';
+
+type Handle = pkcs11js.Handle;
+
+export interface ConnectionDeps {
+  pin: string;
+  /** Requests allowed to wait for a session before the engine answers busy. */
+  maxQueue: number;
+  logger: Logger;
+  /** Creates the module object; tests pass a fault-injecting wrapper around the real one. */
+  createModule?: () => Pkcs11Module;
+  /** hsm.state is published here on every change of state. */
+  events?: ProxyEvents;
+}
+
+/** A failure at connect that retrying alone will not fix: the message names what the operator must change. */
+export class Misconfiguration extends Error {}
+
+const RO_SESSION = pkcs11js.CKF_SERIAL_SESSION;
+const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
+
+/** One PKCS#11 login with its sessions and what was learned about the module; replaced whole after a fault. */
+export class HsmConnection {
+  readonly pool: SessionPool<Handle>;
+  inFlight = 0;
+  dead = false;
+
+  private constructor(
+    private readonly mod: Pkcs11Module,
+    readonly slot: Handle,
+    sessions: Handle[],
+    private readonly sessionFlags: number,
+    readonly keys: KeyLookup,
+    readonly healthKey: Handle,
+    readonly gcm: GcmBehaviour,
+    readonly info: EkmInfo,
+    maxQueue: number,
+  ) {
+    this.pool = new SessionPool(sessions, maxQueue);
+  }
+
+  /** Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes GCM. */
+  static open(mod: Pkcs11Module, hsm: HsmConfig, deps: ConnectionDeps, gcm: Gcm): HsmConnection {
+    if (hsm.gcmParams === 'v230' && !bindingSendsV230()) {
+      throw new Misconfiguration('gcmParams v230: this pkcs11js build sends the v2.40 layout; run scripts/patch-pkcs11js.js (npm install does)');
+    }
+    initializeModule(mod, hsm);
+    const slot = findTokenSlot(mod, hsm.tokenLabel);
+    if (slot === undefined) throw new Misconfiguration(`C_GetSlotList: no token labelled "${hsm.tokenLabel}" is present`);
+    requireAesGcm(mod, slot);
+    const { sessions, flags } = openSessions(mod, slot, hsm.sessionPoolSize, deps.logger);
+    try {
+      const first = sessions[0] as Handle;
+      try {
+        mod.C_Login(first, pkcs11js.CKU_USER, deps.pin);
+      } catch (e) {
+        if (ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
+      }
+      const keys = new KeyLookup(mod);
+      let healthKey = keys.find(first, hsm.healthKeyLabel);
+      if (healthKey === undefined) {
+        deps.logger.warn({ label: hsm.healthKeyLabel }, 'health-check key not found; using a session key generated in the HSM');
+        healthKey = keys.generateSessionKey(first);
+      }
+      const behaviour = probeGcm(gcm, first, healthKey);
+      const token = mod.C_GetTokenInfo(slot);
+      const info: EkmInfo = {
+        vendor: hsm.vendor ?? fieldText(token.manufacturerID),
+        id: `${fieldText(token.label)}/${fieldText(token.serialNumber)}`,
+        model: `${fieldText(token.model)} fw ${token.firmwareVersion.major}.${token.firmwareVersion.minor}`,
+      };
+      return new HsmConnection(mod, slot, sessions, flags, keys, healthKey, behaviour, info, deps.maxQueue);
+    } catch (e) {
+      for (const s of sessions) safely(() => mod.C_CloseSession(s));
+      throw e;
+    }
+  }
+
+  /** A session that saw an unexpected error may hold an active operation: close it and open a fresh one (null if that fails). */
+  replaceSession(session: Handle): Handle | null {
+    safely(() => this.mod.C_CloseSession(session));
+    try {
+      return this.mod.C_OpenSession(this.slot, this.sessionFlags);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Closes the sessions once in-flight calls are back (finalizing under a running call can crash a module). */
+  async teardown(): Promise<void> {
+    this.dead = true;
+    const idle = this.pool.drain(new EngineError('unavailable', 'the HSM connection was reset'));
+    for (let waited = 0; this.inFlight > 0 && waited < 5000; waited += 20) await sleep(20);
+    for (const s of idle) safely(() => this.mod.C_CloseSession(s));
+    safely(() => this.mod.C_CloseAllSessions(this.slot));
+  }
+}
+
+function requireAesGcm(mod: Pkcs11Module, slot: Handle): void {
+  if (!mod.C_GetMechanismList(slot).includes(pkcs11js.CKM_AES_GCM)) {
+    throw new Misconfiguration('C_GetMechanismList: the token does not offer CKM_AES_GCM, which the proxy needs');
+  }
+  const { flags } = mod.C_GetMechanismInfo(slot, pkcs11js.CKM_AES_GCM);
+  if ((flags & pkcs11js.CKF_ENCRYPT) === 0 || (flags & pkcs11js.CKF_DECRYPT) === 0) {
+    throw new Misconfiguration('C_GetMechanismInfo: CKM_AES_GCM on this token lacks CKF_ENCRYPT or CKF_DECRYPT');
+  }
+}
+
+/**
+ * Crypto needs only read-only sessions, and some HSMs cap read-write ones, so those are tried first;
+ * a module that refuses them gets read-write sessions (and the log says so).
+ */
+function openSessions(mod: Pkcs11Module, slot: Handle, count: number, log: Logger): { sessions: Handle[]; flags: number } {
+  let flags = RO_SESSION;
+  const sessions: Handle[] = [];
+  try {
+    sessions.push(mod.C_OpenSession(slot, flags));
+  } catch (e) {
+    if (classify(e) === 'connection') throw e;
+    log.warn({ err: describeFailure(e) }, 'the HSM refused a read-only session; using read-write sessions');
+    flags = RW_SESSION;
+    sessions.push(mod.C_OpenSession(slot, flags));
+  }
+  try {
+    while (sessions.length < count) sessions.push(mod.C_OpenSession(slot, flags));
+  } catch (e) {
+    for (const s of sessions) safely(() => mod.C_CloseSession(s));
+    throw e;
+  }
+  return { sessions, flags };
+}
+
+function probeGcm(gcm: Gcm, session: Handle, key: Handle): GcmBehaviour {
+  try {
+    return gcm.probe(session, key);
+  } catch (e) {
+    if (ckrName(e) !== undefined) throw e;
+    throw new Misconfiguration(`AES-GCM probe: ${describeFailure(e)}`);
+  }
+}
+
+export function safely(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    /* best effort during teardown */
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());

@@ -1,0 +1,148 @@
+import { EngineError } from './errors';
+import type { Gcm } from './gcm';
+import { ConnectionDeps, HsmConnection, Misconfiguration, safely } from './connection';
+import type { HsmConfig, Pkcs11Module } from './module';
+import { describeFailure, isMisconfiguration } from './pkcs11-errors';
+import type { EkmInfo, EngineStatus } from './types';
+
+const TRANSIENT_BACKOFF_CAP_MS = 5_000;
+/** Misconfiguration is retried (the operator may fix the HSM side without restarting us), but slowly. */
+const MISCONFIGURED_BACKOFF_CAP_MS = 30_000;
+
+/**
+ * Owns the loaded module and its current connection: connects, notices loss, reconnects with backoff,
+ * and says which state it is in (misconfigured = a permanent failure, with the call and return value).
+ */
+export class Connector {
+  private conn: HsmConnection | null = null;
+  private reconnecting: Promise<void> | null = null;
+  private closed = false;
+  private state: EngineStatus = { state: 'disconnected', reason: 'not connected yet' };
+  private lastInfo: EkmInfo;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly mod: Pkcs11Module,
+    private readonly hsm: HsmConfig,
+    private readonly deps: ConnectionDeps,
+    private readonly gcm: Gcm,
+  ) {
+    this.lastInfo = { vendor: hsm.vendor ?? 'unknown', id: hsm.tokenLabel, model: 'unknown' };
+  }
+
+  /** Connects now; if that fails the engine still starts (not ready) and keeps retrying, so a proxy started before its HSM comes up by itself. */
+  start(): void {
+    try {
+      this.connected(HsmConnection.open(this.mod, this.hsm, this.deps, this.gcm));
+    } catch {
+      // Retried at once (a passing glitch), and that attempt's failure is what gets logged and reported.
+      this.scheduleReconnect();
+    }
+  }
+
+  /** The live connection, or unavailable. */
+  current(): HsmConnection {
+    const conn = this.conn;
+    if (!conn || conn.dead) {
+      throw new EngineError('unavailable', this.state.state === 'misconfigured' ? 'the HSM is misconfigured' : 'the HSM is not connected');
+    }
+    return conn;
+  }
+
+  isConnected(): boolean {
+    return this.conn !== null && !this.conn.dead;
+  }
+
+  status(): EngineStatus {
+    return this.state;
+  }
+
+  info(): EkmInfo {
+    return this.conn?.info ?? this.lastInfo;
+  }
+
+  lost(conn: HsmConnection, cause: unknown): void {
+    if (conn.dead) return;
+    conn.dead = true;
+    this.deps.logger.error({ err: describeFailure(cause) }, 'HSM connection lost; reconnecting');
+    this.setState({ state: 'disconnected', reason: describeFailure(cause) });
+    this.scheduleReconnect(conn);
+  }
+
+  private connected(conn: HsmConnection): void {
+    this.conn = conn;
+    this.lastInfo = conn.info;
+    this.deps.logger.info(
+      { token: conn.info.id, model: conn.info.model, sessions: conn.pool.size, tagFailures: [...conn.gcm.tagFailures], emptyPlaintext: conn.gcm.emptyPlaintext },
+      'HSM connected',
+    );
+    this.setState({ state: 'connected' });
+  }
+
+  /** Records a failed attempt and returns the delay before the next one. */
+  private failed(e: unknown, backoff: number): number {
+    const reason = describeFailure(e);
+    if (e instanceof Misconfiguration || isMisconfiguration(e)) {
+      const retryInMs = Math.min(backoff, MISCONFIGURED_BACKOFF_CAP_MS);
+      this.deps.logger.error({ reason, retryInMs }, 'HSM misconfigured: the proxy stays not ready until this is fixed');
+      this.setState({ state: 'misconfigured', reason });
+      return retryInMs;
+    }
+    const retryInMs = Math.min(backoff, TRANSIENT_BACKOFF_CAP_MS);
+    this.deps.logger.warn({ err: reason, retryInMs }, 'HSM connection failed; retrying');
+    this.setState({ state: 'disconnected', reason });
+    return retryInMs;
+  }
+
+  private setState(next: EngineStatus): void {
+    const changed = next.state !== this.state.state || next.reason !== this.state.reason;
+    this.state = next;
+    if (changed) this.deps.events?.publish('hsm.state', { hsm: this.hsm.tokenLabel, ...next });
+  }
+
+  /** The first attempt is immediate (a lost connection, or a first connect that met a passing glitch). */
+  private scheduleReconnect(old?: HsmConnection): void {
+    if (this.reconnecting || this.closed) return;
+    this.reconnecting = (async () => {
+      if (old) await old.teardown();
+      let backoff = this.hsm.reconnectBackoffMs;
+      let delay = 0;
+      while (!this.closed) {
+        if (delay > 0) await this.pause(delay);
+        if (this.closed) return;
+        try {
+          safely(() => this.mod.C_Finalize());
+          this.connected(HsmConnection.open(this.mod, this.hsm, this.deps, this.gcm));
+          return;
+        } catch (e) {
+          backoff *= 2;
+          delay = this.failed(e, backoff);
+        }
+      }
+    })().finally(() => {
+      this.reconnecting = null;
+    });
+  }
+
+  /** A sleep that close() cuts short (the misconfigured backoff reaches 30 s). */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.wake?.();
+    await this.reconnecting?.catch(() => undefined);
+    if (this.conn) await this.conn.teardown();
+    this.conn = null;
+    safely(() => this.mod.C_Finalize());
+  }
+}

@@ -1,0 +1,67 @@
+import * as pkcs11js from 'pkcs11js';
+import type { ProxyConfig } from '../config/schema';
+import { ckrName } from './pkcs11-errors';
+
+export type Pkcs11Module = pkcs11js.PKCS11;
+export type HsmConfig = ProxyConfig['hsm'];
+/** What it takes to reach one token; the admin tool has no full hsm section. */
+export type ModuleTarget = Pick<HsmConfig, 'modulePath' | 'tokenLabel'> & Partial<Pick<HsmConfig, 'environment' | 'libraryParameters'>>;
+
+/**
+ * The one place a module's environment is set. PKCS#11 modules read where their configuration lives
+ * from environment variables when they are loaded or initialised (SOFTHSM2_CONF, ChrystokiConfigurationPath,
+ * CKNFAST_HOME, ...), and a dlopen'ed library sees only the process environment, so this has to write
+ * process.env. Limitation: every module in the process shares one environment. A fleet of modules from
+ * different vendors works (their variables differ); two modules that read the same variable with different
+ * values cannot live in one process, so that is refused here rather than silently re-pointing the first.
+ */
+const applied = new Map<string, string>();
+
+export function applyModuleEnvironment(environment: Readonly<Record<string, string>> = {}): void {
+  for (const [name, value] of Object.entries(environment)) {
+    const earlier = applied.get(name);
+    if (earlier !== undefined && earlier !== value) {
+      throw new Error(`hsm.environment.${name} differs from the value another PKCS#11 module in this process uses; run them in separate processes`);
+    }
+  }
+  for (const [name, value] of Object.entries(environment)) {
+    applied.set(name, value);
+    process.env[name] = value;
+  }
+}
+
+/** Sets the module's environment, then loads it (the order matters: some modules read it at load). */
+export function loadModule(target: ModuleTarget, create: () => Pkcs11Module = () => new pkcs11js.PKCS11()): Pkcs11Module {
+  applyModuleEnvironment(target.environment);
+  const mod = create();
+  mod.load(target.modulePath);
+  return mod;
+}
+
+/**
+ * pkcs11js (up to 2.1.7 at least) copies `libraryParameters` into a buffer one byte short, so the string
+ * loses its last character; a trailing space is what it drops, and module parsers (NSS) ignore it.
+ * test/engine-nss.test.ts fails when the binding is fixed, so this can go then.
+ */
+export function libraryParametersForBinding(parameters: string): string {
+  return `${parameters} `;
+}
+
+/** C_Initialize with OS locking (modules can crash under concurrent calls without it) and the module's own parameters. */
+export function initializeModule(mod: Pkcs11Module, target: ModuleTarget): void {
+  const args: pkcs11js.InitializationOptions = { flags: pkcs11js.CKF_OS_LOCKING_OK };
+  if (target.libraryParameters !== undefined) args.libraryParameters = libraryParametersForBinding(target.libraryParameters);
+  try {
+    mod.C_Initialize(args);
+  } catch (e) {
+    if (ckrName(e) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw e;
+  }
+}
+
+/** PKCS#11 pads fixed-width text fields with spaces, and some modules with NULs. */
+export const fieldText = (s: string): string => s.replace(/\0/g, '').trim();
+
+/** The slot holding the token with this label, or undefined. */
+export function findTokenSlot(mod: Pkcs11Module, tokenLabel: string): pkcs11js.Handle | undefined {
+  return mod.C_GetSlotList(true).find((s) => fieldText(mod.C_GetTokenInfo(s).label) === tokenLabel);
+}

@@ -1,0 +1,146 @@
+import * as pkcs11js from 'pkcs11js';
+import { bindingSendsV230 } from '../src/engine/gcm';
+import type { HsmConfig } from '../src/engine/module';
+import { Pkcs11Engine } from '../src/engine/pkcs11-engine';
+import type { ProxyEventMap } from '../src/events';
+import { hsmConfig, kindOf, openEngine, until } from './support/engine';
+import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
+import { MODULE, testHsm } from './support/hsm';
+
+/** The engine alone on the real SoftHSM2 test token: what it learns at connect, its error kinds, its misconfiguration reports. */
+const h = testHsm();
+const softhsm = (over: Partial<HsmConfig> = {}): HsmConfig =>
+  hsmConfig({ modulePath: MODULE, tokenLabel: h.tokenLabel, environment: { SOFTHSM2_CONF: h.conf }, ...over });
+const EMPTY = Buffer.alloc(0);
+
+// The module is process-wide: each test closes its engine (C_Finalize) before the next opens one.
+describe('engine on SoftHSM2', () => {
+  let opened: Pkcs11Engine | undefined;
+  afterEach(async () => {
+    await opened?.close();
+    opened = undefined;
+  });
+  async function open(...args: Parameters<typeof openEngine>) {
+    const r = await openEngine(...args);
+    opened = r.engine;
+    return r;
+  }
+
+  it('connects with read-only sessions and reports connected', async () => {
+    const flags: number[] = [];
+    const { engine, faults, states } = await open(softhsm(), h.pin);
+    expect(engine.status()).toEqual({ state: 'connected' });
+    expect(states).toEqual([{ hsm: h.tokenLabel, state: 'connected' }]);
+    faults.inspect = (method, args) => void (method === 'C_OpenSession' && flags.push(args[1] as number));
+    faults.fail = { C_Encrypt: 'CKR_FUNCTION_FAILED' }; // the session is replaced: the new one is opened like the others
+    expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('device');
+    expect(flags).toEqual([pkcs11js.CKF_SERIAL_SESSION]);
+  });
+
+  it('falls back to read-write sessions when the module refuses read-only ones', async () => {
+    const { faults, create } = (await import('../src/testing/faulty-module')).faultyModule();
+    faults.inspect = (method, args) => (method === 'C_OpenSession' && ((args[1] as number) & pkcs11js.CKF_RW_SESSION) === 0 ? 'CKR_FUNCTION_FAILED' : undefined);
+    const { engine } = await open(softhsm(), h.pin, { createModule: create });
+    expect(engine.status().state).toBe('connected');
+    const sealed = await engine.encrypt('test-key-1', Buffer.from('hello'), EMPTY);
+    expect((await engine.decrypt('test-key-1', sealed.iv, EMPTY, sealed.ciphertext, sealed.tag)).toString()).toBe('hello');
+  });
+
+  it('encrypts an empty plaintext with Init+Final, since SoftHSM2 refuses single-part C_Encrypt on empty input', async () => {
+    const { engine, faults } = await open(softhsm({ asyncCalls: false }), h.pin);
+    faults.calls = {};
+    const sealed = await engine.encrypt('test-key-1', EMPTY, Buffer.from('aad'));
+    expect(faults.calls).toMatchObject({ C_EncryptInit: 1, C_EncryptFinal: 1 });
+    expect(faults.calls.C_Encrypt).toBeUndefined();
+    expect(sealed.ciphertext.length).toBe(0);
+    expect(sealed.tag.length).toBe(16);
+    expect((await engine.decrypt('test-key-1', sealed.iv, Buffer.from('aad'), sealed.ciphertext, sealed.tag)).length).toBe(0);
+    expect(await kindOf(engine.decrypt('test-key-1', sealed.iv, Buffer.from('aaX'), sealed.ciphertext, sealed.tag))).toBe('tag-mismatch');
+  });
+
+  it('gcmParams v230 is refused on SoftHSM2, which takes only the 48-byte v2.40 CK_GCM_PARAMS', async () => {
+    const { engine } = await open(softhsm({ gcmParams: 'v230' }), h.pin);
+    // With the patched binding the 40-byte structure reaches SoftHSM2, which refuses it; without, the engine refuses to send garbage.
+    expect(engine.status()).toEqual({
+      state: 'misconfigured',
+      reason: bindingSendsV230() ? 'C_EncryptInit returned CKR_ARGUMENTS_BAD' : expect.stringContaining('scripts/patch-pkcs11js.js'),
+    });
+  });
+
+  it('reports its failures as engine error kinds', async () => {
+    const { engine } = await open(softhsm({ sessionPoolSize: 1 }), h.pin, { maxQueue: 0 });
+    expect(await kindOf(engine.encrypt('no-such-label', Buffer.alloc(8), EMPTY))).toBe('key-not-found');
+    expect(await kindOf(engine.encrypt('extractable-key', Buffer.alloc(8), EMPTY))).toBe('key-unusable');
+    const sealed = await engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY);
+    sealed.tag[0]! ^= 1;
+    expect(await kindOf(engine.decrypt('test-key-1', sealed.iv, EMPTY, sealed.ciphertext, sealed.tag))).toBe('tag-mismatch');
+    const first = engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY);
+    expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('busy');
+    await first;
+  });
+
+  it('publishes hsm.operation for every call, ok or not, named by the token label', async () => {
+    const { engine, events } = await open(softhsm(), h.pin);
+    const seen: ProxyEventMap['hsm.operation'][] = [];
+    events.subscribe('hsm.operation', (m) => seen.push(m));
+    await engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY);
+    await kindOf(engine.decrypt('no-such-label', Buffer.alloc(12), EMPTY, EMPTY, Buffer.alloc(16)));
+    expect(seen).toEqual([
+      { hsm: h.tokenLabel, operation: 'encrypt', ok: true, seconds: expect.any(Number) },
+      { hsm: h.tokenLabel, operation: 'decrypt', ok: false, seconds: expect.any(Number) },
+    ]);
+    expect(seen[0]!.seconds).toBeGreaterThan(0);
+  });
+
+  it('a wrong PIN is a misconfiguration naming C_Login and CKR_PIN_INCORRECT, retried with backoff, not in a loop', async () => {
+    const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin');
+    expect(engine.isConnected()).toBe(false);
+    expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
+    expect(states).toContainEqual({ hsm: h.tokenLabel, state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
+    expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('unavailable');
+    expect((await engine.healthCheck()).status).toBe('UNAVAILABLE');
+    const before = faults.calls.C_Login ?? 0;
+    await new Promise((r) => setTimeout(r, 1000));
+    // 200, 400, 800 ms apart: at most three more attempts in a second.
+    expect((faults.calls.C_Login ?? 0) - before).toBeLessThanOrEqual(3);
+  });
+
+  it('a missing token label is a misconfiguration that names the label', async () => {
+    const { engine } = await open(softhsm({ tokenLabel: 'no-such-token' }), h.pin);
+    expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_GetSlotList: no token labelled "no-such-token" is present' });
+  });
+
+  it('libraryParameters reach C_Initialize: SoftHSM2 refuses any, and that is reported as C_Initialize returned CKR_ARGUMENTS_BAD', async () => {
+    const { engine } = await open(softhsm({ libraryParameters: 'anything' }), h.pin);
+    expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Initialize returned CKR_ARGUMENTS_BAD' });
+  });
+
+  it('recovers by itself once the misconfiguration is gone (the token offers AES-GCM again)', async () => {
+    const { faults, create } = (await import('../src/testing/faulty-module')).faultyModule();
+    faults.fail = { C_GetMechanismList: 'CKR_MECHANISM_INVALID' };
+    const { engine, states } = await open(softhsm(), h.pin, { createModule: create });
+    expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_GetMechanismList returned CKR_MECHANISM_INVALID' });
+    faults.fail = {};
+    await until(() => engine.isConnected());
+    expect(engine.status()).toEqual({ state: 'connected' });
+    expect(states.at(-1)).toEqual({ hsm: h.tokenLabel, state: 'connected' });
+  });
+});
+
+describe('a proxy whose HSM is misconfigured', () => {
+  it('starts, stays not ready, and answers key operations with InternalException', async () => {
+    const cred = newCredential();
+    const app = await startProxy(
+      testConfig([keyStoreWithKeys('m', '/m', [cred], [{ id: 'k', label: 'test-key-1' }])], { hsm: { pin: { value: 'wrong-pin' } } } as never),
+    );
+    try {
+      expect(app.engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
+      expect((await get(app.opsPort as number, '/readyz')).status).toBe(503);
+      const r = await send(app.port, '/m/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AAAA', encryptionAlgorithm: 'AES_GCM' }, cred);
+      expect(r.status).toBe(500);
+      expect(r.body).toEqual({ errorName: 'InternalException', errorMessage: 'the HSM is misconfigured' });
+    } finally {
+      await app.stop(100);
+    }
+  });
+});
