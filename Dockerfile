@@ -17,7 +17,9 @@ RUN apt-get update \
 ENV npm_config_nodedir=/usr/local
 WORKDIR /src
 # Lockfile first so the dependency layer is cached across source changes.
+# scripts/ holds the postinstall step that patches pkcs11js for PKCS#11 v2.30 GCM parameters.
 COPY package.json package-lock.json ./
+COPY scripts ./scripts
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src

@@ -32,6 +32,18 @@ for (let i = 0; i < from.length; i++) {
   patched = patched.replace(from[i], to[i]);
 }
 writeFileSync(file, patched);
-// npm's own node-gyp (the one that built the binding at install): npm names it to lifecycle scripts.
-const nodeGyp = process.env.npm_config_node_gyp ?? execFileSync('npm', ['config', 'get', 'node-gyp'], { encoding: 'utf8' }).trim();
-execFileSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: dir, stdio: 'inherit' });
+// npm's own node-gyp (the one that built the binding at install) and its nodedir (local Node headers, no
+// download): npm passes both to lifecycle scripts; run by hand, ask npm for them.
+const npmConfig = (name) => process.env[`npm_config_${name.replace(/-/g, '_')}`] ?? execFileSync('npm', ['config', 'get', name], { encoding: 'utf8' }).trim();
+const nodeGyp = npmConfig('node-gyp');
+const nodedir = npmConfig('nodedir');
+const args = [nodeGyp, 'rebuild', ...(nodedir && nodedir !== 'undefined' ? [`--nodedir=${nodedir}`] : [])];
+try {
+  execFileSync(process.execPath, args, { cwd: dir, stdio: 'inherit' });
+} catch (e) {
+  // Leave the source as the binary was built from, so that a later run tries again instead of
+  // believing the (unbuilt) patch is in place.
+  writeFileSync(file, source);
+  console.error(`patch-pkcs11js: rebuilding pkcs11js failed (${e.message}); the binding is unchanged`);
+  process.exit(1);
+}
