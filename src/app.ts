@@ -69,7 +69,7 @@ export class ProxyApp {
       logger,
       createModule: opts.createModule,
       // The engine's callback says neither which HSM nor whether the call succeeded: until the engine
-      // publishes 'hsm.operation' itself, this one HSM is named by its token and `ok` is not known.
+      // publishes 'hsm.operation' itself, this one HSM is named by its token and every call counts as ok.
       observe: (operation, seconds) => events.publish('hsm.operation', { hsm: cfg.hsm.tokenLabel, operation, seconds, ok: true }),
     });
     const health = new HealthMonitor(
