@@ -1,14 +1,16 @@
 import type { AddressInfo } from 'node:net';
-import { AuditLog, openAudit } from './audit/log';
 import http from 'node:http';
+import { AuditLog, openAudit } from './audit/log';
 import type { RuntimeConfig } from './config/load';
 import { Pkcs11Engine, Pkcs11Module } from './engine/pkcs11-engine';
 import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
-import { createXksHandler } from './http/xks-handler';
+import { ProxyEvents } from './events';
+import { createXksHandler } from './http/pipeline';
 import { createListener, Listener } from './http/listener';
 import type { Logger } from './log';
 import { Metrics } from './metrics';
+import { createOpsHandler, Readiness } from './ops';
 import { VERSION } from './version';
 
 export interface AppOptions {
@@ -25,7 +27,10 @@ export interface AppOptions {
   auditSuffix?: string;
 }
 
-/** One proxy process: HSM engine, health monitor, XKS listener and (optionally) the ops listener. */
+/**
+ * One proxy process: HSM engine, health monitor, XKS listener and (optionally) the ops listener, wired
+ * through one event bus that metrics (and any later consumer) subscribe to.
+ */
 export class ProxyApp {
   private runtimeNow: RuntimeConfig;
   private xks!: Listener;
@@ -37,6 +42,7 @@ export class ProxyApp {
     readonly engine: CryptoEngine,
     readonly health: HealthMonitor,
     readonly metrics: Metrics,
+    readonly events: ProxyEvents,
     private readonly log: Logger,
     private readonly audit: AuditLog | undefined,
   ) {
@@ -47,26 +53,26 @@ export class ProxyApp {
     const { runtime, logger } = opts;
     const cfg = runtime.config;
     const metrics = opts.metrics ?? new Metrics();
+    const events = new ProxyEvents();
     const engine = await Pkcs11Engine.open(cfg.hsm, {
       pin: runtime.hsmPin,
       maxQueue: cfg.limits.maxQueue,
       logger,
       createModule: opts.createModule,
-      observe: (operation, seconds) => metrics.hsmSeconds.observe({ operation }, seconds),
+      events,
     });
     const health = new HealthMonitor(
       engine,
       { cacheMs: cfg.hsm.healthCacheMs, timeoutMs: cfg.limits.deadlineMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
       logger,
-      (report) => {
-        for (const state of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) metrics.ekmHealth.set({ state }, report.status === state ? 1 : 0);
-      },
+      events,
     );
     const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
-    const app = new ProxyApp(runtime, engine, health, metrics, logger, audit);
-    metrics.poolSource = () => engine.poolStats();
-    metrics.credentialSource = () =>
-      app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt })));
+    const app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit);
+    metrics.attach(events, {
+      pool: () => engine.poolStats(),
+      credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
+    });
     await health.refresh();
     health.start();
 
@@ -83,7 +89,7 @@ export class ProxyApp {
       metrics,
       runtime: () => app.runtimeNow,
       workers: opts.workers ?? 1,
-      ready: () => app.ready(),
+      readiness: () => app.readiness(),
       draining: () => app.stopping,
       audit,
     });
@@ -91,11 +97,17 @@ export class ProxyApp {
       tls: cfg.server.tls,
       keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,
       logger,
-      onCertificate: (days) => metrics.certificateExpiry.set(days),
+      events,
     });
     await listen(app.xks.server, cfg.server.port, cfg.server.host);
     if (opts.opsServer !== false && cfg.ops.enabled) {
-      app.ops = http.createServer((req, res) => app.serveOps(req, res));
+      app.ops = http.createServer(
+        createOpsHandler({
+          readiness: () => app.readiness(),
+          metrics: () => metrics.registry.metrics(),
+          metricsContentType: metrics.registry.contentType,
+        }),
+      );
       await listen(app.ops, cfg.ops.port, cfg.ops.host);
     }
     logger.info({ port: app.port, opsPort: app.opsPort, tls: cfg.server.tls !== undefined, keyStores: runtime.keyStores.size }, 'xks-proxy listening');
@@ -124,30 +136,9 @@ export class ProxyApp {
     return !this.stopping && this.engine.isConnected() && this.health.current()?.status !== 'UNAVAILABLE';
   }
 
-  private serveOps(req: http.IncomingMessage, res: http.ServerResponse): void {
-    req.resume();
-    const reply = (status: number, body: string, type = 'application/json'): void => {
-      res.writeHead(status, { 'content-type': type });
-      res.end(body);
-    };
-    if (req.method !== 'GET') return reply(405, '{"error":"GET only"}');
-    switch (req.url) {
-      case '/livez':
-        return reply(200, '{"status":"ok"}');
-      case '/readyz': {
-        const ok = this.ready();
-        const h = this.health.current();
-        return reply(ok ? 200 : 503, JSON.stringify({ ready: ok, hsmConnected: this.engine.isConnected(), ekm: h?.status ?? 'UNKNOWN' }));
-      }
-      case '/metrics':
-        this.metrics.registry.metrics().then(
-          (text) => reply(200, text, this.metrics.registry.contentType),
-          () => reply(500, '{"error":"metrics unavailable"}'),
-        );
-        return;
-      default:
-        return reply(404, '{"error":"not found"}');
-    }
+  /** What /readyz reports (and GET /healthz on the XKS port, as a status code). */
+  readiness(): Readiness {
+    return { ready: this.ready(), hsmConnected: this.engine.isConnected(), ekm: this.health.current()?.status ?? 'UNKNOWN' };
   }
 
   /**

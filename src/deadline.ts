@@ -10,8 +10,12 @@ export class Deadline {
   private listeners: ((error: XksError) => void)[] = [];
   private error: XksError | undefined;
 
-  constructor(private readonly ms: number) {
-    this.timer = setTimeout(() => this.expire(), ms);
+  /** `startedAt` (performance.now()) backdates the start, so that a request's budget counts from its arrival. */
+  constructor(
+    private readonly ms: number,
+    startedAt = performance.now(),
+  ) {
+    this.timer = setTimeout(() => this.expire(), Math.max(0, ms - (performance.now() - startedAt)));
   }
 
   get expired(): boolean {

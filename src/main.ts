@@ -3,10 +3,11 @@ import cluster from 'node:cluster';
 import http from 'node:http';
 import os from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
-import { ProxyApp } from './app';
+import type { ProxyApp } from './app';
 import { ConfigError, loadConfigFile, RuntimeConfig } from './config/load';
-import { ConfigReloader } from './config/reloader';
 import { createLogger, Logger } from './log';
+import { createOpsHandler } from './ops';
+import { runProcess } from './process';
 
 const USAGE = `usage: xks-proxy [--config FILE]
 
@@ -44,41 +45,14 @@ function workerCount(runtime: RuntimeConfig): number {
   return w === 'auto' ? Math.max(1, os.availableParallelism()) : w;
 }
 
-/** Runs one proxy process; in cluster mode it reports readiness to the primary. */
-async function runProcess(file: string, runtime: RuntimeConfig, log: Logger, workers: number): Promise<void> {
-  const app = await ProxyApp.start({
-    runtime,
-    logger: log,
-    workers,
-    opsServer: !cluster.isWorker,
-    auditSuffix: cluster.isWorker ? `.worker${cluster.worker?.id ?? 0}` : undefined,
-  });
-  const reloader = new ConfigReloader(file, runtime, (next) => app.setRuntime(next), log, (ok) =>
-    app.metrics.configReloads.inc({ result: ok ? 'success' : 'failure' }),
-  );
-  reloader.watch();
-  if (cluster.isWorker) {
-    // Constructing one installs prom-client's IPC listener that answers the primary's scrapes.
-    new AggregatorRegistry();
-    AggregatorRegistry.setRegistries([app.metrics.registry]);
-    const report = (): void => void process.send?.({ xks: 'ready', ready: app.ready() });
-    report();
-    setInterval(report, 1000).unref();
-  }
-  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
-  const stop = (signal: string): void => {
-    log.info({ signal }, 'stopping');
-    reloader.dispose();
-    app.stop().then(
-      () => process.exit(0),
-      (e) => {
-        log.error({ err: (e as Error).message }, 'error while stopping');
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+/** A cluster worker reports its readiness to the primary and answers the primary's metric scrapes. */
+function joinCluster(app: ProxyApp): void {
+  // Constructing one installs prom-client's IPC listener that answers the primary's scrapes.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([app.metrics.registry]);
+  const report = (): void => void process.send?.({ xks: 'ready', ready: app.ready() });
+  report();
+  setInterval(report, 1000).unref();
 }
 
 /** Cluster primary: forks workers, restarts crashed ones, serves aggregated metrics and readiness. */
@@ -107,26 +81,13 @@ async function runPrimary(runtime: RuntimeConfig, log: Logger, workers: number):
     const aggregator = new AggregatorRegistry();
     const allReady = (): boolean => ready.size === workers && [...ready.values()].every(Boolean);
     http
-      .createServer((req, res) => {
-        req.resume();
-        const send = (status: number, body: string, type = 'application/json'): void => {
-          res.writeHead(status, { 'content-type': type });
-          res.end(body);
-        };
-        if (req.url === '/livez') return send(200, '{"status":"ok"}');
-        if (req.url === '/readyz') {
-          const ok = allReady() && !stopping;
-          return send(ok ? 200 : 503, JSON.stringify({ ready: ok, workersReady: [...ready.values()].filter(Boolean).length, workers }));
-        }
-        if (req.url === '/metrics') {
-          aggregator.clusterMetrics().then(
-            (text) => send(200, text, aggregator.contentType),
-            () => send(500, '{"error":"metrics unavailable"}'),
-          );
-          return;
-        }
-        send(404, '{"error":"not found"}');
-      })
+      .createServer(
+        createOpsHandler({
+          readiness: () => ({ ready: allReady() && !stopping, workersReady: [...ready.values()].filter(Boolean).length, workers }),
+          metrics: () => aggregator.clusterMetrics(),
+          metricsContentType: aggregator.contentType,
+        }),
+      )
       .listen(cfg.port, cfg.host);
   }
   process.on('SIGHUP', () => Object.values(cluster.workers ?? {}).forEach((w) => w?.process.kill('SIGHUP')));
@@ -147,7 +108,15 @@ async function main(): Promise<void> {
   // PKCS#11 async calls run on libuv's pool: give every HSM session a thread (before the pool starts).
   if (!process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = String(Math.max(4, runtime.config.hsm.sessionPoolSize));
   if (workers > 1 && cluster.isPrimary) return runPrimary(runtime, log, workers);
-  return runProcess(file, runtime, log, workers);
+  const { app } = await runProcess({
+    file,
+    runtime,
+    logger: log,
+    workers,
+    opsServer: !cluster.isWorker,
+    auditSuffix: cluster.isWorker ? `.worker${cluster.worker?.id ?? 0}` : undefined,
+  });
+  if (cluster.isWorker) joinCluster(app);
 }
 
 main().catch((e) => {

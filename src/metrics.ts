@@ -1,9 +1,26 @@
 import client from 'prom-client';
+import type { PoolStats } from './engine/types';
 import type { XksErrorName } from './errors';
+import type { ProxyEvents } from './events';
+
+/** State read when Prometheus scrapes (see attach). */
+export interface MetricsState {
+  pool(): Pick<PoolStats, 'inUse' | 'idle' | 'waiting'>;
+  /** The credentials of the configuration in force. */
+  credentials(): readonly { keyStore: string; createdAt?: string }[];
+}
 
 /**
  * Prometheus metrics. Labels are bounded sets (key store names from config, operation and error
  * names from the spec): never a key id, principal, request id or anything derived from a body.
+ *
+ * Events feed them (attach): the engine, health monitor, config reloader and listener publish on the
+ * proxy's bus; request metrics come from the request pipeline's response listener (observeRequest).
+ *
+ * In cluster mode the primary merges the workers' registries (prom-client AggregatorRegistry); each
+ * metric's `aggregator` says how: counters and histograms sum (the default), so do the session pool
+ * gauges (sessions of all workers); health takes the max (any worker's state shows), credential age
+ * the max (the oldest), certificate expiry the min (the soonest).
  */
 export class Metrics {
   readonly registry = new client.Registry();
@@ -34,23 +51,22 @@ export class Metrics {
     aggregator: 'max',
     registers: [this.registry],
   });
-  /** Set by the app: reads the session pool when Prometheus scrapes. */
-  poolSource: (() => { inUse: number; idle: number; waiting: number }) | undefined;
+  // Pool occupancy and credential age are state, not events: reading them at scrape time is exact and
+  // costs nothing per request, where an event per session checkout would cost on the hot path.
+  private state: MetricsState | undefined;
   readonly pool = new client.Gauge({
     name: 'xks_hsm_sessions',
     help: 'HSM session pool: sessions in use, idle, and requests waiting for one',
     labelNames: ['state'] as const,
     registers: [this.registry],
     collect: () => {
-      const s = this.poolSource?.();
+      const s = this.state?.pool();
       if (!s) return;
       this.pool.set({ state: 'in_use' }, s.inUse);
       this.pool.set({ state: 'idle' }, s.idle);
       this.pool.set({ state: 'waiting' }, s.waiting);
     },
   });
-  /** Set by the app: the configuration in force, read when Prometheus scrapes. */
-  credentialSource: (() => readonly { keyStore: string; createdAt?: string }[]) | undefined;
   readonly credentialAge = new client.Gauge({
     name: 'xks_sigv4_credential_age_days',
     help: 'Age of the oldest live SigV4 credential per key store, from its createdAt (KMS publishes XksProxyCredentialAge)',
@@ -60,7 +76,7 @@ export class Metrics {
     collect: () => {
       this.credentialAge.reset();
       const oldest = new Map<string, number>();
-      for (const c of this.credentialSource?.() ?? []) {
+      for (const c of this.state?.credentials() ?? []) {
         const t = c.createdAt ? Date.parse(c.createdAt) : NaN;
         if (!Number.isNaN(t)) oldest.set(c.keyStore, Math.min(oldest.get(c.keyStore) ?? t, t));
       }
@@ -73,15 +89,33 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
-  readonly certificateExpiry = new client.Gauge({
-    name: 'xks_tls_certificate_expiry_days',
-    help: 'Days until the serving TLS certificate expires (KMS alarms below 10)',
-    aggregator: 'min',
-    registers: [this.registry],
-  });
+  /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
+  private certificateExpiry: client.Gauge | undefined;
 
   constructor(collectDefault = true) {
     if (collectDefault) client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+  }
+
+  /** Subscribes to the proxy's events and reads `state` at scrape time; returns an unsubscriber. */
+  attach(bus: ProxyEvents, state: MetricsState): () => void {
+    this.state = state;
+    const off = [
+      bus.subscribe('hsm.operation', (e) => this.hsmSeconds.observe({ operation: e.operation }, e.seconds)),
+      bus.subscribe('health.report', ({ report }) => {
+        for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) this.ekmHealth.set({ state: s }, report.status === s ? 1 : 0);
+      }),
+      bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
+      bus.subscribe('tls.certificate', (e) => {
+        this.certificateExpiry ??= new client.Gauge({
+          name: 'xks_tls_certificate_expiry_days',
+          help: 'Days until the serving TLS certificate expires (KMS alarms below 10)',
+          aggregator: 'min',
+          registers: [this.registry],
+        });
+        this.certificateExpiry.set(e.daysToExpiry);
+      }),
+    ];
+    return () => off.forEach((unsubscribe) => unsubscribe());
   }
 
   /** Label-bound children per (key store, operation, outcome): saves prom-client's label hashing per request. */

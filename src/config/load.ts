@@ -44,8 +44,8 @@ export interface KeyStoreRuntime {
   pathPrefix: string;
   regions: ReadonlySet<string>;
   status: 'ENABLED' | 'DISABLED';
-  /** accessKeyId -> secret access key bytes (never logged). */
-  secrets: ReadonlyMap<string, Buffer>;
+  /** accessKeyId -> secret access key bytes. Non-enumerable (see hidden()). */
+  readonly secrets: ReadonlyMap<string, Buffer>;
   requestsPerSecond: number;
   keys: ReadonlyMap<string, KeyRuntime>;
 }
@@ -54,7 +54,16 @@ export interface KeyStoreRuntime {
 export interface RuntimeConfig {
   config: ProxyConfig;
   keyStores: ReadonlyMap<string, KeyStoreRuntime>;
-  hsmPin: string;
+  /** Non-enumerable (see hidden()). */
+  readonly hsmPin: string;
+}
+
+/**
+ * Adds a secret as a non-enumerable property (as node-postgres does with `password`): logging,
+ * serialising or spreading the object then leaves it out, whatever the logger's redaction list says.
+ */
+function hidden<T extends object, K extends string, V>(obj: T, key: K, value: V): T & Readonly<Record<K, V>> {
+  return Object.defineProperty(obj, key, { value, enumerable: false }) as T & Readonly<Record<K, V>>;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -126,15 +135,15 @@ function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv
       keys.set(id, key);
     }
   });
-  return {
+  const runtime = {
     name: ks.name,
     pathPrefix: ks.pathPrefix,
     regions: new Set(ks.regions),
     status: ks.status,
-    secrets,
     requestsPerSecond: ks.requestsPerSecond,
     keys,
   };
+  return hidden(runtime, 'secrets', secrets as ReadonlyMap<string, Buffer>);
 }
 
 /** Validates a parsed document and resolves its secrets; throws ConfigError naming the offending field. */
@@ -155,7 +164,7 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
   const groups = buildGroups(config.groups);
   const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env, groups)]));
   const hsmPin = resolveSecret(config.hsm.pin, env, 'hsm.pin');
-  return { config, keyStores, hsmPin };
+  return hidden({ config, keyStores }, 'hsmPin', hsmPin);
 }
 
 export function parseConfigText(text: string, file: string): unknown {

@@ -2,6 +2,7 @@ import { FSWatcher, Stats, statSync, unwatchFile, watch, watchFile } from 'node:
 import { basename, dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { loadConfigFile, RuntimeConfig } from './load';
+import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 
 /** Kubernetes swaps a mounted ConfigMap/Secret by renaming this symlink inside the mount directory. */
@@ -35,7 +36,8 @@ export class ConfigReloader {
     private current: RuntimeConfig,
     private readonly apply: (next: RuntimeConfig) => void,
     private readonly log: Logger,
-    private readonly report?: (ok: boolean) => void,
+    /** Every attempt is published as 'config.reload'. */
+    private readonly events?: ProxyEvents,
   ) {}
 
   watch(pollIntervalMs = 2000): void {
@@ -98,7 +100,7 @@ export class ConfigReloader {
       next = loadConfigFile(this.file);
     } catch (e) {
       this.log.error({ reason, err: (e as Error).message }, 'configuration reload refused; keeping the previous configuration');
-      this.report?.(false);
+      this.events?.publish('config.reload', { ok: false });
       return false;
     }
     const restartOnly = (['server', 'ops', 'hsm', 'limits'] as const).filter((k) => !isDeepStrictEqual(next.config[k], this.current.config[k]));
@@ -108,7 +110,7 @@ export class ConfigReloader {
     this.current = next;
     this.loadedMtimeMs = mtimeMs;
     this.apply(next);
-    this.report?.(true);
+    this.events?.publish('config.reload', { ok: true });
     // A credential added in a new directory is watched from now on.
     if (this.watching) this.watchDirectories();
     this.log.info({ reason, keyStores: next.keyStores.size }, 'configuration reloaded');

@@ -1,5 +1,6 @@
 import { Deadline } from '../deadline';
 import type { CryptoEngine, HealthReport } from '../engine/types';
+import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 
 export interface HealthMonitorOptions {
@@ -24,7 +25,8 @@ export class HealthMonitor {
     private readonly engine: CryptoEngine,
     private readonly opts: HealthMonitorOptions,
     private readonly log: Logger,
-    private readonly onResult?: (report: HealthReport) => void,
+    /** Every result is published as 'health.report'. */
+    private readonly events?: ProxyEvents,
   ) {}
 
   /** Keeps the cache warm (and readiness current); call after a first refresh(). */
@@ -82,7 +84,7 @@ export class HealthMonitor {
       this.log[report.status === 'ACTIVE' ? 'info' : 'warn']({ status: report.status, detail: report.detail }, 'HSM health changed');
     }
     this.last = report;
-    this.onResult?.(report);
+    this.events?.publish('health.report', { report });
     return report;
   }
 }

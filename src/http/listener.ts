@@ -4,6 +4,7 @@ import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import type { TlsConfig } from '../config/schema';
+import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 
 /** TLS 1.2 suites: ECDHE with AEAD only (the spec requires ECDHE-*-AES256-GCM-SHA384; TLS 1.3 suites are all AEAD). */
@@ -20,8 +21,8 @@ export interface ListenerOptions {
   tls?: TlsConfig;
   keepAliveTimeoutMs: number;
   logger: Logger;
-  /** Reports the serving certificate's days to expiry after every (re)load. */
-  onCertificate?: (daysToExpiry: number) => void;
+  /** Publishes 'tls.certificate' (days to expiry) after every (re)load of the serving certificate. */
+  events?: ProxyEvents;
 }
 
 function tlsMaterial(tls: TlsConfig): { cert: Buffer; key: Buffer; ca?: Buffer } {
@@ -62,7 +63,7 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
       },
       handler,
     );
-    opts.onCertificate?.(daysToExpiry(material.cert));
+    opts.events?.publish('tls.certificate', { daysToExpiry: daysToExpiry(material.cert) });
     const allowed = new Set(tls.allowedClientSubjects);
     if (mtls && allowed.size > 0) {
       // The CA check happens in the handshake (rejectUnauthorized); the subject check right after it, before any request is read.
@@ -80,7 +81,7 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
       try {
         const next = tlsMaterial(tls);
         secure.setSecureContext({ ...next, minVersion: tls.minVersion, ciphers: TLS12_CIPHERS, honorCipherOrder: true });
-        opts.onCertificate?.(daysToExpiry(next.cert));
+        opts.events?.publish('tls.certificate', { daysToExpiry: daysToExpiry(next.cert) });
         opts.logger.info('TLS certificate reloaded');
       } catch (e) {
         opts.logger.error({ err: (e as Error).message }, 'TLS certificate reload failed; keeping the previous one');

@@ -5,12 +5,17 @@ export type Route =
   /** Under /kms/xks/v1 but no such operation. */
   | { kind: 'invalid' };
 
+export type XksRoute = Extract<Route, { kind: 'xks' }>;
+
 const XKS_PATH = /^((?:\/[A-Za-z0-9_-]+)*)\/kms\/xks\/v1\/(?:(health)|keys\/([^/]+)\/(metadata|encrypt|decrypt))$/;
 const KEY_OPS: Record<string, Operation> = { metadata: 'GetKeyMetadata', encrypt: 'Encrypt', decrypt: 'Decrypt' };
 /** Characters a valid XKS URI can hold; anything else cannot be one, and keeps SigV4 URI encoding trivial. */
 const URI_CHARS = /^[A-Za-z0-9/._-]*$/;
 
-/** Maps a request target to an XKS operation. Query strings are never part of an XKS URI. */
+/**
+ * Maps a request target to an XKS operation. Query strings are never part of an XKS URI. The key id is
+ * only known to be one path segment here; the parse step validates it (src/xks/requests.ts).
+ */
 export function route(url: string): Route {
   if (!URI_CHARS.test(url)) return { kind: 'invalid' };
   const m = XKS_PATH.exec(url);

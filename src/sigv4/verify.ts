@@ -95,18 +95,26 @@ export function parseAmzDate(v: string): number {
 
 const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data).digest();
 
-/** Derived signing keys, by secret identity + scope; valid for a day, so the cache stays tiny. */
-const signingKeys = new Map<string, { secret: Buffer; key: Buffer }>();
+/**
+ * Derived signing keys: four of the five HMACs of a request depend only on (secret, date, region,
+ * service), so they are computed once a day per credential. Keyed first by the secret's Buffer: a
+ * reload builds new Buffers, so a rotated secret never meets a key derived from the old one, and the
+ * old entries go with the old configuration.
+ */
+const signingKeys = new WeakMap<Buffer, Map<string, Buffer>>();
+/** Scopes remembered per secret; a few days times a few regions in practice. */
+const MAX_SCOPES_PER_SECRET = 64;
 
 function signingKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
-  const id = `${accessKeyId}/${date}/${region}`;
-  const hit = signingKeys.get(id);
-  // Compare the secret too, so a rotated secret under the same access key id never reuses a stale key.
-  if (hit && hit.secret.equals(secret)) return hit.key;
-  if (signingKeys.size > 1024) signingKeys.clear();
+  let bySecret = signingKeys.get(secret);
+  if (!bySecret) signingKeys.set(secret, (bySecret = new Map()));
+  const id = `${accessKeyId}/${date}/${region}/${SERVICE}`;
+  const hit = bySecret.get(id);
+  if (hit) return hit;
+  if (bySecret.size >= MAX_SCOPES_PER_SECRET) bySecret.clear();
   const kDate = hmac(Buffer.concat([Buffer.from('AWS4'), secret]), date);
   const key = hmac(hmac(hmac(kDate, region), SERVICE), 'aws4_request');
-  signingKeys.set(id, { secret, key });
+  bySecret.set(id, key);
   return key;
 }
 

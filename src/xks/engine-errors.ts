@@ -1,4 +1,4 @@
-import { EngineError, EngineErrorKind, isEngineError } from '../engine/errors';
+import { EngineError, EngineErrorKind } from '../engine/errors';
 import { XksError, XksErrorName } from '../errors';
 
 /** The one place where an engine failure becomes a spec error. */
@@ -13,9 +13,4 @@ const SPEC_ERROR: Readonly<Record<EngineErrorKind, XksErrorName>> = {
 
 export function fromEngineError(e: EngineError): XksError {
   return new XksError(SPEC_ERROR[e.kind], e.message);
-}
-
-/** Until the request pipeline maps engine failures itself: lets a promise's EngineError surface as its spec error. */
-export function rethrowAsXks(e: unknown): never {
-  throw isEngineError(e) ? fromEngineError(e) : e;
 }

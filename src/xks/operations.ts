@@ -1,14 +1,14 @@
 import { XksError } from '../errors';
-import { effectiveStatus, KeyRuntime, KeyStoreRuntime, KeyVersion } from '../config/load';
-import { Decision, evaluate } from '../policy/evaluate';
-import { EXTERNAL_KEY_ID } from '../config/schema';
+import { effectiveStatus, KeyRuntime, KeyVersion } from '../config/load';
 import type { Deadline } from '../deadline';
+import { isEngineError } from '../engine/errors';
 import type { CryptoEngine } from '../engine/types';
 import type { HealthMonitor } from '../health/monitor';
-import { isEngineError } from '../engine/errors';
+import type { KeyNeed } from './authorize';
 import { cdiv, decodeMetadata, encodeMetadata, hsmAad } from './ciphertext-format';
-import { rethrowAsXks } from './engine-errors';
 import {
+  DecryptInput,
+  EncryptInput,
   Limits,
   RequestMetadata,
   parseDecryptRequest,
@@ -32,109 +32,93 @@ export interface OperationServices {
   limits: Limits;
 }
 
-/** What the request log and audit trail learn about a request as it is processed (never data). */
-export interface RequestRecord {
-  metadata?: Partial<RequestMetadata>;
-  keyVersion?: number;
-  group?: string;
-  decision?: Decision;
+/** The part of the request context an operation reads, and the one field it records (never data). */
+export interface OperationContext {
+  /** Set by authorization for key operations. */
+  key: KeyRuntime | undefined;
+  /** Handed to the engine only so that a wait for an HSM session stops when the budget is spent. */
+  deadline: Deadline | undefined;
+  keyVersion: number | undefined;
 }
 
-export interface OperationInput {
-  keyStore: KeyStoreRuntime;
-  keyId: string | undefined;
-  body: Record<string, unknown>;
-  deadline: Deadline;
-  record: RequestRecord;
-}
-
-type Handler = (svc: OperationServices, input: OperationInput) => Promise<object>;
-
-/** Finds the key and applies its group's policy: the order is KeyNotFound, then AccessDenied. */
-function authorizedKey(input: OperationInput, metadata: RequestMetadata): KeyRuntime {
-  const keyId = input.keyId;
-  if (keyId === undefined || !EXTERNAL_KEY_ID.test(keyId) || keyId === '.' || keyId === '..') {
-    throw new XksError('ValidationException', 'externalKeyId must be 1-128 characters of A-Z a-z 0-9 . _ -');
-  }
-  const key = input.keyStore.keys.get(keyId);
-  if (!key) throw new XksError('KeyNotFoundException', `external key ${keyId} is not found in this key store`);
-  input.record.group = key.group.name;
-  const decision = evaluate(key.group.rules, metadata);
-  input.record.decision = decision;
-  if (!decision.allowed) {
-    throw new XksError('AccessDeniedException', `denied by rule "${decision.rule}" of group "${key.group.name}"`);
-  }
-  return key;
-}
-
-function usableKey(input: OperationInput, metadata: RequestMetadata, usage: 'ENCRYPT' | 'DECRYPT'): KeyRuntime {
-  const key = authorizedKey(input, metadata);
-  if (effectiveStatus(key) !== 'ENABLED') {
-    const why = key.pendingDeletion ? 'is pending deletion' : key.status !== 'ENABLED' ? 'is disabled' : `is in disabled group ${key.group.name}`;
-    throw new XksError('InvalidStateException', `external key ${key.id} ${why}`);
-  }
-  if (!key.usage.has(usage)) throw new XksError('InvalidKeyUsageException', `external key ${key.id} does not allow ${usage}`);
-  return key;
+/**
+ * One XKS operation as the pipeline drives it: parse the body, say what the key must allow (the
+ * pipeline authorizes), then execute. The pipeline applies the deadline and converts errors.
+ */
+export interface OperationSpec<R> {
+  parse(body: Record<string, unknown>, limits: Limits): R & { metadata: Partial<RequestMetadata> };
+  /** 'none': no key is involved (GetHealthStatus). */
+  key: KeyNeed | 'none';
+  execute(svc: OperationServices, request: R, ctx: OperationContext): Promise<object>;
 }
 
 const b64 = (b: Buffer): string => b.toString('base64');
 
-const getHealthStatus: Handler = async (svc, input) => {
-  input.record.metadata = parseHealthRequest(input.body);
-  const report = await input.deadline.race(svc.health.get());
-  if (report.status === 'UNAVAILABLE') {
-    throw report.timedOut
-      ? new XksError('DependencyTimeoutException', 'the HSM health check timed out')
-      : new XksError('InternalException', `the HSM is unavailable: ${report.detail ?? 'health check failed'}`);
-  }
-  const ekm = svc.engine.info();
-  return {
-    xksProxyFleetSize: svc.identity.fleetSize,
-    xksProxyVendor: svc.identity.vendor,
-    xksProxyModel: svc.identity.model,
-    ekmVendor: ekm.vendor,
-    ekmFleetDetails: [{ id: ekm.id, model: ekm.model, healthStatus: report.status }],
-  };
-};
-
-const getKeyMetadata: Handler = async (_svc, input) => {
-  const metadata = parseMetadataRequest(input.body);
-  input.record.metadata = metadata;
-  const key = authorizedKey(input, metadata);
-  return { keySpec: 'AES_256', keyUsage: key.usageList, keyStatus: effectiveStatus(key) };
-};
-
-const encrypt: Handler = async (svc, input) => {
-  const req = parseEncryptRequest(input.body, svc.limits);
-  input.record.metadata = req.metadata;
-  const key = usableKey(input, req.metadata, 'ENCRYPT');
-  const version = key.current;
-  input.record.keyVersion = version.version;
-  const metadata = encodeMetadata(version.version);
-  const aad = hsmAad(req.aad, metadata);
-  try {
-    const sealed = await input.deadline.race(svc.engine.encrypt(version.label, req.plaintext, aad, input.deadline));
-    const response: Record<string, string> = {
-      ciphertext: b64(sealed.ciphertext),
-      ciphertextMetadata: b64(metadata),
-      initializationVector: b64(sealed.iv),
-      authenticationTag: b64(sealed.tag),
-    };
-    if (req.wantCdiv) {
-      // Appendix C: hash what we will return first, then prove it decrypts, so a later corruption cannot hide.
-      const value = cdiv({ aad: req.aad, metadata, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag });
-      await verifyRoundTrip(svc, input, version, aad, sealed, req.plaintext);
-      response.ciphertextDataIntegrityValue = b64(value);
+const getHealthStatus: OperationSpec<{ metadata: Partial<RequestMetadata> }> = {
+  parse: (body) => ({ metadata: parseHealthRequest(body) }),
+  key: 'none',
+  async execute(svc) {
+    const report = await svc.health.get();
+    if (report.status === 'UNAVAILABLE') {
+      throw report.timedOut
+        ? new XksError('DependencyTimeoutException', 'the HSM health check timed out')
+        : new XksError('InternalException', `the HSM is unavailable: ${report.detail ?? 'health check failed'}`);
     }
-    return response;
-  } finally {
-    req.plaintext.fill(0);
-  }
+    const ekm = svc.engine.info();
+    return {
+      xksProxyFleetSize: svc.identity.fleetSize,
+      xksProxyVendor: svc.identity.vendor,
+      xksProxyModel: svc.identity.model,
+      ekmVendor: ekm.vendor,
+      ekmFleetDetails: [{ id: ekm.id, model: ekm.model, healthStatus: report.status }],
+    };
+  },
 };
+
+const getKeyMetadata: OperationSpec<{ metadata: RequestMetadata }> = {
+  parse: parseMetadataRequest,
+  key: 'exists',
+  async execute(_svc, _request, ctx) {
+    const key = ctx.key as KeyRuntime;
+    return { keySpec: 'AES_256', keyUsage: key.usageList, keyStatus: effectiveStatus(key) };
+  },
+};
+
+const encrypt: OperationSpec<EncryptInput> = {
+  parse: parseEncryptRequest,
+  key: 'ENCRYPT',
+  async execute(svc, req, ctx) {
+    const version = (ctx.key as KeyRuntime).current;
+    ctx.keyVersion = version.version;
+    const metadata = encodeMetadata(version.version);
+    const aad = hsmAad(req.aad, metadata);
+    try {
+      const sealed = await svc.engine.encrypt(version.label, req.plaintext, aad, ctx.deadline);
+      const response: Record<string, string> = {
+        ciphertext: b64(sealed.ciphertext),
+        ciphertextMetadata: b64(metadata),
+        initializationVector: b64(sealed.iv),
+        authenticationTag: b64(sealed.tag),
+      };
+      if (req.wantCdiv) {
+        // Appendix C: hash what we will return first, then prove it decrypts, so a later corruption cannot hide.
+        const value = cdiv({ aad: req.aad, metadata, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag });
+        await verifyRoundTrip(svc, ctx, version, aad, sealed, req.plaintext);
+        response.ciphertextDataIntegrityValue = b64(value);
+      }
+      return response;
+    } finally {
+      req.plaintext.fill(0);
+    }
+  },
+};
+
+/** A tag failure on our own fresh output is the HSM's fault, not the caller's ciphertext. */
+const isTagMismatch = (e: unknown): boolean => isEngineError(e) && e.kind === 'tag-mismatch';
 
 async function verifyRoundTrip(
   svc: OperationServices,
-  input: OperationInput,
+  ctx: OperationContext,
   version: KeyVersion,
   aad: Buffer,
   sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer },
@@ -142,13 +126,9 @@ async function verifyRoundTrip(
 ): Promise<void> {
   let opened: Buffer;
   try {
-    opened = await input.deadline.race(
-      svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, input.deadline),
-    );
+    opened = await svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, ctx.deadline);
   } catch (e) {
-    if (isEngineError(e) && e.kind === 'tag-mismatch') {
-      throw new XksError('InternalException', 'the HSM output did not decrypt during integrity verification');
-    }
+    if (isTagMismatch(e)) throw new XksError('InternalException', 'the HSM output did not decrypt during integrity verification');
     throw e;
   }
   const same = opened.equals(plaintext);
@@ -156,36 +136,30 @@ async function verifyRoundTrip(
   if (!same) throw new XksError('InternalException', 'the HSM output did not round-trip during integrity verification');
 }
 
-const decrypt: Handler = async (svc, input) => {
-  const req = parseDecryptRequest(input.body, svc.limits);
-  input.record.metadata = req.metadata;
-  const key = usableKey(input, req.metadata, 'DECRYPT');
-  let version = key.current;
-  if (req.ciphertextMetadata) {
-    const v = decodeMetadata(req.ciphertextMetadata);
-    const found = v === undefined ? undefined : key.versions.get(v);
-    if (!found) throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is corrupted or names an unknown key version');
-    version = found;
-  }
-  input.record.keyVersion = version.version;
-  const aad = hsmAad(req.aad, req.ciphertextMetadata);
-  const plaintext = await input.deadline.race(
-    svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, input.deadline),
-  );
-  const response = { plaintext: b64(plaintext) };
-  plaintext.fill(0);
-  return response;
+const decrypt: OperationSpec<DecryptInput> = {
+  parse: parseDecryptRequest,
+  key: 'DECRYPT',
+  async execute(svc, req, ctx) {
+    const key = ctx.key as KeyRuntime;
+    let version = key.current;
+    if (req.ciphertextMetadata) {
+      const v = decodeMetadata(req.ciphertextMetadata);
+      const found = v === undefined ? undefined : key.versions.get(v);
+      if (!found) throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is corrupted or names an unknown key version');
+      version = found;
+    }
+    ctx.keyVersion = version.version;
+    const aad = hsmAad(req.aad, req.ciphertextMetadata);
+    const plaintext = await svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, ctx.deadline);
+    const response = { plaintext: b64(plaintext) };
+    plaintext.fill(0);
+    return response;
+  },
 };
 
-/** Engine failures become spec errors here, in one spot, until the request pipeline does it. */
-const mapped =
-  (handler: Handler): Handler =>
-  (svc, input) =>
-    handler(svc, input).catch(rethrowAsXks);
-
-export const OPERATIONS: Readonly<Record<Operation, Handler>> = {
-  GetHealthStatus: mapped(getHealthStatus),
-  GetKeyMetadata: mapped(getKeyMetadata),
-  Encrypt: mapped(encrypt),
-  Decrypt: mapped(decrypt),
-};
+export const OPERATIONS = {
+  GetHealthStatus: getHealthStatus,
+  GetKeyMetadata: getKeyMetadata,
+  Encrypt: encrypt,
+  Decrypt: decrypt,
+} as const satisfies Record<Operation, OperationSpec<unknown>>;

@@ -1,15 +1,29 @@
 import { XksError } from '../errors';
+import { EXTERNAL_KEY_ID } from '../config/schema';
 
-/** requestMetadata as the spec defines it; unknown extra fields are tolerated and ignored. */
-export interface RequestMetadata {
-  awsPrincipalArn?: string;
-  awsSourceVpc?: string;
-  awsSourceVpce?: string;
-  kmsKeyArn?: string;
-  kmsOperation: string;
-  kmsRequestId: string;
-  kmsViaService?: string;
-}
+type KeyOperation = 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
+
+/**
+ * requestMetadata as the spec defines it, in one table: parsing, the request log and audit entries, and
+ * the policy input all read it, so a new field is one row. Order matters: fields are validated (and a
+ * request's first bad field reported) in this order. Unknown extra fields are tolerated and ignored.
+ */
+export const METADATA_FIELDS = [
+  { name: 'awsPrincipalArn', maxLength: 2048, requiredFor: ['GetKeyMetadata', 'Encrypt', 'Decrypt'] },
+  { name: 'awsSourceVpc', maxLength: 2048, requiredFor: [] },
+  { name: 'awsSourceVpce', maxLength: 2048, requiredFor: [] },
+  // Absent when KMS calls GetKeyMetadata for CreateKey.
+  { name: 'kmsKeyArn', maxLength: 2048, requiredFor: ['Encrypt', 'Decrypt'] },
+  // A health request keeps these two (where well-formed) for the log.
+  { name: 'kmsOperation', maxLength: 2048, requiredFor: ['GetKeyMetadata', 'Encrypt', 'Decrypt'], keptFromHealth: true },
+  { name: 'kmsRequestId', maxLength: 2048, requiredFor: ['GetKeyMetadata', 'Encrypt', 'Decrypt'], keptFromHealth: true },
+  { name: 'kmsViaService', maxLength: 2048, requiredFor: [] },
+] as const satisfies readonly { name: string; maxLength: number; requiredFor: readonly KeyOperation[]; keptFromHealth?: true }[];
+
+export type MetadataField = (typeof METADATA_FIELDS)[number]['name'];
+
+/** The fields every key operation requires are always present; the others may be absent. */
+export type RequestMetadata = Partial<Record<MetadataField, string>> & { kmsOperation: string; kmsRequestId: string };
 
 export interface EncryptInput {
   metadata: RequestMetadata;
@@ -32,8 +46,6 @@ export interface Limits {
   maxAadBytes: number;
 }
 
-const MAX_ARN = 2048;
-const MAX_METADATA_STRING = 2048;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 const invalid = (msg: string): XksError => new XksError('ValidationException', msg);
@@ -65,21 +77,19 @@ function requiredString(obj: Json, field: string, where: string, max: number): s
   return v;
 }
 
-const ARN_FIELDS = new Set(['awsPrincipalArn', 'kmsKeyArn']);
-
-/** requiredFields name which requestMetadata fields this operation must carry. */
-export function parseRequestMetadata(body: Json, requiredFields: readonly string[]): RequestMetadata {
+/** Validates requestMetadata against METADATA_FIELDS for one key operation. */
+export function parseRequestMetadata(body: Json, operation: KeyOperation): RequestMetadata {
   const rm = body.requestMetadata;
   if (rm === undefined || rm === null) throw invalid('requestMetadata is required');
   if (typeof rm !== 'object' || Array.isArray(rm)) throw invalid('requestMetadata must be an object');
   const obj = rm as Json;
   const where = 'requestMetadata.';
-  const out: Record<string, string | undefined> = {};
-  for (const f of ['awsPrincipalArn', 'awsSourceVpc', 'awsSourceVpce', 'kmsKeyArn', 'kmsOperation', 'kmsRequestId', 'kmsViaService']) {
-    const max = ARN_FIELDS.has(f) ? MAX_ARN : MAX_METADATA_STRING;
-    out[f] = requiredFields.includes(f) ? requiredString(obj, f, where, max) : optionalString(obj, f, where, max);
+  const out: Partial<Record<MetadataField, string>> = {};
+  for (const f of METADATA_FIELDS) {
+    const required = (f.requiredFor as readonly KeyOperation[]).includes(operation);
+    out[f.name] = required ? requiredString(obj, f.name, where, f.maxLength) : optionalString(obj, f.name, where, f.maxLength);
   }
-  return out as unknown as RequestMetadata;
+  return out as RequestMetadata;
 }
 
 function decodeBase64(obj: Json, field: string, required: boolean, maxBytes: number, unsupportedAbove?: number): Buffer | undefined {
@@ -112,8 +122,6 @@ function requireAesGcm(body: Json): void {
   if (alg !== 'AES_GCM') throw invalid('encryptionAlgorithm must be AES_GCM');
 }
 
-const KEY_OP_METADATA = ['awsPrincipalArn', 'kmsKeyArn', 'kmsOperation', 'kmsRequestId'] as const;
-
 /**
  * ValidationException is not among GetHealthStatus's errors in the spec: a health request is answered
  * whatever its body, and its metadata is kept (for the log) only where it is well-formed.
@@ -121,18 +129,21 @@ const KEY_OP_METADATA = ['awsPrincipalArn', 'kmsKeyArn', 'kmsOperation', 'kmsReq
 export function parseHealthRequest(body: Json): Partial<RequestMetadata> {
   const rm = body.requestMetadata;
   if (typeof rm !== 'object' || rm === null) return {};
-  const pick = (v: unknown): string | undefined => (typeof v === 'string' && v.length <= MAX_METADATA_STRING ? v : undefined);
-  const { kmsOperation, kmsRequestId } = rm as Json;
-  return { kmsOperation: pick(kmsOperation), kmsRequestId: pick(kmsRequestId) };
+  const out: Partial<Record<MetadataField, string>> = {};
+  for (const f of METADATA_FIELDS) {
+    if (!('keptFromHealth' in f)) continue;
+    const v = (rm as Json)[f.name];
+    out[f.name] = typeof v === 'string' && v.length <= f.maxLength ? v : undefined;
+  }
+  return out;
 }
 
-export function parseMetadataRequest(body: Json): RequestMetadata {
-  // kmsKeyArn is absent when KMS calls GetKeyMetadata for CreateKey.
-  return parseRequestMetadata(body, ['awsPrincipalArn', 'kmsOperation', 'kmsRequestId']);
+export function parseMetadataRequest(body: Json): { metadata: RequestMetadata } {
+  return { metadata: parseRequestMetadata(body, 'GetKeyMetadata') };
 }
 
 export function parseEncryptRequest(body: Json, limits: Limits): EncryptInput {
-  const metadata = parseRequestMetadata(body, KEY_OP_METADATA);
+  const metadata = parseRequestMetadata(body, 'Encrypt');
   requireAesGcm(body);
   const plaintext = decodeBase64(body, 'plaintext', true, limits.maxPlaintextBytes, limits.maxPlaintextBytes) as Buffer;
   const aad = decodeBase64(body, 'additionalAuthenticatedData', false, limits.maxAadBytes, limits.maxAadBytes);
@@ -142,7 +153,7 @@ export function parseEncryptRequest(body: Json, limits: Limits): EncryptInput {
 }
 
 export function parseDecryptRequest(body: Json, limits: Limits): DecryptInput {
-  const metadata = parseRequestMetadata(body, KEY_OP_METADATA);
+  const metadata = parseRequestMetadata(body, 'Decrypt');
   requireAesGcm(body);
   const ciphertext = decodeBase64(body, 'ciphertext', true, limits.maxPlaintextBytes, limits.maxPlaintextBytes) as Buffer;
   const ciphertextMetadata = decodeBase64(body, 'ciphertextMetadata', false, 20);
@@ -152,4 +163,12 @@ export function parseDecryptRequest(body: Json, limits: Limits): DecryptInput {
   const tag = decodeBase64(body, 'authenticationTag', true, 16) as Buffer;
   if (tag.length !== 16) throw invalid('authenticationTag must be 16 bytes');
   return { metadata, ciphertext, ciphertextMetadata, aad, iv, tag };
+}
+
+/** The key id from the URI path; the router only knows it is one path segment of URI-safe characters. */
+export function parseExternalKeyId(keyId: string | undefined): string {
+  if (keyId === undefined || !EXTERNAL_KEY_ID.test(keyId) || keyId === '.' || keyId === '..') {
+    throw invalid('externalKeyId must be 1-128 characters of A-Z a-z 0-9 . _ -');
+  }
+  return keyId;
 }

@@ -1,0 +1,79 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuditEvent } from '../audit/log';
+import type { XksError } from '../errors';
+import type { KeyStoreRuntime, RuntimeConfig } from '../config/load';
+import type { AuthorizationRecord } from '../xks/authorize';
+import type { OperationContext } from '../xks/operations';
+import type { RequestMetadata } from '../xks/requests';
+import type { XksRoute } from './router';
+import type { PipelineServices } from './services';
+
+/**
+ * Everything known about one XKS request, in one object: the steps of the pipeline (src/http/steps.ts)
+ * fill it in order, and the response listeners (src/http/outcome.ts) read it once it has an outcome.
+ * It never holds plaintext beyond the parse step (the raw body is zeroed there).
+ */
+export interface RequestContext extends OperationContext, AuthorizationRecord {
+  readonly server: PipelineServices;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** performance.now() at arrival: the deadline and the latency metric both count from here. */
+  readonly started: number;
+  /** The configuration in force when the request arrived; a reload meanwhile applies to later requests. */
+  readonly runtime: RuntimeConfig;
+  readonly route: XksRoute;
+  readonly keyStore: KeyStoreRuntime;
+  /** The raw body, from the read step until parse zeroes it. */
+  body: Buffer | undefined;
+  /** The operation's parsed request (its type is the operation's own). */
+  request: unknown;
+  metadata: Partial<RequestMetadata> | undefined;
+  /** The validated external key id, for key operations. */
+  keyId: string | undefined;
+  /** Set once, when the answer is sent; what the response listeners read. */
+  outcome: Outcome | undefined;
+  /** The request log's and audit trail's entry, built by the first listener that needs it. */
+  summary: AuditEvent | undefined;
+}
+
+/** How a request ended. */
+export interface Outcome {
+  status: number;
+  /** Undefined on success. */
+  error: XksError | undefined;
+  seconds: number;
+}
+
+export type FinishedContext = RequestContext & { outcome: Outcome };
+
+export function createContext(
+  server: PipelineServices,
+  req: IncomingMessage,
+  res: ServerResponse,
+  started: number,
+  runtime: RuntimeConfig,
+  route: XksRoute,
+  keyStore: KeyStoreRuntime,
+): RequestContext {
+  // Every field present from the start keeps one object shape for all requests.
+  return {
+    server,
+    req,
+    res,
+    started,
+    runtime,
+    route,
+    keyStore,
+    body: undefined,
+    request: undefined,
+    metadata: undefined,
+    keyId: undefined,
+    key: undefined,
+    group: undefined,
+    decision: undefined,
+    deadline: undefined,
+    keyVersion: undefined,
+    outcome: undefined,
+    summary: undefined,
+  };
+}

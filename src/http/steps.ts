@@ -1,0 +1,99 @@
+import type { IncomingMessage } from 'node:http';
+import { XksError } from '../errors';
+import type { RuntimeConfig, KeyStoreRuntime } from '../config/load';
+import { Deadline } from '../deadline';
+import { verifySigV4 } from '../sigv4/verify';
+import { authorizeKey } from '../xks/authorize';
+import { OPERATIONS, OperationSpec } from '../xks/operations';
+import { parseExternalKeyId, parseJsonObject, RequestMetadata } from '../xks/requests';
+import type { RequestContext } from './context';
+import { readBody, Reply } from './reply';
+import { route, XksRoute } from './router';
+
+/**
+ * The steps of an XKS request, each a function of the request context. A step refuses a request by
+ * throwing an XksError; the pipeline (src/http/pipeline.ts) runs them in order and turns the result
+ * into one outcome.
+ */
+
+/**
+ * Before any body is read: an unknown path or a wrong method is answered at once. These answers have no
+ * key store to count them under, so they go to no response listener (as before the pipeline existed).
+ */
+export function routeRequest(req: IncomingMessage, runtime: RuntimeConfig): { route: XksRoute; keyStore: KeyStoreRuntime } | Reply {
+  const r = route(req.url ?? '/');
+  const keyStore = r.kind === 'xks' ? runtime.keyStores.get(r.pathPrefix) : undefined;
+  if (r.kind === 'invalid' || !keyStore) {
+    const why = r.kind === 'invalid' ? 'the URI path is not an XKS API path' : 'no key store is configured at this path prefix';
+    const e = new XksError('InvalidUriPathException', why);
+    return { status: e.status, payload: e.toBody() };
+  }
+  if (req.method !== 'POST') {
+    return { status: 405, payload: { errorMessage: `method ${req.method ?? ''} is not allowed; XKS operations use POST` }, headers: { allow: 'POST' } };
+  }
+  return { route: r, keyStore };
+}
+
+export async function readRequestBody(ctx: RequestContext): Promise<void> {
+  const max = ctx.runtime.config.server.maxBodyBytes;
+  const raw = await readBody(ctx.req, max);
+  if (raw === null) throw new XksError('UnsupportedOperationException', `request body exceeds the ${max} bytes this proxy supports`);
+  ctx.body = raw;
+}
+
+export function authenticate(ctx: RequestContext): void {
+  const { req, keyStore, runtime } = ctx;
+  const auth = verifySigV4(
+    { method: req.method as string, path: req.url as string, rawHeaders: req.rawHeaders, body: ctx.body as Buffer },
+    { secrets: keyStore.secrets, regions: keyStore.regions, clockSkewMs: runtime.config.server.clockSkewSeconds * 1000, now: Date.now() },
+  );
+  if (!auth.ok) throw new XksError('AuthenticationFailedException', `SigV4 authentication failed: ${auth.reason}`);
+}
+
+/** Whether the key store takes requests now: its status, then its quota. */
+export function admit(ctx: RequestContext): void {
+  if (ctx.keyStore.status !== 'ENABLED') throw new XksError('InvalidStateException', 'this key store is disabled');
+  if (ctx.server.quotaFor(ctx.keyStore)?.tryTake() === false) throw new XksError('ThrottlingException', 'this key store exceeded its request quota');
+}
+
+const operationOf = (ctx: RequestContext): OperationSpec<unknown> => OPERATIONS[ctx.route.operation];
+
+function lenientJson(raw: Buffer): Record<string, unknown> {
+  try {
+    return parseJsonObject(raw);
+  } catch {
+    return {};
+  }
+}
+
+export function parse(ctx: RequestContext): void {
+  const raw = ctx.body as Buffer;
+  const op = operationOf(ctx);
+  // GetHealthStatus has no ValidationException in the spec: a malformed health body is still answered.
+  const body = ctx.route.operation === 'GetHealthStatus' ? lenientJson(raw) : parseJsonObject(raw);
+  raw.fill(0);
+  ctx.body = undefined;
+  const request = op.parse(body, ctx.server.limits);
+  ctx.request = request;
+  ctx.metadata = request.metadata;
+  if (op.key !== 'none') ctx.keyId = parseExternalKeyId(ctx.route.keyId);
+}
+
+export function authorize(ctx: RequestContext): void {
+  const need = operationOf(ctx).key;
+  if (need === 'none') return;
+  // parse validated the whole requestMetadata of a key operation.
+  ctx.key = authorizeKey(ctx.keyStore, ctx.keyId as string, ctx.metadata as RequestMetadata, need, ctx);
+}
+
+/**
+ * The one place the deadline applies: it counts from the request's arrival, and bounds the whole
+ * operation (an Encrypt with an integrity check makes two HSM calls under it). The engine gets it too,
+ * only so that a wait for an HSM session ends with the budget.
+ */
+export function execute(ctx: RequestContext): Promise<object> {
+  const deadline = new Deadline(ctx.runtime.config.limits.deadlineMs, ctx.started);
+  ctx.deadline = deadline;
+  const work = operationOf(ctx).execute(ctx.server, ctx.request, ctx);
+  return deadline.race(work).finally(() => deadline.clear());
+}

@@ -1,0 +1,34 @@
+import { AppOptions, ProxyApp } from './app';
+import { ConfigReloader } from './config/reloader';
+
+export interface ProcessOptions extends AppOptions {
+  /** The config file the runtime came from; it is watched and re-read on change and on SIGHUP. */
+  file: string;
+}
+
+/**
+ * One serving process, as production (src/main.ts) and the soak run (bench/soak-proxy.ts) start it:
+ * the app, config hot reload (published as 'config.reload' on the app's bus), SIGHUP to reload,
+ * SIGTERM/SIGINT to stop gracefully and exit.
+ */
+export async function runProcess(opts: ProcessOptions): Promise<{ app: ProxyApp; reloader: ConfigReloader }> {
+  const log = opts.logger;
+  const app = await ProxyApp.start(opts);
+  const reloader = new ConfigReloader(opts.file, opts.runtime, (next) => app.setRuntime(next), log, app.events);
+  reloader.watch();
+  process.on('SIGHUP', () => reloader.reload('SIGHUP'));
+  const stop = (signal: string): void => {
+    log.info({ signal }, 'stopping');
+    reloader.dispose();
+    app.stop().then(
+      () => process.exit(0),
+      (e) => {
+        log.error({ err: (e as Error).message }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return { app, reloader };
+}
