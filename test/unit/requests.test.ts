@@ -73,7 +73,7 @@ describe('requestMetadata', () => {
   const KEY_OP = ['awsPrincipalArn', 'kmsKeyArn', 'kmsOperation', 'kmsRequestId'];
 
   it('returns the known fields and drops unknown extra ones', () => {
-    const out = parseRequestMetadata({ requestMetadata: { ...meta, awsSourceVpc: 'vpc-1', futureField: { x: 1 }, another: 7 } }, KEY_OP);
+    const out = parseRequestMetadata({ requestMetadata: { ...meta, awsSourceVpc: 'vpc-1', futureField: { x: 1 }, another: 7 } }, 'Encrypt');
     expect(out).toEqual({ ...meta, awsSourceVpc: 'vpc-1' });
     expect(Object.keys(out)).not.toContain('futureField');
     expect(Object.keys(out)).not.toContain('another');
@@ -83,48 +83,48 @@ describe('requestMetadata', () => {
     ['absent', {}],
     ['null', { requestMetadata: null }],
   ])('is required (%s)', (_what, body) => {
-    expectError(() => parseRequestMetadata(body, KEY_OP), 'ValidationException', 'requestMetadata is required');
+    expectError(() => parseRequestMetadata(body, 'Encrypt'), 'ValidationException', 'requestMetadata is required');
   });
 
   it.each([['a string', 'x'], ['an array', [meta]], ['a number', 1]])('must be an object, not %s', (_what, rm) => {
-    expectError(() => parseRequestMetadata({ requestMetadata: rm }, KEY_OP), 'ValidationException', 'requestMetadata must be an object');
+    expectError(() => parseRequestMetadata({ requestMetadata: rm }, 'Encrypt'), 'ValidationException', 'requestMetadata must be an object');
   });
 
   it.each(KEY_OP)('requires %s when the operation names it', (field) => {
     const rm: Record<string, unknown> = { ...meta };
     delete rm[field];
-    expectError(() => parseRequestMetadata({ requestMetadata: rm }, KEY_OP), 'ValidationException', `requestMetadata.${field} is required`);
-    expectError(() => parseRequestMetadata({ requestMetadata: { ...meta, [field]: null } }, KEY_OP), 'ValidationException', `requestMetadata.${field} is required`);
+    expectError(() => parseRequestMetadata({ requestMetadata: rm }, 'Encrypt'), 'ValidationException', `requestMetadata.${field} is required`);
+    expectError(() => parseRequestMetadata({ requestMetadata: { ...meta, [field]: null } }, 'Encrypt'), 'ValidationException', `requestMetadata.${field} is required`);
   });
 
   it.each(['awsPrincipalArn', 'awsSourceVpc', 'awsSourceVpce', 'kmsKeyArn', 'kmsOperation', 'kmsRequestId', 'kmsViaService'])(
     '%s must be a string',
     (field) => {
       for (const v of [7, true, {}, ['a']]) {
-        expectError(() => parseRequestMetadata({ requestMetadata: { ...meta, [field]: v } }, KEY_OP), 'ValidationException', `requestMetadata.${field} must be a string`);
+        expectError(() => parseRequestMetadata({ requestMetadata: { ...meta, [field]: v } }, 'Encrypt'), 'ValidationException', `requestMetadata.${field} must be a string`);
       }
     },
   );
 
   it('treats optional fields as absent when missing or null', () => {
-    const out = parseRequestMetadata({ requestMetadata: { ...meta, awsSourceVpc: null } }, KEY_OP);
+    const out = parseRequestMetadata({ requestMetadata: { ...meta, awsSourceVpc: null } }, 'Encrypt');
     expect(out.awsSourceVpc).toBeUndefined();
     expect(out.awsSourceVpce).toBeUndefined();
     expect(out.kmsViaService).toBeUndefined();
   });
 
   it('accepts an empty string in a required field (structure of kmsRequestId is never validated)', () => {
-    expect(parseRequestMetadata({ requestMetadata: { ...meta, kmsRequestId: '' } }, KEY_OP).kmsRequestId).toBe('');
+    expect(parseRequestMetadata({ requestMetadata: { ...meta, kmsRequestId: '' } }, 'Encrypt').kmsRequestId).toBe('');
   });
 
   it.each(['Encrypt', 'GenerateDataKeyFutureVariant', 'not even a name', ''])('accepts any kmsOperation value (%p)', (op) => {
-    expect(parseRequestMetadata({ requestMetadata: { ...meta, kmsOperation: op } }, KEY_OP).kmsOperation).toBe(op);
+    expect(parseRequestMetadata({ requestMetadata: { ...meta, kmsOperation: op } }, 'Encrypt').kmsOperation).toBe(op);
   });
 
   it.each(['awsPrincipalArn', 'kmsKeyArn', 'kmsRequestId', 'kmsViaService'])('bounds %s at 2048 characters', (field) => {
-    expect(parseRequestMetadata({ requestMetadata: { ...meta, [field]: 'a'.repeat(2048) } }, KEY_OP)[field as 'kmsRequestId']).toHaveLength(2048);
+    expect(parseRequestMetadata({ requestMetadata: { ...meta, [field]: 'a'.repeat(2048) } }, 'Encrypt')[field as 'kmsRequestId']).toHaveLength(2048);
     expectError(
-      () => parseRequestMetadata({ requestMetadata: { ...meta, [field]: 'a'.repeat(2049) } }, KEY_OP),
+      () => parseRequestMetadata({ requestMetadata: { ...meta, [field]: 'a'.repeat(2049) } }, 'Encrypt'),
       'ValidationException',
       `requestMetadata.${field} exceeds 2048 characters`,
     );
@@ -132,7 +132,8 @@ describe('requestMetadata', () => {
 
   it('GetKeyMetadata does not require kmsKeyArn (absent when KMS calls it for CreateKey)', () => {
     const { kmsKeyArn: _omit, ...rest } = meta;
-    expect(parseMetadataRequest({ requestMetadata: rest })).toEqual(rest);
+    expect(parseMetadataRequest({ requestMetadata: rest }).metadata).toMatchObject(rest);
+    expect(parseMetadataRequest({ requestMetadata: rest }).metadata.kmsKeyArn).toBeUndefined();
     expectError(() => parseMetadataRequest({ requestMetadata: { ...rest, awsPrincipalArn: undefined } }), 'ValidationException', 'requestMetadata.awsPrincipalArn is required');
   });
 

@@ -1,4 +1,5 @@
 import { XksError } from '../../src/errors';
+import { EngineError } from '../../src/engine/errors';
 import { SessionPool } from '../../src/engine/session-pool';
 
 /** Lets already-settled promise callbacks run. */
@@ -58,15 +59,15 @@ describe('SessionPool', () => {
     expect(pool.stats()).toEqual({ size: 1, inUse: 1, idle: 0, waiting: 0 });
   });
 
-  it('refuses a caller beyond maxWaiting with ThrottlingException, without queueing it', async () => {
+  it('refuses a caller beyond maxWaiting as busy (ThrottlingException to KMS), without queueing it', async () => {
     const pool = new SessionPool(['s'], 2);
     await pool.acquire();
     const a = track(pool.acquire());
     const b = track(pool.acquire());
     const c = track(pool.acquire());
     await flush();
-    expect(c.error).toBeInstanceOf(XksError);
-    expect(c.error).toMatchObject({ errorName: 'ThrottlingException', message: 'too many requests waiting for the HSM' });
+    expect(c.error).toBeInstanceOf(EngineError);
+    expect(c.error).toMatchObject({ kind: 'busy', message: 'too many requests waiting for the HSM' });
     expect(a.settled || b.settled).toBe(false);
     expect(pool.stats().waiting).toBe(2);
   });
@@ -74,7 +75,7 @@ describe('SessionPool', () => {
   it('with maxWaiting 0 never queues', async () => {
     const pool = new SessionPool(['s'], 0);
     await pool.acquire();
-    await expect(pool.acquire()).rejects.toMatchObject({ errorName: 'ThrottlingException' });
+    await expect(pool.acquire()).rejects.toMatchObject({ kind: 'busy' });
     expect(pool.stats().waiting).toBe(0);
   });
 
@@ -171,7 +172,7 @@ describe('SessionPool', () => {
     const pool = new SessionPool(['a', 'b'], 5);
     const a = await pool.acquire();
     expect(pool.drain(new Error('x'))).toEqual(['a', 'b'].filter((s) => s !== a));
-    await expect(pool.acquire()).rejects.toMatchObject({ errorName: 'InternalException', message: 'HSM connection is closed' });
+    await expect(pool.acquire()).rejects.toMatchObject({ kind: 'unavailable', message: 'HSM connection is closed' });
     // A session released after the drain is not handed out again.
     pool.release(a);
     expect(pool.stats()).toEqual({ size: 0, inUse: 0, idle: 0, waiting: 0 });
