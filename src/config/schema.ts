@@ -14,7 +14,10 @@ export const SECRET_ACCESS_KEY = /^[A-Za-z0-9+/=]{43,64}$/;
 const PATH_PREFIX = /^(\/[A-Za-z0-9_-]+)*$/;
 const XKS_SUFFIX = '/kms/xks/v1';
 
-const keyUsage = z.enum(['ENCRYPT', 'DECRYPT']);
+/** The spec's keyUsage values; the proxy itself performs only ENCRYPT and DECRYPT, the others are reported. */
+export const KEY_USAGES = ['ENCRYPT', 'DECRYPT', 'SIGN', 'VERIFY', 'WRAP', 'UNWRAP'] as const;
+export type KeyUsage = (typeof KEY_USAGES)[number];
+const keyUsage = z.enum(KEY_USAGES);
 const keyStatus = z.enum(['ENABLED', 'DISABLED']);
 
 const keyVersionSchema = z

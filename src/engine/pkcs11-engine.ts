@@ -11,7 +11,7 @@ import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, Pool
 
 export type { Pkcs11Module } from './module';
 type Handle = pkcs11js.Handle;
-type OperationName = 'encrypt' | 'decrypt' | 'health';
+type OperationName = 'encrypt' | 'decrypt' | 'health' | 'check';
 
 export interface EngineDeps extends ConnectionDeps {
   /** Time spent per HSM operation, session wait included (also published as hsm.operation when events are given). */
@@ -67,6 +67,10 @@ export class Pkcs11Engine implements CryptoEngine {
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
     return this.run('decrypt', label, deadline, (session, key, conn) => this.gcm.decrypt(session, key, iv, aad, ciphertext, tag, conn.gcm));
+  }
+
+  async checkKey(label: string, deadline?: Deadline): Promise<void> {
+    await this.run('check', label, deadline, async (session, key, conn) => conn.keys.confirm(session, key));
   }
 
   async healthCheck(deadline?: Deadline): Promise<HealthReport> {

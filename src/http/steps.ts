@@ -58,29 +58,24 @@ export function admit(ctx: RequestContext): void {
 
 const operationOf = (ctx: RequestContext): OperationSpec<unknown> => OPERATIONS[ctx.route.operation];
 
-function lenientJson(raw: Buffer): Record<string, unknown> {
-  try {
-    return parseJsonObject(raw);
-  } catch {
-    return {};
-  }
-}
-
 export function parse(ctx: RequestContext): void {
   const raw = ctx.body as Buffer;
   const op = operationOf(ctx);
-  // GetHealthStatus has no ValidationException in the spec: a malformed health body is still answered.
-  const body = ctx.route.operation === 'GetHealthStatus' ? lenientJson(raw) : parseJsonObject(raw);
-  raw.fill(0);
   ctx.body = undefined;
+  let body: Record<string, unknown>;
+  try {
+    body = parseJsonObject(raw);
+  } finally {
+    raw.fill(0);
+  }
   const request = op.parse(body, ctx.server.limits);
   ctx.request = request;
   ctx.metadata = request.metadata;
-  if (op.key !== 'none') ctx.keyId = parseExternalKeyId(ctx.route.keyId);
+  if (op.need(request) !== 'none') ctx.keyId = parseExternalKeyId(ctx.route.keyId);
 }
 
 export function authorize(ctx: RequestContext): void {
-  const need = operationOf(ctx).key;
+  const need = operationOf(ctx).need(ctx.request);
   if (need === 'none') return;
   // parse validated the whole requestMetadata of a key operation.
   ctx.key = authorizeKey(ctx.keyStore, ctx.keyId as string, ctx.metadata as RequestMetadata, need, ctx);
