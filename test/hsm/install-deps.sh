@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 need=()
-[[ -n $(find /usr/lib /usr/lib64 -name libsoftokn3.so -print -quit 2>/dev/null) ]] || need+=(libnss3)
+/sbin/ldconfig -p | grep "libsoftokn3\.so " >/dev/null || need+=(libnss3)
 command -v certutil >/dev/null || need+=(libnss3-tools)
 if ((${#need[@]})); then
   sudo=""
