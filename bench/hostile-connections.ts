@@ -130,12 +130,17 @@ class MemoryCgroup {
     return m ? Number(m[1]) : 0;
   }
 
-  remove(): void {
-    try {
-      rmdirSync(this.dir);
-    } catch {
-      /* still has a process; the kernel keeps it until then */
+  /** The kernel refuses while the last task is still being torn down: retry for a second. */
+  async remove(): Promise<void> {
+    for (let i = 0; i < 20; i++) {
+      try {
+        rmdirSync(this.dir);
+        return;
+      } catch {
+        await sleep(50);
+      }
     }
+    note(`could not remove ${this.dir}`);
   }
 }
 
@@ -152,6 +157,8 @@ interface Counts {
   answered: Record<string, number>;
   failed: number;
 }
+
+const RECONNECT_DELAY_MS = 100;
 
 /** The attackers: each connection sends its headers and all but the last bytes of the body, then waits. */
 class Attack {
@@ -180,6 +187,11 @@ class Attack {
         let status = '';
         let connected = false;
         s.on('connect', () => {
+          if (!this.running) {
+            s.destroy();
+            resolve();
+            return;
+          }
           connected = true;
           this.counts.opened++;
           this.sockets.add(s);
@@ -197,7 +209,8 @@ class Attack {
             resolve();
           } else if (status) this.counts.answered[status] = (this.counts.answered[status] ?? 0) + 1;
           else if (this.running) this.counts.refused++;
-          if (this.running && connected && this.reconnect) void one();
+          // An attacker comes back, a little later (an immediate retry loop would measure the client's CPU).
+          if (this.running && connected && this.reconnect) setTimeout(() => this.running && void one(), RECONNECT_DELAY_MS);
         });
       });
     const workers = Array.from({ length: Math.min(burst, n) }, async () => {
@@ -228,7 +241,7 @@ async function main(): Promise<void> {
   let cgroup: MemoryCgroup | undefined;
   const cleanup = async (): Promise<void> => {
     await stopAll(5000);
-    cgroup?.remove();
+    await cgroup?.remove();
     rmSync(dir, { recursive: true, force: true });
   };
   installCleanup(cleanup);
@@ -245,27 +258,36 @@ async function main(): Promise<void> {
     }
     const configFile = join(dir, 'hostile-config.yaml');
     writeFileSync(configFile, stringify(config), { mode: 0o600 });
-    const prefix = (JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')) as { XksProxyUriPath: string }).XksProxyUriPath;
+    // XksProxyUriPath already ends in /kms/xks/v1.
+    const base = (JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')) as { XksProxyUriPath: string }).XksProxyUriPath;
+    const target = `${base}/keys/x/encrypt`;
 
+    if (opt.cgroup) cgroup = MemoryCgroup.create(opt.cgroup);
     const proxy = startChild([mainJs, '--config', configFile], { stdout: 'ignore', env: { ...process.env, XKS_LOG_LEVEL: 'error' } });
     const pid = proxy.pid as number;
-    if (opt.cgroup) {
-      cgroup = MemoryCgroup.create(opt.cgroup);
+    if (cgroup) {
+      // At once, before the proxy has loaded much: what it touched earlier stays charged to our own cgroup (v1).
       cgroup.add(pid);
       note(`proxy pid ${pid} in ${cgroup.dir} (limit ${opt.cgroup})`);
     }
     await waitFor('proxy', proxy, async () => (await httpStatus(port + 1, '/readyz')) === 200);
     let killed: string | undefined;
-    proxy.once('exit', (code, signal) => (killed = `exit ${code ?? ''}${signal ?? ''}`));
+    let attack: Attack | undefined;
+    let finished = false;
+    proxy.once('exit', (code, signal) => {
+      if (finished) return;
+      killed = `exit ${code ?? ''}${signal ?? ''}`;
+      note(`proxy died (${killed})`);
+      attack?.close();
+    });
 
     const samples: { t: number; rss: number; live: number }[] = [];
     const t0 = Date.now();
-    let attack: Attack | undefined;
     const sampler = setInterval(() => samples.push({ t: (Date.now() - t0) / 1000, rss: treeRss(pid), live: attack?.live ?? 0 }), 1000);
     const idleRss = treeRss(pid);
-    note(`idle RSS ${mb(idleRss)} MB; opening ${opt.connections} connections to ${prefix}/kms/xks/v1/keys/x/encrypt`);
+    note(`idle RSS ${mb(idleRss)} MB; opening ${opt.connections} connections to ${target}`);
 
-    attack = new Attack(port, `${prefix}/kms/xks/v1/keys/x/encrypt`, opt.declared, opt.send, opt.reconnect);
+    attack = new Attack(port, target, opt.declared, opt.send, opt.reconnect);
     await attack.open(opt.connections);
     note(`all opened after ${((Date.now() - t0) / 1000).toFixed(1)} s; ${attack.live} live; holding ${opt.holdS} s`);
     await sleep(opt.holdS * 1000);
@@ -300,6 +322,7 @@ async function main(): Promise<void> {
       closedAtS: closedAt,
       rssSeriesMB: samples.map((s) => [Math.round(s.t), mb(s.rss), s.live]),
     };
+    finished = true;
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await cleanup();
