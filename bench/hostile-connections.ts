@@ -11,7 +11,8 @@
  * --no-reconnect), closes them all, then waits --after s. The proxy's RSS (its process tree) is
  * sampled every second. Prints one JSON line: peak RSS, RSS --after s after the close, connections
  * opened / refused by the proxy at once / answered (408 etc.), and, with --cgroup, the cgroup's peak
- * usage and whether the proxy was killed.
+ * usage and whether the proxy was killed. --tls serves TLS (a throwaway self-signed P-256 certificate,
+ * as production would terminate TLS in the proxy): each connection then also holds its TLS state.
  *
  * --cgroup puts the proxy in a memory cgroup (v2 or v1 memory controller) created under this
  * process's own cgroup, with that limit; the client stays outside. Needs write access to the
@@ -21,6 +22,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -34,12 +36,13 @@ interface Options {
   holdS: number;
   afterS: number;
   reconnect: boolean;
+  tls: boolean;
   cgroup?: string;
   sets: [string, unknown][];
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { root: resolve(__dirname, '..', '..'), connections: 10_000, declared: 65_536, send: 65_535, holdS: 20, afterS: 10, reconnect: true, sets: [] };
+  const o: Options = { root: resolve(__dirname, '..', '..'), connections: 10_000, declared: 65_536, send: 65_535, holdS: 20, afterS: 10, reconnect: true, tls: false, sets: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const v = (): string => argv[++i] ?? '';
@@ -50,6 +53,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--hold') o.holdS = Number(v());
     else if (a === '--after') o.afterS = Number(v());
     else if (a === '--no-reconnect') o.reconnect = false;
+    else if (a === '--tls') o.tls = true;
     else if (a === '--cgroup') o.cgroup = v();
     else if (a === '--set') {
       const [path, value] = v().split(/=(.*)/s) as [string, string];
@@ -173,6 +177,7 @@ class Attack {
     declared: number,
     send: number,
     private readonly reconnect: boolean,
+    private readonly useTls: boolean,
   ) {
     const head = `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`;
     this.payload = Buffer.concat([Buffer.from(head, 'latin1'), Buffer.alloc(send, 0x61)]);
@@ -183,10 +188,10 @@ class Attack {
     let started = 0;
     const one = (): Promise<void> =>
       new Promise((resolve) => {
-        const s = net.connect(this.port, '127.0.0.1');
+        const s = this.useTls ? tls.connect({ port: this.port, host: '127.0.0.1', rejectUnauthorized: false }) : net.connect(this.port, '127.0.0.1');
         let status = '';
         let connected = false;
-        s.on('connect', () => {
+        s.on(this.useTls ? 'secureConnect' : 'connect', () => {
           if (!this.running) {
             s.destroy();
             resolve();
@@ -250,6 +255,10 @@ async function main(): Promise<void> {
     execFileSync('bash', [join(opt.root, 'softhsm', 'setup-token.sh'), dir, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
     const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
     config.server = { ...config.server, host: '127.0.0.1', port };
+    if (opt.tls) {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', 'tls.key', '-out', 'tls.pem'], { cwd: dir, stdio: 'ignore' });
+      config.server = { ...config.server, insecurePlainHttp: false, tls: { certFile: join(dir, 'tls.pem'), keyFile: join(dir, 'tls.key') } };
+    }
     for (const [path, v] of opt.sets) {
       const parts = path.split('.');
       let node = config as Record<string, unknown>;
@@ -287,7 +296,7 @@ async function main(): Promise<void> {
     const idleRss = treeRss(pid);
     note(`idle RSS ${mb(idleRss)} MB; opening ${opt.connections} connections to ${target}`);
 
-    attack = new Attack(port, target, opt.declared, opt.send, opt.reconnect);
+    attack = new Attack(port, target, opt.declared, opt.send, opt.reconnect, opt.tls);
     await attack.open(opt.connections);
     note(`all opened after ${((Date.now() - t0) / 1000).toFixed(1)} s; ${attack.live} live; holding ${opt.holdS} s`);
     await sleep(opt.holdS * 1000);
@@ -307,6 +316,7 @@ async function main(): Promise<void> {
       declaredBytes: opt.declared,
       sentBytes: opt.send,
       reconnect: opt.reconnect,
+      tls: opt.tls,
       holdS: opt.holdS,
       overrides: Object.fromEntries(opt.sets),
       idleRssMB: mb(idleRss),

@@ -148,7 +148,7 @@ export const configSchema = z
          *   Memory held by clients is at most about maxConnections x maxBodyBytes.
          * - headersTimeoutMs: a TLS handshake, and the request line and headers, must each arrive within this.
          * - requestTimeoutMs: the whole request, body included; a late one gets 408 and the connection is closed.
-         * Idle keep-alive connections are governed by keepAliveTimeoutMs alone.
+         * Idle keep-alive connections are governed by keepAliveTimeoutMs alone. Read at startup, not on reload.
          */
         maxConnections: z.number().int().min(1).max(1_000_000).default(4096),
         headersTimeoutMs: z.number().int().min(500).max(120_000).default(5000),
