@@ -190,14 +190,14 @@ class Attack {
       new Promise((resolve) => {
         const s = this.useTls ? tls.connect({ port: this.port, host: '127.0.0.1', rejectUnauthorized: false }) : net.connect(this.port, '127.0.0.1');
         let status = '';
-        let connected = false;
+        let tcp = false;
+        s.once('connect', () => (tcp = true));
         s.on(this.useTls ? 'secureConnect' : 'connect', () => {
           if (!this.running) {
             s.destroy();
             resolve();
             return;
           }
-          connected = true;
           this.counts.opened++;
           this.sockets.add(s);
           s.write(this.payload);
@@ -209,13 +209,13 @@ class Attack {
         s.on('error', () => undefined);
         s.on('close', () => {
           this.sockets.delete(s);
-          if (!connected) {
-            this.counts.failed++;
-            resolve();
-          } else if (status) this.counts.answered[status] = (this.counts.answered[status] ?? 0) + 1;
+          resolve();
+          if (!tcp) this.counts.failed++;
+          else if (status) this.counts.answered[status] = (this.counts.answered[status] ?? 0) + 1;
+          // Closed before any answer: by the connection cap (with TLS, before the handshake could finish).
           else if (this.running) this.counts.refused++;
           // An attacker comes back, a little later (an immediate retry loop would measure the client's CPU).
-          if (this.running && connected && this.reconnect) setTimeout(() => this.running && void one(), RECONNECT_DELAY_MS);
+          if (this.running && tcp && this.reconnect) setTimeout(() => this.running && void one(), RECONNECT_DELAY_MS);
         });
       });
     const workers = Array.from({ length: Math.min(burst, n) }, async () => {

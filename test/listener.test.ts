@@ -163,7 +163,7 @@ describe('server bounds in the config', () => {
 
   it('defaults to a few seconds and a few thousand connections', () => {
     const s = buildRuntimeConfig(doc({}), {}).config.server;
-    expect([s.maxConnections, s.headersTimeoutMs, s.requestTimeoutMs]).toEqual([4096, 5000, 10_000]);
+    expect([s.maxConnections, s.headersTimeoutMs, s.requestTimeoutMs]).toEqual([1024, 5000, 10_000]);
   });
 
   it('refuses a request timeout shorter than the header timeout', () => {

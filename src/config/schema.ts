@@ -145,12 +145,13 @@ export const configSchema = z
         /**
          * Connection bounds, per worker process, so that unauthenticated clients cost little and not for long:
          * - maxConnections: open connections (TLS handshakes included) beyond this are closed at once, before any read.
-         *   Memory held by clients is at most about maxConnections x maxBodyBytes.
+         *   A stalled client holds up to maxBodyBytes plus its connection state (about 100 KB more with TLS), so the
+         *   default keeps 10,000 hostile TLS connections under the Helm chart's 512Mi (bench/hostile-connections.ts).
          * - headersTimeoutMs: a TLS handshake, and the request line and headers, must each arrive within this.
          * - requestTimeoutMs: the whole request, body included; a late one gets 408 and the connection is closed.
          * Idle keep-alive connections are governed by keepAliveTimeoutMs alone. Read at startup, not on reload.
          */
-        maxConnections: z.number().int().min(1).max(1_000_000).default(4096),
+        maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
         headersTimeoutMs: z.number().int().min(500).max(120_000).default(5000),
         requestTimeoutMs: z.number().int().min(500).max(300_000).default(10_000),
         /** Accepted difference between x-amz-date and the proxy clock. */

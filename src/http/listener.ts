@@ -48,7 +48,7 @@ export interface Listener {
 }
 
 /** Must match the defaults in the config schema: callers that predate the options get the same bounds. */
-const DEFAULT_MAX_CONNECTIONS = 4096;
+const DEFAULT_MAX_CONNECTIONS = 1024;
 const DEFAULT_HEADERS_TIMEOUT_MS = 5000;
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 
