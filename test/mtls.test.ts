@@ -30,6 +30,15 @@ function expiredClient(pki: Pki): Client {
   return { cert: join(d, 'expired.pem'), key: join(d, 'expired.key') };
 }
 
+/** Signed by the test CA but for servers only (extendedKeyUsage serverAuth): the wrong purpose for a client. */
+function serverOnlyClient(pki: Pki): Client {
+  const d = pki.dir;
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=cks.kms.us-east-1.amazonaws.com', '-keyout', 'purpose.key', '-out', 'purpose.csr'], d);
+  writeFileSync(join(d, 'purpose.ext'), 'extendedKeyUsage=serverAuth\n');
+  openssl(['x509', '-req', '-in', 'purpose.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'purpose.ext', '-out', 'purpose.pem'], d);
+  return { cert: join(d, 'purpose.pem'), key: join(d, 'purpose.key') };
+}
+
 function selfSignedClient(pki: Pki): Client {
   const d = pki.dir;
   openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=cks.kms.us-east-1.amazonaws.com', '-addext', 'extendedKeyUsage=clientAuth', '-keyout', 'self.key', '-out', 'self.pem'], d);
@@ -48,6 +57,7 @@ describe('mTLS refusals are TLS alerts', () => {
     clients.selfSigned = selfSignedClient(pki);
     clients.expired = expiredClient(pki);
     clients.subject = pki.client('evil.example.com');
+    clients.purpose = serverOnlyClient(pki);
     clients.none = {};
     const cred = newCredential();
     app = await startProxy(
@@ -103,6 +113,7 @@ describe('mTLS refusals are TLS alerts', () => {
     ['selfSigned', 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA', /alert unknown ca/],
     ['expired', 'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED', /alert certificate expired|verification failed/],
     ['subject', 'ERR_SSL_TLSV1_ALERT_ACCESS_DENIED', /alert access denied/],
+    ['purpose', 'ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE', /alert unsupported certificate/],
   ];
 
   it.each(refusals)('TLS 1.2, %s: the handshake fails with an alert (Node: %s; curl fails in SSL_connect)', async (name, code, text) => {

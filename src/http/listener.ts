@@ -99,8 +99,7 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
     if (mtls) {
       const alerts = new TlsAlerts(secure);
       const allowed = new Set(tls.allowedClientSubjects);
-      // Runs synchronously as the handshake completes, before the HTTP layer sees the connection.
-      secure.prependListener('secureConnection', (socket: TLSSocket) => {
+      const verdict = (socket: TLSSocket): void => {
         if (!socket.authorized) {
           // Node gives the OpenSSL verify code as a string (typed as Error).
           const reason = String(socket.authorizationError);
@@ -115,6 +114,16 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
           return;
         }
         alerts.accept(socket);
+      };
+      // Runs synchronously as the handshake completes, before the HTTP layer sees the connection. It
+      // runs inside OpenSSL's callback: an exception here would take the process down, so it fails closed instead.
+      secure.prependListener('secureConnection', (socket: TLSSocket) => {
+        try {
+          verdict(socket);
+        } catch (e) {
+          socket.destroy();
+          opts.logger.error({ err: (e as Error).message }, 'mTLS verdict failed; connection closed');
+        }
       });
     }
     // Certificates rotate by replacing files; new handshakes use the new context, open connections carry on.

@@ -103,6 +103,7 @@ export class TlsAlerts {
   /**
    * Writes the alert to the TCP socket under the TLS layer and destroys the connection. Must run
    * synchronously in 'secureConnection'; if the alert cannot be made the connection is still closed.
+   * Never throws.
    */
   refuse(socket: tls.TLSSocket, description: number): void {
     try {
@@ -110,6 +111,8 @@ export class TlsAlerts {
       // `_parent` is the net.Socket Node wrapped; its writes bypass TLS and reach the kernel at once.
       const raw = (socket as unknown as { _parent?: unknown })._parent;
       if (record && raw instanceof net.Socket && !raw.destroyed) raw.write(record);
+    } catch {
+      // No alert then; the refusal itself must not fail.
     } finally {
       this.accept(socket);
       socket.destroy();
