@@ -110,7 +110,8 @@ describe('connection bounds', () => {
 
 describe('connection cap', () => {
   it('closes connections beyond maxConnections at once while the open ones keep working', async () => {
-    const { listener, port } = await start({ maxConnections: 3 });
+    let drops = 0;
+    const { listener, port } = await start({ maxConnections: 3, onConnectionDropped: () => drops++ });
     try {
       const open = await Promise.all([connect(port), connect(port), connect(port)]);
       for (const c of open) expect(await request(c)).toBe('HTTP/1.1 200 OK');
@@ -118,6 +119,7 @@ describe('connection cap', () => {
       extra.socket.write('POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx');
       expect(await extra.closed).toBeLessThan(500);
       expect(extra.received()).toBe('');
+      expect(drops).toBe(1);
       for (const c of open) expect(await request(c)).toBe('HTTP/1.1 200 OK');
       // A freed slot is usable again.
       open[0]?.socket.destroy();

@@ -25,6 +25,8 @@ export interface ListenerOptions {
   headersTimeoutMs?: number;
   requestTimeoutMs?: number;
   logger: Logger;
+  /** Called for each connection closed on arrival by the maxConnections cap (for a counter: a log line each would flood). */
+  onConnectionDropped?: () => void;
   /** Reports the serving certificate's days to expiry after every (re)load. */
   onCertificate?: (daysToExpiry: number) => void;
 }
@@ -144,5 +146,7 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
   }
   // Beyond this, net.Server closes a new connection as soon as it is accepted; open ones carry on.
   server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const dropped = opts.onConnectionDropped;
+  if (dropped) server.on('drop', () => dropped());
   return { server, dispose };
 }
