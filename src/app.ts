@@ -96,6 +96,9 @@ export class ProxyApp {
     app.xks = createListener(handler, {
       tls: cfg.server.tls,
       keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,
+      maxConnections: cfg.server.maxConnections,
+      headersTimeoutMs: cfg.server.headersTimeoutMs,
+      requestTimeoutMs: cfg.server.requestTimeoutMs,
       logger,
       events,
     });

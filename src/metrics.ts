@@ -89,6 +89,11 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly connectionsDropped = new client.Counter({
+    name: 'xks_connections_dropped_total',
+    help: 'Connections closed on arrival because server.maxConnections were already open',
+    registers: [this.registry],
+  });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
 
@@ -105,6 +110,7 @@ export class Metrics {
         for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) this.ekmHealth.set({ state: s }, report.status === s ? 1 : 0);
       }),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
+      bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',

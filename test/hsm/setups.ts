@@ -10,7 +10,6 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import * as pkcs11js from 'pkcs11js';
 import { openTokenSession, type TokenSession } from '../../src/engine/token';
 
 export const SETUPS = ['softhsm', 'nss', 'p11kit'] as const;
