@@ -20,13 +20,13 @@
  * --connections + 100.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { freePortPair, httpStatus, installCleanup, startChild, stopAll, waitFor } from './lib/processes';
+import { freePortPair, httpStatus, installCleanup, startChild, stopAll, treeRssBytes, waitFor } from './lib/processes';
 
 interface Options {
   root: string;
@@ -65,32 +65,6 @@ function parseArgs(argv: string[]): Options {
 
 const note = (s: string): void => void process.stderr.write(`hostile: ${s}\n`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Resident set of a process and all its descendants (cluster workers), in bytes. */
-function treeRss(rootPid: number): number {
-  const parent = new Map<number, number>();
-  const rss = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const status = readFileSync(`/proc/${name}/status`, 'utf8');
-      parent.set(Number(name), Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]));
-      rss.set(Number(name), Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024);
-    } catch {
-      /* gone */
-    }
-  }
-  let total = 0;
-  for (const [pid, bytes] of rss) {
-    for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
-      if (p === rootPid) {
-        total += bytes;
-        break;
-      }
-    }
-  }
-  return total;
-}
 
 /** A memory cgroup below our own, v2 or v1. */
 class MemoryCgroup {
@@ -292,8 +266,8 @@ async function main(): Promise<void> {
 
     const samples: { t: number; rss: number; live: number }[] = [];
     const t0 = Date.now();
-    const sampler = setInterval(() => samples.push({ t: (Date.now() - t0) / 1000, rss: treeRss(pid), live: attack?.live ?? 0 }), 1000);
-    const idleRss = treeRss(pid);
+    const sampler = setInterval(() => samples.push({ t: (Date.now() - t0) / 1000, rss: treeRssBytes(pid), live: attack?.live ?? 0 }), 1000);
+    const idleRss = treeRssBytes(pid);
     note(`idle RSS ${mb(idleRss)} MB; opening ${opt.connections} connections to ${target}`);
 
     attack = new Attack(port, target, opt.declared, opt.send, opt.reconnect, opt.tls);
@@ -305,7 +279,7 @@ async function main(): Promise<void> {
     note(`closed; waiting ${opt.afterS} s`);
     await sleep(opt.afterS * 1000);
     clearInterval(sampler);
-    const afterRss = killed ? 0 : treeRss(pid);
+    const afterRss = killed ? 0 : treeRssBytes(pid);
     const readyAfter = killed ? 0 : await httpStatus(port + 1, '/readyz');
 
     const peak = samples.reduce((m, s) => (s.rss > m.rss ? s : m), { t: 0, rss: 0, live: 0 });

@@ -79,7 +79,8 @@ Overload (--mode overload; --duration is the length of each step, --steps/--step
   --capacity N               skip the measurement: capacity is N req/s (200s within 250 ms)
   --capacity-steps 8,16,32,64,128   closed-loop connection steps that measure capacity
   --capacity-step-duration 5 seconds per capacity step
-  --max-connections 4000     most connections of an open-loop step (it uses rate x 300 ms, at least --connections)
+  --max-connections 800      most connections of an open-loop step (it uses rate x 300 ms, at least --connections;
+                             keep it under the proxy's server.maxConnections, 1024 by default)
 
 Hostile (--mode hostile; rate = the first --rates value, --duration per step):
   --hostile-share 0.1        hostile connections per second, as a share of the rate
@@ -144,7 +145,7 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
-    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 4000, hostileShare: 0.1,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1,
   };
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
   const nums = (v: string, what: string): number[] => {
