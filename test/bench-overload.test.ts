@@ -8,6 +8,8 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { RunStats } from '../bench/lib/load';
+import { overloadStep, StatusCollector, verdict } from '../bench/lib/overload';
 
 const BENCH = join(__dirname, '..', 'dist', 'bench', 'run.js');
 let dir: string;
@@ -107,3 +109,36 @@ test('hostile: the valid mix alone, then with hostile connections of every kind 
   expect(r.stdout).toMatch(/valid requests without an answer: 0 \(none lost\)/);
   expect(r.svg).toMatch(/with 50% hostile/);
 }, 120_000);
+
+describe('the verdict against issue 11\'s bar', () => {
+  const health = { sent: 50, okShare: 1, answers: { '200': 50 }, latencyMs: { n: 50, p50: 1, p99: 2, max: 2 } };
+  /** A 10 s step at `multiple` x 1000 req/s capacity with these answers: [status, latency ms, how many]. */
+  const step = (multiple: number, answers: [number, number, number][]) => {
+    const c = new StatusCollector();
+    let n = 0;
+    for (const [status, ms, count] of answers) for (let i = 0; i < count; i++, n++) c.push(status, ms, 5000);
+    const run = { durationS: 10, rampS: 0, connections: 900, errors: 0, timeouts: 0, errorNames: {}, late: 0, requests: n } as unknown as RunStats;
+    return overloadStep({ payload: 'small', multiple, capacity: 1000, offeredRate: multiple * 1000 }, run, c, null, health, null);
+  };
+
+  test('passes when 80% of capacity is served in time and the excess is refused fast', () => {
+    const v = verdict('small', [step(1, [[200, 20, 10_000]]), step(3, [[200, 40, 8_500], [429, 2, 21_500]])]);
+    expect(v).toMatchObject({ pass: true, step: { multiple: 3, goodput: 850, goodputShare: 0.85, shed: { n: 21_500, p99: 2 } } });
+    expect(v.line).toMatch(/^verdict small: PASS at 3x capacity/);
+  });
+
+  test('fails on low goodput (late 200s do not count), slow refusals, or an excess that times out instead of being refused', () => {
+    const late = verdict('small', [step(3, [[200, 40, 5_000], [200, 400, 4_000], [429, 2, 21_000]])]);
+    expect(late.pass).toBe(false);
+    expect(late.line).toMatch(/goodput 500\/s is 50% of capacity/);
+    const slowShed = verdict('small', [step(3, [[200, 40, 9_000], [429, 60, 21_000]])]);
+    expect(slowShed.line).toMatch(/FAIL.*429s' p99 60 ms/);
+    const queued = verdict('small', [step(3, [[200, 40, 9_000], [503, 200, 21_000]])]);
+    expect(queued.line).toMatch(/FAIL.*only 0% of the excess refused with 429 \(21000 x 503/);
+  });
+
+  test('judges the nearest step at or above 3x, and says so when there is none', () => {
+    expect(verdict('small', [step(2, [[200, 5, 20_000]]), step(5, [[200, 40, 9_000], [429, 2, 41_000]]), step(4, [[200, 40, 1_000]])]).step?.multiple).toBe(4);
+    expect(verdict('small', [step(2, [[200, 5, 20_000]])])).toMatchObject({ pass: false, line: expect.stringMatching(/no step at >= 3x capacity/) });
+  });
+});
