@@ -200,9 +200,13 @@ export class HostileTraffic {
           const headers = signRequest(host, path, body, this.spec.credential(), this.spec.endpoint.region);
           s.write(head(path, headers) + body.slice(0, body.length >> 1));
           timers.push(setTimeout(() => {
-            if (!s.destroyed) {
-              clientClosing = true;
+            if (s.destroyed) return;
+            clientClosing = true;
+            // A TCP reset where there is a TCP handle; over TLS the socket's handle is the TLS layer's.
+            try {
               s.resetAndDestroy();
+            } catch {
+              s.destroy();
             }
           }, 50));
           break;
