@@ -122,7 +122,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 async function counter(name: 'authFailures' | 'clientAborts' | 'requests', labels: Record<string, string>): Promise<number> {
   const { values } = await app.metrics[name].get();
-  return values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((n, v) => n + v.value, 0);
+  return values.filter((v) => Object.entries(labels).every(([k, x]) => (v.labels as Record<string, unknown>)[k] === x)).reduce((n, v) => n + v.value, 0);
 }
 
 const auditLines = (): Record<string, unknown>[] =>
