@@ -96,6 +96,8 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     summaryEveryMs: AUTH_SUMMARY_EVERY_MS,
     summary: (s) => {
       svc.logger.warn(s, 'authentication failures suppressed');
+      // The summary comes from a timer; once shutdown began the audit file may be closed (its fd reused).
+      if (svc.draining()) return;
       try {
         svc.audit?.append({ event: 'auth-failures-suppressed', ...s });
       } catch (e) {
