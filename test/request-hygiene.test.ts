@@ -7,6 +7,7 @@ import aws4 from 'aws4';
 import { ProxyApp } from '../src/app';
 import { buildRuntimeConfig } from '../src/config/load';
 import { createLogger } from '../src/log';
+import { faultyModule } from '../src/testing/faulty-module';
 import { b64, Credential, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
 
 /**
@@ -22,11 +23,12 @@ const lines: string[] = [];
 const P = '/h/kms/xks/v1';
 const MAX_BODY = 64 * 1024;
 let app: ProxyApp;
+const { faults, create } = faultyModule();
 
 beforeAll(async () => {
   const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }], { keyStore: { regions: ['us-east-1'] } })], { audit: { file: auditFile } } as never);
   const logger = createLogger('info', { write: (s: string) => void lines.push(s) });
-  app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger });
+  app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger, createModule: create });
 });
 
 afterAll(async () => {
@@ -253,6 +255,28 @@ describe('a client that aborts mid-body', () => {
     const logged = logLines();
     expect(logged.filter((l) => l.outcome === 'ClientAborted')).toHaveLength(abortedBefore + 1);
     expect(logged.filter((l) => (l.level as number) >= 50)).toEqual([]);
+  });
+
+  it('a client that closes before its answer: processed and counted as such, audited as undelivered', async () => {
+    const ok = { key_store: 'h', operation: 'Encrypt', error_name: 'none' };
+    const success = await counter('requests', ok);
+    const aborts = await counter('clientAborts', { key_store: 'h', stage: 'answer' });
+    const body = encrypt('late');
+    faults.delayMs = 150;
+    try {
+      const raw = await new Raw().connected();
+      await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body }) + body);
+      await sleep(50);
+      raw.socket.destroy();
+      const until = Date.now() + 3000;
+      while ((await counter('clientAborts', { key_store: 'h', stage: 'answer' })) === aborts && Date.now() < until) await sleep(20);
+    } finally {
+      faults.delayMs = 0;
+    }
+    expect(await counter('clientAborts', { key_store: 'h', stage: 'answer' })).toBe(aborts + 1);
+    // The HSM work was done: it counts as the proxy's success, with its latency.
+    expect(await counter('requests', ok)).toBe(success + 1);
+    expect(auditLines().pop()).toMatchObject({ operation: 'Encrypt', outcome: 'success', status: 200, clientAborted: 'answer', delivered: false });
   });
 
   it('audits a delivered answer as delivered', async () => {

@@ -123,6 +123,8 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     ctx.outcome = outcome;
     whenSettled(ctx.res, sent, (delivered) => {
       outcome.delivered = delivered;
+      // Closed while the answer was on its way: processed, but the client never had it.
+      if (!delivered) outcome.clientAborted ??= 'answer';
       for (const listener of listeners) listener(ctx as FinishedContext);
     });
   }
