@@ -37,8 +37,9 @@ export class ClientClosed extends Error {
 }
 
 /**
- * Reads the body up to `max` bytes (the caller refuses a larger declared size first). A larger one resolves null at once: reading
- * stops there and the caller answers with Connection: close. A client that goes away rejects ClientClosed.
+ * Reads the body up to `max` bytes (the caller refuses a larger declared size first). A body that grows
+ * past it resolves null at once: reading stops there and the caller answers with Connection: close.
+ * A client that goes away rejects ClientClosed.
  */
 export function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
   return new Promise((resolve, reject) => {
