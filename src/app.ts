@@ -102,6 +102,7 @@ export class ProxyApp {
       logger,
       events,
     });
+    app.xks.server.on('checkContinue', handler.checkContinue);
     await listen(app.xks.server, cfg.server.port, cfg.server.host);
     if (opts.opsServer !== false && cfg.ops.enabled) {
       app.ops = http.createServer(
