@@ -314,7 +314,8 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   while (inFlight > 0) await new Promise((r) => setTimeout(r, 20));
   agent.destroy();
 
-  const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n');
+  // One key-operation line per processed request; follow-ups (answer-not-delivered) and summaries are not requests.
+  const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').filter((l) => l.includes('"event":"key-operation"'));
   const hostileMark = `"keyId":"${HOSTILE_KEY_ID}"`;
   report.hostileAuditLines = audit.filter((l) => l.includes(hostileMark)).length;
   report.auditLines = audit.length - report.hostileAuditLines;

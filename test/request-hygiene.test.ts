@@ -276,14 +276,19 @@ describe('a client that aborts mid-body', () => {
     expect(await counter('clientAborts', { key_store: 'h', stage: 'answer' })).toBe(aborts + 1);
     // The HSM work was done: it counts as the proxy's success, with its latency.
     expect(await counter('requests', ok)).toBe(success + 1);
-    expect(auditLines().pop()).toMatchObject({ operation: 'Encrypt', outcome: 'success', status: 200, clientAborted: 'answer', delivered: false });
+    // The request's line was written before the answer left; the follow-up says it never arrived.
+    const [line, followUp] = auditLines().slice(-2);
+    expect(line).toMatchObject({ event: 'key-operation', operation: 'Encrypt', outcome: 'success', status: 200 });
+    expect(followUp).toMatchObject({ event: 'answer-not-delivered', operation: 'Encrypt', kmsRequestId: line!.kmsRequestId, status: 200 });
   });
 
-  it('audits a delivered answer as delivered', async () => {
+  it('audits a delivered answer before it leaves, with no follow-up line', async () => {
     const r = await send(app.port, `${P}/health`, JSON.parse(health), cred);
     expect(r.status).toBe(200);
     await sleep(20);
-    expect(auditLines().pop()).toMatchObject({ operation: 'GetHealthStatus', status: 200, delivered: true });
+    const last = auditLines().pop();
+    expect(last).toMatchObject({ event: 'key-operation', operation: 'GetHealthStatus', status: 200 });
+    expect(last!.delivered).toBeUndefined();
   });
 });
 

@@ -52,8 +52,11 @@ export interface Outcome {
   seconds: number;
   /** The client closed its connection: while sending the body, or before the answer reached it. */
   clientAborted: 'body' | 'answer' | undefined;
-  /** The answer was handed to the connection in full (its 'finish'), not cut off by a close. */
-  delivered: boolean;
+  /**
+   * The answer was handed to the connection in full (its 'finish'), not cut off by a close. Undefined
+   * until that is known: the audit line is written before the answer leaves, so it cannot say yet.
+   */
+  delivered: boolean | undefined;
   /** An authentication failure beyond the detailed-line rate: it goes to the next summary, not to the log or audit. */
   suppressed: boolean;
 }

@@ -39,7 +39,6 @@ export function requestSummary(ctx: FinishedContext): AuditEvent {
     entry.authDetail = error.detail;
   }
   entry.clientAborted = outcome.clientAborted;
-  entry.delivered = outcome.delivered;
   entry.ms = Math.round(outcome.seconds * 100000) / 100;
   ctx.summary = entry;
   return entry;
@@ -61,16 +60,33 @@ export const countRequest =
 export const logRequest =
   (logger: Logger): ResponseListener =>
   (ctx) => {
-    if (!ctx.outcome.suppressed) logger.info(requestSummary(ctx), 'xks request');
+    if (!ctx.outcome.suppressed) logger.info({ ...requestSummary(ctx), delivered: ctx.outcome.delivered }, 'xks request');
   };
 
-export const auditRequest =
-  (audit: AuditLog, logger: Logger): ResponseListener =>
-  (ctx) => {
+function append(audit: AuditLog, logger: Logger, event: AuditEvent): void {
+  try {
+    audit.append(event);
+  } catch (e) {
+    logger.error({ err: (e as Error).message }, 'audit log write failed');
+  }
+}
+
+/**
+ * The audit keeps two promises: an answered request's line is on disk before the answer leaves (so
+ * this listener runs before the answer is sent, synchronously), and the trail says whether the answer
+ * reached the client: an answer cut off by a close gets a second line, `answer-not-delivered`, naming
+ * the request. A line with no such follow-up was handed to the connection in full.
+ */
+export const auditRequest = (audit: AuditLog, logger: Logger): { beforeAnswer: ResponseListener; afterAnswer: ResponseListener } => ({
+  beforeAnswer: (ctx) => {
     if (ctx.outcome.suppressed) return;
-    try {
-      audit.append({ event: 'key-operation', ...requestSummary(ctx) });
-    } catch (e) {
-      logger.error({ err: (e as Error).message }, 'audit log write failed');
-    }
-  };
+    const delivered = ctx.outcome.clientAborted === 'body' ? false : undefined;
+    append(audit, logger, { event: 'key-operation', ...requestSummary(ctx), delivered });
+  },
+  afterAnswer: (ctx) => {
+    const { outcome } = ctx;
+    if (outcome.suppressed || outcome.delivered !== false || outcome.clientAborted === 'body') return;
+    const s = requestSummary(ctx);
+    append(audit, logger, { event: 'answer-not-delivered', keyStore: s.keyStore, operation: s.operation, keyId: s.keyId, kmsRequestId: s.kmsRequestId, status: s.status });
+  },
+});

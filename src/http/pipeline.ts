@@ -89,8 +89,15 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
       return q;
     },
   };
+  // Listeners that need to know whether the answer was delivered run once it is known; the audit's
+  // main line is written before the answer leaves (src/http/outcome.ts, auditRequest).
   const listeners: ResponseListener[] = [countRequest(svc.metrics), logRequest(svc.logger)];
-  if (svc.audit) listeners.push(auditRequest(svc.audit, svc.logger));
+  const beforeAnswer: ResponseListener[] = [];
+  if (svc.audit) {
+    const audit = auditRequest(svc.audit, svc.logger);
+    beforeAnswer.push(audit.beforeAnswer);
+    listeners.push(audit.afterAnswer);
+  }
   const authFailures = new AuthFailureLog({
     perSecond: AUTH_DETAIL_PER_SECOND,
     summaryEveryMs: AUTH_SUMMARY_EVERY_MS,
@@ -111,16 +118,17 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     const seconds = (performance.now() - ctx.started) / 1000;
     const gone = reply === undefined || clientGone(ctx);
     const sent = !gone && !ctx.res.headersSent;
-    if (sent) sendJson(ctx.res, reply as Reply, svc.draining() || !ctx.bodyRead);
     const outcome: Outcome = {
       status: reply?.status,
       error,
       seconds,
       clientAborted: reply === undefined ? 'body' : gone ? 'answer' : undefined,
-      delivered: false,
+      delivered: undefined,
       suppressed: error instanceof AuthenticationFailed && !authFailures.admit(ctx.keyStore.name, error.kind),
     };
     ctx.outcome = outcome;
+    for (const listener of beforeAnswer) listener(ctx as FinishedContext);
+    if (sent) sendJson(ctx.res, reply as Reply, svc.draining() || !ctx.bodyRead);
     whenSettled(ctx.res, sent, (delivered) => {
       outcome.delivered = delivered;
       // Closed while the answer was on its way: processed, but the client never had it.
