@@ -16,6 +16,8 @@ export interface ProxyEventMap {
   'config.reload': { ok: boolean };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
+  /** A new connection closed on arrival because server.maxConnections were open. */
+  'connection.dropped': Record<string, never>;
 }
 
 export type ProxyEventName = keyof ProxyEventMap;

@@ -65,8 +65,8 @@ describe('GetHealthStatus', () => {
       xksProxyFleetSize: 1,
       xksProxyVendor: expect.any(String),
       xksProxyModel: expect.stringMatching(/xks-proxy/),
-      ekmVendor: 'SoftHSM project',
-      ekmFleetDetails: [{ id: expect.stringContaining('xks-test/'), model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' }],
+      ekmVendor: testHsm().ekm.vendor,
+      ekmFleetDetails: [{ id: expect.stringContaining(`${testHsm().tokenLabel}/`), model: expect.stringContaining(testHsm().ekm.model), healthStatus: 'ACTIVE' }],
     });
     expect(r.headers['content-type']).toBe('application/json');
   });

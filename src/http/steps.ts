@@ -2,10 +2,11 @@ import type { IncomingMessage } from 'node:http';
 import { XksError } from '../errors';
 import type { RuntimeConfig, KeyStoreRuntime } from '../config/load';
 import { Deadline } from '../deadline';
-import { verifySigV4 } from '../sigv4/verify';
+import { completeSigV4, preverifySigV4, SigV4Headers } from '../sigv4/verify';
 import { authorizeKey } from '../xks/authorize';
 import { OPERATIONS, OperationSpec } from '../xks/operations';
 import { parseExternalKeyId, parseJsonObject, RequestMetadata } from '../xks/requests';
+import { AuthenticationFailed } from './auth-failures';
 import type { RequestContext } from './context';
 import { readBody, Reply } from './reply';
 import { route, XksRoute } from './router';
@@ -34,20 +35,42 @@ export function routeRequest(req: IncomingMessage, runtime: RuntimeConfig): { ro
   return { route: r, keyStore };
 }
 
-export async function readRequestBody(ctx: RequestContext): Promise<void> {
-  const max = ctx.runtime.config.server.maxBodyBytes;
-  const raw = await readBody(ctx.req, max);
-  if (raw === null) throw new XksError('UnsupportedOperationException', `request body exceeds the ${max} bytes this proxy supports`);
-  ctx.body = raw;
+/**
+ * What the Authorization header alone can refuse (scope, region, date and skew, signed header set,
+ * live access key id), before any body byte is read: a refusal here closes the connection unread.
+ */
+export function preAuthenticate(ctx: RequestContext): void {
+  const { req, keyStore, runtime } = ctx;
+  const pre = preverifySigV4(req.rawHeaders, {
+    secrets: keyStore.secrets,
+    regions: keyStore.regions,
+    clockSkewMs: runtime.config.server.clockSkewSeconds * 1000,
+    now: Date.now(),
+  });
+  if (!pre.ok) throw new AuthenticationFailed(pre);
+  ctx.sigv4 = pre;
 }
 
+/**
+ * A declared size over the limit is refused before anything is read (and before 100 Continue); a
+ * chunked body that grows past it stops being read where it crosses.
+ */
+export async function readRequestBody(ctx: RequestContext): Promise<void> {
+  const max = ctx.runtime.config.server.maxBodyBytes;
+  const tooLarge = (): XksError => new XksError('UnsupportedOperationException', `request body exceeds the ${max} bytes this proxy supports`);
+  if (Number(ctx.req.headers['content-length'] ?? 0) > max) throw tooLarge();
+  if (ctx.expectsContinue) ctx.res.writeContinue();
+  const raw = await readBody(ctx.req, max);
+  if (raw === null) throw tooLarge();
+  ctx.body = raw;
+  ctx.bodyRead = true;
+}
+
+/** The body hash and the signature, over the header parse preAuthenticate kept. */
 export function authenticate(ctx: RequestContext): void {
-  const { req, keyStore, runtime } = ctx;
-  const auth = verifySigV4(
-    { method: req.method as string, path: req.url as string, rawHeaders: req.rawHeaders, body: ctx.body as Buffer },
-    { secrets: keyStore.secrets, regions: keyStore.regions, clockSkewMs: runtime.config.server.clockSkewSeconds * 1000, now: Date.now() },
-  );
-  if (!auth.ok) throw new XksError('AuthenticationFailedException', `SigV4 authentication failed: ${auth.reason}`);
+  const { req } = ctx;
+  const auth = completeSigV4(ctx.sigv4 as SigV4Headers, { method: req.method as string, path: req.url as string, body: ctx.body as Buffer });
+  if (!auth.ok) throw new AuthenticationFailed(auth);
 }
 
 /** Whether the key store takes requests now: its status, then its quota. */
