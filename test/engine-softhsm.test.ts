@@ -79,6 +79,20 @@ describe('engine on SoftHSM2', () => {
     await first;
   });
 
+  it('confirms a key on the token at most once per keyCheckCacheMs, and never from the cache for a missing key', async () => {
+    const { engine, faults } = await open(softhsm({ keyCheckCacheMs: 60_000 }), h.pin);
+    await engine.checkKey('test-key-1');
+    const reads = faults.calls.C_GetAttributeValue ?? 0;
+    await engine.checkKey('test-key-1');
+    await engine.checkKey('test-key-1');
+    expect(faults.calls.C_GetAttributeValue ?? 0).toBe(reads);
+    // A failed check is not remembered: every call asks the HSM again.
+    expect(await kindOf(engine.checkKey('no-such-label'))).toBe('key-not-found');
+    const finds = faults.calls.C_FindObjectsInit ?? 0;
+    expect(await kindOf(engine.checkKey('no-such-label'))).toBe('key-not-found');
+    expect(faults.calls.C_FindObjectsInit ?? 0).toBe(finds + 1);
+  });
+
   it('publishes hsm.operation for every call, ok or not, named by the token label', async () => {
     const { engine, events } = await open(softhsm(), h.pin);
     const seen: ProxyEventMap['hsm.operation'][] = [];

@@ -63,7 +63,8 @@ beforeAll(async () => {
           { id: 'rotated', versions: [{ version: 1, label: OLD }, { version: 2, label: 'test-key-1' }] },
         ]),
       ],
-      { hsm: { reconnectBackoffMs: 20, healthCacheMs: 200 } } as never,
+      // keyCheckCacheMs 0: every GetKeyMetadata asks the HSM, so a deletion shows at once.
+      { hsm: { reconnectBackoffMs: 20, healthCacheMs: 200, keyCheckCacheMs: 0 } } as never,
     ),
     create,
   );

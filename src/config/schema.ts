@@ -225,6 +225,12 @@ export const configSchema = z
         healthKeyLabel: z.string().min(1).default('xks-health-check'),
         /** Deep health results are reused for at most this long (spec: under one minute). */
         healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
+        /**
+         * GetKeyMetadata confirms each key version is on the token; a confirmation is reused this long.
+         * The check is a synchronous C_GetAttributeValue (pkcs11js has no async form): on a network HSM
+         * each is a round trip that stalls the event loop, so it is made at most once per version per period.
+         */
+        keyCheckCacheMs: z.number().int().min(0).max(60_000).default(1000),
         /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
         vendor: z.string().min(1).optional(),
         /** First reconnect delay after an HSM fault; doubles up to 5 s (30 s while the HSM is misconfigured). */

@@ -28,6 +28,8 @@ const EMPTY = Buffer.alloc(0);
 export class Pkcs11Engine implements CryptoEngine {
   private readonly connector: Connector;
   private readonly gcm: Gcm;
+  /** Labels whose presence on the token was last confirmed at (performance.now()): see hsm.keyCheckCacheMs. */
+  private readonly confirmed = new Map<string, number>();
 
   private constructor(
     private readonly hsm: HsmConfig,
@@ -70,7 +72,12 @@ export class Pkcs11Engine implements CryptoEngine {
   }
 
   async checkKey(label: string, deadline?: Deadline): Promise<void> {
+    const at = this.confirmed.get(label);
+    if (at !== undefined && performance.now() - at < this.hsm.keyCheckCacheMs && this.isConnected()) return;
+    this.confirmed.delete(label);
     await this.run('check', label, deadline, async (session, key, conn) => conn.keys.confirm(session, key));
+    // Bounded by the labels in the configuration.
+    this.confirmed.set(label, performance.now());
   }
 
   async healthCheck(deadline?: Deadline): Promise<HealthReport> {

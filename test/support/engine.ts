@@ -14,6 +14,7 @@ export function hsmConfig(over: Partial<HsmConfig> & Pick<HsmConfig, 'modulePath
     asyncCalls: true,
     healthKeyLabel: 'health-key',
     healthCacheMs: 10_000,
+    keyCheckCacheMs: 1000,
     reconnectBackoffMs: 50,
     ...over,
   };
