@@ -1,27 +1,69 @@
 import { EngineError } from './errors';
 
+/** A waiter's time budget as the pool sees it; src/deadline.ts's Deadline is one. */
+export interface WaitBudget {
+  /** Milliseconds left (zero or less: spent). */
+  remaining(): number;
+  /** Calls fn when the budget runs out; returns a canceller. */
+  onExpire(fn: (error: Error) => void): () => void;
+}
+
 interface Waiter<S> {
   resolve(session: S): void;
   reject(error: Error): void;
+  budget: WaitBudget | undefined;
+  unwatch: () => void;
   settled: boolean;
 }
 
+export interface SessionPoolOptions {
+  /** Hard cap on waiting callers, whatever their budgets. */
+  maxWaiting: number;
+  /** Hold-time estimate before the first session comes back. */
+  initialHoldMs?: number;
+  /** Clock in milliseconds (tests drive it by hand). */
+  now?: () => number;
+}
+
+/** Weight of the newest hold time in the moving average: about the last ten operations count. */
+const EWMA_WEIGHT = 0.1;
+
 /**
  * A fixed set of PKCS#11 sessions, one operation per session at a time (PKCS#11 sessions are not
- * re-entrant), with a bounded FIFO of waiters so a slow HSM turns into a 'busy' error, not an
- * unbounded queue.
+ * re-entrant), and a queue for callers that find none idle.
+ *
+ * Admission is by expected wait, not by queue length alone: a caller is queued only if, with the
+ * recent hold time of a session, the waiters ahead of it and its own operation fit in what is left
+ * of its deadline; otherwise it is refused at once ('busy', which KMS sees as a retryable
+ * ThrottlingException) instead of waiting, failing late, and having used a queue place for nothing.
+ * A queue that the deadline cannot drain (the FIFO of 512 that turned overload into 100% timeouts)
+ * therefore never forms. maxWaiting stays as a hard cap.
+ *
+ * The queue is FIFO. With admission by expected wait every admitted caller was promised a slot within
+ * its deadline, and FIFO keeps that promise for all of them; LIFO (or CoDel's adaptive LIFO) serves the
+ * newest first, which only pays when admission was too generous. The estimate can be wrong when the HSM
+ * slows down suddenly, so two guards cover that case instead: the estimate takes the age of the youngest
+ * operation in flight when that exceeds the average (a stalled HSM shows at once, not after ten slow
+ * returns), and a waiter whose budget is spent by the time a session frees is dropped, not served.
+ * MEASURED: TODO
  */
 export class SessionPool<S> {
   private readonly idle: S[] = [];
   private readonly waiters: Waiter<S>[] = [];
+  /** When each session in use was handed out: hold times feed the estimate, the youngest age guards it. */
+  private readonly handedOut = new Map<S, number>();
   private inUse = 0;
   private closed = false;
+  private holdMs: number;
+  private readonly maxWaiting: number;
+  private readonly now: () => number;
 
-  constructor(
-    sessions: readonly S[],
-    private readonly maxWaiting: number,
-  ) {
+  constructor(sessions: readonly S[], options: SessionPoolOptions | number) {
+    const opts = typeof options === 'number' ? { maxWaiting: options } : options;
     this.idle.push(...sessions);
+    this.maxWaiting = opts.maxWaiting;
+    this.holdMs = opts.initialHoldMs ?? 1;
+    this.now = opts.now ?? (() => performance.now());
   }
 
   get size(): number {
@@ -32,43 +74,89 @@ export class SessionPool<S> {
     return { size: this.size, inUse: this.inUse, idle: this.idle.length, waiting: this.waiters.length };
   }
 
-  /** Resolves with a session; `cancel` (e.g. the request deadline) removes a still-waiting caller. */
-  acquire(cancel?: (onCancel: (error: Error) => void) => void): Promise<S> {
+  /**
+   * The hold time to plan with: the moving average, or the age of the youngest operation in flight when
+   * even that one has run longer (the average only learns of a slow HSM when its calls come back).
+   */
+  expectedHoldMs(): number {
+    if (this.idle.length > 0 || this.handedOut.size === 0) return this.holdMs;
+    const now = this.now();
+    let youngest = Infinity;
+    for (const since of this.handedOut.values()) youngest = Math.min(youngest, now - since);
+    return Math.max(this.holdMs, youngest);
+  }
+
+  /**
+   * Expected time from now until a new waiter's operation is done: the waiters ahead and itself share
+   * the sessions, then its own operation holds one.
+   */
+  expectedCompletionMs(): number {
+    const hold = this.expectedHoldMs();
+    return ((this.waiters.length + 1) * hold) / this.size + hold;
+  }
+
+  /**
+   * Resolves with a session. With a budget (the request deadline), a caller that would have to wait is
+   * admitted only if it can expect to finish within the budget, and leaves the queue when it runs out.
+   */
+  acquire(budget?: WaitBudget): Promise<S> {
     if (this.closed) return Promise.reject(new EngineError('unavailable', 'HSM connection is closed'));
+    if (budget && budget.remaining() <= 0) return Promise.reject(expiredError());
     const s = this.idle.pop();
     if (s !== undefined) {
-      this.inUse++;
+      this.handOut(s);
       return Promise.resolve(s);
     }
     if (this.waiters.length >= this.maxWaiting) {
       return Promise.reject(new EngineError('busy', 'too many requests waiting for the HSM'));
     }
+    if (budget && this.expectedCompletionMs() > budget.remaining()) {
+      return Promise.reject(new EngineError('busy', 'the HSM cannot serve this request within its deadline'));
+    }
     return new Promise<S>((resolve, reject) => {
-      const w: Waiter<S> = { resolve, reject, settled: false };
+      const w: Waiter<S> = { resolve, reject, budget, unwatch: noop, settled: false };
       this.waiters.push(w);
-      cancel?.((error) => {
-        if (w.settled) return;
-        w.settled = true;
-        const i = this.waiters.indexOf(w);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(error);
-      });
+      if (budget) {
+        w.unwatch = budget.onExpire((error) => {
+          if (w.settled) return;
+          w.settled = true;
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(error);
+        });
+      }
     });
   }
 
-  /** Returns a healthy session, or a replacement for a broken one (null when none could be opened). */
-  release(session: S | null): void {
+  /**
+   * Gives back `session`; `next` is what returns to the pool: the same session, a replacement for a
+   * broken one, or null when none could be opened (the pool shrinks).
+   */
+  release(session: S, next: S | null = session): void {
+    const since = this.handedOut.get(session);
+    if (since !== undefined) {
+      this.handedOut.delete(session);
+      this.holdMs += EWMA_WEIGHT * (this.now() - since - this.holdMs);
+    }
     this.inUse--;
-    if (session === null) return;
-    if (this.closed) return;
+    if (next === null || this.closed) return;
     for (let w = this.waiters.shift(); w; w = this.waiters.shift()) {
       if (w.settled) continue;
+      // A budget spent while waiting (its timer late on a busy event loop) must not reach the HSM.
+      if (w.budget && w.budget.remaining() <= 0) {
+        if (!w.settled) {
+          w.settled = true;
+          w.reject(expiredError());
+        }
+        continue;
+      }
       w.settled = true;
-      this.inUse++;
-      w.resolve(session);
+      w.unwatch();
+      this.handOut(next);
+      w.resolve(next);
       return;
     }
-    this.idle.push(session);
+    this.idle.push(next);
   }
 
   /** Fails every waiter and hands back the idle sessions so the caller can close them. */
@@ -77,9 +165,20 @@ export class SessionPool<S> {
     for (const w of this.waiters.splice(0)) {
       if (!w.settled) {
         w.settled = true;
+        w.unwatch();
         w.reject(error);
       }
     }
     return this.idle.splice(0);
   }
+
+  private handOut(s: S): void {
+    this.inUse++;
+    this.handedOut.set(s, this.now());
+  }
 }
+
+const noop = (): void => undefined;
+
+/** Normally the budget's own error (DependencyTimeoutException) reaches the caller first; this is for budgets without one. */
+const expiredError = (): EngineError => new EngineError('busy', "the request's deadline passed before an HSM session was free");

@@ -5,6 +5,7 @@ import { isEngineError } from '../engine/errors';
 import { fromEngineError } from '../xks/engine-errors';
 import { createContext, FinishedContext, RequestContext } from './context';
 import { auditRequest, countRequest, logRequest, ResponseListener } from './outcome';
+import { shedOnEventLoopOverload } from './overload';
 import { RateLimiter } from './quota';
 import { errorReply, Reply, sendJson } from './reply';
 import type { HandlerServices, PipelineServices } from './services';
@@ -20,7 +21,7 @@ type Step = (ctx: RequestContext) => void | Promise<void>;
  * a new consumer of finished requests is one more response listener (src/http/outcome.ts); a new
  * non-XKS endpoint belongs on the ops port (src/ops.ts), not here.
  */
-const STEPS: readonly Step[] = [readRequestBody, authenticate, admit, parse, authorize];
+const STEPS: readonly Step[] = [shedOnEventLoopOverload, readRequestBody, authenticate, admit, parse, authorize];
 
 async function run(ctx: RequestContext): Promise<object> {
   for (const step of STEPS) {

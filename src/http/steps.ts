@@ -7,6 +7,7 @@ import { authorizeKey } from '../xks/authorize';
 import { OPERATIONS, OperationSpec } from '../xks/operations';
 import { parseExternalKeyId, parseJsonObject, RequestMetadata } from '../xks/requests';
 import type { RequestContext } from './context';
+import { noteHsmShed } from './overload';
 import { readBody, Reply } from './reply';
 import { route, XksRoute } from './router';
 
@@ -94,6 +95,6 @@ export function authorize(ctx: RequestContext): void {
 export function execute(ctx: RequestContext): Promise<object> {
   const deadline = new Deadline(ctx.runtime.config.limits.deadlineMs, ctx.started);
   ctx.deadline = deadline;
-  const work = operationOf(ctx).execute(ctx.server, ctx.request, ctx);
+  const work = operationOf(ctx).execute(ctx.server, ctx.request, ctx).catch((e: unknown) => (noteHsmShed(ctx, e), Promise.reject(e)));
   return deadline.race(work).finally(() => deadline.clear());
 }
