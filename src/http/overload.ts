@@ -107,7 +107,10 @@ export function shedOnEventLoopOverload(ctx: RequestContext): void {
   throw new XksError('ThrottlingException', 'the proxy is overloaded; retry later');
 }
 
-/** Counts a request the session pool refused (engine 'busy') as shed; passes every error on. */
+/**
+ * Counts a request the session pool refused (engine 'busy') as shed. One whose deadline had already
+ * passed is not: it is answered DependencyTimeoutException, and counted as that.
+ */
 export function noteHsmShed(ctx: RequestContext, e: unknown): void {
-  if (isEngineError(e) && e.kind === 'busy') ctx.server.overload?.shed(ctx.keyStore.name, 'hsm_wait');
+  if (isEngineError(e) && e.kind === 'busy' && !ctx.deadline?.expired) ctx.server.overload?.shed(ctx.keyStore.name, 'hsm_wait');
 }
