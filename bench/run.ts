@@ -18,6 +18,13 @@
  *  max    no rate cap; connections ramp through --steps (1,2,4,...,64) for --step-duration s each,
  *         until throughput stops growing (<5% over the best step) or p99 exceeds --knee x the
  *         first step's p99; max req/s of proxy / baseline is the headline ratio.
+ *  overload   the proxy's capacity for the mix (closed-loop ramp over --capacity-steps, or --capacity),
+ *         then each of --multiples x capacity offered open loop for --duration s, with --payload small
+ *         and/or large encrypts; per step goodput, 429s and their latency, 503s, /readyz and health
+ *         probes, RSS; a verdict against issue 11's bar (bench/lib/overload.ts).
+ *  hostile    the mix at the first --rates value alone, then with --hostile-share of that rate in
+ *         hostile connections on top (bench/lib/hostile.ts): the valid requests' p99, lost requests,
+ *         RSS, log and audit growth. The audit log is on in this mode.
  *
  * Target mode (--target https://host:port/prefix): the same runs against a deployed proxy, with its
  * credential, key ids and CA; no local proxy, no SoftHSM2, no baseline (so no ratios), no server-side
@@ -35,13 +42,15 @@ import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { KMS_TIMEOUT_MS, runLoad, RunStats, Pacing } from './lib/load';
 import { freePortPair, httpStatus, installCleanup, startChild, stopAll, waitFor } from './lib/processes';
-import { chart, FixedPoint, fixedTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable } from './lib/report';
+import { BAR_MULTIPLE, verdict } from './lib/overload';
+import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
+import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
 import { checkTarget, remoteTarget, TargetError, TargetOptions } from './lib/target';
-import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, post, SignedPool } from './lib/workload';
+import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
 
 const USAGE = `usage: npm run bench -- [options]     (after npm run build)
 
-  --mode fixed|max|both      what to run (default both)
+  --mode fixed|max|both|overload|hostile   what to run (default both; overload and hostile: see below)
   --rates 1800,3600,5400     offered rates for fixed mode, req/s
   --duration 10              seconds per fixed-rate run
   --connections 100          keep-alive connections in fixed mode
@@ -64,6 +73,18 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --out bench/results        where results go
   --keep                     keep the temporary token directory
 
+Overload (--mode overload; --duration is the length of each step, --steps/--step-duration not used):
+  --multiples 1,2,3,5        offered load as multiples of the measured capacity
+  --payload both             small (32-byte data keys), large (4300-byte plaintext, 8 KiB AAD) or both
+  --capacity N               skip the measurement: capacity is N req/s (200s within 250 ms)
+  --capacity-steps 8,16,32,64,128   closed-loop connection steps that measure capacity
+  --capacity-step-duration 5 seconds per capacity step
+  --max-connections 800      most connections of an open-loop step (it uses rate x 300 ms, at least --connections;
+                             keep it under the proxy's server.maxConnections, 1024 by default)
+
+Hostile (--mode hostile; rate = the first --rates value, --duration per step):
+  --hostile-share 0.1        hostile connections per second, as a share of the rate
+
 Against a deployed proxy (no local proxy or SoftHSM2, no baseline):
   --target https://host:port/prefix   the proxy's XKS URI endpoint and path prefix
   --access-key-id ID         SigV4 access key id of the key store
@@ -77,8 +98,11 @@ Against a deployed proxy (no local proxy or SoftHSM2, no baseline):
 /** A bad command line: reported without a stack trace. */
 class UsageError extends Error {}
 
+type Mode = 'fixed' | 'max' | 'both' | 'overload' | 'hostile';
+const MODES: readonly Mode[] = ['fixed', 'max', 'both', 'overload', 'hostile'];
+
 interface Options {
-  mode: 'fixed' | 'max' | 'both';
+  mode: Mode;
   rates: number[];
   duration: number;
   connections: number;
@@ -102,6 +126,13 @@ interface Options {
   keep: boolean;
   target?: Partial<TargetOptions>;
   kmsCheckSeconds: number;
+  multiples: number[];
+  payloads: Payload[];
+  capacity?: number;
+  capacitySteps: number[];
+  capacityStepDuration: number;
+  maxConnections: number;
+  hostileShare: number;
 }
 
 /** KMS's default request quota per external key store. */
@@ -114,6 +145,7 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1,
   };
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
   const nums = (v: string, what: string): number[] => {
@@ -137,8 +169,8 @@ function parseArgs(argv: string[]): Options {
     switch (name) {
       case 'mode': {
         const v = value();
-        if (v !== 'fixed' && v !== 'max' && v !== 'both') throw new UsageError(`--mode: fixed, max or both`);
-        o.mode = v;
+        if (!MODES.includes(v as Mode)) throw new UsageError(`--mode: one of ${MODES.join(', ')}`);
+        o.mode = v as Mode;
         break;
       }
       case 'rates': o.rates = nums(value(), name); break;
@@ -190,6 +222,23 @@ function parseArgs(argv: string[]): Options {
       case 'cert': target().cert = value(); break;
       case 'key': target().key = value(); break;
       case 'kms-check-seconds': o.kmsCheckSeconds = num(value(), name); break;
+      case 'multiples': o.multiples = nums(value(), name); break;
+      case 'payload': {
+        const v = value();
+        if (v !== 'small' && v !== 'large' && v !== 'both') throw new UsageError('--payload: small, large or both');
+        o.payloads = v === 'both' ? ['small', 'large'] : [v];
+        break;
+      }
+      case 'capacity': o.capacity = num(value(), name, 1); break;
+      case 'capacity-steps': o.capacitySteps = nums(value(), name).map(Math.round); break;
+      case 'capacity-step-duration': o.capacityStepDuration = num(value(), name, 1); break;
+      case 'max-connections': o.maxConnections = Math.round(num(value(), name, 1)); break;
+      case 'hostile-share': {
+        const v = num(value(), name);
+        if (v <= 0 || v > 10) throw new UsageError('--hostile-share: a share of the rate in (0, 10]');
+        o.hostileShare = v;
+        break;
+      }
       case 'help':
       case 'h':
         console.log(USAGE);
@@ -205,6 +254,9 @@ function parseArgs(argv: string[]): Options {
     }
     o.baseline = false;
   }
+  // The stress modes measure the proxy alone; the hostile one reports how much audit it writes.
+  if (o.mode === 'overload' || o.mode === 'hostile') o.baseline = false;
+  if (o.mode === 'hostile' && !o.target) o.audit = true;
   return o;
 }
 
@@ -278,6 +330,9 @@ interface Prepared {
   describe: () => Record<string, unknown>;
   /** Extra lines for the printed report. */
   notes: () => string[];
+  /** Local proxy: its ops port and log/audit files (stress modes). */
+  opsPort?: number;
+  files?: { log: string; audit?: string };
 }
 
 /** The demo token, the proxy (and the baseline) on 127.0.0.1. */
@@ -342,6 +397,8 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
     cred,
     keys: DEMO_KEYS,
     workers,
+    opsPort,
+    files: { log: logFile, audit: opt.audit ? join(dir, 'audit.log') : undefined },
     describe: () => ({
       workers,
       logLevel: opt.logLevel,
@@ -379,6 +436,54 @@ async function prepareRemote(opt: Options): Promise<Prepared> {
   };
 }
 
+/** --mode overload or hostile: run, write JSON and SVG, print the tables. */
+async function stress(opt: Options, p: Prepared, outDir: string, stamp: string): Promise<void> {
+  const proxy = p.targets[0] as Target;
+  const t: StressTarget = { endpoint: p.proxy, basePath: p.basePath, cred: p.cred, keys: p.keys, pid: proxy.pid, opsPort: p.opsPort, files: p.files };
+  const common: StressOptions = { mix: opt.mix, pool: opt.pool, pacing: opt.pacing, warmupS: opt.warmup, rampS: opt.ramp, durationS: opt.duration, note };
+  const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}`;
+  const head = { timestamp: new Date().toISOString(), git: gitDescribe(), machine: { node: process.version, cpus: os.availableParallelism(), loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) }, options: opt };
+  const out: string[] = [''];
+  let body: Record<string, unknown>;
+  let svg: string;
+  if (opt.mode === 'overload') {
+    const r = await runOverload(t, {
+      ...common,
+      payloads: opt.payloads,
+      multiples: opt.multiples,
+      capacity: opt.capacity,
+      capacitySteps: opt.capacitySteps,
+      capacityStepS: opt.capacityStepDuration,
+      minConnections: opt.connections,
+      maxConnections: opt.maxConnections,
+    });
+    const verdicts = opt.payloads.map((pl) => verdict(pl, r.steps));
+    body = { overload: r, verdicts: verdicts.map(({ payload, pass, line }) => ({ payload, pass, line })) };
+    svg = overloadChart(`xks-proxy under overload, mix ${opt.mix}, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, r.steps);
+    out.push(
+      `OVERLOAD  mix ${opt.mix}, ${who}; capacity ${Object.entries(r.capacity).map(([pl, c]) => `${pl} ${c.goodput} req/s${c.measured ? '' : ' (given)'}`).join(', ')}; ` +
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
+      overloadTable(r.steps),
+      '',
+      `bar (issue 11): at ${BAR_MULTIPLE}x capacity, >= 80% of capacity answered 200 within 250 ms, the excess refused with 429 in a few ms`,
+      ...verdicts.map((v) => v.line),
+      '',
+    );
+  } else {
+    const r = await runHostile(t, { ...common, rate: opt.rates[0] as number, connections: opt.connections, share: opt.hostileShare });
+    body = { hostile: r };
+    svg = hostileChart(`xks-proxy, mix ${opt.mix} at ${r.rate} req/s: calm vs ${Math.round(r.hostileShare * 100)}% hostile on top, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, r);
+    out.push(`HOSTILE MIX  mix ${opt.mix} at ${r.rate} req/s, ${who}, ${opt.connections} connections, ${opt.duration} s per step; then ${r.rate * r.hostileShare} hostile connections/s on top (bad signatures, aborted bodies, slow headers, oversized bodies in equal shares); latency in ms`, hostileTable(r), '');
+  }
+  await stopAll(opt.cpuProf ? 20_000 : 5_000);
+  const jsonFile = join(outDir, `${stamp}.json`);
+  const svgFile = join(outDir, `${stamp}.svg`);
+  writeFileSync(jsonFile, JSON.stringify({ ...head, proxy: p.describe(), ...body }, null, 2) + '\n');
+  writeFileSync(svgFile, svg);
+  out.push(`wrote ${jsonFile}`, `wrote ${svgFile}`, ...p.notes());
+  console.log(out.join('\n'));
+}
+
 const NO_BASELINE = 'no baseline: against a deployed proxy there is no bare server to compare with, and the proxy-side CPU and metrics columns are empty';
 
 async function main(): Promise<void> {
@@ -405,6 +510,10 @@ async function main(): Promise<void> {
       if (r.status !== 200) throw new Error(`pre-check ${s.op} ${s.path}: HTTP ${r.status} ${JSON.stringify(r.json)}`);
     }
     note(`pool: ${pool.size} signed requests ${JSON.stringify(pool.counts)}; every operation answered 200`);
+    if (opt.mode === 'overload' || opt.mode === 'hostile') {
+      await stress(opt, p, outDir, stamp);
+      return;
+    }
 
     const run = (t: Target, more: { connections: number; durationS: number; rate?: number; rampS?: number }): Promise<RunStats> =>
       runLoad({ label: t.label, endpoint: t.endpoint, pacing: opt.pacing, pool, serverPid: t.pid, metricsPort: t.metricsPort, ...more });

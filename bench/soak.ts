@@ -5,7 +5,12 @@
  * each decrypt of a known ciphertext must return its plaintext. At the end the proxy gets SIGTERM
  * under load, and its audit log must hold exactly one line per answered request.
  *
- *   npm run build && node dist/bench/soak.js --duration 120 --rate 1800
+ * With --hostile SHARE (default 0.1 from the command line; off in the CI test's short run), hostile
+ * connections at SHARE x rate run alongside until SIGTERM (bench/lib/hostile.ts: bad signatures, aborted
+ * bodies, slow headers, oversized bodies): the valid traffic must come through exactly as without them.
+ * Their audit lines name key HOSTILE_KEY_ID and are left out of the one-line-per-answer check.
+ *
+ *   npm run build && node dist/bench/soak.js --duration 120 --rate 1800 [--hostile 0.1]
  *
  * Loopback only; the run stops by itself. Prints a JSON report; exits 1 on any mismatch or lost answer.
  */
@@ -17,6 +22,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import aws4 from 'aws4';
 import { parse, stringify } from 'yaml';
+import { HOSTILE_KEY_ID, HostileReport, HostileTraffic } from './lib/hostile';
+import { localEndpoint } from './lib/workload';
 
 // bench/ when run from source (jest), dist/bench/ when compiled.
 const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
@@ -56,9 +63,18 @@ export interface SoakReport {
   p99MsOutsideFaults: number;
   /** Per second of the run: [second, answers, p99 ms of those answers]. */
   timeline: [number, number, number][];
+  /** The hostile traffic alongside, when on. */
+  hostile: HostileReport | null;
+  /** Audit lines of hostile requests (not counted in auditLines). */
+  hostileAuditLines: number;
 }
 
-export async function soak(durationS: number, rate: number): Promise<SoakReport> {
+export interface SoakOptions {
+  /** Hostile connections per second as a share of the rate; 0 (default) for none. */
+  hostileShare?: number;
+}
+
+export async function soak(durationS: number, rate: number, opts: SoakOptions = {}): Promise<SoakReport> {
   const dir = mkdtempSync(join(tmpdir(), 'xks-soak-'));
   execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, '0'], { stdio: 'ignore' });
   const configFile = join(dir, 'config.yaml');
@@ -103,6 +119,7 @@ export async function soak(durationS: number, rate: number): Promise<SoakReport>
   const report: SoakReport = {
     durationS, offeredRate: rate, sent: 0, answered: 0, byOutcome: {}, verified: 0, mismatches: 0, unverified: 0, unexpected: {},
     connectionErrors: 0, connectionErrorsBeforeTerm: 0, events: [], auditLines: 0, auditMatchesAnswers: false, exitCode: null, p99Ms: 0, p99MsOutsideFaults: 0, timeline: [],
+    hostile: null, hostileAuditLines: 0,
   };
   const calmLatencies: number[] = [];
   /** Latencies by the second they were answered in; all of them together give the overall p99. */
@@ -277,7 +294,14 @@ export async function soak(durationS: number, rate: number): Promise<SoakReport>
     }
   }, 10);
 
+  const hostile = opts.hostileShare
+    ? new HostileTraffic({ endpoint: localEndpoint(port), basePath: P, keyId: HOSTILE_KEY_ID, credential: () => cred, rate: rate * opts.hostileShare })
+    : undefined;
+  hostile?.start();
+
   await new Promise((r) => setTimeout(r, durationS * 1000));
+  // Hostile clients stop before the shutdown: the exit code and audit checks are about the valid traffic.
+  if (hostile) report.hostile = hostile.stop();
   report.events.push(`${((Date.now() - start) / 1000).toFixed(1)}s SIGTERM under load`);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   termSent = true;
@@ -290,7 +314,11 @@ export async function soak(durationS: number, rate: number): Promise<SoakReport>
   while (inFlight > 0) await new Promise((r) => setTimeout(r, 20));
   agent.destroy();
 
-  report.auditLines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').length;
+  // One key-operation line per processed request; follow-ups (answer-not-delivered) and summaries are not requests.
+  const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').filter((l) => l.includes('"event":"key-operation"'));
+  const hostileMark = `"keyId":"${HOSTILE_KEY_ID}"`;
+  report.hostileAuditLines = audit.filter((l) => l.includes(hostileMark)).length;
+  report.auditLines = audit.length - report.hostileAuditLines;
   report.auditMatchesAnswers = report.auditLines === report.answered;
   const p99 = (list: number[]): number => {
     list.sort((x, y) => x - y);
@@ -304,7 +332,7 @@ export async function soak(durationS: number, rate: number): Promise<SoakReport>
 }
 
 if (require.main === module) {
-  soak(arg('duration', 60), arg('rate', 1800)).then(
+  soak(arg('duration', 60), arg('rate', 1800), { hostileShare: arg('hostile', 0.1) }).then(
     (r) => {
       console.log(JSON.stringify(r, null, 2));
       const bad = r.mismatches > 0 || Object.keys(r.unexpected).length > 0 || !r.auditMatchesAnswers || r.exitCode !== 0 || r.connectionErrorsBeforeTerm > 0;

@@ -111,9 +111,13 @@ export class ProxyApp {
     app.xks = createListener(handler, {
       tls: cfg.server.tls,
       keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,
+      maxConnections: cfg.server.maxConnections,
+      headersTimeoutMs: cfg.server.headersTimeoutMs,
+      requestTimeoutMs: cfg.server.requestTimeoutMs,
       logger,
       events,
     });
+    app.xks.server.on('checkContinue', handler.checkContinue);
     await listen(app.xks.server, cfg.server.port, cfg.server.host);
     if (opts.opsServer !== false && cfg.ops.enabled) {
       app.ops = http.createServer(

@@ -8,7 +8,7 @@ import type { HealthReport } from './engine/types';
  */
 export interface ProxyEventMap {
   /** One HSM call as the request saw it (session wait included). */
-  'hsm.operation': { hsm: string; operation: 'encrypt' | 'decrypt' | 'health'; seconds: number; ok: boolean };
+  'hsm.operation': { hsm: string; operation: 'encrypt' | 'decrypt' | 'health' | 'check'; seconds: number; ok: boolean };
   /** Connection state of one HSM: `misconfigured` is a permanent failure an operator must fix (reason names the call and CKR). */
   'hsm.state': { hsm: string; state: 'connected' | 'disconnected' | 'misconfigured'; reason?: string };
   /** Every deep health check result. */
@@ -16,6 +16,8 @@ export interface ProxyEventMap {
   'config.reload': { ok: boolean };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
+  /** A new connection closed on arrival because server.maxConnections were open. */
+  'connection.dropped': Record<string, never>;
 }
 
 export type ProxyEventName = keyof ProxyEventMap;

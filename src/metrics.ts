@@ -39,6 +39,20 @@ export class Metrics {
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1],
     registers: [this.registry],
   });
+  readonly authFailures = new client.Counter({
+    name: 'xks_auth_failures_total',
+    help: 'Requests refused by SigV4 authentication, by key store and reason (malformed, scope, clock_skew, signed_headers, unknown_access_key, body_hash, signature)',
+    labelNames: ['key_store', 'reason'] as const,
+    registers: [this.registry],
+  });
+  // Kept out of xks_requests_total: a client leaving is not an error of the proxy, and counting it there
+  // would fire the error alerts (and its stall the latency ones) on client behaviour.
+  readonly clientAborts = new client.Counter({
+    name: 'xks_client_aborts_total',
+    help: 'Requests whose client closed the connection before the answer: stage "body" while sending it (never processed), "answer" after (processed, answer undelivered)',
+    labelNames: ['key_store', 'stage'] as const,
+    registers: [this.registry],
+  });
   readonly hsmSeconds = new client.Histogram({
     name: 'xks_hsm_operation_duration_seconds',
     help: 'Time spent in the HSM (including waiting for a session) per operation',
@@ -109,6 +123,11 @@ export class Metrics {
       for (const s of ['connected', 'disconnected', 'misconfigured']) this.hsmState.set({ state: s }, now === s ? 1 : 0);
     },
   });
+  readonly connectionsDropped = new client.Counter({
+    name: 'xks_connections_dropped_total',
+    help: 'Connections closed on arrival because server.maxConnections were already open',
+    registers: [this.registry],
+  });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
 
@@ -125,6 +144,7 @@ export class Metrics {
         for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) this.ekmHealth.set({ state: s }, report.status === s ? 1 : 0);
       }),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
+      bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',

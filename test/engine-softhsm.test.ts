@@ -10,7 +10,7 @@ import { MODULE, testHsm } from './support/hsm';
 /** The engine alone on the real SoftHSM2 test token: what it learns at connect, its error kinds, its misconfiguration reports. */
 const h = testHsm();
 const softhsm = (over: Partial<HsmConfig> = {}): HsmConfig =>
-  hsmConfig({ modulePath: MODULE, tokenLabel: h.tokenLabel, environment: { SOFTHSM2_CONF: h.conf }, ...over });
+  hsmConfig({ modulePath: MODULE, tokenLabel: h.tokenLabel, environment: h.environment, ...over });
 const EMPTY = Buffer.alloc(0);
 
 // The module is process-wide: each test closes its engine (C_Finalize) before the next opens one.

@@ -1,11 +1,41 @@
 #!/usr/bin/env bash
-# The test command (README): installs what is missing, builds, runs every jest suite against a
-# SoftHSM2 token that the suites create in a temporary directory.
+# The test command (README): installs what is missing, builds, and runs the jest suites once per HSM
+# setup (test/hsm/setups.ts): every suite on SoftHSM2 in process; the suites of the four operations,
+# the errors and the HSM faults also on NSS softoken and on SoftHSM2 behind p11-kit remoting
+# (jest.config.js chooses). XKS_TEST_HSM_SETUPS="softhsm p11kit" runs a subset; arguments go to jest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash softhsm/install-deps.sh
+bash test/hsm/install-deps.sh
 bash helm/install-tools.sh >/dev/null
 [[ -d node_modules/pkcs11js && -d node_modules/kubernetes-models ]] || npm ci
 npm run --silent build
-exec npx jest --ci "$@"
+
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+failed=()
+# Arguments may select suites that a setup does not run: that is no failure there.
+more=()
+(($#)) && more=(--passWithNoTests)
+for setup in ${XKS_TEST_HSM_SETUPS:-softhsm p11kit nss}; do
+  echo "=== HSM setup: $setup" >&2
+  XKS_TEST_HSM_SETUP=$setup npx jest --ci --json --outputFile="$results/$setup.json" "${more[@]}" "$@" || failed+=("$setup")
+done
+node -e '
+  const { existsSync, readFileSync } = require("node:fs");
+  const [dir, ...setups] = process.argv.slice(1);
+  let passed = 0, failed = 0;
+  for (const setup of setups) {
+    const file = `${dir}/${setup}.json`;
+    const r = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : { numPassedTests: 0, numFailedTests: 1 };
+    passed += r.numPassedTests;
+    failed += r.numFailedTests;
+    console.log(`${setup}: ${r.numPassedTests} passed, ${r.numFailedTests} failed${existsSync(file) ? "" : " (no results: the run did not start)"}`);
+  }
+  console.log(`total: ${passed} passed, ${failed} failed`);
+' "$results" ${XKS_TEST_HSM_SETUPS:-softhsm p11kit nss}
+if ((${#failed[@]})); then
+  echo "failed on: ${failed[*]}" >&2
+  exit 1
+fi

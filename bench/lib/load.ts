@@ -70,6 +70,8 @@ export interface LoadSpec {
    * setup: every run opens its connections at once). The timeline keeps them.
    */
   rampS?: number;
+  /** Every answer (status, latency ms, ms since the run started), for callers that split by status. */
+  onResponse?: (status: number, ms: number, atMs: number) => void;
 }
 
 /** What the proxy itself saw during a run (from its Prometheus metrics). */
@@ -107,6 +109,8 @@ export interface RunStats {
   rampS: number;
   /** Responses received after the ramp. */
   requests: number;
+  /** Requests autocannon wrote (whole run): sent - answered - errors - timeouts were in flight at the stop. */
+  sent: number;
   rps: number;
   latencyMs: Latency;
   /** autocannon's own p99 (integer ms), for comparison. */
@@ -290,7 +294,12 @@ export async function runLoad(spec: LoadSpec): Promise<RunStats> {
   t0 = wallBefore;
 
   const instance = autocannon(opts);
-  instance.on('response', (_client, _status, _bytes, ms) => samples.push(ms, performance.now() - wallBefore));
+  const hook = spec.onResponse;
+  instance.on('response', (_client, status, _bytes, ms) => {
+    const at = performance.now() - wallBefore;
+    samples.push(ms, at);
+    hook?.(status, ms, at);
+  });
   const result = await instance;
 
   const wallS = (performance.now() - wallBefore) / 1000;
@@ -315,6 +324,7 @@ export async function runLoad(spec: LoadSpec): Promise<RunStats> {
     durationS: Math.round(durationS * 100) / 100,
     rampS: rampMs / 1000,
     requests,
+    sent: result.requests.sent,
     rps: Math.round(requests / measuredS),
     latencyMs: measured.latency,
     timeline: samples.timeline(),

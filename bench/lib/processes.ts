@@ -121,10 +121,12 @@ export async function waitFor(what: string, child: ChildProcess, check: () => Pr
 
 const TICKS = 100; // USER_HZ on Linux
 
-/** CPU seconds (user + system, all threads) of a process and all its descendants. Linux /proc. */
-export function treeCpuSeconds(rootPid: number): number {
+const PAGE_BYTES = 4096; // x86-64 and arm64 Linux defaults; /proc/<pid>/stat counts RSS in pages
+
+/** CPU ticks and resident pages of a process and all its descendants (cluster workers). Linux /proc. */
+function treeStat(rootPid: number): { ticks: number; rssPages: number } {
   const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
+  const own = new Map<number, { ticks: number; rssPages: number }>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let stat: string;
@@ -133,21 +135,32 @@ export function treeCpuSeconds(rootPid: number): number {
     } catch {
       continue;
     }
-    // Fields after "(comm)": state ppid ... utime(14) stime(15), numbered from 1 at pid.
+    // Fields after "(comm)": state ppid ... utime(14) stime(15) ... rss(24), numbered from 1 at pid.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     parent.set(Number(name), Number(rest[1]));
-    ticks.set(Number(name), Number(rest[11]) + Number(rest[12]));
+    own.set(Number(name), { ticks: Number(rest[11]) + Number(rest[12]), rssPages: Number(rest[21]) });
   }
-  let total = 0;
-  for (const [pid, t] of ticks) {
+  const total = { ticks: 0, rssPages: 0 };
+  for (const [pid, v] of own) {
     for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
       if (p === rootPid) {
-        total += t;
+        total.ticks += v.ticks;
+        total.rssPages += v.rssPages;
         break;
       }
     }
   }
-  return total / TICKS;
+  return total;
+}
+
+/** CPU seconds (user + system, all threads) of a process and all its descendants. */
+export function treeCpuSeconds(rootPid: number): number {
+  return treeStat(rootPid).ticks / TICKS;
+}
+
+/** Resident memory of a process and all its descendants, bytes (shared pages counted once per process). */
+export function treeRssBytes(rootPid: number): number {
+  return treeStat(rootPid).rssPages * PAGE_BYTES;
 }
 
 /** Busy and total jiffies of the whole machine (/proc/stat), for box utilisation. */

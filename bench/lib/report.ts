@@ -1,5 +1,7 @@
 /** Human tables and a small dependency-free SVG chart of a benchmark run. */
+import type { HostileReport } from './hostile';
 import type { RunStats } from './load';
+import type { OverloadStep, ProbeStats, RssStats } from './overload';
 
 export interface FixedPoint {
   rate: number;
@@ -249,12 +251,15 @@ export function chart(title: string, fixed: FixedPoint[], max: MaxResult | undef
     W / 2,
     H - 30,
   );
+  return svg(title, W, H, [left, right]);
+}
+
+function svg(title: string, W: number, H: number, panels: string[]): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">`,
     `<rect width="${W}" height="${H}" fill="#fff"/>`,
     `<text x="10" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`,
-    left,
-    right,
+    ...panels,
     '</svg>',
     '',
   ].join('\n');
@@ -289,4 +294,144 @@ export function kmsCheckTable(c: KmsCheck): string {
     `${pad(c.rate, 7)} ${pad(s.rps, 6)} ${pad(ms(l.p50), 6)} ${pad(ms(l.p99), 6)} ${pad(ms(l.p99_9), 6)} ${pad(ms(l.max), 6)} ${pad(`${(s.withinKmsTimeout * 100).toFixed(2)}%`, 9)} ${pad(s.non2xx, 6)} ${pad(s.errors, 4)} ${pad(s.timeouts, 4)}`,
     c.withinLimits ? `within KMS's limits (${c.rate} req/s per key store, ${c.timeoutMs} ms per call; network time from KMS's region comes on top)` : `NOT within KMS's limits: ${c.problems.join('; ')}`,
   ].join('\n');
+}
+
+// ---------------------------------------------------------------- overload and hostile modes
+
+const share = (v: number | undefined): string => (v === undefined ? '-' : `${Math.round(v * 100)}%`);
+
+export function overloadTable(steps: OverloadStep[]): string {
+  const head = `${'payload'.padEnd(7)} ${pad('x', 4)} ${pad('offered', 7)} ${pad('sent', 6)} ${pad('conns', 5)} ${pad('goodput', 7)} ${pad('%cap', 5)} ${pad('ok p99', 7)} ${pad('429', 7)} ${pad('429p50', 6)} ${pad('429p99', 6)} ${pad('503', 6)} ${pad('other', 5)} ${pad('noans', 5)} ${pad('late', 5)} ${pad('readyz', 6)} ${pad('health', 6)} ${pad('RSS MB', 6)}`;
+  const lines = [head];
+  for (const s of steps) {
+    const other = Object.values(s.otherStatus).reduce((a, b) => a + b, 0);
+    lines.push(
+      `${s.payload.padEnd(7)} ${pad(s.multiple, 4)} ${pad(s.offeredRate, 7)} ${pad(s.sentRate, 6)} ${pad(s.connections, 5)} ${pad(s.goodput, 7)} ${pad(share(s.goodputShare), 5)} ${pad(s.ok.n ? ms(s.ok.p99) : '-', 7)} ${pad(s.shed.n, 7)} ${pad(s.shed.n ? ms(s.shed.p50) : '-', 6)} ${pad(s.shed.n ? ms(s.shed.p99) : '-', 6)} ${pad(s.unavailable.n, 6)} ${pad(other, 5)} ${pad(s.errors + s.timeouts, 5)} ${pad(s.late, 5)} ${pad(s.readyz ? share(s.readyz.okShare) : '-', 6)} ${pad(share(s.health.okShare), 6)} ${pad(s.rss ? s.rss.peakMB : '-', 6)}`,
+    );
+    if (Object.keys(s.errorNames).length) lines.push(`        non-200: ${JSON.stringify(s.errorNames)}`);
+  }
+  return lines.join('\n');
+}
+
+export function overloadChart(title: string, steps: OverloadStep[]): string {
+  const W = 920;
+  const H = 400;
+  const payloads = [...new Set(steps.map((s) => s.payload))];
+  const colors: Record<string, string> = { small: COLORS.proxy, large: '#d35400' };
+  const of = (p: string): OverloadStep[] => steps.filter((s) => s.payload === p);
+  const ticks = [...new Set(steps.map((s) => s.multiple))];
+  const left = panel(
+    {
+      title: 'Goodput (200 within 250 ms) vs offered load',
+      xLabel: 'offered load (x measured capacity)',
+      yLabel: '% of capacity',
+      xTicks: ticks,
+      yRef: { value: 80, label: 'bar: 80% at 3x' },
+      series: payloads.flatMap((p) => [
+        { name: `${p} goodput`, color: colors[p] ?? '#333', points: of(p).map((s): [number, number] => [s.multiple, s.goodputShare * 100]) },
+        { name: `${p} sent`, color: colors[p] ?? '#333', dash: '2,3', points: of(p).map((s): [number, number] => [s.multiple, s.capacity ? (s.sentRate / s.capacity) * 100 : 0]) },
+      ]),
+      empty: 'no steps',
+    },
+    0,
+    30,
+    W / 2,
+    H - 30,
+  );
+  const right = panel(
+    {
+      title: 'Latency of 200s and of 429s',
+      xLabel: 'offered load (x measured capacity)',
+      yLabel: 'ms (log)',
+      yLog: true,
+      xTicks: ticks,
+      yRef: { value: 250, label: 'KMS timeout 250 ms' },
+      series: payloads.flatMap((p) => [
+        { name: `${p} 200 p99`, color: colors[p] ?? '#333', points: of(p).filter((s) => s.ok.n).map((s): [number, number] => [s.multiple, s.ok.p99]) },
+        { name: `${p} 429 p99`, color: colors[p] ?? '#333', dash: '6,3', points: of(p).filter((s) => s.shed.n).map((s): [number, number] => [s.multiple, s.shed.p99]) },
+      ]),
+      empty: 'no steps',
+    },
+    W / 2,
+    30,
+    W / 2,
+    H - 30,
+  );
+  return svg(title, W, H, [left, right]);
+}
+
+export interface HostileResult {
+  rate: number;
+  hostileShare: number;
+  /** The valid load alone, then with hostile traffic on top. */
+  calm: RunStats;
+  loaded: RunStats;
+  /** Valid requests without an answer (socket errors, timeouts) during the hostile step: must be 0. */
+  validLost: number;
+  hostile: HostileReport;
+  rss: RssStats | null;
+  /** Growth of the proxy's log and audit files during each step (local proxy only). */
+  output: { calm: Growth; loaded: Growth } | null;
+  readyz: ProbeStats | null;
+  health: ProbeStats;
+}
+
+export interface Growth {
+  logBytes: number;
+  logLines: number;
+  /** Lines at level error or fatal: client behaviour should not produce any. */
+  logErrorLines: number;
+  auditBytes: number | null;
+  auditLines: number | null;
+}
+
+export function hostileTable(h: HostileResult): string {
+  const row = (name: string, s: RunStats, g?: Growth): string =>
+    `${name.padEnd(8)} ${pad(s.rps, 6)} ${pad(ms(s.latencyMs.p50), 6)} ${pad(ms(s.latencyMs.p99), 6)} ${pad(ms(s.latencyMs.max), 6)} ${pad(`${(s.withinKmsTimeout * 100).toFixed(2)}%`, 8)} ${pad(s.non2xx, 6)} ${pad(s.errors + s.timeouts, 5)} ${pad(g ? (g.logBytes / 1024).toFixed(0) : '-', 7)} ${pad(g?.auditBytes != null ? (g.auditBytes / 1024).toFixed(0) : '-', 9)} ${pad(g ? g.logErrorLines : '-', 9)}`;
+  const lines = [
+    `${'valid'.padEnd(8)} ${pad('req/s', 6)} ${pad('p50', 6)} ${pad('p99', 6)} ${pad('max', 6)} ${pad('<=250ms', 8)} ${pad('non2xx', 6)} ${pad('lost', 5)} ${pad('log KiB', 7)} ${pad('audit KiB', 9)} ${pad('ERR lines', 9)}`,
+    row('calm', h.calm, h.output?.calm),
+    row('hostile', h.loaded, h.output?.loaded),
+  ];
+  for (const s of [h.calm, h.loaded]) if (Object.keys(s.errorNames).length) lines.push(`         ${s === h.calm ? 'calm' : 'hostile'} non-2xx: ${JSON.stringify(s.errorNames)}`);
+  lines.push('', `${'hostile kind'.padEnd(15)} ${pad('sent', 6)} ${pad('answers', 24)} ${pad('ans p99', 7)} ${pad('proxy closed', 12)} ${pad('life p50', 8)} ${pad('life max', 8)} ${pad('open@end', 8)} ${pad('body KiB', 8)}`);
+  for (const [kind, k] of Object.entries(h.hostile.kinds)) {
+    lines.push(
+      `${kind.padEnd(15)} ${pad(k.sent, 6)} ${pad(JSON.stringify(k.answered).replace(/"/g, ''), 24)} ${pad(ms(k.answerMs.p99), 7)} ${pad(k.closedByProxy, 12)} ${pad(ms(k.lifetimeMs.p50), 8)} ${pad(ms(k.lifetimeMs.max), 8)} ${pad(k.openAtEnd, 8)} ${pad((k.bodyBytesWritten / 1024).toFixed(0), 8)}`,
+    );
+  }
+  const p99Ratio = h.calm.latencyMs.p99 > 0 ? h.loaded.latencyMs.p99 / h.calm.latencyMs.p99 : 0;
+  lines.push(
+    '',
+    `valid p99 ${ms(h.calm.latencyMs.p99)} ms calm, ${ms(h.loaded.latencyMs.p99)} ms under hostile traffic (x${p99Ratio.toFixed(2)}); ` +
+      `valid requests without an answer: ${h.validLost}${h.validLost === 0 ? ' (none lost)' : ' (LOST)'}; ` +
+      `readyz ${h.readyz ? share(h.readyz.okShare) : '-'} OK, health ${share(h.health.okShare)} OK; ` +
+      (h.rss ? `proxy RSS ${h.rss.startMB} -> peak ${h.rss.peakMB} MB (${h.rss.endMB} at the end); ` : '') +
+      `at most ${h.hostile.maxOpen} hostile connections open at once`,
+  );
+  return lines.join('\n');
+}
+
+/** Per-second p99 of the valid requests, alone and with hostile traffic on top. */
+export function hostileChart(title: string, h: HostileResult): string {
+  const W = 920;
+  const H = 400;
+  const secs = [...new Set([...h.calm.timeline, ...h.loaded.timeline].map((p) => p.s))];
+  const line = (name: string, color: string, s: RunStats, dash?: string): Series => ({ name, color, dash, points: s.timeline.map((p): [number, number] => [p.s, p.p99]) });
+  const p = panel(
+    {
+      title: `Valid requests' p99 per second (${h.rate} req/s)`,
+      xLabel: 'second of the step',
+      yLabel: 'p99 (ms, log)',
+      yLog: true,
+      xTicks: secs,
+      yRef: { value: 250, label: 'KMS timeout 250 ms' },
+      series: [line('calm', COLORS.baseline, h.calm, '6,3'), line(`with ${Math.round(h.hostileShare * 100)}% hostile`, COLORS.proxy, h.loaded)],
+    },
+    0,
+    30,
+    W,
+    H - 30,
+  );
+  return svg(title, W, H, [p]);
 }

@@ -96,12 +96,23 @@ function metadata(kmsOperation: string): Record<string, string> {
   return { awsPrincipalArn: PRINCIPAL, kmsKeyArn: KEY_ARN, kmsOperation, kmsRequestId: randomUUID() };
 }
 
-export function encryptBody(): string {
+/**
+ * Sizes of the encrypted data: small is a GenerateDataKey (32-byte data key, 64 bytes of AAD); large is
+ * the most XKS allows (4300-byte plaintext, 8 KiB of AAD), where hashing, parsing and the HSM call cost most.
+ */
+export type Payload = 'small' | 'large';
+const PAYLOAD_BYTES: Record<Payload, { plaintext: number; aad: number }> = {
+  small: { plaintext: 32, aad: 64 },
+  large: { plaintext: 4300, aad: 8192 },
+};
+
+export function encryptBody(payload: Payload = 'small'): string {
+  const size = PAYLOAD_BYTES[payload];
   return JSON.stringify({
     requestMetadata: metadata('GenerateDataKey'),
-    plaintext: randomBytes(32).toString('base64'),
+    plaintext: randomBytes(size.plaintext).toString('base64'),
     encryptionAlgorithm: 'AES_GCM',
-    additionalAuthenticatedData: randomBytes(64).toString('base64'),
+    additionalAuthenticatedData: randomBytes(size.aad).toString('base64'),
   });
 }
 
@@ -117,11 +128,11 @@ function decryptBody(s: Sealed): string {
   });
 }
 
-function bodyFor(op: Op, i: number, sealed: readonly Sealed[], base: string, keys: Keys): { path: string; body: string } {
+function bodyFor(op: Op, i: number, sealed: readonly Sealed[], base: string, keys: Keys, payload: Payload): { path: string; body: string } {
   const spread = keys.encrypt[i % keys.encrypt.length] as string;
   switch (op) {
     case 'encrypt':
-      return { path: `${base}/keys/${spread}/encrypt`, body: encryptBody() };
+      return { path: `${base}/keys/${spread}/encrypt`, body: encryptBody(payload) };
     case 'decrypt':
       return { path: `${base}/keys/${keys.decrypt}/decrypt`, body: decryptBody(sealed[i % sealed.length] as Sealed) };
     case 'metadata': {
@@ -148,12 +159,14 @@ export class SignedPool {
     basePath: string,
     sealed: readonly Sealed[],
     keys: Keys = DEMO_KEYS,
+    /** Size of encrypts; decrypts take theirs from `sealed`. */
+    payload: Payload = 'small',
   ) {
     const shares = MIXES[mix];
     for (const [op, share] of Object.entries(shares) as [Op, number][]) {
       const n = Math.max(1, Math.round(size * share));
       this.counts[op] = n;
-      for (let i = 0; i < n; i++) this.entries.push({ op, ...bodyFor(op, i, sealed, basePath, keys), headers: {}, refreshAt: 0 });
+      for (let i = 0; i < n; i++) this.entries.push({ op, ...bodyFor(op, i, sealed, basePath, keys, payload), headers: {}, refreshAt: 0 });
     }
     // Fisher-Yates: the proportions hold over any window of the pool, not only over a full cycle.
     for (let i = this.entries.length - 1; i > 0; i--) {
@@ -199,11 +212,11 @@ export class SignedPool {
 }
 
 /** One signed POST outside autocannon (setup and checks); over TLS the server certificate is verified. */
-export function post(to: Endpoint, path: string, body: string, cred: Credential): Promise<{ status: number; json: Record<string, unknown> }> {
+export function post(to: Endpoint, path: string, body: string, cred: Credential, timeoutMs = 10_000): Promise<{ status: number; json: Record<string, unknown> }> {
   const headers = signRequest(to.hostHeader, path, body, cred, to.region);
   const request = to.tls ? https.request : http.request;
   return new Promise((resolve, reject) => {
-    const req = request({ host: to.host, port: to.port, path, method: 'POST', headers, agent: false, timeout: 10_000, ...to.tls }, (res) => {
+    const req = request({ host: to.host, port: to.port, path, method: 'POST', headers, agent: false, timeout: timeoutMs, ...to.tls }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -217,17 +230,17 @@ export function post(to: Endpoint, path: string, body: string, cred: Credential)
         resolve({ status: res.statusCode ?? 0, json });
       });
     });
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${to.hostHeader} within 10 s`)));
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${to.hostHeader} within ${timeoutMs / 1000} s`)));
     req.on('error', reject);
     req.end(body);
   });
 }
 
 /** Encrypts `count` data keys through the proxy; decrypt requests replay them. */
-export async function makeCiphertexts(to: Endpoint, basePath: string, cred: Credential, count: number, keys: Keys = DEMO_KEYS): Promise<Sealed[]> {
+export async function makeCiphertexts(to: Endpoint, basePath: string, cred: Credential, count: number, keys: Keys = DEMO_KEYS, payload: Payload = 'small'): Promise<Sealed[]> {
   const out: Sealed[] = [];
   const one = async (): Promise<void> => {
-    const body = encryptBody();
+    const body = encryptBody(payload);
     const aad = (JSON.parse(body) as { additionalAuthenticatedData: string }).additionalAuthenticatedData;
     const r = await post(to, `${basePath}/keys/${keys.decrypt}/encrypt`, body, cred);
     if (r.status !== 200) throw new Error(`setup encrypt failed: HTTP ${r.status} ${JSON.stringify(r.json)}`);

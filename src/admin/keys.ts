@@ -1,10 +1,10 @@
 import { ConfigError } from '../config/load';
-import type { KeyConfig, ProxyConfig } from '../config/schema';
+import type { KeyConfig, KeyUsage, ProxyConfig } from '../config/schema';
 import { destroyKeys, generateKek, unwrapKek, WrapMechanism } from '../engine/token';
 import { groupIndex, keyPath } from '../store/config-store';
 import type { AdminContext } from './context';
 
-type Usage = 'ENCRYPT' | 'DECRYPT';
+type Usage = KeyUsage;
 
 const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
 const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { compileRule, CompiledRule } from '../policy/evaluate';
-import { configSchema, GroupConfig, KeyStoreConfig, ProxyConfig, SecretSource, SECRET_ACCESS_KEY } from './schema';
+import { configSchema, GroupConfig, KeyStoreConfig, KeyUsage, ProxyConfig, SecretSource, SECRET_ACCESS_KEY } from './schema';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -25,8 +25,9 @@ export interface GroupRuntime {
 export interface KeyRuntime {
   id: string;
   group: GroupRuntime;
-  usage: ReadonlySet<'ENCRYPT' | 'DECRYPT'>;
-  usageList: readonly ('ENCRYPT' | 'DECRYPT')[];
+  usage: ReadonlySet<KeyUsage>;
+  /** As configured, duplicates dropped: GetKeyMetadata's keyUsage. */
+  usageList: readonly KeyUsage[];
   /** The key's own status; the key is usable only when it and its group are enabled and no deletion is pending. */
   status: 'ENABLED' | 'DISABLED';
   pendingDeletion: boolean;

@@ -14,7 +14,10 @@ export const SECRET_ACCESS_KEY = /^[A-Za-z0-9+/=]{43,64}$/;
 const PATH_PREFIX = /^(\/[A-Za-z0-9_-]+)*$/;
 const XKS_SUFFIX = '/kms/xks/v1';
 
-const keyUsage = z.enum(['ENCRYPT', 'DECRYPT']);
+/** The spec's keyUsage values; the proxy itself performs only ENCRYPT and DECRYPT, the others are reported. */
+export const KEY_USAGES = ['ENCRYPT', 'DECRYPT', 'SIGN', 'VERIFY', 'WRAP', 'UNWRAP'] as const;
+export type KeyUsage = (typeof KEY_USAGES)[number];
+const keyUsage = z.enum(KEY_USAGES);
 const keyStatus = z.enum(['ENABLED', 'DISABLED']);
 
 const keyVersionSchema = z
@@ -142,6 +145,18 @@ export const configSchema = z
         insecurePlainHttp: z.boolean().default(false),
         maxBodyBytes: z.number().int().min(16 * 1024).max(1024 * 1024).default(64 * 1024),
         keepAliveTimeoutMs: z.number().int().min(1000).default(65_000),
+        /**
+         * Connection bounds, per worker process, so that unauthenticated clients cost little and not for long:
+         * - maxConnections: open connections (TLS handshakes included) beyond this are closed at once, before any read.
+         *   A stalled client holds up to maxBodyBytes plus its connection state (about 100 KB more with TLS), so the
+         *   default keeps 10,000 hostile TLS connections under the Helm chart's 512Mi (bench/hostile-connections.ts).
+         * - headersTimeoutMs: a TLS handshake, and the request line and headers, must each arrive within this.
+         * - requestTimeoutMs: the whole request, body included; a late one gets 408 and the connection is closed.
+         * Idle keep-alive connections are governed by keepAliveTimeoutMs alone. Read at startup, not on reload.
+         */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(1024),
+        headersTimeoutMs: z.number().int().min(500).max(120_000).default(5000),
+        requestTimeoutMs: z.number().int().min(500).max(300_000).default(10_000),
         /** Accepted difference between x-amz-date and the proxy clock. */
         clockSkewSeconds: z.number().int().min(1).max(900).default(300),
       })
@@ -149,6 +164,10 @@ export const configSchema = z
       .prefault({})
       .refine((s) => s.tls !== undefined || s.insecurePlainHttp, {
         message: 'configure server.tls, or set server.insecurePlainHttp: true when TLS is terminated upstream',
+      })
+      .refine((s) => s.requestTimeoutMs >= s.headersTimeoutMs, {
+        message: 'server.requestTimeoutMs (the whole request) must be at least server.headersTimeoutMs',
+        path: ['requestTimeoutMs'],
       }),
     ops: z
       .object({

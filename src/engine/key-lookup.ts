@@ -23,6 +23,14 @@ export class KeyLookup {
     return key;
   }
 
+  /**
+   * One attribute read on the handle: a deleted object makes the module answer CKR_OBJECT_HANDLE_INVALID,
+   * which the engine treats as a stale handle (forget, look up again, and then key-not-found).
+   */
+  confirm(session: Handle, key: Handle): void {
+    this.mod.C_GetAttributeValue(session, key, [{ type: pkcs11js.CKA_KEY_TYPE }]);
+  }
+
   /** Drops a handle the module said is stale, so the next use looks the key up again. */
   forget(label: string): void {
     this.cache.delete(label);

@@ -12,7 +12,7 @@ import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, Pool
 
 export type { Pkcs11Module } from './module';
 type Handle = pkcs11js.Handle;
-type OperationName = 'encrypt' | 'decrypt' | 'health';
+type OperationName = 'encrypt' | 'decrypt' | 'health' | 'check';
 type Op<T> = (session: Handle, key: Handle, conn: HsmConnection) => Promise<T>;
 /** Which sessions an operation uses: the customer pool, or the health check's reserved one. */
 type Lane = (conn: HsmConnection) => SessionPool<Handle>;
@@ -73,6 +73,10 @@ export class Pkcs11Engine implements CryptoEngine {
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
     return this.run('decrypt', CUSTOMER, label, deadline, (session, key, conn) => this.gcm.decrypt(session, key, iv, aad, ciphertext, tag, conn.gcm));
+  }
+
+  async checkKey(label: string, deadline?: Deadline): Promise<void> {
+    await this.run('check', CUSTOMER, label, deadline, async (session, key, conn) => conn.keys.confirm(session, key));
   }
 
   /** On the reserved session: customer traffic queueing for the pool does not delay it. */

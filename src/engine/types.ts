@@ -44,6 +44,11 @@ export interface CryptoEngine {
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult>;
   /** AES-256-GCM decrypt; an authentication failure is EngineError 'tag-mismatch'. */
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer>;
+  /**
+   * Confirms the key with this HSM label is still on the token: key-not-found when its object is gone
+   * (a cached handle is re-checked with one attribute read, not a search), unavailable when the HSM is.
+   */
+  checkKey(label: string, deadline?: Deadline): Promise<void>;
   /** A real encrypt and decrypt on the health-check key. */
   healthCheck(deadline?: Deadline): Promise<HealthReport>;
   info(): EkmInfo;

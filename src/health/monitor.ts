@@ -38,7 +38,7 @@ export class HealthMonitor {
     private readonly events?: ProxyEvents,
   ) {
     events?.subscribe('hsm.operation', (e) => {
-      if (e.ok && e.operation !== 'health') this.lastCustomerSuccess = Date.now();
+      if (e.ok && (e.operation === 'encrypt' || e.operation === 'decrypt')) this.lastCustomerSuccess = Date.now();
     });
   }
 

@@ -5,6 +5,7 @@ import type { KeyStoreRuntime, RuntimeConfig } from '../config/load';
 import type { AuthorizationRecord } from '../xks/authorize';
 import type { OperationContext } from '../xks/operations';
 import type { RequestMetadata } from '../xks/requests';
+import type { SigV4Headers } from '../sigv4/verify';
 import type { XksRoute } from './router';
 import type { PipelineServices } from './services';
 
@@ -23,6 +24,12 @@ export interface RequestContext extends OperationContext, AuthorizationRecord {
   readonly runtime: RuntimeConfig;
   readonly route: XksRoute;
   readonly keyStore: KeyStoreRuntime;
+  /** The client sent Expect: 100-continue and waits for it before sending the body. */
+  readonly expectsContinue: boolean;
+  /** What the Authorization header established before the body was read; the full check reuses it. */
+  sigv4: SigV4Headers | undefined;
+  /** True once the whole body was read: an answer before that closes the connection. */
+  bodyRead: boolean;
   /** The raw body, from the read step until parse zeroes it. */
   body: Buffer | undefined;
   /** The operation's parsed request (its type is the operation's own). */
@@ -38,10 +45,20 @@ export interface RequestContext extends OperationContext, AuthorizationRecord {
 
 /** How a request ended. */
 export interface Outcome {
-  status: number;
-  /** Undefined on success. */
+  /** Undefined when no answer was sent: the client left while sending its body. */
+  status: number | undefined;
+  /** Undefined on success (and when the client left before the body was read). */
   error: XksError | undefined;
   seconds: number;
+  /** The client closed its connection: while sending the body, or before the answer reached it. */
+  clientAborted: 'body' | 'answer' | undefined;
+  /**
+   * The answer was handed to the connection in full (its 'finish'), not cut off by a close. Undefined
+   * until that is known: the audit line is written before the answer leaves, so it cannot say yet.
+   */
+  delivered: boolean | undefined;
+  /** An authentication failure beyond the detailed-line rate: it goes to the next summary, not to the log or audit. */
+  suppressed: boolean;
 }
 
 export type FinishedContext = RequestContext & { outcome: Outcome };
@@ -54,6 +71,7 @@ export function createContext(
   runtime: RuntimeConfig,
   route: XksRoute,
   keyStore: KeyStoreRuntime,
+  expectsContinue: boolean,
 ): RequestContext {
   // Every field present from the start keeps one object shape for all requests.
   return {
@@ -64,6 +82,9 @@ export function createContext(
     runtime,
     route,
     keyStore,
+    expectsContinue,
+    sigv4: undefined,
+    bodyRead: false,
     body: undefined,
     request: undefined,
     metadata: undefined,

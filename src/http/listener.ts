@@ -2,10 +2,11 @@ import { readFileSync, watchFile, unwatchFile } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import { X509Certificate } from 'node:crypto';
+import { constants, X509Certificate } from 'node:crypto';
 import type { TlsConfig } from '../config/schema';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
+import { Alert, alertForVerifyError, TlsAlerts } from './tls-alert';
 
 /** TLS 1.2 suites: ECDHE with AEAD only (the spec requires ECDHE-*-AES256-GCM-SHA384; TLS 1.3 suites are all AEAD). */
 const TLS12_CIPHERS = [
@@ -20,8 +21,15 @@ const TLS12_CIPHERS = [
 export interface ListenerOptions {
   tls?: TlsConfig;
   keepAliveTimeoutMs: number;
+  /** Connection bounds (server.maxConnections, headersTimeoutMs, requestTimeoutMs); the schema's defaults when absent. */
+  maxConnections?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
   logger: Logger;
-  /** Publishes 'tls.certificate' (days to expiry) after every (re)load of the serving certificate. */
+  /**
+   * Publishes 'tls.certificate' (days to expiry) after every (re)load of the serving certificate, and
+   * 'connection.dropped' for each connection the maxConnections cap refuses (a counter: a log line each would flood).
+   */
   events?: ProxyEvents;
 }
 
@@ -43,36 +51,85 @@ export interface Listener {
   dispose(): void;
 }
 
+/** Must match the defaults in the config schema: callers that predate the options get the same bounds. */
+const DEFAULT_MAX_CONNECTIONS = 1024;
+const DEFAULT_HEADERS_TIMEOUT_MS = 5000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+
+/**
+ * Node checks headersTimeout and requestTimeout only every connectionsCheckingInterval (30 s by
+ * default), which stretches a 5 s timeout to 35 s; a 1 s sweep keeps the bound what it says.
+ */
+const CHECK_INTERVAL_MS = 1000;
+
+function peerNames(socket: TLSSocket): string[] {
+  const cn = socket.getPeerCertificate()?.subject?.CN;
+  return Array.isArray(cn) ? cn : cn ? [cn] : [];
+}
+
 export function createListener(handler: http.RequestListener, opts: ListenerOptions): Listener {
   const tls = opts.tls;
+  const headersTimeout = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  const bounds = {
+    keepAliveTimeout: opts.keepAliveTimeoutMs,
+    headersTimeout,
+    requestTimeout: Math.max(opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeout),
+    connectionsCheckingInterval: CHECK_INTERVAL_MS,
+  };
   let server: http.Server;
   let dispose = (): void => undefined;
   if (!tls) {
-    server = http.createServer(handler);
+    server = http.createServer(bounds, handler);
   } else {
     const mtls = tls.clientCaFile !== undefined;
     const material = tlsMaterial(tls);
     const secure = https.createServer(
       {
         ...material,
+        ...bounds,
+        // A client that never finishes its handshake is as slow as one that never finishes its headers.
+        handshakeTimeout: headersTimeout,
         minVersion: tls.minVersion,
         ciphers: TLS12_CIPHERS,
         honorCipherOrder: true,
         requestCert: mtls,
-        rejectUnauthorized: mtls,
+        // The client certificate is judged once, when the handshake completes (below): a renegotiation
+        // could otherwise present another certificate afterwards.
+        secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+        // The chain verdict is applied below, where it can be sent as a TLS alert; Node's own
+        // rejection would only close the connection after the handshake.
+        rejectUnauthorized: false,
       },
       handler,
     );
     opts.events?.publish('tls.certificate', { daysToExpiry: daysToExpiry(material.cert) });
-    const allowed = new Set(tls.allowedClientSubjects);
-    if (mtls && allowed.size > 0) {
-      // The CA check happens in the handshake (rejectUnauthorized); the subject check right after it, before any request is read.
+    if (mtls) {
+      const alerts = new TlsAlerts(secure);
+      const allowed = new Set(tls.allowedClientSubjects);
+      const verdict = (socket: TLSSocket): void => {
+        if (!socket.authorized) {
+          // Node gives the OpenSSL verify code as a string (typed as Error).
+          const reason = String(socket.authorizationError);
+          opts.logger.warn({ reason, remote: socket.remoteAddress }, 'mTLS client certificate refused; TLS alert sent');
+          alerts.refuse(socket, alertForVerifyError(reason, socket.getProtocol(), socket.getPeerX509Certificate() !== undefined));
+          return;
+        }
+        const names = peerNames(socket);
+        if (allowed.size > 0 && !names.some((n) => allowed.has(n))) {
+          opts.logger.warn({ subject: names.join(','), remote: socket.remoteAddress }, 'mTLS client subject not allowed; TLS alert sent');
+          alerts.refuse(socket, Alert.accessDenied);
+          return;
+        }
+        alerts.accept(socket);
+      };
+      // Runs synchronously as the handshake completes, before the HTTP layer sees the connection. It
+      // runs inside OpenSSL's callback: an exception here would take the process down, so it fails closed instead.
       secure.prependListener('secureConnection', (socket: TLSSocket) => {
-        const cn = socket.getPeerCertificate()?.subject?.CN;
-        const names = Array.isArray(cn) ? cn : cn ? [cn] : [];
-        if (!names.some((n) => allowed.has(n))) {
-          opts.logger.warn({ subject: names.join(','), remote: socket.remoteAddress }, 'mTLS client subject not allowed; connection closed');
+        try {
+          verdict(socket);
+        } catch (e) {
           socket.destroy();
+          opts.logger.error({ err: (e as Error).message }, 'mTLS verdict failed; connection closed');
         }
       });
     }
@@ -92,8 +149,9 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
     dispose = () => files.forEach((f) => unwatchFile(f, reload));
     server = secure;
   }
-  server.keepAliveTimeout = opts.keepAliveTimeoutMs;
-  server.headersTimeout = Math.min(opts.keepAliveTimeoutMs + 1000, 120_000);
-  server.requestTimeout = 30_000;
+  // Beyond this, net.Server closes a new connection as soon as it is accepted; open ones carry on.
+  server.maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const events = opts.events;
+  if (events) server.on('drop', () => events.publish('connection.dropped', {}));
   return { server, dispose };
 }

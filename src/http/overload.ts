@@ -24,8 +24,10 @@ export interface OverloadOptions {
  * work the pool never fills: requests wait in socket buffers instead, where no deadline sees them.
  * A timer's drift measures that wait. Following CoDel, a burst is fine and only a standing queue
  * counts: overloaded once every sample for `intervalMs` (and at least two) was later than `targetMs`;
- * one sample on time ends it. While overloaded, new requests get 429 ThrottlingException before their
- * body is read or their signature checked, which is the cheapest answer there is.
+ * one sample on time ends it. While overloaded, new key operations get 429 ThrottlingException before
+ * their signature is verified or their body parsed. The check runs just after the body is read, not
+ * before: an answer to an unread body closes the connection (src/http/pipeline.ts), and a client's
+ * reconnect (a TLS handshake) costs the loop more than reading a body of at most maxBodyBytes.
  */
 export class OverloadGuard {
   private readonly targetMs: number;
@@ -97,8 +99,8 @@ export class OverloadGuard {
 }
 
 /**
- * Pipeline step, first of all (before the body is read): refuses a key operation while the event loop
- * has a standing queue. GetHealthStatus passes, so that KMS's health view reflects the HSM, not load.
+ * Pipeline step, right after the body is read: refuses a key operation while the event loop has a
+ * standing queue. GetHealthStatus passes, so that KMS's health view reflects the HSM, not load.
  */
 export function shedOnEventLoopOverload(ctx: RequestContext): void {
   const guard = ctx.server.overload;

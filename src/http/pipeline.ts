@@ -1,15 +1,16 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { XksError, isXksError } from '../errors';
 import type { KeyStoreRuntime } from '../config/load';
 import { isEngineError } from '../engine/errors';
 import { fromEngineError } from '../xks/engine-errors';
-import { createContext, FinishedContext, RequestContext } from './context';
+import { AuthenticationFailed, AuthFailureLog } from './auth-failures';
+import { createContext, FinishedContext, Outcome, RequestContext } from './context';
 import { auditRequest, countRequest, logRequest, ResponseListener } from './outcome';
 import { shedOnEventLoopOverload } from './overload';
 import { RateLimiter } from './quota';
-import { errorReply, Reply, sendJson } from './reply';
+import { ClientClosed, errorReply, hasBody, Reply, sendJson } from './reply';
 import type { HandlerServices, PipelineServices } from './services';
-import { admit, authenticate, authorize, execute, parse, readRequestBody, routeRequest } from './steps';
+import { admit, authenticate, authorize, execute, parse, preAuthenticate, readRequestBody, routeRequest } from './steps';
 
 export type { HandlerServices } from './services';
 
@@ -21,7 +22,22 @@ type Step = (ctx: RequestContext) => void | Promise<void>;
  * a new consumer of finished requests is one more response listener (src/http/outcome.ts); a new
  * non-XKS endpoint belongs on the ops port (src/ops.ts), not here.
  */
-const STEPS: readonly Step[] = [shedOnEventLoopOverload, readRequestBody, authenticate, admit, parse, authorize];
+const STEPS: readonly Step[] = [preAuthenticate, readRequestBody, shedOnEventLoopOverload, authenticate, admit, parse, authorize];
+
+/**
+ * Failed authentications get this many detailed log and audit lines per key store per second; the rest
+ * are counted into one summary line per interval. The metric counts every one. A flood of bad
+ * signatures (thousands a second) then writes a few KB/s, not MB/s.
+ */
+const AUTH_DETAIL_PER_SECOND = 10;
+const AUTH_SUMMARY_EVERY_MS = 10_000;
+
+/**
+ * The XKS port's request listener, and `checkContinue` for the server's 'checkContinue' event:
+ * without a listener there, Node answers 100 Continue itself, even to a request about to be refused.
+ * With it, 100 Continue is sent only once routing and the pre-body checks passed.
+ */
+export type XksHandler = RequestListener & { checkContinue: RequestListener };
 
 async function run(ctx: RequestContext): Promise<object> {
   for (const step of STEPS) {
@@ -39,7 +55,31 @@ function toXksError(e: unknown, ctx: RequestContext): XksError {
   return new XksError('InternalException', 'internal error');
 }
 
-export function createXksHandler(svc: HandlerServices): (req: IncomingMessage, res: ServerResponse) => void {
+const clientGone = (ctx: RequestContext): boolean => ctx.res.destroyed || ctx.req.socket.destroyed;
+
+/** Calls back once the answer was handed to the connection in full (true), or cut off by a close (false). */
+function whenSettled(res: ServerResponse, sent: boolean, settled: (delivered: boolean) => void): void {
+  if (res.writableFinished) return settled(true);
+  if (!sent || res.destroyed) return settled(false);
+  const onFinish = (): void => done(true);
+  const onClose = (): void => done(false);
+  const done = (delivered: boolean): void => {
+    res.off('finish', onFinish);
+    res.off('close', onClose);
+    settled(delivered);
+  };
+  res.on('finish', onFinish);
+  res.on('close', onClose);
+}
+
+/** An answer given before the body was read: the connection closes rather than read a body that has no use. */
+function answerUnread(req: IncomingMessage, res: ServerResponse, reply: Reply, draining: boolean): void {
+  const unread = hasBody(req);
+  if (!unread) req.resume();
+  sendJson(res, reply, draining || unread);
+}
+
+export function createXksHandler(svc: HandlerServices): XksHandler {
   const quotas = new WeakMap<KeyStoreRuntime, RateLimiter>();
   const server: PipelineServices = {
     ...svc,
@@ -50,37 +90,79 @@ export function createXksHandler(svc: HandlerServices): (req: IncomingMessage, r
       return q;
     },
   };
+  // Listeners that need to know whether the answer was delivered run once it is known; the audit's
+  // main line is written before the answer leaves (src/http/outcome.ts, auditRequest).
   const listeners: ResponseListener[] = [countRequest(svc.metrics), logRequest(svc.logger)];
-  if (svc.audit) listeners.push(auditRequest(svc.audit, svc.logger));
+  const beforeAnswer: ResponseListener[] = [];
+  if (svc.audit) {
+    const audit = auditRequest(svc.audit, svc.logger);
+    beforeAnswer.push(audit.beforeAnswer);
+    listeners.push(audit.afterAnswer);
+  }
+  const authFailures = new AuthFailureLog({
+    perSecond: AUTH_DETAIL_PER_SECOND,
+    summaryEveryMs: AUTH_SUMMARY_EVERY_MS,
+    summary: (s) => {
+      svc.logger.warn(s, 'authentication failures suppressed');
+      // The summary comes from a timer; once shutdown began the audit file may be closed (its fd reused).
+      if (svc.draining()) return;
+      try {
+        svc.audit?.append({ event: 'auth-failures-suppressed', ...s });
+      } catch (e) {
+        svc.logger.error({ err: (e as Error).message }, 'audit log write failed');
+      }
+    },
+  });
 
-  function finish(ctx: RequestContext, reply: Reply, error: XksError | undefined): void {
-    if (!ctx.res.headersSent && !ctx.res.destroyed) sendJson(ctx.res, reply, svc.draining());
-    ctx.outcome = { status: reply.status, error, seconds: (performance.now() - ctx.started) / 1000 };
-    for (const listener of listeners) listener(ctx as FinishedContext);
+  /** `reply` undefined: the client left before its body was read, and there is no one to answer. */
+  function finish(ctx: RequestContext, reply: Reply | undefined, error: XksError | undefined): void {
+    const seconds = (performance.now() - ctx.started) / 1000;
+    const gone = reply === undefined || clientGone(ctx);
+    const sent = !gone && !ctx.res.headersSent;
+    const outcome: Outcome = {
+      status: reply?.status,
+      error,
+      seconds,
+      clientAborted: reply === undefined ? 'body' : gone ? 'answer' : undefined,
+      delivered: undefined,
+      suppressed: error instanceof AuthenticationFailed && !authFailures.admit(ctx.keyStore.name, error.kind),
+    };
+    ctx.outcome = outcome;
+    for (const listener of beforeAnswer) listener(ctx as FinishedContext);
+    if (sent) sendJson(ctx.res, reply as Reply, svc.draining() || !ctx.bodyRead);
+    whenSettled(ctx.res, sent, (delivered) => {
+      outcome.delivered = delivered;
+      // Closed while the answer was on its way: processed, but the client never had it.
+      if (!delivered) outcome.clientAborted ??= 'answer';
+      for (const listener of listeners) listener(ctx as FinishedContext);
+    });
   }
 
-  return (req, res) => {
+  function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const started = performance.now();
     if (req.method === 'GET' && req.url === '/healthz') {
-      req.resume();
       const ok = svc.readiness().ready;
-      sendJson(res, { status: ok ? 200 : 503, payload: { status: ok ? 'ok' : 'unavailable' } });
+      answerUnread(req, res, { status: ok ? 200 : 503, payload: { status: ok ? 'ok' : 'unavailable' } }, false);
       return;
     }
     const runtime = svc.runtime();
     const routed = routeRequest(req, runtime);
     if ('status' in routed) {
-      req.resume();
-      sendJson(res, routed);
+      answerUnread(req, res, routed, svc.draining());
       return;
     }
-    const ctx = createContext(server, req, res, started, runtime, routed.route, routed.keyStore);
+    const ctx = createContext(server, req, res, started, runtime, routed.route, routed.keyStore, expectsContinue);
     run(ctx).then(
       (payload) => finish(ctx, { status: 200, payload }, undefined),
       (e: unknown) => {
+        if (e instanceof ClientClosed || (!ctx.bodyRead && clientGone(ctx))) return finish(ctx, undefined, undefined);
         const error = toXksError(e, ctx);
         finish(ctx, errorReply(error), error);
       },
     );
-  };
+  }
+
+  const handler = ((req, res) => handle(req, res, false)) as XksHandler;
+  handler.checkContinue = (req, res) => handle(req, res, true);
+  return handler;
 }

@@ -5,11 +5,16 @@ export type Reply = { status: number; payload: object; headers?: Record<string, 
 
 export const errorReply = (e: XksError, headers?: Record<string, string>): Reply => ({ status: e.status, payload: e.toBody(), headers });
 
-export function sendJson(res: ServerResponse, reply: Reply, draining = false): void {
+/**
+ * `close` ends the connection after the answer: while draining, and whenever the request's body was
+ * not read (a refusal before or while reading it), since reading it only to discard it is what a
+ * hostile client wants us to do.
+ */
+export function sendJson(res: ServerResponse, reply: Reply, close = false): void {
   const body = JSON.stringify(reply.payload);
   // A keep-alive client could send its next request just as the socket closes, and the reset would
   // also discard this answer: "Connection: close" makes the client stop using the socket first.
-  if (draining) res.shouldKeepAlive = false;
+  if (close) res.shouldKeepAlive = false;
   res.writeHead(reply.status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
@@ -18,20 +23,57 @@ export function sendJson(res: ServerResponse, reply: Reply, draining = false): v
   res.end(body);
 }
 
-/** Reads the body up to `max` bytes; a larger body is refused without buffering it. */
+/** Whether a request carries a body still to be read (declared, or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return length !== undefined ? length !== '0' : req.headers['transfer-encoding'] !== undefined;
+}
+
+/** The client closed its connection before its request was read (or answered). */
+export class ClientClosed extends Error {
+  constructor() {
+    super('client closed the connection');
+  }
+}
+
+/**
+ * Reads the body up to `max` bytes (the caller refuses a larger declared size first). A body that grows
+ * past it resolves null at once: reading stops there and the caller answers with Connection: close.
+ * A client that goes away rejects ClientClosed.
+ */
 export function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > max) return Promise.resolve(null);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = false;
-    req.on('data', (chunk: Buffer) => {
+    const done = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      req.off('error', onClose);
+    };
+    const onData = (chunk: Buffer): void => {
       size += chunk.length;
-      if (size > max) over = true;
-      else chunks.push(chunk);
-    });
-    req.on('end', () => resolve(over ? null : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size)));
-    req.on('error', reject);
+      if (size <= max) {
+        chunks.push(chunk);
+        return;
+      }
+      done();
+      req.pause();
+      chunks.length = 0;
+      resolve(null);
+    };
+    const onEnd = (): void => {
+      done();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+    };
+    // 'close' before 'end' is a client gone mid-body; 'error' (ECONNRESET "aborted") comes with it.
+    const onClose = (): void => {
+      done();
+      reject(new ClientClosed());
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('close', onClose);
+    req.on('error', onClose);
   });
 }

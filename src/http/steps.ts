@@ -2,10 +2,11 @@ import type { IncomingMessage } from 'node:http';
 import { XksError } from '../errors';
 import type { RuntimeConfig, KeyStoreRuntime } from '../config/load';
 import { Deadline } from '../deadline';
-import { verifySigV4 } from '../sigv4/verify';
+import { completeSigV4, preverifySigV4, SigV4Headers } from '../sigv4/verify';
 import { authorizeKey } from '../xks/authorize';
 import { OPERATIONS, OperationSpec } from '../xks/operations';
 import { parseExternalKeyId, parseJsonObject, RequestMetadata } from '../xks/requests';
+import { AuthenticationFailed } from './auth-failures';
 import type { RequestContext } from './context';
 import { noteHsmShed } from './overload';
 import { readBody, Reply } from './reply';
@@ -35,20 +36,42 @@ export function routeRequest(req: IncomingMessage, runtime: RuntimeConfig): { ro
   return { route: r, keyStore };
 }
 
-export async function readRequestBody(ctx: RequestContext): Promise<void> {
-  const max = ctx.runtime.config.server.maxBodyBytes;
-  const raw = await readBody(ctx.req, max);
-  if (raw === null) throw new XksError('UnsupportedOperationException', `request body exceeds the ${max} bytes this proxy supports`);
-  ctx.body = raw;
+/**
+ * What the Authorization header alone can refuse (scope, region, date and skew, signed header set,
+ * live access key id), before any body byte is read: a refusal here closes the connection unread.
+ */
+export function preAuthenticate(ctx: RequestContext): void {
+  const { req, keyStore, runtime } = ctx;
+  const pre = preverifySigV4(req.rawHeaders, {
+    secrets: keyStore.secrets,
+    regions: keyStore.regions,
+    clockSkewMs: runtime.config.server.clockSkewSeconds * 1000,
+    now: Date.now(),
+  });
+  if (!pre.ok) throw new AuthenticationFailed(pre);
+  ctx.sigv4 = pre;
 }
 
+/**
+ * A declared size over the limit is refused before anything is read (and before 100 Continue); a
+ * chunked body that grows past it stops being read where it crosses.
+ */
+export async function readRequestBody(ctx: RequestContext): Promise<void> {
+  const max = ctx.runtime.config.server.maxBodyBytes;
+  const tooLarge = (): XksError => new XksError('UnsupportedOperationException', `request body exceeds the ${max} bytes this proxy supports`);
+  if (Number(ctx.req.headers['content-length'] ?? 0) > max) throw tooLarge();
+  if (ctx.expectsContinue) ctx.res.writeContinue();
+  const raw = await readBody(ctx.req, max);
+  if (raw === null) throw tooLarge();
+  ctx.body = raw;
+  ctx.bodyRead = true;
+}
+
+/** The body hash and the signature, over the header parse preAuthenticate kept. */
 export function authenticate(ctx: RequestContext): void {
-  const { req, keyStore, runtime } = ctx;
-  const auth = verifySigV4(
-    { method: req.method as string, path: req.url as string, rawHeaders: req.rawHeaders, body: ctx.body as Buffer },
-    { secrets: keyStore.secrets, regions: keyStore.regions, clockSkewMs: runtime.config.server.clockSkewSeconds * 1000, now: Date.now() },
-  );
-  if (!auth.ok) throw new XksError('AuthenticationFailedException', `SigV4 authentication failed: ${auth.reason}`);
+  const { req } = ctx;
+  const auth = completeSigV4(ctx.sigv4 as SigV4Headers, { method: req.method as string, path: req.url as string, body: ctx.body as Buffer });
+  if (!auth.ok) throw new AuthenticationFailed(auth);
 }
 
 /** Whether the key store takes requests now: its status, then its quota. */
@@ -59,29 +82,24 @@ export function admit(ctx: RequestContext): void {
 
 const operationOf = (ctx: RequestContext): OperationSpec<unknown> => OPERATIONS[ctx.route.operation];
 
-function lenientJson(raw: Buffer): Record<string, unknown> {
-  try {
-    return parseJsonObject(raw);
-  } catch {
-    return {};
-  }
-}
-
 export function parse(ctx: RequestContext): void {
   const raw = ctx.body as Buffer;
   const op = operationOf(ctx);
-  // GetHealthStatus has no ValidationException in the spec: a malformed health body is still answered.
-  const body = ctx.route.operation === 'GetHealthStatus' ? lenientJson(raw) : parseJsonObject(raw);
-  raw.fill(0);
   ctx.body = undefined;
+  let body: Record<string, unknown>;
+  try {
+    body = parseJsonObject(raw);
+  } finally {
+    raw.fill(0);
+  }
   const request = op.parse(body, ctx.server.limits);
   ctx.request = request;
   ctx.metadata = request.metadata;
-  if (op.key !== 'none') ctx.keyId = parseExternalKeyId(ctx.route.keyId);
+  if (op.need(request) !== 'none') ctx.keyId = parseExternalKeyId(ctx.route.keyId);
 }
 
 export function authorize(ctx: RequestContext): void {
-  const need = operationOf(ctx).key;
+  const need = operationOf(ctx).need(ctx.request);
   if (need === 'none') return;
   // parse validated the whole requestMetadata of a key operation.
   ctx.key = authorizeKey(ctx.keyStore, ctx.keyId as string, ctx.metadata as RequestMetadata, need, ctx);

@@ -31,11 +31,17 @@ export interface SigV4Policy {
   now: number;
 }
 
-export type SigV4Result =
-  | { ok: true; accessKeyId: string; region: string }
-  | { ok: false; reason: string };
+/**
+ * Why a request failed authentication, as a small fixed set: the auth-failure metric's label and the
+ * log's category. The `reason` beside it is the detail (never a signature or a secret).
+ */
+export type AuthFailureKind = 'malformed' | 'scope' | 'clock_skew' | 'signed_headers' | 'unknown_access_key' | 'body_hash' | 'signature';
 
-const fail = (reason: string): SigV4Result => ({ ok: false, reason });
+export type SigV4Failure = { ok: false; kind: AuthFailureKind; reason: string };
+
+export type SigV4Result = { ok: true; accessKeyId: string; region: string } | SigV4Failure;
+
+const fail = (kind: AuthFailureKind, reason: string): SigV4Failure => ({ ok: false, kind, reason });
 
 interface ParsedAuthorization {
   accessKeyId: string;
@@ -123,57 +129,97 @@ export function sha256Hex(data: Buffer | string): string {
   return hash('sha256', data, 'hex');
 }
 
-export function verifySigV4(req: SigV4Request, policy: SigV4Policy): SigV4Result {
-  const headers = headerValues(req.rawHeaders);
-  const authHeaders = headers.get('authorization');
-  if (!authHeaders) return fail('missing Authorization header');
-  if (authHeaders.length !== 1) return fail('more than one Authorization header');
-  const auth = parseAuthorization(authHeaders[0] as string);
-  if (typeof auth === 'string') return fail(auth);
+/**
+ * What the headers alone establish, before any body byte is read: a well-formed SigV4 Authorization
+ * for this service, a scope the key store accepts, a fresh X-Amz-Date matching it, a signed header
+ * set that covers host and x-amz-date, and a live access key id. Only the body hash and the signature
+ * are left for completeSigV4, which reuses this parse.
+ */
+export interface SigV4Headers {
+  ok: true;
+  accessKeyId: string;
+  region: string;
+  date: string;
+  amzDate: string;
+  signedHeaders: string;
+  signature: string;
+  canonicalHeaders: string;
+  /** x-amz-content-sha256 as sent (all of its values), if sent. */
+  claimedPayloadHash: readonly string[] | undefined;
+  secret: Buffer;
+}
 
-  if (auth.service !== SERVICE) return fail(`credential scope service must be ${SERVICE}`);
-  if (policy.regions.size > 0 && !policy.regions.has(auth.region)) return fail('credential scope region is not accepted by this key store');
-  if (!/^[a-z0-9-]{1,32}$/.test(auth.region)) return fail('malformed credential scope region');
+export function preverifySigV4(rawHeaders: readonly string[], policy: SigV4Policy): SigV4Headers | SigV4Failure {
+  const headers = headerValues(rawHeaders);
+  const authHeaders = headers.get('authorization');
+  if (!authHeaders) return fail('malformed', 'missing Authorization header');
+  if (authHeaders.length !== 1) return fail('malformed', 'more than one Authorization header');
+  const auth = parseAuthorization(authHeaders[0] as string);
+  if (typeof auth === 'string') return fail('malformed', auth);
+
+  if (auth.service !== SERVICE) return fail('scope', `credential scope service must be ${SERVICE}`);
+  if (policy.regions.size > 0 && !policy.regions.has(auth.region)) return fail('scope', 'credential scope region is not accepted by this key store');
+  if (!/^[a-z0-9-]{1,32}$/.test(auth.region)) return fail('scope', 'malformed credential scope region');
 
   const signed = auth.signedHeaders;
   for (let i = 0; i < signed.length; i++) {
     const h = signed[i] as string;
-    if (!/^[a-z0-9-]+$/.test(h)) return fail('SignedHeaders must be lowercase header names');
-    if (i > 0 && (signed[i - 1] as string) >= h) return fail('SignedHeaders must be sorted and unique');
+    if (!/^[a-z0-9-]+$/.test(h)) return fail('signed_headers', 'SignedHeaders must be lowercase header names');
+    if (i > 0 && (signed[i - 1] as string) >= h) return fail('signed_headers', 'SignedHeaders must be sorted and unique');
   }
-  if (!signed.includes('host') || !signed.includes('x-amz-date')) return fail('SignedHeaders must include host and x-amz-date');
-  if (signed.includes('authorization')) return fail('the Authorization header cannot be signed');
+  if (!signed.includes('host') || !signed.includes('x-amz-date')) return fail('signed_headers', 'SignedHeaders must include host and x-amz-date');
+  if (signed.includes('authorization')) return fail('signed_headers', 'the Authorization header cannot be signed');
 
   const dates = headers.get('x-amz-date');
-  if (!dates || dates.length !== 1) return fail('exactly one X-Amz-Date header is required');
-  if ((headers.get('host')?.length ?? 0) !== 1) return fail('exactly one Host header is required');
+  if (!dates || dates.length !== 1) return fail('malformed', 'exactly one X-Amz-Date header is required');
+  if ((headers.get('host')?.length ?? 0) !== 1) return fail('malformed', 'exactly one Host header is required');
   const amzDate = dates[0] as string;
   const t = parseAmzDate(amzDate);
-  if (Number.isNaN(t)) return fail('malformed X-Amz-Date');
-  if (amzDate.slice(0, 8) !== auth.date) return fail('credential scope date does not match X-Amz-Date');
-  if (Math.abs(policy.now - t) > policy.clockSkewMs) return fail('request time is outside the allowed clock skew');
-
-  const payloadHash = sha256Hex(req.body);
-  const claimed = headers.get('x-amz-content-sha256');
-  if (claimed && (claimed.length !== 1 || claimed[0] !== payloadHash)) return fail('x-amz-content-sha256 does not match the body');
+  if (Number.isNaN(t)) return fail('malformed', 'malformed X-Amz-Date');
+  if (amzDate.slice(0, 8) !== auth.date) return fail('scope', 'credential scope date does not match X-Amz-Date');
+  if (Math.abs(policy.now - t) > policy.clockSkewMs) return fail('clock_skew', 'request time is outside the allowed clock skew');
 
   let canonicalHeaders = '';
   for (const name of signed) {
     const values = headers.get(name);
-    if (!values) return fail(`signed header ${name} is missing`);
+    if (!values) return fail('signed_headers', `signed header ${name} is missing`);
     canonicalHeaders += `${name}:${values.map(canonicalValue).join(',')}\n`;
   }
 
-  // Look the secret up only after every structural check, so malformed requests cost no HMAC.
+  // Looked up only after every structural check: a malformed request learns nothing about key ids.
   const secret = policy.secrets.get(auth.accessKeyId);
-  if (!secret) return fail('unknown access key id');
-  if (!HEX64.test(auth.signature)) return fail('signature does not match');
+  if (!secret) return fail('unknown_access_key', 'unknown access key id');
+  return {
+    ok: true,
+    accessKeyId: auth.accessKeyId,
+    region: auth.region,
+    date: auth.date,
+    amzDate,
+    signedHeaders: signed.join(';'),
+    signature: auth.signature,
+    canonicalHeaders,
+    claimedPayloadHash: headers.get('x-amz-content-sha256'),
+    secret,
+  };
+}
 
-  const canonicalRequest = `${req.method}\n${req.path}\n\n${canonicalHeaders}\n${auth.signedHeaders.join(';')}\n${payloadHash}`;
-  const scope = `${auth.date}/${auth.region}/${SERVICE}/aws4_request`;
-  const stringToSign = `${ALGORITHM}\n${amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
-  const expected = createHmac('sha256', signingKey(auth.accessKeyId, secret, auth.date, auth.region)).update(stringToSign).digest();
-  const provided = Buffer.from(auth.signature, 'hex');
-  if (!timingSafeEqual(expected, provided)) return fail('signature does not match');
-  return { ok: true, accessKeyId: auth.accessKeyId, region: auth.region };
+/** The checks that need the body: its hash, then the signature over the canonical request. */
+export function completeSigV4(pre: SigV4Headers, req: Pick<SigV4Request, 'method' | 'path' | 'body'>): SigV4Result {
+  const payloadHash = sha256Hex(req.body);
+  const claimed = pre.claimedPayloadHash;
+  if (claimed && (claimed.length !== 1 || claimed[0] !== payloadHash)) return fail('body_hash', 'x-amz-content-sha256 does not match the body');
+  if (!HEX64.test(pre.signature)) return fail('signature', 'signature does not match');
+
+  const canonicalRequest = `${req.method}\n${req.path}\n\n${pre.canonicalHeaders}\n${pre.signedHeaders}\n${payloadHash}`;
+  const scope = `${pre.date}/${pre.region}/${SERVICE}/aws4_request`;
+  const stringToSign = `${ALGORITHM}\n${pre.amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
+  const expected = createHmac('sha256', signingKey(pre.accessKeyId, pre.secret, pre.date, pre.region)).update(stringToSign).digest();
+  const provided = Buffer.from(pre.signature, 'hex');
+  if (!timingSafeEqual(expected, provided)) return fail('signature', 'signature does not match');
+  return { ok: true, accessKeyId: pre.accessKeyId, region: pre.region };
+}
+
+export function verifySigV4(req: SigV4Request, policy: SigV4Policy): SigV4Result {
+  const pre = preverifySigV4(req.rawHeaders, policy);
+  return pre.ok ? completeSigV4(pre, req) : pre;
 }

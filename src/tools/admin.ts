@@ -17,6 +17,7 @@ import {
   setKeyStatus,
 } from '../admin/keys';
 import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession, WrapMechanism } from '../engine/token';
+import { KEY_USAGES, KeyUsage } from '../config/schema';
 import { generateCredential } from '../sigv4/credentials';
 
 const USAGE = `usage: xks-admin [--config FILE] <command> [options]
@@ -28,7 +29,8 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   group assign NAME --key-store KS         let a key store reach the group's keys
   group list
   key create ID --group G [--usage ENCRYPT,DECRYPT]
-                                           generate a non-extractable AES-256 key in the HSM
+                                           generate a non-extractable AES-256 key in the HSM; --usage
+                                           lists any of ENCRYPT DECRYPT SIGN VERIFY WRAP UNWRAP
   key import ID --group G --wrapped FILE --wrapping-key LABEL [--mechanism aes-key-wrap-pad|aes-key-wrap]
                                            BYOK: unwrap key material under an existing HSM key
   key list | key describe ID
@@ -87,10 +89,10 @@ function context(): AdminContext {
   return new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config'));
 }
 
-function usage(): ('ENCRYPT' | 'DECRYPT')[] {
+function usage(): KeyUsage[] {
   const list = (opts.usage ?? 'ENCRYPT,DECRYPT').split(',').map((u) => u.trim().toUpperCase());
-  for (const u of list) if (u !== 'ENCRYPT' && u !== 'DECRYPT') throw new Error(`unknown usage ${u}`);
-  return list as ('ENCRYPT' | 'DECRYPT')[];
+  for (const u of list) if (!(KEY_USAGES as readonly string[]).includes(u)) throw new Error(`unknown usage ${u} (one of ${KEY_USAGES.join(', ')})`);
+  return list as KeyUsage[];
 }
 
 function rawToken<T>(fn: (t: TokenSession) => T): T {

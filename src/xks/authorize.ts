@@ -3,8 +3,8 @@ import { effectiveStatus, KeyRuntime, KeyStoreRuntime } from '../config/load';
 import { Decision, evaluate } from '../policy/evaluate';
 import type { RequestMetadata } from './requests';
 
-/** What a key operation needs its key to allow: existence and policy only, or also a usage. */
-export type KeyNeed = 'exists' | 'ENCRYPT' | 'DECRYPT';
+/** What a key operation needs its key to allow: existence and policy only, or also every usage listed. */
+export type KeyNeed = 'exists' | readonly ('ENCRYPT' | 'DECRYPT')[];
 
 /** Where authorization records what it found, for the request log and audit (set even when it refuses). */
 export interface AuthorizationRecord {
@@ -36,6 +36,10 @@ export function authorizeKey(
     const why = key.pendingDeletion ? 'is pending deletion' : key.status !== 'ENABLED' ? 'is disabled' : `is in disabled group ${key.group.name}`;
     throw new XksError('InvalidStateException', `external key ${key.id} ${why}`);
   }
-  if (!key.usage.has(need)) throw new XksError('InvalidKeyUsageException', `external key ${key.id} does not allow ${need}`);
+  const missing = need.find((u) => !key.usage.has(u));
+  if (missing !== undefined) {
+    const why = need.length > 1 ? ` (this request needs ${need.join(' and ')})` : '';
+    throw new XksError('InvalidKeyUsageException', `external key ${key.id} does not allow ${missing}${why}`);
+  }
   return key;
 }

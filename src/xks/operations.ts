@@ -42,21 +42,21 @@ export interface OperationContext {
 }
 
 /**
- * One XKS operation as the pipeline drives it: parse the body, say what the key must allow (the
- * pipeline authorizes), then execute. The pipeline applies the deadline and converts errors.
+ * One XKS operation as the pipeline drives it: parse the body, say what the key must allow for this
+ * request (the pipeline authorizes), then execute. The pipeline applies the deadline and converts errors.
  */
 export interface OperationSpec<R> {
-  parse(body: Record<string, unknown>, limits: Limits): R & { metadata: Partial<RequestMetadata> };
+  parse(body: Record<string, unknown>, limits: Limits): R & { metadata: RequestMetadata };
   /** 'none': no key is involved (GetHealthStatus). */
-  key: KeyNeed | 'none';
+  need(request: R): KeyNeed | 'none';
   execute(svc: OperationServices, request: R, ctx: OperationContext): Promise<object>;
 }
 
 const b64 = (b: Buffer): string => b.toString('base64');
 
-const getHealthStatus: OperationSpec<{ metadata: Partial<RequestMetadata> }> = {
+const getHealthStatus: OperationSpec<{ metadata: RequestMetadata }> = {
   parse: (body) => ({ metadata: parseHealthRequest(body) }),
-  key: 'none',
+  need: () => 'none',
   async execute(svc) {
     const report = await svc.health.get();
     if (report.status === 'UNAVAILABLE') {
@@ -77,16 +77,33 @@ const getHealthStatus: OperationSpec<{ metadata: Partial<RequestMetadata> }> = {
 
 const getKeyMetadata: OperationSpec<{ metadata: RequestMetadata }> = {
   parse: parseMetadataRequest,
-  key: 'exists',
-  async execute(_svc, _request, ctx) {
+  need: () => 'exists',
+  async execute(svc, _request, ctx) {
     const key = ctx.key as KeyRuntime;
+    // The answer reflects the HSM, not only the config: every version's object must still be on the
+    // token (a missing one is KeyNotFoundException, an unreachable HSM the engine's unavailable error).
+    for (const version of key.versions.values()) {
+      try {
+        await svc.engine.checkKey(version.label, ctx.deadline);
+      } catch (e) {
+        if (isEngineError(e) && e.kind === 'key-not-found') {
+          throw new XksError('KeyNotFoundException', `the HSM has no key material for version ${version.version} of external key ${key.id}`);
+        }
+        throw e;
+      }
+    }
     return { keySpec: 'AES_256', keyUsage: key.usageList, keyStatus: effectiveStatus(key) };
   },
 };
 
+const ENCRYPT: KeyNeed = ['ENCRYPT'];
+// The integrity value is proven by decrypting the fresh ciphertext, which is a decrypt with the key.
+const ENCRYPT_VERIFIED: KeyNeed = ['ENCRYPT', 'DECRYPT'];
+const DECRYPT: KeyNeed = ['DECRYPT'];
+
 const encrypt: OperationSpec<EncryptInput> = {
   parse: parseEncryptRequest,
-  key: 'ENCRYPT',
+  need: (req) => (req.wantCdiv ? ENCRYPT_VERIFIED : ENCRYPT),
   async execute(svc, req, ctx) {
     const version = (ctx.key as KeyRuntime).current;
     ctx.keyVersion = version.version;
@@ -138,7 +155,7 @@ async function verifyRoundTrip(
 
 const decrypt: OperationSpec<DecryptInput> = {
   parse: parseDecryptRequest,
-  key: 'DECRYPT',
+  need: () => DECRYPT,
   async execute(svc, req, ctx) {
     const key = ctx.key as KeyRuntime;
     let version = key.current;

@@ -1,12 +1,14 @@
 import { XksError } from '../errors';
 import { EXTERNAL_KEY_ID } from '../config/schema';
+import { findDuplicateKey } from './duplicate-keys';
 
-type KeyOperation = 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
+type MetadataOperation = 'GetHealthStatus' | 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
 
 /**
  * requestMetadata as the spec defines it, in one table: parsing, the request log and audit entries, and
  * the policy input all read it, so a new field is one row. Order matters: fields are validated (and a
  * request's first bad field reported) in this order. Unknown extra fields are tolerated and ignored.
+ * GetHealthStatus reads only the fields it requires: its requestMetadata has no others in the spec.
  */
 export const METADATA_FIELDS = [
   { name: 'awsPrincipalArn', maxLength: 2048, requiredFor: ['GetKeyMetadata', 'Encrypt', 'Decrypt'] },
@@ -14,15 +16,14 @@ export const METADATA_FIELDS = [
   { name: 'awsSourceVpce', maxLength: 2048, requiredFor: [] },
   // Absent when KMS calls GetKeyMetadata for CreateKey.
   { name: 'kmsKeyArn', maxLength: 2048, requiredFor: ['Encrypt', 'Decrypt'] },
-  // A health request keeps these two (where well-formed) for the log.
-  { name: 'kmsOperation', maxLength: 2048, requiredFor: ['GetKeyMetadata', 'Encrypt', 'Decrypt'], keptFromHealth: true },
-  { name: 'kmsRequestId', maxLength: 2048, requiredFor: ['GetKeyMetadata', 'Encrypt', 'Decrypt'], keptFromHealth: true },
+  { name: 'kmsOperation', maxLength: 2048, requiredFor: ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'] },
+  { name: 'kmsRequestId', maxLength: 2048, requiredFor: ['GetHealthStatus', 'GetKeyMetadata', 'Encrypt', 'Decrypt'] },
   { name: 'kmsViaService', maxLength: 2048, requiredFor: [] },
-] as const satisfies readonly { name: string; maxLength: number; requiredFor: readonly KeyOperation[]; keptFromHealth?: true }[];
+] as const satisfies readonly { name: string; maxLength: number; requiredFor: readonly MetadataOperation[] }[];
 
 export type MetadataField = (typeof METADATA_FIELDS)[number]['name'];
 
-/** The fields every key operation requires are always present; the others may be absent. */
+/** The fields every operation requires are always present; the others may be absent. */
 export type RequestMetadata = Partial<Record<MetadataField, string>> & { kmsOperation: string; kmsRequestId: string };
 
 export interface EncryptInput {
@@ -52,14 +53,20 @@ const invalid = (msg: string): XksError => new XksError('ValidationException', m
 
 type Json = Record<string, unknown>;
 
+/** A body whose keys repeat is refused: JSON.parse keeps the last, and a policy or log could read another. */
 export function parseJsonObject(body: Buffer): Json {
+  const text = body.toString('utf8');
   let value: unknown;
   try {
-    value = JSON.parse(body.toString('utf8'));
+    value = JSON.parse(text);
   } catch {
     throw invalid('request body is not valid JSON');
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('request body must be a JSON object');
+  const repeated = findDuplicateKey(text);
+  if (repeated !== undefined) {
+    throw invalid(/^[A-Za-z0-9_]{1,64}$/.test(repeated) ? `request body has a duplicate key "${repeated}"` : 'request body has a duplicate key');
+  }
   return value as Json;
 }
 
@@ -77,16 +84,18 @@ function requiredString(obj: Json, field: string, where: string, max: number): s
   return v;
 }
 
-/** Validates requestMetadata against METADATA_FIELDS for one key operation. */
-export function parseRequestMetadata(body: Json, operation: KeyOperation): RequestMetadata {
+/** Validates requestMetadata against METADATA_FIELDS for one operation. */
+export function parseRequestMetadata(body: Json, operation: MetadataOperation): RequestMetadata {
   const rm = body.requestMetadata;
   if (rm === undefined || rm === null) throw invalid('requestMetadata is required');
   if (typeof rm !== 'object' || Array.isArray(rm)) throw invalid('requestMetadata must be an object');
   const obj = rm as Json;
   const where = 'requestMetadata.';
   const out: Partial<Record<MetadataField, string>> = {};
+  const health = operation === 'GetHealthStatus';
   for (const f of METADATA_FIELDS) {
-    const required = (f.requiredFor as readonly KeyOperation[]).includes(operation);
+    const required = (f.requiredFor as readonly MetadataOperation[]).includes(operation);
+    if (health && !required) continue;
     out[f.name] = required ? requiredString(obj, f.name, where, f.maxLength) : optionalString(obj, f.name, where, f.maxLength);
   }
   return out as RequestMetadata;
@@ -123,19 +132,12 @@ function requireAesGcm(body: Json): void {
 }
 
 /**
- * ValidationException is not among GetHealthStatus's errors in the spec: a health request is answered
- * whatever its body, and its metadata is kept (for the log) only where it is well-formed.
+ * The spec's error table omits ValidationException for GetHealthStatus, yet calls both of its fields
+ * REQUIRED; AWS's reference proxy and its test client answer a body without them with
+ * ValidationException, so this proxy does too (KMS always sends them).
  */
-export function parseHealthRequest(body: Json): Partial<RequestMetadata> {
-  const rm = body.requestMetadata;
-  if (typeof rm !== 'object' || rm === null) return {};
-  const out: Partial<Record<MetadataField, string>> = {};
-  for (const f of METADATA_FIELDS) {
-    if (!('keptFromHealth' in f)) continue;
-    const v = (rm as Json)[f.name];
-    out[f.name] = typeof v === 'string' && v.length <= f.maxLength ? v : undefined;
-  }
-  return out;
+export function parseHealthRequest(body: Json): RequestMetadata {
+  return parseRequestMetadata(body, 'GetHealthStatus');
 }
 
 export function parseMetadataRequest(body: Json): { metadata: RequestMetadata } {

@@ -1,26 +1,36 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
-import { openTokenSession, generateKek, kekTemplate } from '../../src/engine/token';
-import { MODULE, TestHsm } from './hsm';
+import { generateKek, kekTemplate } from '../../src/engine/token';
+import { createSetup, openSetupSession, setupName, stopSetup, type HsmSetup } from '../hsm/setups';
+import type { TestHsm } from './hsm';
 
-/** Creates one real SoftHSM2 token for the whole run, with the keys the suites use. */
+/** Creates one real token for the whole run (XKS_TEST_HSM_SETUP: softhsm, nss or p11kit), with the keys the suites use. */
 export default async function globalSetup(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'xks-test-'));
-  const conf = join(dir, 'softhsm2.conf');
-  execFileSync('mkdir', ['-p', join(dir, 'tokens')]);
-  writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
-  const pin = randomBytes(8).toString('hex');
-  const tokenLabel = 'xks-test';
-  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', tokenLabel, '--pin', pin, '--so-pin', randomBytes(8).toString('hex')], {
-    env: { ...process.env, SOFTHSM2_CONF: conf },
-    stdio: 'ignore',
-  });
+  const name = setupName();
+  const dir = mkdtempSync(join(tmpdir(), `xks-test-${name}-`));
+  const file = join(dir, 'hsm.json');
+  // Teardown stops whatever was started, also when key creation fails below.
+  process.env.XKS_TEST_HSM = file;
+  const setup = await createSetup(name, dir);
+  writeFileSync(file, JSON.stringify(setup));
+  let keys: Pick<TestHsm, 'knownKeyHex' | 'transportKeyHex'>;
+  try {
+    keys = createKeys(setup);
+  } catch (e) {
+    stopSetup(setup);
+    throw e;
+  }
+  const info: TestHsm = { ...setup, ...keys };
+  writeFileSync(file, JSON.stringify(info));
+  // Suites that start the module themselves (xks-admin, faults) inherit what it reads at load time.
+  Object.assign(process.env, setup.environment);
+}
 
-  const t = openTokenSession({ modulePath: MODULE, tokenLabel, environment: { SOFTHSM2_CONF: conf } }, pin);
+function createKeys(setup: HsmSetup): Pick<TestHsm, 'knownKeyHex' | 'transportKeyHex'> {
+  const t = openSetupSession(setup);
   const knownKey = randomBytes(32);
   const transportKey = randomBytes(32);
   try {
@@ -46,9 +56,5 @@ export default async function globalSetup(): Promise<void> {
   } finally {
     t.close();
   }
-  const info: TestHsm = { dir, conf, pin, tokenLabel, knownKeyHex: knownKey.toString('hex'), transportKeyHex: transportKey.toString('hex') };
-  const file = join(dir, 'hsm.json');
-  writeFileSync(file, JSON.stringify(info));
-  process.env.XKS_TEST_HSM = file;
-  process.env.SOFTHSM2_CONF = conf;
+  return { knownKeyHex: knownKey.toString('hex'), transportKeyHex: transportKey.toString('hex') };
 }

@@ -1,12 +1,10 @@
 import { readFileSync } from 'node:fs';
+import type { HsmSetup } from '../hsm/setups';
 
-export const MODULE = process.env.SOFTHSM2_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+export { SOFTHSM_MODULE as MODULE } from '../hsm/setups';
 
-export interface TestHsm {
-  dir: string;
-  conf: string;
-  pin: string;
-  tokenLabel: string;
+/** The token this run uses (test/hsm/setups.ts, chosen by XKS_TEST_HSM_SETUP) and the key values the tests know. */
+export interface TestHsm extends HsmSetup {
   knownKeyHex: string;
   transportKeyHex: string;
 }

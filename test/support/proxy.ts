@@ -7,7 +7,7 @@ import type { ProxyConfigInput } from '../../src/config/schema';
 import { silentLogger } from '../../src/log';
 import { generateCredential } from '../../src/sigv4/credentials';
 import type { Pkcs11Module } from '../../src/engine/pkcs11-engine';
-import { MODULE, testHsm } from './hsm';
+import { testHsm } from './hsm';
 
 export interface Credential {
   accessKeyId: string;
@@ -45,21 +45,23 @@ export function keyStoreWithKeys(
 
 /** A config for the test token; key stores, groups and limits come from the caller. */
 export function testConfig(stores: { keyStore: KeyStoreInput; group: GroupInput }[], extra: Partial<ProxyConfigInput> = {}): ProxyConfigInput {
-  const hsm = testHsm();
+  const t = testHsm();
+  const hsm: ProxyConfigInput['hsm'] = {
+    modulePath: t.modulePath,
+    environment: t.environment,
+    libraryParameters: t.libraryParameters,
+    tokenLabel: t.tokenLabel,
+    pin: { value: t.pin },
+    sessionPoolSize: 4,
+    healthKeyLabel: 'health-key',
+    ...extra.hsm,
+  };
   return {
     server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true, ...extra.server },
     ops: { host: '127.0.0.1', port: 0, ...extra.ops },
     limits: extra.limits,
     proxy: extra.proxy,
-    hsm: {
-      modulePath: MODULE,
-      environment: { SOFTHSM2_CONF: hsm.conf },
-      tokenLabel: hsm.tokenLabel,
-      pin: { value: hsm.pin },
-      sessionPoolSize: 4,
-      healthKeyLabel: 'health-key',
-      ...extra.hsm,
-    },
+    hsm,
     keyStores: stores.map((s) => s.keyStore),
     groups: stores.map((s) => s.group),
     audit: extra.audit,

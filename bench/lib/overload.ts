@@ -1,0 +1,238 @@
+/**
+ * Overload: the proxy's capacity, then fixed multiples of it offered open-loop, judged the way KMS
+ * judges a proxy. Per step: goodput (200s within KMS's 250 ms per second), what was shed (429) and how
+ * fast, what timed out (503), everything else, what /readyz and GetHealthStatus answered meanwhile, and
+ * the proxy's memory. Also the side samplers (probes, RSS) the hostile mode uses.
+ *
+ * Open loop: each step offers its rate whatever the answers take, over enough connections that a
+ * connection is rarely still waiting when its next slot comes (rate x 300 ms by default: KMS gives up
+ * after 250 ms, so a proxy that keeps within the deadline never has more in flight). `late` says how often
+ * the schedule slipped anyway; then the offered rate was not fully offered and `sentRate` shows it.
+ */
+import http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { KMS_TIMEOUT_MS, RunStats } from './load';
+import { treeRssBytes } from './processes';
+import type { Payload } from './workload';
+
+/** The issue's bar: at 3x capacity, at least 80% of capacity is still answered 200 within the deadline... */
+export const GOODPUT_BAR = 0.8;
+export const BAR_MULTIPLE = 3;
+/** ...and the excess is refused "in a few milliseconds": 429s' p99 at most this. */
+export const SHED_FAST_MS = 10;
+/** How often readiness, health and memory are sampled during a step. */
+export const SAMPLE_EVERY_MS = 200;
+
+export interface Dist {
+  n: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function dist(list: number[]): Dist {
+  const s = Float64Array.from(list).sort();
+  const at = (q: number): number => (s.length ? Math.round((s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] as number) * 100) / 100 : 0);
+  return { n: s.length, p50: at(0.5), p99: at(0.99), max: at(1) };
+}
+
+/** Answers by HTTP status, latencies kept, from `fromMs` into the run on (the ramp left out). */
+export class StatusCollector {
+  private readonly byStatus = new Map<number, number[]>();
+  constructor(private readonly fromMs = 0) {}
+  readonly push = (status: number, ms: number, atMs: number): void => {
+    if (atMs < this.fromMs) return;
+    let l = this.byStatus.get(status);
+    if (!l) this.byStatus.set(status, (l = []));
+    l.push(ms);
+  };
+  latencies(status: number): number[] {
+    return this.byStatus.get(status) ?? [];
+  }
+  /** 200s within KMS's deadline. */
+  good(): number {
+    return this.latencies(200).filter((ms) => ms <= KMS_TIMEOUT_MS).length;
+  }
+  counts(): Record<string, number> {
+    return Object.fromEntries([...this.byStatus].map(([s, l]) => [String(s), l.length]));
+  }
+  total(): number {
+    let n = 0;
+    for (const l of this.byStatus.values()) n += l.length;
+    return n;
+  }
+}
+
+export interface ProbeStats {
+  /** Probes sent (one every SAMPLE_EVERY_MS). */
+  sent: number;
+  /** Share of probes answered 200 within the probe timeout. */
+  okShare: number;
+  /** Answers by status; "timeout" and "error" for none. */
+  answers: Record<string, number>;
+  latencyMs: Dist;
+}
+
+/** Calls `probe` every SAMPLE_EVERY_MS without waiting for the previous one (a slow answer is a finding, not a pause). */
+export function sampleProbe(probe: () => Promise<string>): { stop: () => Promise<ProbeStats> } {
+  const answers: Record<string, number> = {};
+  const lat: number[] = [];
+  const pending = new Set<Promise<void>>();
+  let sent = 0;
+  const fire = (): void => {
+    sent++;
+    const t0 = performance.now();
+    const p: Promise<void> = probe()
+      .catch(() => 'error')
+      .then((a) => {
+        answers[a] = (answers[a] ?? 0) + 1;
+        if (/^\d+$/.test(a)) lat.push(performance.now() - t0);
+      })
+      .finally(() => pending.delete(p));
+    pending.add(p);
+  };
+  fire();
+  const timer = setInterval(fire, SAMPLE_EVERY_MS);
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await Promise.all([...pending]);
+      return { sent, okShare: sent ? Math.round(((answers['200'] ?? 0) / sent) * 1000) / 1000 : 0, answers, latencyMs: dist(lat) };
+    },
+  };
+}
+
+/** GET on the ops port, as a kubelet probe would (1 s timeout, its default). */
+export function opsProbe(port: number, path: string, timeoutMs = 1000): () => Promise<string> {
+  return () =>
+    new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(String(res.statusCode)));
+      });
+      req.on('timeout', () => {
+        req.destroy();
+        resolve('timeout');
+      });
+      req.on('error', () => resolve('error'));
+    });
+}
+
+export interface RssStats {
+  startMB: number;
+  peakMB: number;
+  endMB: number;
+}
+
+/** The proxy's resident memory (process tree) every SAMPLE_EVERY_MS. */
+export function sampleRss(pid: number): { stop: () => RssStats } {
+  const mb = (b: number): number => Math.round(b / 1024 / 102.4) / 10;
+  const start = treeRssBytes(pid);
+  let peak = start;
+  const timer = setInterval(() => (peak = Math.max(peak, treeRssBytes(pid))), SAMPLE_EVERY_MS);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      const end = treeRssBytes(pid);
+      return { startMB: mb(start), peakMB: mb(Math.max(peak, end)), endMB: mb(end) };
+    },
+  };
+}
+
+export interface OverloadStep {
+  payload: Payload;
+  multiple: number;
+  capacity: number;
+  offeredRate: number;
+  connections: number;
+  /** Seconds measured (after the ramp). */
+  measuredS: number;
+  /** Answers and failed requests per second: below offeredRate when the load generator could not keep up. */
+  sentRate: number;
+  /** 200s within KMS_TIMEOUT_MS per second. */
+  goodput: number;
+  /** goodput / capacity. */
+  goodputShare: number;
+  ok: Dist;
+  /** 429 ThrottlingException answers. */
+  shed: Dist;
+  /** 503 answers (DependencyTimeoutException and other unavailability). */
+  unavailable: Dist;
+  /** Other non-200 answers by status, and requests without an answer (socket errors, 10 s timeouts). */
+  otherStatus: Record<string, number>;
+  errors: number;
+  timeouts: number;
+  errorNames: Record<string, number>;
+  late: number;
+  readyz: ProbeStats | null;
+  health: ProbeStats;
+  rss: RssStats | null;
+  /** The whole run as the other modes report it. */
+  run: RunStats;
+}
+
+export function overloadStep(
+  base: { payload: Payload; multiple: number; capacity: number; offeredRate: number },
+  run: RunStats,
+  c: StatusCollector,
+  readyz: ProbeStats | null,
+  health: ProbeStats,
+  rss: RssStats | null,
+): OverloadStep {
+  const measuredS = Math.max(0.001, run.durationS - run.rampS);
+  const goodput = Math.round(c.good() / measuredS);
+  const other: Record<string, number> = {};
+  for (const [s, n] of Object.entries(c.counts())) if (s !== '200' && s !== '429' && s !== '503') other[s] = n;
+  return {
+    ...base,
+    connections: run.connections,
+    measuredS: Math.round(measuredS * 100) / 100,
+    sentRate: Math.round((c.total() + run.errors + run.timeouts) / measuredS),
+    goodput,
+    goodputShare: base.capacity > 0 ? Math.round((goodput / base.capacity) * 1000) / 1000 : 0,
+    ok: dist(c.latencies(200)),
+    shed: dist(c.latencies(429)),
+    unavailable: dist(c.latencies(503)),
+    otherStatus: other,
+    errors: run.errors,
+    timeouts: run.timeouts,
+    errorNames: run.errorNames,
+    late: run.late,
+    readyz,
+    health,
+    rss,
+    run,
+  };
+}
+
+export interface Verdict {
+  payload: Payload;
+  /** The step judged: BAR_MULTIPLE x capacity, or the nearest above it; none when no step reached it. */
+  step?: OverloadStep;
+  pass: boolean;
+  line: string;
+}
+
+/** The issue's bar, per payload. */
+export function verdict(payload: Payload, steps: OverloadStep[]): Verdict {
+  const step = steps.filter((s) => s.payload === payload && s.multiple >= BAR_MULTIPLE).sort((a, b) => a.multiple - b.multiple)[0];
+  if (!step) return { payload, pass: false, line: `verdict ${payload}: no step at >= ${BAR_MULTIPLE}x capacity, nothing to judge (add ${BAR_MULTIPLE} to --multiples)` };
+  const problems: string[] = [];
+  if (step.goodput < GOODPUT_BAR * step.capacity) problems.push(`goodput ${step.goodput}/s is ${(step.goodputShare * 100).toFixed(0)}% of capacity ${step.capacity}/s (bar ${GOODPUT_BAR * 100}%)`);
+  if (step.shed.n > 0 && step.shed.p99 > SHED_FAST_MS) problems.push(`429s' p99 ${step.shed.p99} ms (bar ${SHED_FAST_MS} ms)`);
+  const excess = Math.max(0, step.sentRate - step.goodput) * step.measuredS;
+  const shedShare = excess > 0 ? step.shed.n / excess : 1;
+  if (shedShare < 0.5) problems.push(`only ${(shedShare * 100).toFixed(0)}% of the excess refused with 429 (${step.unavailable.n} x 503, ${step.errors + step.timeouts} without answer)`);
+  // Slow answers hold connections past their next slot, so a proxy that queues instead of shedding also
+  // makes the schedule slip: a note, not a verdict (the load generator may be short of CPU as well).
+  const note = step.late > step.run.requests * 0.01 ? ` (note: the schedule slipped ${step.late} times, only ${step.sentRate}/s were sent: answers held connections too long, or the load generator lacked CPU)` : '';
+  const at = `${step.multiple}x capacity (${step.offeredRate} req/s offered, ${step.sentRate}/s sent)`;
+  return problems.length
+    ? { payload, step, pass: false, line: `verdict ${payload}: FAIL at ${at}: ${problems.join('; ')}${note}` }
+    : { payload, step, pass: true, line: `verdict ${payload}: PASS at ${at}: goodput ${step.goodput}/s = ${(step.goodputShare * 100).toFixed(0)}% of capacity, excess shed with 429 in p99 ${step.shed.p99} ms${note}` };
+}
+
+/** Connections for an open-loop step: rate x 300 ms, within [floor, cap]. */
+export function openLoopConnections(rate: number, floor: number, cap: number): number {
+  return Math.max(1, Math.min(cap, Math.max(floor, Math.ceil(rate * 0.3))));
+}

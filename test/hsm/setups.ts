@@ -1,0 +1,178 @@
+/**
+ * The PKCS#11 implementations the integration suites run against (XKS_TEST_HSM_SETUP):
+ *   softhsm  SoftHSM2 loaded into the proxy's process;
+ *   nss      NSS softoken (libsoftokn3.so) on a fresh NSS database;
+ *   p11kit   SoftHSM2 in a `p11-kit server` process, reached through p11-kit-client.so over a socket:
+ *            every PKCS#11 call crosses process boundaries, as with a network HSM.
+ * Each creates its token in a directory of its own and says how a proxy config reaches it.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { openTokenSession, type TokenSession } from '../../src/engine/token';
+
+export const SETUPS = ['softhsm', 'nss', 'p11kit'] as const;
+export type SetupName = (typeof SETUPS)[number];
+
+/** C_GetInfo's manufacturerID of the module each setup loads: proves the run is on the setup it names. */
+const LIBRARY_MANUFACTURER: Record<SetupName, string> = { softhsm: 'SoftHSM', nss: 'Mozilla Foundation', p11kit: 'PKCS#11 Kit' };
+
+export const SOFTHSM_MODULE = process.env.SOFTHSM2_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+
+/** The hsm section of a proxy config for this setup, and what the harness needs to stop it. */
+export interface HsmSetup {
+  setup: SetupName;
+  dir: string;
+  modulePath: string;
+  environment: Record<string, string>;
+  /** C_Initialize pReserved (hsm.libraryParameters); NSS refuses to start without it. */
+  libraryParameters?: string;
+  tokenLabel: string;
+  pin: string;
+  /** What the token says about itself (C_GetTokenInfo), as GetHealthStatus reports it. */
+  ekm: { vendor: string; model: string };
+  /** p11kit: the server, started as a process group leader so that its per-client children stop with it. */
+  serverPid?: number;
+  serverLog?: string;
+}
+
+// test/hsm/ from source (jest), dist/test/hsm/ when compiled (bench).
+const root = existsSync(join(__dirname, '..', '..', 'package.json')) ? join(__dirname, '..', '..') : join(__dirname, '..', '..', '..');
+
+export function setupName(value = process.env.XKS_TEST_HSM_SETUP ?? 'softhsm'): SetupName {
+  if (!(SETUPS as readonly string[]).includes(value)) throw new Error(`XKS_TEST_HSM_SETUP must be one of ${SETUPS.join(', ')}, not "${value}"`);
+  return value as SetupName;
+}
+
+export async function createSetup(name: SetupName, dir: string): Promise<HsmSetup> {
+  if (name === 'nss') return nss(dir);
+  const token = softhsmToken(join(dir, 'softhsm'));
+  if (name === 'softhsm') return { setup: name, dir, modulePath: SOFTHSM_MODULE, environment: { SOFTHSM2_CONF: token.conf }, tokenLabel: token.label, pin: token.pin, ekm: SOFTHSM_EKM };
+  return p11kitServer(dir, token);
+}
+
+export function stopSetup(s: HsmSetup): void {
+  if (s.serverPid === undefined) return;
+  try {
+    process.kill(-s.serverPid, 'SIGTERM');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+  }
+}
+
+/**
+ * A logged-in read-write session, opened the way the proxy's engine opens the module (OS locking,
+ * library parameters), for creating the test keys.
+ */
+export function openSetupSession(s: HsmSetup): TokenSession {
+  // The same loading and C_Initialize (library parameters included) as the proxy's engine.
+  const t = openTokenSession({ modulePath: s.modulePath, tokenLabel: s.tokenLabel, environment: s.environment, libraryParameters: s.libraryParameters }, s.pin);
+  const manufacturer = t.mod.C_GetInfo().manufacturerID.replace(/\0/g, '').trim();
+  if (manufacturer !== LIBRARY_MANUFACTURER[s.setup]) {
+    t.close();
+    throw new Error(`${s.setup}: ${s.modulePath} is made by "${manufacturer}", not ${LIBRARY_MANUFACTURER[s.setup]}`);
+  }
+  return t;
+}
+
+// p11-kit forwards C_GetTokenInfo: the remote token is still SoftHSM2's.
+const SOFTHSM_EKM = { vendor: 'SoftHSM project', model: 'SoftHSM' };
+
+interface SoftHsmToken {
+  conf: string;
+  label: string;
+  pin: string;
+}
+
+function softhsmToken(dir: string): SoftHsmToken {
+  mkdirSync(join(dir, 'tokens'), { recursive: true });
+  const conf = join(dir, 'softhsm2.conf');
+  writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
+  const token = { conf, label: 'xks-test', pin: randomBytes(8).toString('hex') };
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', randomBytes(8).toString('hex')], {
+    env: { ...process.env, SOFTHSM2_CONF: conf },
+    stdio: 'ignore',
+  });
+  return token;
+}
+
+/** Where Debian's libnss3 puts the softoken (multiarch directory), or NSS_SOFTOKN_MODULE. */
+function softokenPath(): string {
+  const candidates = [process.env.NSS_SOFTOKN_MODULE, `/usr/lib/${multiarch()}/libsoftokn3.so`, '/usr/lib64/libsoftokn3.so', '/usr/lib/libsoftokn3.so'];
+  const found = candidates.find((p): p is string => p !== undefined && existsSync(p));
+  if (!found) throw new Error('nss: libsoftokn3.so not found (apt-get install libnss3 libnss3-tools, or set NSS_SOFTOKN_MODULE)');
+  return found;
+}
+
+function multiarch(): string {
+  try {
+    return execFileSync('gcc', ['-print-multiarch'], { encoding: 'utf8' }).trim();
+  } catch {
+    return `${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
+  }
+}
+
+/**
+ * An NSS database protected by a password, which is the token's user PIN. Its key store is the
+ * "NSS Certificate DB" token; NSS finds the database only through C_Initialize's library parameters.
+ */
+function nss(dir: string): HsmSetup {
+  const db = join(dir, 'nssdb');
+  mkdirSync(db, { recursive: true });
+  const pin = randomBytes(8).toString('hex');
+  const pinFile = join(dir, 'nss-pin');
+  writeFileSync(pinFile, `${pin}\n`, { mode: 0o600 });
+  execFileSync('certutil', ['-N', '-d', `sql:${db}`, '-f', pinFile], { stdio: 'ignore' });
+  return {
+    setup: 'nss',
+    dir,
+    modulePath: softokenPath(),
+    environment: {},
+    libraryParameters: `configdir='sql:${db}' certPrefix='' keyPrefix='' secmod='secmod.db' flags=`,
+    tokenLabel: 'NSS Certificate DB',
+    pin,
+    ekm: { vendor: 'Mozilla Foundation', model: 'NSS' },
+  };
+}
+
+/** Builds p11-kit >= 0.25 once (test/hsm/p11-kit.sh caches it) and returns its prefix. */
+function p11kitPrefix(): string {
+  return execFileSync('bash', [join(root, 'test', 'hsm', 'p11-kit.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
+
+async function p11kitServer(dir: string, token: SoftHsmToken): Promise<HsmSetup> {
+  const prefix = p11kitPrefix();
+  const socket = join(dir, 'p11-kit.sock');
+  const serverLog = join(dir, 'p11-kit-server.log');
+  const logFd = openSync(serverLog, 'a');
+  const server = spawn(join(prefix, 'bin', 'p11-kit'), ['server', '--foreground', '--name', socket, '--provider', SOFTHSM_MODULE, `pkcs11:token=${token.label}`], {
+    env: { ...process.env, SOFTHSM2_CONF: token.conf },
+    stdio: ['ignore', 'ignore', logFd],
+    detached: true,
+  });
+  closeSync(logFd);
+  server.unref();
+  let exited: number | null = null;
+  server.on('exit', (code) => (exited = code ?? -1));
+  const until = Date.now() + 10_000;
+  while (!existsSync(socket)) {
+    if (exited !== null || Date.now() > until) {
+      const setup = { serverPid: server.pid } as HsmSetup;
+      stopSetup(setup);
+      throw new Error(`p11kit: the server did not open ${socket} (exit ${exited}): ${readFileSync(serverLog, 'utf8').slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    setup: 'p11kit',
+    dir,
+    modulePath: join(prefix, 'lib', 'pkcs11', 'p11-kit-client.so'),
+    environment: { P11_KIT_SERVER_ADDRESS: `unix:path=${socket}` },
+    tokenLabel: token.label,
+    pin: token.pin,
+    ekm: SOFTHSM_EKM,
+    serverPid: server.pid,
+    serverLog,
+  };
+}

@@ -1,0 +1,372 @@
+import http from 'node:http';
+import net from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import aws4 from 'aws4';
+import { ProxyApp } from '../src/app';
+import { buildRuntimeConfig } from '../src/config/load';
+import { createLogger } from '../src/log';
+import { faultyModule } from '../src/testing/faulty-module';
+import { b64, Credential, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
+
+/**
+ * Unauthenticated and misbehaving clients over real sockets: what the proxy refuses before reading a
+ * body, how it closes, when it says 100 Continue, what a client abort and a flood of bad signatures
+ * leave in the metrics, the request log and the audit trail.
+ */
+const cred = newCredential();
+const stranger = newCredential();
+const dir = mkdtempSync(join(tmpdir(), 'xks-hygiene-'));
+const auditFile = join(dir, 'audit.log');
+const lines: string[] = [];
+const P = '/h/kms/xks/v1';
+const MAX_BODY = 64 * 1024;
+let app: ProxyApp;
+const { faults, create } = faultyModule();
+
+beforeAll(async () => {
+  const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }], { keyStore: { regions: ['us-east-1'] } })], { audit: { file: auditFile } } as never);
+  const logger = createLogger('info', { write: (s: string) => void lines.push(s) });
+  app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger, createModule: create });
+});
+
+afterAll(async () => {
+  await app.stop(1000);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const health = JSON.stringify({ requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } });
+const encrypt = (plaintext: string): string => JSON.stringify({ requestMetadata: keyMetadata('Encrypt'), plaintext: b64(plaintext), encryptionAlgorithm: 'AES_GCM' });
+
+interface HeadOptions {
+  path?: string;
+  c?: Credential;
+  region?: string;
+  /** The body the signature covers (its length is the declared Content-Length unless overridden). */
+  body?: string;
+  headers?: Record<string, string>;
+  /** Transfer-Encoding: chunked instead of a Content-Length. */
+  chunked?: boolean;
+}
+
+/** A signed request head (request line and headers, no body), as bytes for a raw socket. */
+function signedHead(o: HeadOptions = {}): string {
+  const body = o.body ?? health;
+  const req = {
+    host: `127.0.0.1:${app.port}`,
+    path: o.path ?? `${P}/health`,
+    method: 'POST',
+    service: 'kms-xks-proxy',
+    region: o.region ?? 'us-east-1',
+    body,
+    headers: {
+      'content-type': 'application/json',
+      ...(o.chunked ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(Buffer.byteLength(body)) }),
+      ...o.headers,
+    } as Record<string, string>,
+    extraHeadersToIgnore: o.chunked ? { 'content-length': true } : {},
+  };
+  aws4.sign(req, o.c ?? cred);
+  if (o.chunked) delete req.headers['Content-Length'];
+  const head = Object.entries(req.headers).map(([k, v]) => `${k}: ${String(v)}\r\n`);
+  return `POST ${req.path} HTTP/1.1\r\n${head.join('')}\r\n`;
+}
+
+/** A raw connection that records what the server sent and whether it closed. */
+class Raw {
+  readonly socket: net.Socket;
+  received = '';
+  closed = false;
+  private readonly closedP: Promise<void>;
+
+  constructor() {
+    this.socket = net.connect(app.port, '127.0.0.1');
+    this.socket.on('data', (d: Buffer) => (this.received += d.toString('latin1')));
+    this.socket.on('error', () => undefined);
+    this.closedP = new Promise((resolve) => this.socket.on('close', () => resolve()));
+    void this.closedP.then(() => (this.closed = true));
+  }
+
+  async connected(): Promise<this> {
+    if (!this.socket.connecting) return this;
+    await new Promise((resolve) => this.socket.once('connect', resolve));
+    return this;
+  }
+
+  write(data: string | Buffer): Promise<void> {
+    return new Promise((resolve, reject) => this.socket.write(data, (e) => (e ? reject(e) : resolve())));
+  }
+
+  /** Waits until the server sent `pattern`, or `ms` passed (then returns false). */
+  async waitFor(pattern: RegExp, ms = 3000): Promise<boolean> {
+    const until = Date.now() + ms;
+    while (!pattern.test(this.received)) {
+      if (Date.now() > until) return false;
+      await sleep(10);
+    }
+    return true;
+  }
+
+  /** Resolves once the server closed the connection; rejects after `ms`. */
+  whenClosed(ms = 3000): Promise<void> {
+    return Promise.race([this.closedP, sleep(ms).then(() => Promise.reject(new Error(`connection still open after ${ms} ms`)))]);
+  }
+
+  /** The JSON body of the first complete response. */
+  json(): Record<string, unknown> {
+    const at = this.received.indexOf('\r\n\r\n', this.received.lastIndexOf('HTTP/1.1 '));
+    return JSON.parse(this.received.slice(at + 4)) as Record<string, unknown>;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function counter(name: 'authFailures' | 'clientAborts' | 'requests', labels: Record<string, string>): Promise<number> {
+  const { values } = await app.metrics[name].get();
+  return values.filter((v) => Object.entries(labels).every(([k, x]) => (v.labels as Record<string, unknown>)[k] === x)).reduce((n, v) => n + v.value, 0);
+}
+
+const auditLines = (): Record<string, unknown>[] =>
+  readFileSync(auditFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+const logLines = (): Record<string, unknown>[] => lines.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe('refusals before the body is read', () => {
+  it.each([
+    ['an unknown access key id', { c: stranger }, 'unknown_access_key'],
+    ['a region the key store does not accept', { region: 'eu-west-1' }, 'scope'],
+    ['a date outside the skew window', { headers: { 'X-Amz-Date': '20200101T000000Z' } }, 'clock_skew'],
+  ])('%s: 401 with Connection: close while the declared 60,000-byte body is still unsent', async (_n, o, kind) => {
+    const before = await counter('authFailures', { key_store: 'h', reason: kind });
+    const raw = await new Raw().connected();
+    // The declared body is never sent: the answer can only come from the headers.
+    await raw.write(signedHead({ ...o, body: 'x'.repeat(60_000) }));
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 401 /);
+    expect(raw.received).toMatch(/\r\nconnection: close\r\n/i);
+    expect(raw.json()).toEqual({ errorName: 'AuthenticationFailedException', errorMessage: 'SigV4 authentication failed' });
+    expect(await counter('authFailures', { key_store: 'h', reason: kind })).toBe(before + 1);
+  });
+
+  it('control: valid headers wait for the declared body (no answer, no close)', async () => {
+    const raw = await new Raw().connected();
+    await raw.write(signedHead({ body: 'x'.repeat(60_000) }));
+    // Valid headers: the proxy now waits for the body, no answer and no close.
+    expect(await raw.waitFor(/HTTP\//, 400)).toBe(false);
+    expect(raw.closed).toBe(false);
+    raw.socket.destroy();
+  });
+
+  it('a signature that does not cover host and x-amz-date is refused from the headers', async () => {
+    const raw = await new Raw().connected();
+    const head = signedHead({ body: 'x'.repeat(60_000) }).replace(/SignedHeaders=[^,]+/, 'SignedHeaders=content-length;content-type');
+    await raw.write(head);
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 401 /);
+  });
+});
+
+describe('oversized bodies', () => {
+  it('a declared Content-Length over the limit: 501 and the connection closed, body unread', async () => {
+    const raw = await new Raw().connected();
+    await raw.write(signedHead({ body: 'x'.repeat(MAX_BODY + 1) }));
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 501 /);
+    expect(raw.received).toMatch(/\r\nconnection: close\r\n/i);
+    expect(raw.json()).toMatchObject({ errorName: 'UnsupportedOperationException' });
+  });
+
+  it('with Expect: 100-continue: 501 without a 100 Continue first', async () => {
+    const raw = await new Raw().connected();
+    await raw.write(signedHead({ body: 'x'.repeat(10 * 1024 * 1024), headers: { expect: '100-continue' } }));
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 501 /);
+    expect(raw.received).not.toMatch(/100 Continue/);
+  });
+
+  it('with Expect: 100-continue and a bad credential: 401 without a 100 Continue first', async () => {
+    const raw = await new Raw().connected();
+    await raw.write(signedHead({ c: stranger, body: 'x'.repeat(1000), headers: { expect: '100-continue' } }));
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 401 /);
+    expect(raw.received).not.toMatch(/100 Continue/);
+  });
+
+  it('a chunked body growing past the limit: 501, then the connection closes while the client keeps sending', async () => {
+    const raw = await new Raw().connected();
+    await raw.write(signedHead({ chunked: true }));
+    const chunk = Buffer.alloc(16 * 1024, 'x');
+    const framed = Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]);
+    let sent = 0;
+    // 64 MiB is a thousand times the limit: a proxy that read and discarded it all would still be reading.
+    try {
+      while (!raw.closed && sent < 64 * 1024 * 1024) {
+        await raw.write(framed);
+        sent += chunk.length;
+      }
+    } catch {
+      // EPIPE / ECONNRESET: the proxy closed the connection, which is the point.
+    }
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 501 /);
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('a legitimate request with Expect: 100-continue gets 100 Continue, then its 200', async () => {
+    const raw = await new Raw().connected();
+    const body = encrypt('hello');
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body, headers: { expect: '100-continue' } }));
+    expect(await raw.waitFor(/^HTTP\/1\.1 100 Continue\r\n\r\n/)).toBe(true);
+    expect(raw.received).not.toMatch(/HTTP\/1\.1 [2-5]\d\d/);
+    await raw.write(body);
+    expect(await raw.waitFor(/HTTP\/1\.1 200 OK[\s\S]*"ciphertext"/)).toBe(true);
+    expect(raw.closed).toBe(false);
+    raw.socket.destroy();
+  });
+});
+
+describe('a client that aborts mid-body', () => {
+  it('is counted as a client abort: not InternalException, no ERROR line, no latency sample, audited as undelivered', async () => {
+    const internal = await counter('requests', { key_store: 'h', error_name: 'InternalException' });
+    const aborts = await counter('clientAborts', { key_store: 'h', stage: 'body' });
+    const samples = (await app.metrics.requestSeconds.get()).values.filter((v) => v.metricName?.endsWith('_count')).reduce((n, v) => n + v.value, 0);
+    const abortedBefore = auditLines().filter((l) => l.outcome === 'ClientAborted').length;
+    const body = encrypt('x'.repeat(3000));
+    const raw = await new Raw().connected();
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body: body }));
+    await raw.write(body.slice(0, 1000));
+    await sleep(50);
+    raw.socket.destroy();
+
+    const until = Date.now() + 3000;
+    while ((await counter('clientAborts', { key_store: 'h', stage: 'body' })) === aborts && Date.now() < until) await sleep(20);
+    expect(await counter('clientAborts', { key_store: 'h', stage: 'body' })).toBe(aborts + 1);
+    expect(await counter('requests', { key_store: 'h', error_name: 'InternalException' })).toBe(internal);
+    const after = (await app.metrics.requestSeconds.get()).values.filter((v) => v.metricName?.endsWith('_count')).reduce((n, v) => n + v.value, 0);
+    expect(after).toBe(samples);
+
+    const audited = auditLines().filter((l) => l.outcome === 'ClientAborted').slice(abortedBefore);
+    expect(audited).toHaveLength(1);
+    expect(audited[0]).toMatchObject({ event: 'key-operation', keyStore: 'h', operation: 'Encrypt', clientAborted: 'body', delivered: false });
+    expect(audited[0]!.status).toBeUndefined();
+    const logged = logLines();
+    expect(logged.filter((l) => l.outcome === 'ClientAborted')).toHaveLength(abortedBefore + 1);
+    expect(logged.filter((l) => (l.level as number) >= 50)).toEqual([]);
+  });
+
+  it('a client that closes before its answer: processed and counted as such, audited as undelivered', async () => {
+    const ok = { key_store: 'h', operation: 'Encrypt', error_name: 'none' };
+    const success = await counter('requests', ok);
+    const aborts = await counter('clientAborts', { key_store: 'h', stage: 'answer' });
+    const body = encrypt('late');
+    faults.delayMs = 150;
+    try {
+      const raw = await new Raw().connected();
+      await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body }) + body);
+      await sleep(50);
+      raw.socket.destroy();
+      const until = Date.now() + 3000;
+      while ((await counter('clientAborts', { key_store: 'h', stage: 'answer' })) === aborts && Date.now() < until) await sleep(20);
+    } finally {
+      faults.delayMs = 0;
+    }
+    expect(await counter('clientAborts', { key_store: 'h', stage: 'answer' })).toBe(aborts + 1);
+    // The HSM work was done: it counts as the proxy's success, with its latency.
+    expect(await counter('requests', ok)).toBe(success + 1);
+    // The request's line was written before the answer left; the follow-up says it never arrived.
+    const [line, followUp] = auditLines().slice(-2);
+    expect(line).toMatchObject({ event: 'key-operation', operation: 'Encrypt', outcome: 'success', status: 200 });
+    expect(followUp).toMatchObject({ event: 'answer-not-delivered', operation: 'Encrypt', kmsRequestId: line!.kmsRequestId, status: 200 });
+  });
+
+  it('audits a delivered answer before it leaves, with no follow-up line', async () => {
+    const r = await send(app.port, `${P}/health`, JSON.parse(health), cred);
+    expect(r.status).toBe(200);
+    await sleep(20);
+    const last = auditLines().pop();
+    expect(last).toMatchObject({ event: 'key-operation', operation: 'GetHealthStatus', status: 200 });
+    expect(last!.delivered).toBeUndefined();
+  });
+});
+
+describe('401 answers', () => {
+  it('are identical for an unknown access key id and a wrong signature; the log keeps which', async () => {
+    const unknown = await send(app.port, `${P}/health`, JSON.parse(health), stranger);
+    const forged = await send(app.port, `${P}/health`, JSON.parse(health), { accessKeyId: cred.accessKeyId, secretAccessKey: stranger.secretAccessKey });
+    const tampered = await send(app.port, `${P}/health`, JSON.parse(health), cred, { tamperBody: (b) => b.replace('"h"', '"i"') });
+    for (const r of [unknown, forged, tampered]) expect(r.status).toBe(401);
+    expect(forged.body).toEqual(unknown.body);
+    expect(tampered.body).toEqual(unknown.body);
+    expect(unknown.body).toEqual({ errorName: 'AuthenticationFailedException', errorMessage: 'SigV4 authentication failed' });
+    const details = logLines()
+      .filter((l) => l.outcome === 'AuthenticationFailedException')
+      .slice(-3)
+      .map((l) => [l.authFailure, l.authDetail]);
+    expect(details).toEqual([
+      ['unknown_access_key', 'unknown access key id'],
+      ['signature', 'signature does not match'],
+      ['signature', 'signature does not match'],
+    ]);
+  });
+});
+
+describe('a flood of bad signatures', () => {
+  const N = 2000;
+  const forger = (): Credential => ({ accessKeyId: cred.accessKeyId, secretAccessKey: stranger.secretAccessKey });
+
+  function sendForged(agent: http.Agent): Promise<number> {
+    const req = { host: `127.0.0.1:${app.port}`, path: `${P}/health`, method: 'POST', service: 'kms-xks-proxy', region: 'us-east-1', body: health, headers: { 'content-type': 'application/json' } };
+    aws4.sign(req, forger());
+    return new Promise((resolve, reject) => {
+      const r = http.request({ host: '127.0.0.1', port: app.port, path: req.path, method: 'POST', headers: req.headers, agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      r.on('error', reject);
+      r.end(health);
+    });
+  }
+
+  it(`counts all ${N} in the metric while the audit trail and log stay small, then writes one summary`, async () => {
+    const before = await counter('authFailures', { key_store: 'h', reason: 'signature' });
+    const auditBefore = auditLines().length;
+    const logBefore = logLines().length;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+    const started = Date.now();
+    let next = 0;
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < N) {
+          next += 1;
+          statuses.push(await sendForged(agent));
+        }
+      }),
+    );
+    agent.destroy();
+    const seconds = (Date.now() - started) / 1000;
+    expect(statuses.filter((s) => s === 401)).toHaveLength(N);
+    expect(await counter('authFailures', { key_store: 'h', reason: 'signature' })).toBe(before + N);
+
+    // At most 10 detailed lines per second (a burst of 10 first), whatever the rate of failures.
+    const detailed = auditLines().length - auditBefore;
+    const bound = 10 + Math.ceil(seconds) * 10;
+    expect(detailed).toBeGreaterThan(0);
+    expect(detailed).toBeLessThanOrEqual(bound);
+    expect(logLines().length - logBefore).toBeLessThanOrEqual(bound);
+
+    // One summary line counts what was left out, with its reason.
+    const until = Date.now() + 12_000;
+    let summary: Record<string, unknown> | undefined;
+    while (!summary && Date.now() < until) {
+      await sleep(200);
+      summary = auditLines().slice(auditBefore).find((l) => l.event === 'auth-failures-suppressed');
+    }
+    expect(summary).toMatchObject({ keyStore: 'h', suppressed: N - detailed, reasons: `signature:${N - detailed}` });
+    expect(logLines().slice(logBefore).filter((l) => l.msg === 'authentication failures suppressed')).toHaveLength(1);
+    expect(readFileSync(auditFile).length).toBeLessThan(64 * 1024);
+  }, 30_000);
+});
