@@ -26,7 +26,7 @@ export interface AppOptions {
   metrics?: Metrics;
   /** Appended to audit.file so that each cluster worker keeps its own chain. */
   auditSuffix?: string;
-  /** Event-loop overload detection (defaults: 20 ms target, 100 ms interval). */
+  /** Event-loop overload detection (defaults: 50 ms target, 100 ms interval). */
   overload?: OverloadOptions;
 }
 

@@ -43,7 +43,8 @@ const HOLD_DEVIATIONS = 2;
  * of its deadline; otherwise it is refused at once ('busy', which KMS sees as a retryable
  * ThrottlingException) instead of waiting, failing late, and having used a queue place for nothing.
  * A queue that the deadline cannot drain (the FIFO of 512 that turned overload into 100% timeouts)
- * therefore never forms. maxWaiting stays as a hard cap.
+ * therefore never forms. maxWaiting stays as a hard cap. (One round of waiters, as many as sessions, is
+ * admitted regardless: see acquire.)
  *
  * The queue is FIFO. With admission by expected wait every admitted caller was promised a slot within
  * its deadline, and FIFO keeps that promise for all of them; LIFO (or CoDel's adaptive LIFO) serves the
@@ -121,7 +122,10 @@ export class SessionPool<S> {
     if (this.waiters.length >= this.maxWaiting) {
       return Promise.reject(new EngineError('busy', 'too many requests waiting for the HSM'));
     }
-    if (budget && this.expectedCompletionMs() > budget.remaining()) {
+    // The first round of waiters (one per session) is always admitted: it waits for one hold at most, and
+    // a hold time inflated by a passing event-loop stall (a cold process's first burst) would otherwise
+    // refuse requests that the next loop turn serves. A wrong first round costs queue time, not HSM time.
+    if (budget && this.waiters.length >= this.size && this.expectedCompletionMs() > budget.remaining()) {
       return Promise.reject(new EngineError('busy', 'the HSM cannot serve this request within its deadline'));
     }
     return new Promise<S>((resolve, reject) => {

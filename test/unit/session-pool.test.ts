@@ -262,7 +262,17 @@ describe('SessionPool admission by expected wait', () => {
       await flush();
     }
     expect(pool.expectedHoldMs()).toBeGreaterThan(40);
+    expect(track(pool.acquire(budget(40))).settled).toBe(false); // the first round is always admitted
     await expect(pool.acquire(budget(40))).rejects.toMatchObject({ kind: 'busy' });
+  });
+
+  it('always admits one round of waiters (as many as sessions), whatever the estimate', async () => {
+    const pool = new SessionPool(['a', 'b'], { maxWaiting: 100, initialHoldMs: 500, ...clock });
+    await pool.acquire();
+    await pool.acquire();
+    const firstRound = [track(pool.acquire(budget(10))), track(pool.acquire(budget(10)))];
+    await expect(pool.acquire(budget(10))).rejects.toMatchObject({ kind: 'busy' });
+    expect(firstRound.every((t) => !t.settled)).toBe(true);
   });
 
   it('refuses a caller whose budget is already spent, even with an idle session', async () => {
