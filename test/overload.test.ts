@@ -167,7 +167,7 @@ describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => 
   });
   afterAll(() => app.stop(1000));
 
-  it('sheds key operations with 429 before reading them while the loop has a standing queue; health and readiness stay 200', async () => {
+  it('sheds key operations with 429 before verifying them while the loop has a standing queue; health and readiness stay 200', async () => {
     // A slow inline HSM: 60 ms of the event loop per customer encrypt (their HSM AAD is never empty), over the 50 ms target.
     faults.inspect = (method, args) => {
       if (method === 'C_EncryptInit' && (args[1] as { parameter: { aad: Buffer } }).parameter.aad.length > 0) {
