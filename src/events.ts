@@ -14,6 +14,8 @@ export interface ProxyEventMap {
   /** Every deep health check result. */
   'health.report': { report: HealthReport };
   'config.reload': { ok: boolean };
+  /** A config refused because its governance root is not the pinned one or a quorum-protected group lacks its approvals. */
+  'governance.refusal': { reason: 'quorum' | 'trust-root'; group?: string };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
 }

@@ -89,6 +89,12 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly governanceRefusals = new client.Counter({
+    name: 'xks_governance_refusals_total',
+    help: 'Configs refused for lacking their quorum approvals or not matching the pinned governance root',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
 
@@ -105,6 +111,7 @@ export class Metrics {
         for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) this.ekmHealth.set({ state: s }, report.status === s ? 1 : 0);
       }),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
+      bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
 import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
+import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange } from '../admin/governance';
 import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
 import {
   cancelDeletion,
@@ -18,6 +19,7 @@ import {
 } from '../admin/keys';
 import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession, WrapMechanism } from '../engine/token';
 import { generateCredential } from '../sigv4/credentials';
+import { buildRuntimeConfig, parseConfigText } from '../config/load';
 
 const USAGE = `usage: xks-admin [--config FILE] <command> [options]
 
@@ -41,6 +43,16 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   credential retire --key-store KS --access-key-id AKID
   credential list --key-store KS
 
+Governance (quorum-protected groups; see README "Governance"):
+  admin keygen --out FILE                  Ed25519 key pair: private key to FILE (0600), public key printed
+  admin add NAME --role administrator|approver|auditor --public-key B64
+  group set-quorum G --approvals M --approvers A,B,C
+  governance pin                           the governance root to pin in XKS_GOVERNANCE_TRUST
+  change propose --as NAME <command...>    stage any command above that touches a protected group
+  change approve ID --as NAME --key FILE   sign the exact state the change produces
+  change apply ID --as NAME                write it with the signatures (refused without the quorum)
+  change list | change show ID
+
 Other:
   audit verify FILE|- [--partial] [--anchors FILE]
                                            check hash chains: an audit file, or collected log lines
@@ -54,7 +66,7 @@ Other:
 The HSM comes from the config's hsm section, or (hsm commands) --module PATH --token LABEL with the
 PIN in XKS_HSM_PIN. The config is XKS_CONFIG when --config is not given.`;
 
-const { values: opts, positionals } = parseArgs({
+const parsed = parseArgs({
   allowPositionals: true,
   options: {
     config: { type: 'string' },
@@ -75,16 +87,46 @@ const { values: opts, positionals } = parseArgs({
     partial: { type: 'boolean' },
     anchors: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
+    as: { type: 'string' },
+    key: { type: 'string' },
+    out: { type: 'string' },
+    role: { type: 'string' },
+    'public-key': { type: 'string' },
+    approvals: { type: 'string' },
+    approvers: { type: 'string' },
   },
 });
+const { positionals } = parsed;
+/** Replaced by a proposal's own options when a staged change is re-run. */
+let opts: typeof parsed.values = parsed.values;
+/** Options that name the person acting, not the change: left out of a proposal. */
+const PERSONAL = new Set(['as', 'key', 'config', 'help']);
 
 function need(value: string | undefined, what: string): string {
   if (!value) throw new Error(`${what} is required (see --help)`);
   return value;
 }
 
-function context(): AdminContext {
-  return new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config'));
+let ctx: AdminContext | undefined;
+/** One context per invocation, so a staged change runs against the store mode governance set. */
+function context(now?: Date): AdminContext {
+  ctx ??= new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config'), now ? () => now : undefined);
+  return ctx;
+}
+
+/** Re-runs a command as proposed; time is the proposal's, so approvers and apply reproduce the same state. */
+const runProposed: Command = (p) => {
+  const own = opts;
+  opts = { ...(p.options as typeof opts), config: own.config };
+  try {
+    return run(p.command);
+  } finally {
+    opts = own;
+  }
+};
+
+function proposalTime(id: string): Date {
+  return new Date(showChange(new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config')), id).proposedAt);
 }
 
 function usage(): ('ENCRYPT' | 'DECRYPT')[] {
@@ -104,7 +146,7 @@ function rawToken<T>(fn: (t: TokenSession) => T): T {
   }
 }
 
-function run(): unknown {
+function run(positionals: string[]): unknown {
   const [noun, verb, arg] = positionals;
   const id = (): string => need(arg, 'the id/name argument');
   switch (`${noun ?? ''} ${verb ?? ''}`) {
@@ -156,6 +198,28 @@ function run(): unknown {
       return retireCredential(context(), need(opts['key-store'], '--key-store'), need(opts['access-key-id'], '--access-key-id'));
     case 'credential list':
       return listCredentials(context(), need(opts['key-store'], '--key-store'));
+    case 'admin keygen':
+      return adminKeygen(need(opts.out, '--out'));
+    case 'admin add':
+      return addAdministrator(context(), id(), need(opts.role, '--role'), need(opts['public-key'], '--public-key'));
+    case 'group set-quorum':
+      return setQuorum(context(), id(), Number(need(opts.approvals, '--approvals')), need(opts.approvers, '--approvers').split(',').map((a) => a.trim()));
+    case 'governance pin': {
+      const c = context();
+      return governancePin(c, parseConfigText(readFileSync(c.configFile, 'utf8'), c.configFile), (d) => buildRuntimeConfig(d, process.env, { quorum: false }).config);
+    }
+    case 'change propose': {
+      const options = Object.fromEntries(Object.entries(opts).filter(([k, v]) => !PERSONAL.has(k) && v !== undefined)) as Record<string, string | boolean>;
+      return proposeChange(context(), runProposed, need(opts.as, '--as'), positionals.slice(2), options);
+    }
+    case 'change approve':
+      return approveChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'), need(opts.key, '--key'));
+    case 'change apply':
+      return applyChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'));
+    case 'change list':
+      return listChanges(context());
+    case 'change show':
+      return showChange(context(), id());
     case 'audit verify': {
       const result = verifyAudit(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial, anchors: opts.anchors });
       if (!result.ok) process.exitCode = 1;
@@ -195,7 +259,7 @@ function run(): unknown {
 }
 
 try {
-  const out = run();
+  const out = run(positionals);
   if (out !== undefined) console.log(JSON.stringify(out, null, 2));
 } catch (e) {
   console.error(`xks-admin: ${(e as Error).message}`);
