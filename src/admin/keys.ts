@@ -18,7 +18,8 @@ function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], la
   ctx.store.update(
     (doc, config) => {
       const gi = groupIndex(config, group);
-      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, label, usage }));
+      // The versions form records when version 1 was made, which rotation schedules count from.
+      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, label, createdAt: ctx.now().toISOString() }], usage }));
     },
     makeInHsm,
   );
@@ -57,7 +58,7 @@ export function rotateKey(ctx: AdminContext, id: string): object {
       next = Math.max(...versions.map((v) => v.version)) + 1;
       label = versionLabel(id, next);
       doc.deleteIn([...path, 'label']);
-      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label }]));
+      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label, createdAt: ctx.now().toISOString() }]));
     },
     () => ctx.withToken((t) => generateKek(t, label)),
   );

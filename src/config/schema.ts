@@ -262,7 +262,14 @@ export const configSchema = z
     keyStores: z.array(keyStoreSchema).min(1),
     groups: z.array(groupSchema).default([]),
     governance: z
-      .object({ administrators: z.array(administratorSchema).default([]) })
+      .object({
+        administrators: z.array(administratorSchema).default([]),
+        /**
+         * Where each proxy process writes its encryption counts per key version (one file per process,
+         * summed by `xks-admin key rotate-due`); a volume all replicas share. Unset: no counting.
+         */
+        usageDir: z.string().min(1).optional(),
+      })
       .strict()
       .refine((g) => new Set(g.administrators.map((a) => a.name)).size === g.administrators.length, {
         message: 'administrator names must be unique',

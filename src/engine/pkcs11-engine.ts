@@ -103,7 +103,7 @@ export class Pkcs11Engine implements CryptoEngine {
     } finally {
       const seconds = (performance.now() - started) / 1000;
       this.deps.observe?.(name, seconds);
-      this.deps.events?.publish('hsm.operation', { hsm: this.hsm.tokenLabel, operation: name, seconds, ok });
+      this.deps.events?.publish('hsm.operation', { hsm: this.hsm.tokenLabel, operation: name, seconds, ok, label: label ?? undefined });
     }
   }
 

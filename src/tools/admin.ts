@@ -5,6 +5,7 @@ import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
 import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
 import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange } from '../admin/governance';
+import { rotateDue, setRotation } from '../admin/rotation';
 import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
 import {
   cancelDeletion,
@@ -36,6 +37,10 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   key list | key describe ID
   key enable|disable ID
   key rotate ID                            new version in the HSM; old ciphertexts still decrypt
+  key set-rotation ID [--every-days N] [--start-at ISO-TIME] [--max-encryptions N]
+                                           rotation policy (no option: remove it)
+  key rotate-due [--dry-run] [--usage-dir DIR]
+                                           rotate every key whose policy says so (CronJob)
   key schedule-deletion ID [--days 30]     unusable now, destroyable after 7-30 days
   key cancel-deletion ID
   key purge ID                             destroy in the HSM once the waiting period is over
@@ -94,6 +99,11 @@ const parsed = parseArgs({
     'public-key': { type: 'string' },
     approvals: { type: 'string' },
     approvers: { type: 'string' },
+    'every-days': { type: 'string' },
+    'start-at': { type: 'string' },
+    'max-encryptions': { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    'usage-dir': { type: 'string' },
   },
 });
 const { positionals } = parsed;
@@ -186,6 +196,12 @@ function run(positionals: string[]): unknown {
       return setKeyStatus(context(), id(), 'DISABLED');
     case 'key rotate':
       return rotateKey(context(), id());
+    case 'key set-rotation': {
+      const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+      return setRotation(context(), id(), { everyDays: num(opts['every-days']), startAt: opts['start-at'], maxEncryptions: num(opts['max-encryptions']) });
+    }
+    case 'key rotate-due':
+      return rotateDue(context(), { dryRun: opts['dry-run'], usageDir: opts['usage-dir'] });
     case 'key schedule-deletion':
       return scheduleDeletion(context(), id(), Number(opts.days ?? '30'));
     case 'key cancel-deletion':
