@@ -6,7 +6,7 @@ import type { AdminContext } from './context';
 
 type Usage = 'ENCRYPT' | 'DECRYPT';
 
-const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
+export const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
 const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];
 
 function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; key: KeyConfig } {
@@ -14,7 +14,7 @@ function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; ke
   return { path: ['groups', p.group, 'keys', p.key], key: config.groups[p.group]!.keys[p.key]! };
 }
 
-function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
+export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
   ctx.store.update(
     (doc, config) => {
       const gi = groupIndex(config, group);

@@ -6,6 +6,7 @@ import { AdminContext } from '../admin/context';
 import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
 import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange } from '../admin/governance';
 import { rotateDue, setRotation } from '../admin/rotation';
+import { byokWrap, importKeyRsa, importParams } from '../admin/byok';
 import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
 import {
   cancelDeletion,
@@ -32,8 +33,14 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   group list
   key create ID --group G [--usage ENCRYPT,DECRYPT]
                                            generate a non-extractable AES-256 key in the HSM
-  key import ID --group G --wrapped FILE --wrapping-key LABEL [--mechanism aes-key-wrap-pad|aes-key-wrap]
-                                           BYOK: unwrap key material under an existing HSM key
+  key import-params --out PUBLIC.pem [--bits 3072|4096] [--expires-hours 24] [--oaep-hash sha256|sha1]
+                                           BYOK: RSA wrapping key pair in the HSM, public key to PUBLIC.pem
+  key import ID --group G --wrapped FILE --wrapping-key LABEL [--mechanism rsa-oaep-sha256|aes-key-wrap-pad|aes-key-wrap]
+                                           BYOK: unwrap key material inside the HSM (rsa-oaep-sha256 when
+                                           LABEL comes from import-params; otherwise an AES transport key)
+  byok wrap --public-key PUBLIC.pem --key-material KEY.bin --out KEY.wrapped [--oaep-hash sha256|sha1] [--rsa-aes]
+                                           the customer's side: RSAES-OAEP wrap of a 32-byte key (--rsa-aes:
+                                           the RSA-AES key wrap form, whose key length the HSM enforces)
   key list | key describe ID
   key enable|disable ID
   key rotate ID                            new version in the HSM; old ciphertexts still decrypt
@@ -104,6 +111,11 @@ const parsed = parseArgs({
     'max-encryptions': { type: 'string' },
     'dry-run': { type: 'boolean' },
     'usage-dir': { type: 'string' },
+    bits: { type: 'string' },
+    'expires-hours': { type: 'string' },
+    'key-material': { type: 'string' },
+    'oaep-hash': { type: 'string' },
+    'rsa-aes': { type: 'boolean' },
   },
 });
 const { positionals } = parsed;
@@ -174,7 +186,16 @@ function run(positionals: string[]): unknown {
       return listGroups(context());
     case 'key create':
       return createKey(context(), { id: id(), group: need(opts.group, '--group'), usage: usage() });
+    case 'key import-params':
+      return importParams(context(), { out: need(opts.out, '--out'), bits: Number(opts.bits ?? '3072'), hours: Number(opts['expires-hours'] ?? '24'), hash: opts['oaep-hash'] });
+    case 'byok wrap':
+      return byokWrap(need(opts['public-key'], '--public-key'), need(opts['key-material'], '--key-material'), need(opts.out, '--out'), opts['oaep-hash'], opts['rsa-aes'] === true);
     case 'key import': {
+      const wrappingKey = need(opts['wrapping-key'], '--wrapping-key');
+      // The import parameters' label names the RSA mechanism; anything else is an AES transport key.
+      if (opts.mechanism === undefined && wrappingKey.startsWith('xks-import-')) {
+        return importKeyRsa(context(), { id: id(), group: need(opts.group, '--group'), usage: usage(), wrapped: readFileSync(need(opts.wrapped, '--wrapped')), wrappingKey });
+      }
       const mechanism = (opts.mechanism ?? 'aes-key-wrap-pad') as WrapMechanism;
       if (mechanism !== 'aes-key-wrap' && mechanism !== 'aes-key-wrap-pad') throw new Error('--mechanism is aes-key-wrap or aes-key-wrap-pad');
       return importKey(context(), {
