@@ -1,42 +1,23 @@
 import { execFile } from 'node:child_process';
 import { constants, createCipheriv, createDecipheriv, publicEncrypt, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
-import { ProxyApp } from '../src/app';
-import { loadConfigFile } from '../src/config/load';
-import { ConfigReloader } from '../src/config/reloader';
-import { silentLogger } from '../src/log';
 import { hsmAad } from '../src/xks/ciphertext-format';
-import { b64, Credential, keyMetadata, newCredential, send, testConfig } from './support/proxy';
+import { b64, Credential, keyMetadata, send } from './support/proxy';
+import { PREFIX as P, StoreHarness } from './admin-harness';
 
 const exec = promisify(execFile);
-const ADMIN = join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js');
-const P = '/ks/kms/xks/v1';
+const h = new StoreHarness();
+const admin = (...a: string[]) => h.admin(...a);
+const ok = (...a: string[]) => h.ok(...a);
 const sfx = randomBytes(3).toString('hex');
 
 let dir: string;
 let configFile: string;
-let app: ProxyApp;
-let reloader: ConfigReloader;
+let app: StoreHarness['app'];
+let reloader: StoreHarness['reloader'];
 let cred: Credential;
-
-async function admin(...args: string[]): Promise<{ code: number; out: Record<string, unknown>; err: string }> {
-  try {
-    const { stdout, stderr } = await exec('node', [ADMIN, '--config', configFile, ...args]);
-    return { code: 0, out: stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : {}, err: stderr };
-  } catch (e) {
-    const x = e as { code: number; stderr: string };
-    return { code: x.code, out: {}, err: x.stderr };
-  }
-}
-async function ok(...args: string[]): Promise<Record<string, unknown>> {
-  const r = await admin(...args);
-  expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: '' });
-  return r.out;
-}
 
 /** The customer's side with openssl, exactly as the README tells them. */
 async function opensslWrap(publicPem: string, material: Buffer, name: string, hash = 'sha1'): Promise<string> {
@@ -69,26 +50,12 @@ async function roundTrip(keyId: string, material: Buffer): Promise<void> {
 const hsmLabels = async () => JSON.stringify((await admin('hsm', 'list-keys')).out);
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'xks-byok-'));
-  configFile = join(dir, 'config.yaml');
-  cred = newCredential();
-  const base = testConfig([]);
-  base.keyStores = [{ name: 'ks', pathPrefix: '/ks', credentials: [{ accessKeyId: cred.accessKeyId, secretAccessKey: { value: cred.secretAccessKey } }], groups: [] }];
-  base.groups = [];
-  base.audit = { file: join(dir, 'audit.log') };
-  writeFileSync(configFile, stringify(base));
-  await ok('group', 'create', 'g', '--allow-all');
-  await ok('group', 'assign', 'g', '--key-store', 'ks');
-  const runtime = loadConfigFile(configFile);
-  app = await ProxyApp.start({ runtime, logger: silentLogger });
-  reloader = new ConfigReloader(configFile, runtime, (next) => app.setRuntime(next), silentLogger, app.events);
+  await h.init();
+  await h.start();
+  ({ dir, configFile, cred, app, reloader } = h);
 });
 
-afterAll(async () => {
-  reloader?.dispose();
-  await app?.stop(1000);
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => h.stop());
 
 describe('BYOK with an RSA wrapping key made in the HSM', () => {
   it('RSAES-OAEP-SHA256: round-trips where the HSM supports it, else is refused at import-params with the reason', async () => {

@@ -1,46 +1,28 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { parseDocument, stringify } from 'yaml';
-import { ProxyApp } from '../src/app';
-import { loadConfigFile } from '../src/config/load';
-import { ConfigReloader } from '../src/config/reloader';
+import { parseDocument } from 'yaml';
 import { generateApproverKey, signApproval } from '../src/governance/signatures';
-import { silentLogger } from '../src/log';
-import { b64, Credential, keyMetadata, newCredential, send, testConfig } from './support/proxy';
+import { b64, Credential, keyMetadata, send } from './support/proxy';
+import { PREFIX as P, StoreHarness } from './admin-harness';
 
-const exec = promisify(execFile);
-const ADMIN = join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js');
-const P = '/ks/kms/xks/v1';
+const h = new StoreHarness();
+const admin = (...a: string[]) => h.admin(...a);
+const ok = (...a: string[]) => h.ok(...a);
 const suffix = randomBytes(3).toString('hex');
 const keyId = `gov-${suffix}`;
 
 let dir: string;
 let configFile: string;
-let app: ProxyApp;
-let reloader: ConfigReloader;
+let app: StoreHarness['app'];
+let reloader: StoreHarness['reloader'];
 let cred: Credential;
 const keys: Record<string, string> = {};
 let pin = '';
-
-async function admin(...args: string[]): Promise<{ code: number; out: Record<string, unknown>; err: string }> {
-  try {
-    const { stdout, stderr } = await exec('node', [ADMIN, '--config', configFile, ...args], { env: { ...process.env, XKS_GOVERNANCE_TRUST: pin } });
-    return { code: 0, out: stdout.trim() ? (JSON.parse(stdout) as Record<string, unknown>) : {}, err: stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, out: {}, err: x.stderr };
-  }
-}
-
-async function ok(...args: string[]): Promise<Record<string, unknown>> {
-  const r = await admin(...args);
-  expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: '' });
-  return r.out;
-}
+const setPin = (value: string) => {
+  pin = value;
+  h.env = { XKS_GOVERNANCE_TRUST: value };
+};
 
 /** propose, approve by each of `approvers`, apply; returns the apply result (or the failure). */
 async function governed(approvers: string[], ...command: string[]) {
@@ -57,16 +39,8 @@ async function metric(name: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'xks-gov-'));
-  configFile = join(dir, 'config.yaml');
-  cred = newCredential();
-  const base = testConfig([]);
-  base.keyStores = [{ name: 'ks', pathPrefix: '/ks', credentials: [{ accessKeyId: cred.accessKeyId, secretAccessKey: { value: cred.secretAccessKey } }], groups: [] }];
-  base.groups = [];
-  base.audit = { file: join(dir, 'audit.log') };
-  writeFileSync(configFile, stringify(base));
-  await ok('group', 'create', 'g', '--allow-all');
-  await ok('group', 'assign', 'g', '--key-store', 'ks');
+  await h.init();
+  ({ dir, configFile, cred } = h);
   await ok('key', 'create', keyId, '--group', 'g');
   for (const [name, role] of [['alice', 'administrator'], ['bob', 'approver'], ['carol', 'approver'], ['dave', 'auditor']] as const) {
     keys[name] = join(dir, `${name}.pem`);
@@ -77,24 +51,20 @@ beforeAll(async () => {
   const old = (await ok('governance', 'pin')).governanceRoot as string;
   const p = await ok('change', 'propose', '--as', 'alice', 'group', 'set-quorum', 'g', '--approvals', '2', '--approvers', 'alice,bob,carol');
   expect(p.note).toMatch(/XKS_GOVERNANCE_TRUST must list/);
-  pin = `${old},${p.governanceRoot as string}`;
-  process.env.XKS_GOVERNANCE_TRUST = pin;
+  setPin(`${old},${p.governanceRoot as string}`);
   await ok('change', 'approve', p.id as string, '--as', 'bob', '--key', keys.bob!);
   await ok('change', 'approve', p.id as string, '--as', 'carol', '--key', keys.carol!);
   await ok('change', 'apply', p.id as string, '--as', 'alice');
-  pin = p.governanceRoot as string;
-  process.env.XKS_GOVERNANCE_TRUST = pin;
+  setPin(p.governanceRoot as string);
+  process.env.XKS_GOVERNANCE_TRUST = pin; // the proxy in this process reads the pin from its environment
   expect((await ok('governance', 'pin')).governanceRoot).toBe(pin);
-  const runtime = loadConfigFile(configFile);
-  app = await ProxyApp.start({ runtime, logger: silentLogger });
-  reloader = new ConfigReloader(configFile, runtime, (next) => app.setRuntime(next), silentLogger, app.events);
+  await h.start();
+  ({ app, reloader } = h);
 });
 
 afterAll(async () => {
   delete process.env.XKS_GOVERNANCE_TRUST;
-  reloader?.dispose();
-  await app?.stop(1000);
-  rmSync(dir, { recursive: true, force: true });
+  await h.stop();
 });
 
 describe('quorum approvals verified by the proxy', () => {

@@ -1,37 +1,24 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { stringify } from 'yaml';
-import { ProxyApp } from '../src/app';
-import { loadConfigFile } from '../src/config/load';
-import { ConfigReloader } from '../src/config/reloader';
 import { readUsage, UsageRecorder } from '../src/governance/usage';
-import { silentLogger } from '../src/log';
 import { ConfigStore, keyPath } from '../src/store/config-store';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
-import { b64, Credential, keyMetadata, newCredential, send, testConfig } from './support/proxy';
+import { b64, Credential, keyMetadata, send } from './support/proxy';
+import { PREFIX as P, StoreHarness } from './admin-harness';
 
-const exec = promisify(execFile);
-const ADMIN = join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js');
-const P = '/ks/kms/xks/v1';
+const h = new StoreHarness();
+const admin = (...a: string[]) => h.admin(...a);
+const ok = (...a: string[]) => h.ok(...a);
 const sfx = randomBytes(3).toString('hex');
 const [timed, used, fresh] = [`t-${sfx}`, `u-${sfx}`, `n-${sfx}`];
 
 let dir: string;
 let usageDir: string;
 let configFile: string;
-let app: ProxyApp;
-let reloader: ConfigReloader;
+let app: StoreHarness['app'];
+let reloader: StoreHarness['reloader'];
 let cred: Credential;
-
-async function ok(...args: string[]): Promise<Record<string, unknown>> {
-  const { stdout, stderr } = await exec('node', [ADMIN, '--config', configFile, ...args]);
-  expect(stderr).toBe('');
-  return JSON.parse(stdout) as Record<string, unknown>;
-}
 
 type Sealed = Record<string, string>;
 const encrypt = async (id: string, text: string) => {
@@ -47,17 +34,9 @@ const version = (s: Sealed) => decodeMetadata(Buffer.from(s.ciphertextMetadata!,
 const days = (n: number) => new Date(Date.now() + n * 86_400_000).toISOString();
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'xks-rot-'));
-  usageDir = join(dir, 'usage');
-  configFile = join(dir, 'config.yaml');
-  cred = newCredential();
-  const base = testConfig([]);
-  base.keyStores = [{ name: 'ks', pathPrefix: '/ks', credentials: [{ accessKeyId: cred.accessKeyId, secretAccessKey: { value: cred.secretAccessKey } }], groups: [] }];
-  base.groups = [];
-  base.governance = { usageDir };
-  writeFileSync(configFile, stringify(base));
-  await ok('group', 'create', 'g', '--allow-all');
-  await ok('group', 'assign', 'g', '--key-store', 'ks');
+  usageDir = join(h.dir, 'usage');
+  await h.init({ governance: { usageDir } });
+  ({ dir, configFile, cred } = h);
   for (const k of [timed, used, fresh]) await ok('key', 'create', k, '--group', 'g');
   await ok('key', 'set-rotation', timed, '--every-days', '30', '--start-at', days(-40));
   await ok('key', 'set-rotation', used, '--max-encryptions', '3');
@@ -67,16 +46,11 @@ beforeAll(async () => {
     const p = keyPath(config, timed);
     doc.setIn(['groups', p.group, 'keys', p.key, 'versions', 0, 'createdAt'], days(-35));
   });
-  const runtime = loadConfigFile(configFile);
-  app = await ProxyApp.start({ runtime, logger: silentLogger });
-  reloader = new ConfigReloader(configFile, runtime, (next) => app.setRuntime(next), silentLogger, app.events);
+  await h.start();
+  ({ app, reloader } = h);
 });
 
-afterAll(async () => {
-  reloader?.dispose();
-  await app?.stop(1000);
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => h.stop());
 
 describe('rotation policies', () => {
   const sealed: Record<string, Sealed> = {};
