@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { generateApproverKey, signApproval } from '../src/governance/signatures';
+import { decodeMetadata } from '../src/xks/ciphertext-format';
 import { b64, Credential, keyMetadata, send } from './support/proxy';
 import { PREFIX as P, StoreHarness } from './admin-harness';
 
@@ -162,6 +163,21 @@ describe('quorum approvals verified by the proxy', () => {
     writeFileSync(configFile, good);
     expect(reloader.reload('test')).toBe(true);
     expect((await encrypt()).status).toBe(200);
+  });
+
+  it('a governed rotation makes its HSM key only at apply, with the time of the proposal', async () => {
+    const p = await ok('change', 'propose', '--as', 'alice', 'key', 'rotate', keyId);
+    const labels = async () => JSON.stringify((await admin('hsm', 'list-keys')).out);
+    expect(await labels()).not.toContain(`xks-${keyId}-v2`);
+    await new Promise((res) => setTimeout(res, 1100)); // approvers re-run it later: the hash must not depend on when
+    await ok('change', 'approve', p.id as string, '--as', 'bob', '--key', keys.bob!);
+    await ok('change', 'approve', p.id as string, '--as', 'carol', '--key', keys.carol!);
+    expect(await labels()).not.toContain(`xks-${keyId}-v2`);
+    expect(await ok('change', 'apply', p.id as string, '--as', 'alice')).toMatchObject({ result: { currentVersion: 2 } });
+    expect(await labels()).toContain(`xks-${keyId}-v2`);
+    expect(reloader.reload('test')).toBe(true);
+    expect(decodeMetadata(Buffer.from((await encrypt()).body.ciphertextMetadata as string, 'base64'))).toBe(2);
+    expect(readFileSync(configFile, 'utf8')).toContain(`createdAt: ${p.proposedAt as string}`);
   });
 
   it('the admin audit chain verifies', async () => {

@@ -247,7 +247,8 @@ function run(positionals: string[]): unknown {
     }
     case 'change propose': {
       const options = Object.fromEntries(Object.entries(opts).filter(([k, v]) => !PERSONAL.has(k) && v !== undefined)) as Record<string, string | boolean>;
-      return proposeChange(context(), runProposed, need(opts.as, '--as'), positionals.slice(2), options);
+      // One instant for the dry run and the recorded proposal time, which approve and apply replay.
+      return proposeChange(context(new Date()), runProposed, need(opts.as, '--as'), positionals.slice(2), options);
     }
     case 'change approve':
       return approveChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'), need(opts.key, '--key'));
