@@ -8,7 +8,9 @@ import type { HealthReport } from './engine/types';
  */
 export interface ProxyEventMap {
   /** One HSM call as the request saw it (session wait included). */
-  'hsm.operation': { hsm: string; operation: 'encrypt' | 'decrypt' | 'health'; seconds: number; ok: boolean; /** HSM label of the key version (never a metric label). */ label?: string };
+  'hsm.operation': { hsm: string; operation: 'encrypt' | 'decrypt' | 'health'; seconds: number; ok: boolean };
+  /** One successful encryption under a key version, by its HSM label (never a metric label). */
+  'key.encrypted': { label: string };
   /** Connection state of one HSM: `misconfigured` is a permanent failure an operator must fix (reason names the call and CKR). */
   'hsm.state': { hsm: string; state: 'connected' | 'disconnected' | 'misconfigured'; reason?: string };
   /** Every deep health check result. */

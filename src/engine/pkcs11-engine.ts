@@ -62,7 +62,12 @@ export class Pkcs11Engine implements CryptoEngine {
   }
 
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
-    return this.run('encrypt', label, deadline, (session, key, conn) => this.gcm.encrypt(session, key, plaintext, aad, conn.gcm));
+    return this.run('encrypt', label, deadline, async (session, key, conn) => {
+      const sealed = await this.gcm.encrypt(session, key, plaintext, aad, conn.gcm);
+      // Counted per key version for rotation by usage (a random IV per encryption: 2^32 per key).
+      this.deps.events?.publish('key.encrypted', { label });
+      return sealed;
+    });
   }
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
@@ -103,7 +108,7 @@ export class Pkcs11Engine implements CryptoEngine {
     } finally {
       const seconds = (performance.now() - started) / 1000;
       this.deps.observe?.(name, seconds);
-      this.deps.events?.publish('hsm.operation', { hsm: this.hsm.tokenLabel, operation: name, seconds, ok, label: label ?? undefined });
+      this.deps.events?.publish('hsm.operation', { hsm: this.hsm.tokenLabel, operation: name, seconds, ok });
     }
   }
 

@@ -49,7 +49,7 @@ export function usageRatioMax(config: ProxyConfig, usage: UsageCounts): number {
 }
 
 /**
- * Counts this process's successful encryptions per key version from the 'hsm.operation' events and
+ * Counts this process's successful encryptions per key version from the engine's 'key.encrypted' events and
  * writes them every `flushMs` (temp file + rename) to `<dir>/<pod>-<pid>-<random>.usage.json`. A crash
  * loses at most one interval of counts, which the rotation limit's margin must cover.
  */
@@ -71,8 +71,7 @@ export class UsageRecorder {
     mkdirSync(dir, { recursive: true, mode: 0o750 });
     const replica = (opts.replica ?? process.env.POD_NAME ?? hostname()).replace(/[^A-Za-z0-9._-]/g, '_');
     this.file = join(dir, `${replica}-${process.pid}-${randomBytes(3).toString('hex')}.usage.json`);
-    this.off = events.subscribe('hsm.operation', (e) => {
-      if (e.operation !== 'encrypt' || !e.ok || !e.label) return;
+    this.off = events.subscribe('key.encrypted', (e) => {
       this.counts.set(e.label, (this.counts.get(e.label) ?? 0) + 1);
       this.dirty = true;
     });
