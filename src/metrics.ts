@@ -128,6 +128,12 @@ export class Metrics {
     help: 'Connections closed on arrival because server.maxConnections were already open',
     registers: [this.registry],
   });
+  readonly governanceRefusals = new client.Counter({
+    name: 'xks_governance_refusals_total',
+    help: 'Configs refused for lacking their quorum approvals or not matching the pinned governance root',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
 
@@ -145,6 +151,7 @@ export class Metrics {
       }),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
+      bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',

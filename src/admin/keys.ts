@@ -6,7 +6,7 @@ import type { AdminContext } from './context';
 
 type Usage = KeyUsage;
 
-const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
+export const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
 const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];
 
 function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; key: KeyConfig } {
@@ -14,11 +14,12 @@ function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; ke
   return { path: ['groups', p.group, 'keys', p.key], key: config.groups[p.group]!.keys[p.key]! };
 }
 
-function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
+export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
   ctx.store.update(
     (doc, config) => {
       const gi = groupIndex(config, group);
-      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, label, usage }));
+      // The versions form records when version 1 was made, which rotation schedules count from.
+      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, label, createdAt: ctx.now().toISOString() }], usage }));
     },
     makeInHsm,
   );
@@ -57,7 +58,7 @@ export function rotateKey(ctx: AdminContext, id: string): object {
       next = Math.max(...versions.map((v) => v.version)) + 1;
       label = versionLabel(id, next);
       doc.deleteIn([...path, 'label']);
-      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label }]));
+      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label, createdAt: ctx.now().toISOString() }]));
     },
     () => ctx.withToken((t) => generateKek(t, label)),
   );

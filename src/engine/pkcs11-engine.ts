@@ -70,7 +70,12 @@ export class Pkcs11Engine implements CryptoEngine {
   }
 
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
-    return this.run('encrypt', CUSTOMER, label, deadline, (session, key, conn) => this.gcm.encrypt(session, key, plaintext, aad, conn.gcm));
+    return this.run('encrypt', CUSTOMER, label, deadline, async (session, key, conn) => {
+      const sealed = await this.gcm.encrypt(session, key, plaintext, aad, conn.gcm);
+      // Counted per key version for rotation by usage (a random IV per encryption: 2^32 per key).
+      this.deps.events?.publish('key.encrypted', { label });
+      return sealed;
+    });
   }
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
