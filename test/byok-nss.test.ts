@@ -1,0 +1,94 @@
+import { execFile } from 'node:child_process';
+import { createDecipheriv, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { hsmAad } from '../src/xks/ciphertext-format';
+import { createSetup } from './hsm/setups';
+import { b64, keyMetadata, send } from './support/proxy';
+import { PREFIX as P, StoreHarness } from './admin-harness';
+
+/**
+ * BYOK with RSAES-OAEP-SHA256, KMS's default, end to end on NSS softoken: SoftHSM2 2.6 unwraps OAEP only
+ * with SHA-1 (test/byok.test.ts), NSS does SHA-256 with MGF1-SHA256. The suite brings its own NSS
+ * database; the rest of the run may be on any setup. Setup (Debian): apt-get install libnss3 libnss3-tools.
+ */
+const exec = promisify(execFile);
+const NSS = process.env.NSS_SOFTOKN_MODULE ?? '/usr/lib/x86_64-linux-gnu/libsoftokn3.so';
+const present = existsSync(NSS) && existsSync('/usr/bin/certutil');
+if (!present) console.warn(`byok-nss: skipped, ${NSS} or certutil is absent (apt-get install libnss3 libnss3-tools)`);
+
+const h = new StoreHarness();
+const ok = (...a: string[]) => h.ok(...a);
+const admin = (...a: string[]) => h.admin(...a);
+afterAll(() => h.stop()); // also when skipped: the harness made its temp dir already
+const hsmLabels = async () => JSON.stringify((await ok('hsm', 'list-keys')));
+
+/** The customer's side, exactly the command import-params prints (SHA-256 for OAEP and MGF1). */
+async function opensslWrap(publicPem: string, material: Buffer, name: string): Promise<string> {
+  const inFile = join(h.dir, `${name}.bin`);
+  const out = join(h.dir, `${name}.wrapped`);
+  writeFileSync(inFile, material, { mode: 0o600 });
+  await exec('openssl', ['pkeyutl', '-encrypt', '-pubin', '-inkey', publicPem, '-in', inFile, '-out', out, '-pkeyopt', 'rsa_padding_mode:oaep', '-pkeyopt', 'rsa_oaep_md:sha256', '-pkeyopt', 'rsa_mgf1_md:sha256']);
+  return out;
+}
+
+async function params(name: string, ...extra: string[]): Promise<{ label: string; pem: string }> {
+  const pem = join(h.dir, `${name}.pem`);
+  const out = await ok('key', 'import-params', '--out', pem, ...extra);
+  expect(out.algorithm).toBe('RSAES_OAEP_SHA_256');
+  return { label: out.wrappingKey as string, pem };
+}
+
+(present ? describe : describe.skip)('BYOK with RSAES-OAEP-SHA256 on NSS softoken', () => {
+  const material = randomBytes(32);
+
+  beforeAll(async () => {
+    const nss = await createSetup('nss', join(h.dir, 'nss'));
+    const { modulePath, libraryParameters, tokenLabel, pin } = nss;
+    await h.init({ hsm: { modulePath, libraryParameters, tokenLabel, pin: { value: pin }, sessionPoolSize: 2, healthKeyLabel: 'health-key' } });
+    await ok('hsm', 'generate-key', '--label', 'health-key');
+  });
+
+  it('imports an openssl-wrapped key into NSS; a proxy on that token encrypts with exactly that key', async () => {
+    const { label, pem } = await params('a');
+    const wrapped = await opensslWrap(pem, material, 'a');
+    expect(readFileSync(wrapped).length).toBe(384);
+    // NSS reports CKA_VALUE_LEN of an unwrapped key, so the direct form has its length checked too.
+    expect(await ok('key', 'import', 'byok-nss', '--group', 'g', '--wrapped', wrapped, '--wrapping-key', label)).toMatchObject({ wrappingKeyDestroyed: label, keyLength: 'verified: 32 bytes' });
+    expect(await hsmLabels()).toContain('xks-byok-nss-v1');
+
+    await h.start();
+    const aad = Buffer.from('byok-nss-aad');
+    const r = await send(h.app.port, `${P}/keys/byok-nss/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('customer key on NSS')), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: b64(aad) }, h.cred);
+    expect(r.status).toBe(200);
+    const s = r.body as Record<string, string>;
+    const d = createDecipheriv('aes-256-gcm', material, Buffer.from(s.initializationVector!, 'base64'));
+    d.setAAD(hsmAad(aad, Buffer.from(s.ciphertextMetadata!, 'base64')));
+    d.setAuthTag(Buffer.from(s.authenticationTag!, 'base64'));
+    expect(Buffer.concat([d.update(Buffer.from(s.ciphertext!, 'base64')), d.final()]).toString()).toBe('customer key on NSS');
+  });
+
+  it('refuses material wrapped for another wrapping key, and material of the wrong length', async () => {
+    const a = await params('wrong-a');
+    const b = await params('wrong-b');
+    const forA = await opensslWrap(a.pem, randomBytes(32), 'wrong');
+    const r = await admin('key', 'import', 'byok-nss-w', '--group', 'g', '--wrapped', forA, '--wrapping-key', b.label);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/could not unwrap the key material: not wrapped with this wrapping key's public key, or not RSAES-OAEP-SHA256 \(CKR_WRAPPED_KEY_INVALID\)/);
+    // SoftHSM2 cannot show this one: NSS reports the unwrapped length, and a 16-byte key is refused and destroyed.
+    const short = await opensslWrap(a.pem, randomBytes(16), 'short');
+    expect((await admin('key', 'import', 'byok-nss-w', '--group', 'g', '--wrapped', short, '--wrapping-key', a.label)).err).toMatch(/unwrapped key material is 16 bytes; an AES-256 key \(32 bytes\) is required/);
+    expect(await hsmLabels()).not.toContain('xks-byok-nss-w');
+    expect(readFileSync(h.configFile, 'utf8')).not.toContain('byok-nss-w');
+  });
+
+  it('refuses expired parameters, also on a retry', async () => {
+    const { label, pem } = await params('exp', '--expires-hours', '0.0003'); // about one second
+    const wrapped = await opensslWrap(pem, randomBytes(32), 'exp');
+    await new Promise((res) => setTimeout(res, 1500));
+    expect((await admin('key', 'import', 'byok-nss-e', '--group', 'g', '--wrapped', wrapped, '--wrapping-key', label)).err).toMatch(/import parameters .* expired at/);
+    expect((await admin('key', 'import', 'byok-nss-e', '--group', 'g', '--wrapped', wrapped, '--wrapping-key', label)).err).toMatch(/expired/);
+    expect(readFileSync(join(h.dir, 'audit.log.admin'), 'utf8')).toContain('"reason":"expired"');
+  });
+});
