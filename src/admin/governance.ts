@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
 import { generateApproverKey, publicKeyOf, signApproval } from '../governance/signatures';
+import { countsTowardsQuorum } from '../governance/quorum';
 import { governanceRootHash, groupStateHash } from '../governance/state';
 import { groupIndex } from '../store/config-store';
 import type { AdminContext } from './context';
@@ -46,7 +47,7 @@ function writeProposal(ctx: AdminContext, p: Proposal): void {
 }
 
 /** What a command would do to the quorum-protected groups, without writing or touching the HSM. */
-function dryRun(ctx: AdminContext, run: Command, p: Pick<Proposal, 'command' | 'options'>): { groups: Record<string, string>; governanceRoot?: string } {
+function dryRun(ctx: AdminContext, run: Command, p: Pick<Proposal, 'command' | 'options'>): { groups: Record<string, string>; governanceRoot?: string; after: ProxyConfig } {
   const before = ctx.store.read();
   let after: ProxyConfig | undefined;
   ctx.store.mode = { kind: 'dry-run' };
@@ -67,12 +68,12 @@ function dryRun(ctx: AdminContext, run: Command, p: Pick<Proposal, 'command' | '
     if (!old?.quorum || groupStateHash(before, old) !== hash) groups[g.name] = hash;
   }
   const root = governanceRootHash(after);
-  return { groups, governanceRoot: root !== governanceRootHash(before) ? root : undefined };
+  return { groups, governanceRoot: root !== governanceRootHash(before) ? root : undefined, after };
 }
 
 export function proposeChange(ctx: AdminContext, run: Command, as: string, command: string[], options: Record<string, string | boolean>): object {
-  const staged = dryRun(ctx, run, { command, options });
-  if (Object.keys(staged.groups).length === 0 && !staged.governanceRoot) {
+  const { groups, governanceRoot } = dryRun(ctx, run, { command, options });
+  if (Object.keys(groups).length === 0 && !governanceRoot) {
     throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
   }
   const p: Proposal = {
@@ -81,12 +82,13 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
     proposedAt: ctx.now().toISOString(),
     command,
     options,
-    ...staged,
+    groups,
+    governanceRoot,
     approvals: {},
   };
   writeProposal(ctx, p);
   ctx.audit({ action: 'change-propose', change: p.id, by: as, command: command.join(' '), groups: Object.entries(p.groups).map(([g, h]) => `${g}:${h}`).join(' ') });
-  return { ...p, note: staged.governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${staged.governanceRoot} before it applies` : undefined };
+  return { ...p, note: governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${governanceRoot} before it applies` : undefined };
 }
 
 /**
@@ -100,18 +102,31 @@ export function approveChange(ctx: AdminContext, run: Command, id: string, as: s
   for (const [group, hash] of Object.entries(p.groups)) {
     if (staged.groups[group] !== hash) throw new ConfigError(`change ${id}: the store changed since it was proposed (group "${group}" would now be ${staged.groups[group] ?? 'unchanged'}); propose it again`);
   }
+  const refuse = (reason: string): never => {
+    ctx.audit({ action: 'change-approve-refused', change: id, by: as, command: p.command.join(' '), reason });
+    throw new ConfigError(`change ${id}: ${reason}`);
+  };
   const config = ctx.store.read();
   const admin = config.governance.administrators.find((a) => a.name === as);
-  if (!admin) throw new ConfigError(`no administrator named "${as}"`);
+  if (!admin) return refuse(`no administrator named "${as}"`);
+  // The proxy counts a signature only from a signing administrator listed in the quorum of the state the
+  // change produces (src/governance/quorum.ts): refuse now a signature that could never count at apply.
+  const groups = Object.keys(p.groups);
+  const counted = groups.filter((group) => countsTowardsQuorum(staged.after, group, as));
+  if (groups.length > 0 && counted.length === 0) {
+    const role = staged.after.governance.administrators.find((a) => a.name === as)?.role;
+    return refuse(role === 'auditor' ? `"${as}" is an auditor, who cannot approve` : `"${as}" is not an approver in the quorum of group ${groups.map((g) => `"${g}"`).join(', ')}`);
+  }
   const privateKeyPem = readFileSync(privateKeyFile, 'utf8');
-  if (publicKeyOf(privateKeyPem) !== admin.publicKey) throw new ConfigError(`${privateKeyFile} is not the key of "${as}"`);
-  for (const group of Object.keys(p.groups)) {
+  if (publicKeyOf(privateKeyPem) !== admin.publicKey) return refuse(`${privateKeyFile} is not the key of "${as}"`);
+  // A change spanning groups with different approvers: each signs only where it counts.
+  for (const group of counted) {
     const list = (p.approvals[group] ?? []).filter((a) => a.approver !== as);
     list.push({ approver: as, signature: signApproval(privateKeyPem, group, p.groups[group]!) });
     p.approvals[group] = list;
   }
   writeProposal(ctx, p);
-  ctx.audit({ action: 'change-approve', change: id, by: as, command: p.command.join(' '), groups: Object.keys(p.groups).join(' ') });
+  ctx.audit({ action: 'change-approve', change: id, by: as, command: p.command.join(' '), groups: counted.join(' ') });
   return { change: id, approvedBy: as, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) };
 }
 

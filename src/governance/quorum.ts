@@ -40,15 +40,21 @@ export function pinnedRoots(env: NodeJS.ProcessEnv): Set<string> | undefined {
   return new Set(roots);
 }
 
+/** Whether a signature by `name` can count towards the quorum of `groupName` in this config. */
+export function countsTowardsQuorum(config: ProxyConfig, groupName: string, name: string): boolean {
+  const admin = config.governance.administrators.find((a) => a.name === name);
+  const quorum = config.groups.find((g) => g.name === groupName)?.quorum;
+  return admin !== undefined && SIGNING_ROLES.has(admin.role) && quorum !== undefined && quorum.approvers.includes(name);
+}
+
 /** Approvers whose valid signature over the group's current state is present (each counted once). */
 export function validApprovers(config: ProxyConfig, group: GroupConfig, stateHash = groupStateHash(config, group)): string[] {
-  const quorum = group.quorum;
-  if (!quorum) return [];
+  if (!group.quorum) return [];
   const admins = new Map(config.governance.administrators.map((a) => [a.name, a]));
   const ok = new Set<string>();
   for (const a of group.approvals ?? []) {
     const admin = admins.get(a.approver);
-    if (!admin || !SIGNING_ROLES.has(admin.role) || !quorum.approvers.includes(a.approver)) continue;
+    if (!admin || !countsTowardsQuorum(config, group.name, a.approver)) continue;
     if (verifyApproval(parsePublicKey(admin.publicKey), group.name, stateHash, a.signature)) ok.add(a.approver);
   }
   return [...ok];
