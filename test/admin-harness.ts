@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createDecipheriv } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +10,8 @@ import { loadConfigFile } from '../src/config/load';
 import { ConfigReloader } from '../src/config/reloader';
 import type { ProxyConfigInput } from '../src/config/schema';
 import { silentLogger } from '../src/log';
-import { Credential, newCredential, testConfig } from './support/proxy';
+import { hsmAad } from '../src/xks/ciphertext-format';
+import { b64, Credential, keyMetadata, newCredential, send, testConfig } from './support/proxy';
 
 const exec = promisify(execFile);
 const ADMIN = join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js');
@@ -55,6 +57,27 @@ export class StoreHarness {
     this.reloader?.dispose();
     await this.app?.stop(1000);
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** The customer's side of BYOK with openssl, exactly as the README tells them; returns the wrapped file. */
+  async opensslWrap(publicPem: string, material: Buffer, name: string, hash: 'sha1' | 'sha256'): Promise<string> {
+    const inFile = join(this.dir, `${name}.bin`);
+    const out = join(this.dir, `${name}.wrapped`);
+    writeFileSync(inFile, material, { mode: 0o600 });
+    await exec('openssl', ['pkeyutl', '-encrypt', '-pubin', '-inkey', publicPem, '-in', inFile, '-out', out, '-pkeyopt', 'rsa_padding_mode:oaep', '-pkeyopt', `rsa_oaep_md:${hash}`, '-pkeyopt', `rsa_mgf1_md:${hash}`]);
+    return out;
+  }
+
+  /** Encrypts through the proxy and opens the result with node:crypto under the key value the test knows (BYOK). */
+  async expectEncryptsWith(keyId: string, material: Buffer): Promise<void> {
+    const aad = Buffer.from('byok-aad');
+    const r = await send(this.app.port, `${PREFIX}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('customer key works')), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: b64(aad) }, this.cred);
+    expect(r.status).toBe(200);
+    const s = r.body as Record<string, string>;
+    const d = createDecipheriv('aes-256-gcm', material, Buffer.from(s.initializationVector!, 'base64'));
+    d.setAAD(hsmAad(aad, Buffer.from(s.ciphertextMetadata!, 'base64')));
+    d.setAuthTag(Buffer.from(s.authenticationTag!, 'base64'));
+    expect(Buffer.concat([d.update(Buffer.from(s.ciphertext!, 'base64')), d.final()]).toString()).toBe('customer key works');
   }
 
   async admin(...args: string[]): Promise<AdminResult> {

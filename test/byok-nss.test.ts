@@ -1,19 +1,14 @@
-import { execFile } from 'node:child_process';
-import { createDecipheriv, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { hsmAad } from '../src/xks/ciphertext-format';
 import { createSetup } from './hsm/setups';
-import { b64, keyMetadata, send } from './support/proxy';
-import { PREFIX as P, StoreHarness } from './admin-harness';
+import { StoreHarness } from './admin-harness';
 
 /**
  * BYOK with RSAES-OAEP-SHA256, KMS's default, end to end on NSS softoken: SoftHSM2 2.6 unwraps OAEP only
  * with SHA-1 (test/byok.test.ts), NSS does SHA-256 with MGF1-SHA256. The suite brings its own NSS
  * database; the rest of the run may be on any setup. Setup (Debian): apt-get install libnss3 libnss3-tools.
  */
-const exec = promisify(execFile);
 const NSS = process.env.NSS_SOFTOKN_MODULE ?? '/usr/lib/x86_64-linux-gnu/libsoftokn3.so';
 const present = existsSync(NSS) && existsSync('/usr/bin/certutil');
 if (!present) console.warn(`byok-nss: skipped, ${NSS} or certutil is absent (apt-get install libnss3 libnss3-tools)`);
@@ -22,16 +17,10 @@ const h = new StoreHarness();
 const ok = (...a: string[]) => h.ok(...a);
 const admin = (...a: string[]) => h.admin(...a);
 afterAll(() => h.stop()); // also when skipped: the harness made its temp dir already
-const hsmLabels = async () => JSON.stringify((await ok('hsm', 'list-keys')));
+const hsmLabels = async () => JSON.stringify(await ok('hsm', 'list-keys'));
 
 /** The customer's side, exactly the command import-params prints (SHA-256 for OAEP and MGF1). */
-async function opensslWrap(publicPem: string, material: Buffer, name: string): Promise<string> {
-  const inFile = join(h.dir, `${name}.bin`);
-  const out = join(h.dir, `${name}.wrapped`);
-  writeFileSync(inFile, material, { mode: 0o600 });
-  await exec('openssl', ['pkeyutl', '-encrypt', '-pubin', '-inkey', publicPem, '-in', inFile, '-out', out, '-pkeyopt', 'rsa_padding_mode:oaep', '-pkeyopt', 'rsa_oaep_md:sha256', '-pkeyopt', 'rsa_mgf1_md:sha256']);
-  return out;
-}
+const opensslWrap = (publicPem: string, material: Buffer, name: string) => h.opensslWrap(publicPem, material, name, 'sha256');
 
 async function params(name: string, ...extra: string[]): Promise<{ label: string; pem: string }> {
   const pem = join(h.dir, `${name}.pem`);
@@ -59,14 +48,7 @@ async function params(name: string, ...extra: string[]): Promise<{ label: string
     expect(await hsmLabels()).toContain('xks-byok-nss-v1');
 
     await h.start();
-    const aad = Buffer.from('byok-nss-aad');
-    const r = await send(h.app.port, `${P}/keys/byok-nss/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('customer key on NSS')), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: b64(aad) }, h.cred);
-    expect(r.status).toBe(200);
-    const s = r.body as Record<string, string>;
-    const d = createDecipheriv('aes-256-gcm', material, Buffer.from(s.initializationVector!, 'base64'));
-    d.setAAD(hsmAad(aad, Buffer.from(s.ciphertextMetadata!, 'base64')));
-    d.setAuthTag(Buffer.from(s.authenticationTag!, 'base64'));
-    expect(Buffer.concat([d.update(Buffer.from(s.ciphertext!, 'base64')), d.final()]).toString()).toBe('customer key on NSS');
+    await h.expectEncryptsWith('byok-nss', material);
   });
 
   it('refuses material wrapped for another wrapping key, and material of the wrong length', async () => {

@@ -1,13 +1,8 @@
-import { execFile } from 'node:child_process';
-import { constants, createCipheriv, createDecipheriv, publicEncrypt, randomBytes } from 'node:crypto';
+import { constants, createCipheriv, publicEncrypt, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { hsmAad } from '../src/xks/ciphertext-format';
-import { b64, Credential, keyMetadata, send } from './support/proxy';
-import { PREFIX as P, StoreHarness } from './admin-harness';
+import { StoreHarness } from './admin-harness';
 
-const exec = promisify(execFile);
 const h = new StoreHarness();
 const admin = (...a: string[]) => h.admin(...a);
 const ok = (...a: string[]) => h.ok(...a);
@@ -15,18 +10,9 @@ const sfx = randomBytes(3).toString('hex');
 
 let dir: string;
 let configFile: string;
-let app: StoreHarness['app'];
 let reloader: StoreHarness['reloader'];
-let cred: Credential;
 
-/** The customer's side with openssl, exactly as the README tells them. */
-async function opensslWrap(publicPem: string, material: Buffer, name: string, hash = 'sha1'): Promise<string> {
-  const inFile = join(dir, `${name}.bin`);
-  const out = join(dir, `${name}.wrapped`);
-  writeFileSync(inFile, material, { mode: 0o600 });
-  await exec('openssl', ['pkeyutl', '-encrypt', '-pubin', '-inkey', publicPem, '-in', inFile, '-out', out, '-pkeyopt', 'rsa_padding_mode:oaep', '-pkeyopt', `rsa_oaep_md:${hash}`, '-pkeyopt', `rsa_mgf1_md:${hash}`]);
-  return out;
-}
+const opensslWrap = (publicPem: string, material: Buffer, name: string, hash: 'sha1' | 'sha256' = 'sha1') => h.opensslWrap(publicPem, material, name, hash);
 
 /** SoftHSM2 2.6 unwraps RSAES-OAEP only with SHA-1 (its C_UnwrapKey refuses SHA-256 parameters). */
 async function params(name: string, ...extra: string[]): Promise<{ label: string; pem: string }> {
@@ -35,24 +21,14 @@ async function params(name: string, ...extra: string[]): Promise<{ label: string
   return { label: out.wrappingKey as string, pem };
 }
 
-/** Encrypts through the proxy and opens the result with node:crypto under the known key value. */
-async function roundTrip(keyId: string, material: Buffer): Promise<void> {
-  const aad = Buffer.from('byok-aad');
-  const r = await send(app.port, `${P}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('customer key works')), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: b64(aad) }, cred);
-  expect(r.status).toBe(200);
-  const s = r.body as Record<string, string>;
-  const d = createDecipheriv('aes-256-gcm', material, Buffer.from(s.initializationVector!, 'base64'));
-  d.setAAD(hsmAad(aad, Buffer.from(s.ciphertextMetadata!, 'base64')));
-  d.setAuthTag(Buffer.from(s.authenticationTag!, 'base64'));
-  expect(Buffer.concat([d.update(Buffer.from(s.ciphertext!, 'base64')), d.final()]).toString()).toBe('customer key works');
-}
+const roundTrip = (keyId: string, material: Buffer) => h.expectEncryptsWith(keyId, material);
 
 const hsmLabels = async () => JSON.stringify((await admin('hsm', 'list-keys')).out);
 
 beforeAll(async () => {
   await h.init();
   await h.start();
-  ({ dir, configFile, cred, app, reloader } = h);
+  ({ dir, configFile, reloader } = h);
 });
 
 afterAll(() => h.stop());
