@@ -2,7 +2,8 @@ import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { AuditLog, openAudit } from './audit/log';
 import type { RuntimeConfig } from './config/load';
-import { Pkcs11Engine, Pkcs11Module } from './engine/pkcs11-engine';
+import type { Pkcs11Module } from './engine/pkcs11-engine';
+import { openEngine } from './engine/open-engine';
 import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
@@ -54,8 +55,9 @@ export class ProxyApp {
     const cfg = runtime.config;
     const metrics = opts.metrics ?? new Metrics();
     const events = new ProxyEvents();
-    const engine = await Pkcs11Engine.open(cfg.hsm, {
-      pin: runtime.hsmPin,
+    let app: ProxyApp | undefined;
+    const engine = await openEngine({
+      runtime: () => app?.runtimeNow ?? runtime,
       maxQueue: cfg.limits.maxQueue,
       logger,
       createModule: opts.createModule,
@@ -68,7 +70,7 @@ export class ProxyApp {
       events,
     );
     const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
-    const app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit);
+    app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
