@@ -3,7 +3,7 @@ import http from 'node:http';
 import { AuditLog, openAudit } from './audit/log';
 import type { RuntimeConfig } from './config/load';
 import type { Pkcs11Module } from './engine/pkcs11-engine';
-import { openEngine } from './engine/open-engine';
+import { hsmPools, openEngine } from './engine/open-engine';
 import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
@@ -73,6 +73,7 @@ export class ProxyApp {
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
+      hsmPools: () => hsmPools(engine, cfg),
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
     });
     await health.refresh();

@@ -2,7 +2,7 @@ import type { RuntimeConfig } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
 import { FleetEngine } from './fleet';
 import { EngineDeps, Pkcs11Engine } from './pkcs11-engine';
-import type { CryptoEngine } from './types';
+import type { CryptoEngine, PoolStats } from './types';
 
 export interface OpenEngineDeps extends Omit<EngineDeps, 'pin' | 'hsmId'> {
   /** The configuration in force, re-read for key placement after a reload. */
@@ -60,4 +60,10 @@ export async function openEngine(deps: OpenEngineDeps): Promise<CryptoEngine> {
   );
   void fleet.reportMissingKeys().catch(() => undefined);
   return fleet;
+}
+
+/** Session pools per HSM id, for the xks_hsm_sessions gauge. */
+export function hsmPools(engine: CryptoEngine, config: ProxyConfig): { id: string; pool: PoolStats }[] {
+  if (engine instanceof FleetEngine) return engine.memberStats().map((m) => ({ id: m.id, pool: m.pool }));
+  return [{ id: config.hsms[0]?.id ?? 'hsm-1', pool: engine.poolStats() }];
 }
