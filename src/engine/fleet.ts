@@ -282,6 +282,11 @@ export class FleetEngine implements CryptoEngine {
     return total;
   }
 
+  /** One HSM's own engine (tests check that what one HSM sealed the other opens). */
+  member(id: string): CryptoEngine | undefined {
+    return this.members.find((m) => m.id === id)?.engine;
+  }
+
   memberStats(): FleetMemberStats[] {
     return this.members.map((m) => ({
       id: m.id,

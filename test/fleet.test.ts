@@ -1,0 +1,227 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type * as pkcs11js from 'pkcs11js';
+import type { ProxyApp } from '../src/app';
+import type { ProxyConfigInput } from '../src/config/schema';
+import { FleetEngine } from '../src/engine/fleet';
+import { findTokenSlot } from '../src/engine/module';
+import { createReplicated, FleetToken, locate, openFleetToken, prepareReplicationTarget, trustReplicationKey } from '../src/engine/replicate';
+import { generateKek } from '../src/engine/token';
+import { faultyModule } from '../src/testing/faulty-module';
+import { testHsm } from './support/hsm';
+import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy } from './support/proxy';
+
+/**
+ * Two real SoftHSM2 tokens behind one proxy, through one loaded module (PKCS#11 modules are process-wide:
+ * the two HSMs share its C_Initialize). HSM "b" is lost the way a removed token is: every call on its
+ * sessions, and opening new ones, fails with CKR_DEVICE_REMOVED (the fault-injecting module, scoped to
+ * its slot); HSM "a" is untouched. (A p11-kit-remoted second HSM would be the better shape, but jest
+ * gives test code a copy of process.env, so P11_KIT_SERVER_ADDRESS never reaches the client library.)
+ */
+const cred = newCredential();
+const P = '/f/kms/xks/v1';
+const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
+type Sealed = { ciphertext: string; ciphertextMetadata: string; initializationVector: string; authenticationTag: string };
+
+type Token = { id: string; modulePath: string; environment: Record<string, string>; tokenLabel: string; pin: string; soPin: string };
+let tokens: Token[];
+let app: ProxyApp;
+const { faults, create } = faultyModule();
+/** The slot of the HSM that is "removed", or none. */
+let lost: pkcs11js.Handle | undefined;
+const SLOT_CALLS = new Set(['C_Initialize', 'C_Finalize', 'C_GetInfo', 'C_GetSlotList', 'C_GetSlotInfo', 'C_GetTokenInfo', 'C_GetMechanismList', 'C_GetMechanismInfo', 'C_CloseAllSessions', 'C_CloseSession']);
+faults.inspect = (method, args) => {
+  if (!lost || SLOT_CALLS.has(method)) return undefined;
+  if (method === 'C_OpenSession') return (args[0] as Buffer).equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
+  try {
+    return faults.real!.C_GetSessionInfo(args[0] as Buffer).slotID.equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** A token of its own in the run's SoftHSM2 token directory (the configuration the process already has). */
+function newToken(id: string): Token {
+  const t = testHsm();
+  const token = { id, modulePath: t.modulePath, environment: t.environment, tokenLabel: `fleet-${id}-${randomBytes(4).toString('hex')}`, pin: randomBytes(8).toString('hex'), soPin: randomBytes(8).toString('hex') };
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.tokenLabel, '--pin', token.pin, '--so-pin', token.soPin], { env: { ...process.env, ...t.environment }, stdio: 'ignore' });
+  return token;
+}
+
+async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  let v = await fn();
+  while (!ok(v) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 100));
+    v = await fn();
+  }
+  return v;
+}
+
+/** One encrypt and the decrypt of its answer through the proxy; the plaintext must come back. */
+async function roundTrip(keyId: string): Promise<string | undefined> {
+  const plaintext = randomBytes(32);
+  const e = await send(app.port, `${P}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(plaintext), encryptionAlgorithm: 'AES_GCM' }, cred);
+  if (e.status !== 200) return `encrypt ${String(e.body.errorName)}: ${String(e.body.errorMessage)}`;
+  const s = e.body as unknown as Sealed;
+  const d = await send(
+    app.port,
+    `${P}/keys/${keyId}/decrypt`,
+    { requestMetadata: keyMetadata('Decrypt'), encryptionAlgorithm: 'AES_GCM', ciphertext: s.ciphertext, ciphertextMetadata: s.ciphertextMetadata, initializationVector: s.initializationVector, authenticationTag: s.authenticationTag },
+    cred,
+  );
+  if (d.status !== 200) return `decrypt ${String(d.body.errorName)}: ${String(d.body.errorMessage)}`;
+  return d.body.plaintext === b64(plaintext) ? undefined : 'decrypt returned other data';
+}
+
+/** Round trips from `workers` concurrent clients until `stop()` says so; returns every failure. */
+async function load(workers: number, stop: () => boolean): Promise<{ count: number; failures: string[] }> {
+  const failures: string[] = [];
+  let count = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (!stop()) {
+        const f = await roundTrip('k1');
+        count++;
+        if (f) failures.push(f);
+      }
+    }),
+  );
+  return { count, failures };
+}
+
+const opsPerHsm = async (): Promise<Record<string, number>> => {
+  const text = (await get(app.opsPort as number, '/metrics')).text;
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/xks_hsm_operation_duration_seconds_count\{operation="(?:encrypt|decrypt)",hsm_id="([^"]+)"\} (\d+)/g)) {
+    out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
+  }
+  return out;
+};
+
+beforeAll(async () => {
+  tokens = [newToken('a'), newToken('b')];
+  const [a, b] = tokens as [Token, Token];
+
+  // The security officer's ceremony: b's replication public key becomes trusted on a.
+  const bToken = openFleetToken(b, b.pin);
+  const aSo = openFleetToken(a, a.soPin, 'so');
+  try {
+    trustReplicationKey(aSo, 'b', prepareReplicationTarget(bToken));
+  } finally {
+    aSo.close();
+  }
+  const aToken = openFleetToken(a, a.pin);
+  const fleet: FleetToken[] = [
+    { id: 'a', token: aToken },
+    { id: 'b', token: bToken },
+  ];
+  try {
+    expect(createReplicated(fleet, 'xks-k1-v1')).toEqual(['a', 'b']);
+    expect(locate(fleet, 'xks-k1-v1')).toEqual(['a', 'b']);
+    // A version placed on one HSM only (keys[].versions[].hsms).
+    generateKek(aToken, 'xks-k2-v1');
+    for (const { token } of fleet) generateKek(token, 'health-key');
+  } finally {
+    aToken.close();
+    bToken.close();
+  }
+
+  const hsm = (h: Token) => ({
+    id: h.id,
+    modulePath: h.modulePath,
+    environment: h.environment,
+    tokenLabel: h.tokenLabel,
+    pin: { value: h.pin },
+    sessionPoolSize: 4,
+    healthKeyLabel: 'health-key',
+    healthCacheMs: 200,
+    reconnectBackoffMs: 50,
+  });
+  const { keyStore, group } = keyStoreWithKeys('f', '/f', [cred], [
+    { id: 'k1', label: 'xks-k1-v1' },
+    { id: 'k2', versions: [{ version: 1, label: 'xks-k2-v1', hsms: ['a'] }] },
+  ]);
+  const config: ProxyConfigInput = {
+    server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true },
+    ops: { host: '127.0.0.1', port: 0 },
+    limits: { deadlineMs: 2000 },
+    hsms: [hsm(a), hsm(b)],
+    keyStores: [keyStore],
+    groups: [group],
+  };
+  app = await startProxy(config, create);
+}, 60_000);
+
+afterAll(async () => {
+  lost = undefined;
+  await app?.stop(1000);
+});
+
+const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[]; errorName?: string };
+
+it('lists both HSMs in GetHealthStatus, each ACTIVE', async () => {
+  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true);
+  expect(h.ekmFleetDetails).toEqual([
+    { id: 'a', model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' },
+    { id: 'b', model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' },
+  ]);
+  expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
+});
+
+it('spreads requests over both HSMs, and what one HSM sealed the other opens', async () => {
+  const before = await opsPerHsm();
+  const { count, failures } = await (async () => {
+    let n = 0;
+    return load(8, () => ++n > 120);
+  })();
+  expect(failures).toEqual([]);
+  expect(count).toBeGreaterThan(100);
+  const after = await opsPerHsm();
+  for (const id of ['a', 'b']) expect((after[id] ?? 0) - (before[id] ?? 0)).toBeGreaterThan(20);
+
+  const fleet = app.engine as FleetEngine;
+  const aad = randomBytes(16);
+  const plaintext = randomBytes(48);
+  for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
+    const sealed = await fleet.member(from)!.encrypt('xks-k1-v1', plaintext, aad);
+    expect(await fleet.member(to)!.decrypt('xks-k1-v1', sealed.iv, aad, sealed.ciphertext, sealed.tag)).toEqual(plaintext);
+  }
+});
+
+it('keeps a version placed on one HSM there', async () => {
+  const before = await opsPerHsm();
+  for (let i = 0; i < 10; i++) expect(await roundTrip('k2')).toBeUndefined();
+  const after = await opsPerHsm();
+  expect((after.a ?? 0) - (before.a ?? 0)).toBe(20);
+  expect(after.b ?? 0).toBe(before.b ?? 0);
+});
+
+it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when it returns', async () => {
+  let stopped = false;
+  const running = load(6, () => stopped);
+  await new Promise((r) => setTimeout(r, 500));
+  lost = findTokenSlot(faults.real!, (tokens[1] as Token).tokenLabel);
+  expect(lost).toBeDefined();
+  const degraded = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'UNAVAILABLE');
+  expect(degraded.ekmFleetDetails).toEqual([expect.objectContaining({ id: 'a', healthStatus: 'ACTIVE' }), expect.objectContaining({ id: 'b', healthStatus: 'UNAVAILABLE' })]);
+  expect(app.health.current()?.status).toBe('DEGRADED');
+  // k1 is still served by HSM a, k2 lives on a: ready.
+  expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
+  const metrics = (await get(app.opsPort as number, '/metrics')).text;
+  expect(metrics).toMatch(/xks_ekm_health_status\{state="UNAVAILABLE",hsm_id="b"\} 1/);
+  expect(metrics).toMatch(/xks_ekm_health_status\{state="DEGRADED"\} 1/);
+  await new Promise((r) => setTimeout(r, 500));
+
+  lost = undefined;
+  const back = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, 20_000);
+  expect(back.ekmFleetDetails?.map((d) => d.healthStatus)).toEqual(['ACTIVE', 'ACTIVE']);
+  const beforeReturn = await opsPerHsm();
+  await new Promise((r) => setTimeout(r, 1000));
+  stopped = true;
+  const { count, failures } = await running;
+  expect(failures).toEqual([]);
+  expect(count).toBeGreaterThan(50);
+  // Back in the fleet: HSM b takes requests again.
+  expect(((await opsPerHsm()).b ?? 0) - (beforeReturn.b ?? 0)).toBeGreaterThan(0);
+}, 45_000);
