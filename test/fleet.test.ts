@@ -1,15 +1,24 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type * as pkcs11js from 'pkcs11js';
-import type { ProxyApp } from '../src/app';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ProxyConfigInput } from '../src/config/schema';
 import { FleetEngine } from '../src/engine/fleet';
 import { findTokenSlot } from '../src/engine/module';
-import { createReplicated, FleetToken, locate, openFleetToken, prepareReplicationTarget, trustReplicationKey } from '../src/engine/replicate';
-import { generateKek } from '../src/engine/token';
+import * as pkcs11 from 'pkcs11js';
+import { stringify } from 'yaml';
+import { AdminContext } from '../src/admin/context';
+import { trustReplication, withFleet } from '../src/admin/fleet';
+import { createKey, describeKey, rotateKey } from '../src/admin/keys';
+import { ProxyApp } from '../src/app';
+import { loadConfigFile } from '../src/config/load';
+import { silentLogger } from '../src/log';
+import { FleetToken, openFleetToken } from '../src/engine/replicate';
+import { findSecretKeys, generateKek } from '../src/engine/token';
 import { faultyModule } from '../src/testing/faulty-module';
 import { testHsm } from './support/hsm';
-import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy } from './support/proxy';
+import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send } from './support/proxy';
 
 /**
  * Two real SoftHSM2 tokens behind one proxy, through one loaded module (PKCS#11 modules are process-wide:
@@ -26,9 +35,12 @@ type Sealed = { ciphertext: string; ciphertextMetadata: string; initializationVe
 type Token = { id: string; modulePath: string; environment: Record<string, string>; tokenLabel: string; pin: string; soPin: string };
 let tokens: Token[];
 let app: ProxyApp;
+let dir: string;
+let configFile: string;
+let ctx: AdminContext;
 const { faults, create } = faultyModule();
 /** The slot of the HSM that is "removed", or none. */
-let lost: pkcs11js.Handle | undefined;
+let lost: pkcs11.Handle | undefined;
 const SLOT_CALLS = new Set(['C_Initialize', 'C_Finalize', 'C_GetInfo', 'C_GetSlotList', 'C_GetSlotInfo', 'C_GetTokenInfo', 'C_GetMechanismList', 'C_GetMechanismInfo', 'C_CloseAllSessions', 'C_CloseSession']);
 faults.inspect = (method, args) => {
   if (!lost || SLOT_CALLS.has(method)) return undefined;
@@ -102,31 +114,16 @@ const opsPerHsm = async (): Promise<Record<string, number>> => {
 beforeAll(async () => {
   tokens = [newToken('a'), newToken('b')];
   const [a, b] = tokens as [Token, Token];
-
-  // The security officer's ceremony: b's replication public key becomes trusted on a.
-  const bToken = openFleetToken(b, b.pin);
-  const aSo = openFleetToken(a, a.soPin, 'so');
-  try {
-    trustReplicationKey(aSo, 'b', prepareReplicationTarget(bToken));
-  } finally {
-    aSo.close();
+  dir = mkdtempSync(join(tmpdir(), 'xks-fleet-'));
+  configFile = join(dir, 'config.yaml');
+  for (const t of tokens) {
+    const s = openFleetToken(t, t.pin);
+    try {
+      generateKek(s, 'health-key');
+    } finally {
+      s.close();
+    }
   }
-  const aToken = openFleetToken(a, a.pin);
-  const fleet: FleetToken[] = [
-    { id: 'a', token: aToken },
-    { id: 'b', token: bToken },
-  ];
-  try {
-    expect(createReplicated(fleet, 'xks-k1-v1')).toEqual(['a', 'b']);
-    expect(locate(fleet, 'xks-k1-v1')).toEqual(['a', 'b']);
-    // A version placed on one HSM only (keys[].versions[].hsms).
-    generateKek(aToken, 'xks-k2-v1');
-    for (const { token } of fleet) generateKek(token, 'health-key');
-  } finally {
-    aToken.close();
-    bToken.close();
-  }
-
   const hsm = (h: Token) => ({
     id: h.id,
     modulePath: h.modulePath,
@@ -139,7 +136,7 @@ beforeAll(async () => {
     reconnectBackoffMs: 50,
   });
   const { keyStore, group } = keyStoreWithKeys('f', '/f', [cred], [
-    { id: 'k1', label: 'xks-k1-v1' },
+    // A version placed on one HSM only (keys[].versions[].hsms).
     { id: 'k2', versions: [{ version: 1, label: 'xks-k2-v1', hsms: ['a'] }] },
   ]);
   const config: ProxyConfigInput = {
@@ -150,12 +147,43 @@ beforeAll(async () => {
     keyStores: [keyStore],
     groups: [group],
   };
-  app = await startProxy(config, create);
+  writeFileSync(configFile, stringify(config));
+  ctx = new AdminContext(configFile);
+
+  // The security officer's step, then xks-admin's key create: generated on a, replicated to b.
+  expect(trustReplication(ctx, 'a', 'b', a.soPin)).toEqual({ source: 'a', target: 'b', trusted: true });
+  createKey(ctx, { group: group.name, id: 'k1', usage: ['ENCRYPT', 'DECRYPT'] });
+  withFleet(ctx, ([ta]) => generateKek((ta as FleetToken).token, 'xks-k2-v1'));
+  app = await ProxyApp.start({ runtime: loadConfigFile(configFile), logger: silentLogger, createModule: create });
 }, 60_000);
 
 afterAll(async () => {
   lost = undefined;
   await app?.stop(1000);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('xks-admin puts key versions on every HSM, and key describe says where each lives', async () => {
+  expect(describeKey(ctx, 'k1')).toMatchObject({ versions: [{ version: 1, label: 'xks-k1-v1', presentOn: ['a', 'b'] }] });
+  rotateKey(ctx, 'k1');
+  app.setRuntime(loadConfigFile(configFile));
+  expect(describeKey(ctx, 'k1')).toMatchObject({
+    currentVersion: 2,
+    versions: [
+      { version: 1, presentOn: ['a', 'b'] },
+      { version: 2, label: 'xks-k1-v2', presentOn: ['a', 'b'] },
+    ],
+  });
+  expect(describeKey(ctx, 'k2')).toMatchObject({ versions: [{ version: 1, hsms: ['a'], presentOn: ['a'] }] });
+  // No copy of a replicated version can leave its HSM any more.
+  withFleet(ctx, (fleet) => {
+    for (const { token } of fleet) {
+      const [key] = findSecretKeys(token, 'xks-k1-v2');
+      const [extractable, sensitive] = token.mod.C_GetAttributeValue(token.session, key!, [{ type: pkcs11.CKA_EXTRACTABLE }, { type: pkcs11.CKA_SENSITIVE }]);
+      expect([(extractable!.value as Buffer)[0], (sensitive!.value as Buffer)[0]]).toEqual([0, 1]);
+    }
+  });
+  for (let i = 0; i < 10; i++) expect(await roundTrip('k1')).toBeUndefined();
 });
 
 const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[]; errorName?: string };

@@ -1,5 +1,6 @@
 import * as pkcs11js from 'pkcs11js';
 import { findTokenSlot, initializeModule, leaseModule, ModuleTarget } from './module';
+import { ckrName } from './pkcs11-errors';
 import type { TokenSession } from './token';
 
 type Handle = pkcs11js.Handle;
@@ -33,16 +34,26 @@ export function openFleetToken(target: ModuleTarget, pin: string, user: 'user' |
     const slot = findTokenSlot(mod, target.tokenLabel);
     if (slot === undefined) throw new Error(`no token labelled "${target.tokenLabel}"`);
     const session = mod.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    mod.C_Login(session, user === 'so' ? pkcs11js.CKU_SO : pkcs11js.CKU_USER, pin);
+    // Login is per application and token: in a process whose proxy already uses the token, it is logged
+    // in, and logging out on close would log the proxy's sessions out with it.
+    let loggedIn = true;
+    try {
+      mod.C_Login(session, user === 'so' ? pkcs11js.CKU_SO : pkcs11js.CKU_USER, pin);
+    } catch (e) {
+      if (user === 'so' || ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
+      loggedIn = false;
+    }
     lease.connected = true;
     return {
       mod,
       session,
       close: () => {
-        try {
-          mod.C_Logout(session);
-        } catch {
-          /* already logged out */
+        if (loggedIn) {
+          try {
+            mod.C_Logout(session);
+          } catch {
+            /* already logged out */
+          }
         }
         mod.C_CloseSession(session);
         lease.release();
