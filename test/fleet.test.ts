@@ -253,3 +253,18 @@ it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when
   // Back in the fleet: HSM b takes requests again.
   expect(((await opsPerHsm()).b ?? 0) - (beforeReturn.b ?? 0)).toBeGreaterThan(0);
 }, 45_000);
+
+it('reports a key version missing from one HSM: that HSM DEGRADED, its requests served by the other', async () => {
+  withFleet(ctx, ([ta]) => generateKek((ta as FleetToken).token, 'xks-k3-v1'));
+  ctx.store.update((doc) => doc.addIn(['groups', 0, 'keys'], doc.createNode({ id: 'k3', label: 'xks-k3-v1' })));
+  app.setRuntime(loadConfigFile(configFile));
+  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'DEGRADED');
+  expect(h.ekmFleetDetails?.map((d) => [d.id, d.healthStatus])).toEqual([
+    ['a', 'ACTIVE'],
+    ['b', 'DEGRADED'],
+  ]);
+  expect((app.engine as FleetEngine).memberStats().find((m) => m.id === 'b')?.missing).toEqual(['xks-k3-v1']);
+  expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
+  for (let i = 0; i < 10; i++) expect(await roundTrip('k3')).toBeUndefined();
+  expect(describeKey(ctx, 'k3')).toMatchObject({ versions: [{ version: 1, presentOn: ['a'] }] });
+});

@@ -119,9 +119,10 @@ export class FleetEngine implements CryptoEngine {
     return placed ? this.members.filter((m) => placed.includes(m.id)) : this.members;
   }
 
-  private pick(candidates: Member[], tried: ReadonlySet<Member>): Member | undefined {
+  private pick(label: string, candidates: Member[], tried: ReadonlySet<Member>): Member | undefined {
     const open = candidates.filter((m) => !tried.has(m));
-    const serving = open.filter((m) => m.serving() && !m.missing.size);
+    // One known to lack the version is tried only when no other can serve (it may have been restored).
+    const serving = open.filter((m) => m.serving() && !m.missing.has(label));
     const pool = serving.length ? serving : open.filter((m) => m.serving());
     if (pool.length === 0) return undefined;
     const start = this.next++ % pool.length;
@@ -139,7 +140,7 @@ export class FleetEngine implements CryptoEngine {
     const tried = new Set<Member>();
     let lastError: unknown;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const m = this.pick(holders, tried);
+      const m = this.pick(label, holders, tried);
       if (!m) break;
       tried.add(m);
       m.outstanding++;
