@@ -45,6 +45,7 @@ import { freePortPair, httpStatus, installCleanup, startChild, stopAll, waitFor 
 import { BAR_MULTIPLE, verdict } from './lib/overload';
 import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
 import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
+import { makeBenchFleet } from './lib/fleet';
 import { checkTarget, remoteTarget, TargetError, TargetOptions } from './lib/target';
 import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
 
@@ -67,6 +68,8 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --audit                    enable the proxy's hash-chained audit log (audit.file)
   --set hsm.asyncCalls=true  override one proxy config value (YAML value; repeatable; default
                              hsm.asyncCalls=false, the setting for an in-process HSM)
+  --hsms 2                   a fleet of N SoftHSM2 tokens (keys replicated between them) instead of one;
+                             --set hsm.X applies to every HSM of the fleet
   --no-baseline              measure the proxy only
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
@@ -133,6 +136,8 @@ interface Options {
   capacityStepDuration: number;
   maxConnections: number;
   hostileShare: number;
+  /** HSMs in the proxy's fleet (1: the single hsm section). */
+  hsms: number;
 }
 
 /** KMS's default request quota per external key store. */
@@ -145,7 +150,7 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
-    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1, hsms: 1,
   };
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
   const nums = (v: string, what: string): number[] => {
@@ -237,6 +242,12 @@ function parseArgs(argv: string[]): Options {
         const v = num(value(), name);
         if (v <= 0 || v > 10) throw new UsageError('--hostile-share: a share of the rate in (0, 10]');
         o.hostileShare = v;
+        break;
+      }
+      case 'hsms': {
+        const v = num(value(), name, 1);
+        if (!Number.isInteger(v) || v > 10) throw new UsageError('--hsms: 1 to 10');
+        o.hsms = v;
         break;
       }
       case 'help':
@@ -349,11 +360,19 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
   config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' ? 'auto' : workers };
   if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
+  if (opt.hsms > 1) {
+    note(`making a fleet of ${opt.hsms} SoftHSM2 tokens (demo keys replicated)`);
+    makeBenchFleet(dir, config, opt.hsms);
+  }
   for (const [path, v] of opt.sets) {
     const parts = path.split('.');
-    let node = config as Record<string, unknown>;
-    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
-    node[parts[parts.length - 1] as string] = v;
+    // hsm.X on a fleet: every HSM of it.
+    const roots = parts[0] === 'hsm' && Array.isArray(config.hsms) ? (config.hsms as Record<string, unknown>[]) : [config as Record<string, unknown>];
+    for (const rootNode of roots) {
+      let node = rootNode;
+      for (const part of (roots[0] === config ? parts : parts.slice(1)).slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+      node[parts[parts.length - 1] as string] = v;
+    }
   }
   const configFile = join(dir, 'bench-config.yaml');
   writeFileSync(configFile, stringify(config), { mode: 0o600 });
@@ -403,7 +422,8 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
       workers,
       logLevel: opt.logLevel,
       audit: opt.audit,
-      hsm: { sessionPoolSize: (config.hsm as Record<string, unknown>)?.sessionPoolSize, asyncCalls: (config.hsm as Record<string, unknown>)?.asyncCalls ?? 'default' },
+      hsm: (({ sessionPoolSize, asyncCalls }) => ({ sessionPoolSize, asyncCalls: asyncCalls ?? 'default' }))((config.hsm ?? (config.hsms as unknown as Record<string, unknown>[])[0]) as Record<string, unknown>),
+      hsms: opt.hsms,
       limits: config.limits ?? 'defaults',
       log: log(),
     }),
