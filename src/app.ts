@@ -7,6 +7,7 @@ import { hsmPools, openEngine } from './engine/open-engine';
 import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
+import { OverloadGuard, OverloadOptions } from './http/overload';
 import { createXksHandler } from './http/pipeline';
 import { createListener, Listener } from './http/listener';
 import type { Logger } from './log';
@@ -26,7 +27,12 @@ export interface AppOptions {
   metrics?: Metrics;
   /** Appended to audit.file so that each cluster worker keeps its own chain. */
   auditSuffix?: string;
+  /** Event-loop overload detection (defaults: 50 ms target, 100 ms interval). */
+  overload?: OverloadOptions;
 }
+
+/** HSM round trips on each fresh connection before the listener opens (see Pkcs11Engine.warmUp). */
+const WARM_UP_ROUNDS = 64;
 
 /**
  * One proxy process: HSM engine, health monitor, XKS listener and (optionally) the ops listener, wired
@@ -46,6 +52,7 @@ export class ProxyApp {
     readonly events: ProxyEvents,
     private readonly log: Logger,
     private readonly audit: AuditLog | undefined,
+    readonly overload: OverloadGuard,
   ) {
     this.runtimeNow = runtime;
   }
@@ -70,14 +77,21 @@ export class ProxyApp {
       events,
     );
     const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
-    app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit);
+    const overload = new OverloadGuard(metrics, opts.overload);
+    app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
       hsmPools: () => hsmPools(engine, cfg),
+      hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
     });
+    // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
+    // HSM path before the port opens, so that the first requests meet compiled code and a hold-time
+    // estimate made from real calls.
+    await engine.warmUp(WARM_UP_ROUNDS);
     await health.refresh();
     health.start();
+    overload.start();
 
     const handler = createXksHandler({
       engine,
@@ -95,6 +109,7 @@ export class ProxyApp {
       readiness: () => app.readiness(),
       draining: () => app.stopping,
       audit,
+      overload,
     });
     app.xks = createListener(handler, {
       tls: cfg.server.tls,
@@ -138,14 +153,36 @@ export class ProxyApp {
     return this.ops ? (this.ops.address() as AddressInfo).port : undefined;
   }
 
-  /** Ready to serve key operations: HSM connected and its last deep check not UNAVAILABLE. */
+  /** Ready to serve key operations: not draining, HSM connected and its last deep check not UNAVAILABLE. */
   ready(): boolean {
-    return !this.stopping && this.engine.isConnected() && this.health.current()?.status !== 'UNAVAILABLE';
+    return this.notReadyBecause() === undefined;
+  }
+
+  /**
+   * Only a broken proxy is unready. Overload is not a reason: a load balancer that removes overloaded
+   * replicas moves their load to the others and takes them down in turn. The pool and the event-loop
+   * guard shed the excess instead, and `overloaded` reports it beside `ready`.
+   */
+  private notReadyBecause(): string | undefined {
+    if (this.stopping) return 'draining';
+    const hsm = this.engine.status();
+    if (hsm.state !== 'connected' || !this.engine.isConnected()) return `HSM ${hsm.state}${hsm.reason ? `: ${hsm.reason}` : ''}`;
+    const report = this.health.current();
+    if (report?.status === 'UNAVAILABLE') return `HSM health check failed: ${report.detail ?? 'unavailable'}`;
+    return undefined;
   }
 
   /** What /readyz reports (and GET /healthz on the XKS port, as a status code). */
   readiness(): Readiness {
-    return { ready: this.ready(), hsmConnected: this.engine.isConnected(), ekm: this.health.current()?.status ?? 'UNKNOWN' };
+    const reason = this.notReadyBecause();
+    return {
+      ready: reason === undefined,
+      overloaded: this.overload.overloaded(),
+      hsm: this.engine.status().state,
+      hsmConnected: this.engine.isConnected(),
+      ekm: this.health.current()?.status ?? 'UNKNOWN',
+      ...(reason !== undefined && { reason }),
+    };
   }
 
   /**
@@ -156,6 +193,7 @@ export class ProxyApp {
     if (this.stopping) return;
     this.stopping = true;
     this.health.stop();
+    this.overload.stop();
     this.xks.dispose();
     const server = this.xks.server;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));

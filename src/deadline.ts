@@ -13,7 +13,7 @@ export class Deadline {
   /** `startedAt` (performance.now()) backdates the start, so that a request's budget counts from its arrival. */
   constructor(
     private readonly ms: number,
-    startedAt = performance.now(),
+    private readonly startedAt = performance.now(),
   ) {
     this.timer = setTimeout(() => this.expire(), Math.max(0, ms - (performance.now() - startedAt)));
   }
@@ -22,7 +22,20 @@ export class Deadline {
     return this.error !== undefined;
   }
 
+  /**
+   * Milliseconds left, from the clock rather than the timer: on a busy event loop the timer fires late,
+   * and admission decisions made meanwhile must not believe a spent budget is still there. A budget found
+   * spent here expires at once (its listeners run), so that nobody waits for the late timer.
+   */
+  remaining(): number {
+    const left = this.ms - (performance.now() - this.startedAt);
+    if (left <= 0 && !this.error) this.expire();
+    return left;
+  }
+
   private expire(): void {
+    if (this.error) return;
+    clearTimeout(this.timer);
     this.error = new XksError('DependencyTimeoutException', `the HSM did not answer within ${this.ms} ms`);
     const listeners = this.listeners;
     this.listeners = [];

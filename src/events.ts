@@ -9,11 +9,15 @@ import type { HealthReport } from './engine/types';
 export interface ProxyEventMap {
   /** One HSM call as the request saw it (session wait included). */
   'hsm.operation': { hsm: string; operation: 'encrypt' | 'decrypt' | 'health' | 'check'; seconds: number; ok: boolean };
+  /** One successful encryption under a key version, by its HSM label (never a metric label). */
+  'key.encrypted': { label: string };
   /** Connection state of one HSM: `misconfigured` is a permanent failure an operator must fix (reason names the call and CKR). */
   'hsm.state': { hsm: string; state: 'connected' | 'disconnected' | 'misconfigured'; reason?: string };
   /** Every deep health check result. */
   'health.report': { report: HealthReport };
   'config.reload': { ok: boolean };
+  /** A config refused because its governance root is not the pinned one or a quorum-protected group lacks its approvals. */
+  'governance.refusal': { reason: 'quorum' | 'trust-root'; group?: string };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
   /** A new connection closed on arrival because server.maxConnections were open. */

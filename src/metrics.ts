@@ -8,6 +8,8 @@ export interface MetricsState {
   pool(): Pick<PoolStats, 'inUse' | 'idle' | 'waiting'>;
   /** The same per HSM (ids from config, so a bounded label set); when given, xks_hsm_sessions is per HSM. */
   hsmPools?(): readonly { id: string; pool: Pick<PoolStats, 'inUse' | 'idle' | 'waiting'> }[];
+  /** The HSM connection's state now. */
+  hsm?(): 'connected' | 'disconnected' | 'misconfigured';
   /** The credentials of the configuration in force. */
   credentials(): readonly { keyStore: string; createdAt?: string }[];
 }
@@ -121,9 +123,33 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly shed = new client.Counter({
+    name: 'xks_shed_total',
+    help: 'Requests refused with 429 because the proxy is overloaded: hsm_wait (no HSM session within the deadline), event_loop (standing event-loop delay)',
+    labelNames: ['key_store', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly hsmState = new client.Gauge({
+    name: 'xks_hsm_state',
+    help: 'HSM connection state: 1 for the current one (connected, disconnected, misconfigured), 0 otherwise; misconfigured needs an operator (the log names the PKCS#11 call and return value)',
+    labelNames: ['state'] as const,
+    aggregator: 'max',
+    registers: [this.registry],
+    collect: () => {
+      const now = this.state?.hsm?.();
+      if (!now) return;
+      for (const s of ['connected', 'disconnected', 'misconfigured']) this.hsmState.set({ state: s }, now === s ? 1 : 0);
+    },
+  });
   readonly connectionsDropped = new client.Counter({
     name: 'xks_connections_dropped_total',
     help: 'Connections closed on arrival because server.maxConnections were already open',
+    registers: [this.registry],
+  });
+  readonly governanceRefusals = new client.Counter({
+    name: 'xks_governance_refusals_total',
+    help: 'Configs refused for lacking their quorum approvals or not matching the pinned governance root',
+    labelNames: ['reason'] as const,
     registers: [this.registry],
   });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
@@ -149,6 +175,7 @@ export class Metrics {
       }),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
+      bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',
@@ -160,6 +187,10 @@ export class Metrics {
       }),
     ];
     return () => off.forEach((unsubscribe) => unsubscribe());
+  }
+
+  countShed(keyStore: string, reason: 'hsm_wait' | 'event_loop'): void {
+    this.shed.inc({ key_store: keyStore, reason });
   }
 
   /** Label-bound children per (key store, operation, outcome): saves prom-client's label hashing per request. */

@@ -1,5 +1,6 @@
 import { AppOptions, ProxyApp } from './app';
 import { ConfigReloader } from './config/reloader';
+import { UsageRecorder } from './governance/usage';
 
 export interface ProcessOptions extends AppOptions {
   /** The config file the runtime came from; it is watched and re-read on change and on SIGHUP. */
@@ -16,10 +17,13 @@ export async function runProcess(opts: ProcessOptions): Promise<{ app: ProxyApp;
   const app = await ProxyApp.start(opts);
   const reloader = new ConfigReloader(opts.file, opts.runtime, (next) => app.setRuntime(next), log, app.events);
   reloader.watch();
+  const usageDir = opts.runtime.config.governance.usageDir;
+  const usage = usageDir ? new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry }) : undefined;
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stop = (signal: string): void => {
     log.info({ signal }, 'stopping');
     reloader.dispose();
+    usage?.dispose();
     app.stop().then(
       () => process.exit(0),
       (e) => {

@@ -2,17 +2,17 @@ import { dirname, join } from 'node:path';
 import { AuditLog } from '../audit/log';
 import { resolveSecret } from '../config/load';
 import { openTokenSession, TokenSession } from '../engine/token';
-import { ConfigStore } from '../store/config-store';
+import { GovernedStore } from './staged-store';
 
 /** What an admin command works on: the store file, the HSM it names, and the admin audit trail. */
 export class AdminContext {
-  readonly store: ConfigStore;
+  readonly store: GovernedStore;
 
   constructor(
     readonly configFile: string,
     readonly now: () => Date = () => new Date(),
   ) {
-    this.store = new ConfigStore(configFile);
+    this.store = new GovernedStore(configFile);
   }
 
   get secretsDir(): string {

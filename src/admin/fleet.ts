@@ -42,6 +42,12 @@ export function makeKeyVersion(ctx: AdminContext, label: string): void {
   }
 }
 
+/** Runs fn on every HSM of the fleet (e.g. destroying a purged key's versions everywhere). */
+export function onEveryHsm(ctx: AdminContext, fn: (t: TokenSession) => void): void {
+  if (fleetOf(ctx).length === 1) ctx.withToken(fn);
+  else withFleet(ctx, (tokens) => tokens.forEach(({ token }) => fn(token)));
+}
+
 /** BYOK into every HSM: the same wrapped material unwrapped in each (each needs the wrapping key). */
 export function importKeyVersion(ctx: AdminContext, label: string, wrappingKey: string, wrapped: Buffer, mechanism: WrapMechanism): void {
   if (fleetOf(ctx).length === 1) {

@@ -1,13 +1,13 @@
 import { ConfigError } from '../config/load';
 import type { KeyConfig, KeyUsage, ProxyConfig } from '../config/schema';
 import { destroyKeys, WrapMechanism } from '../engine/token';
-import { importKeyVersion, keyLocations, makeKeyVersion } from './fleet';
+import { importKeyVersion, keyLocations, makeKeyVersion, onEveryHsm } from './fleet';
 import { groupIndex, keyPath } from '../store/config-store';
 import type { AdminContext } from './context';
 
 type Usage = KeyUsage;
 
-const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
+export const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
 const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];
 
 function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; key: KeyConfig } {
@@ -15,11 +15,12 @@ function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; ke
   return { path: ['groups', p.group, 'keys', p.key], key: config.groups[p.group]!.keys[p.key]! };
 }
 
-function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
+export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
   ctx.store.update(
     (doc, config) => {
       const gi = groupIndex(config, group);
-      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, label, usage }));
+      // The versions form records when version 1 was made, which rotation schedules count from.
+      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, label, createdAt: ctx.now().toISOString() }], usage }));
     },
     makeInHsm,
   );
@@ -58,7 +59,7 @@ export function rotateKey(ctx: AdminContext, id: string): object {
       next = Math.max(...versions.map((v) => v.version)) + 1;
       label = versionLabel(id, next);
       doc.deleteIn([...path, 'label']);
-      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label }]));
+      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label, createdAt: ctx.now().toISOString() }]));
     },
     () => makeKeyVersion(ctx, label),
   );
@@ -99,7 +100,7 @@ export function purgeKey(ctx: AdminContext, id: string): object {
       labels = versionsOf(key).map((v) => v.label);
       doc.deleteIn(path);
     },
-    () => ctx.withToken((t) => labels.forEach((l) => destroyKeys(t, l))),
+    () => onEveryHsm(ctx, (t) => labels.forEach((l) => destroyKeys(t, l))),
   );
   ctx.audit({ action: 'key-purge', keyId: id, versions: labels.length });
   return { keyId: id, destroyed: labels };

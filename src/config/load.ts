@@ -2,10 +2,15 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { compileRule, CompiledRule } from '../policy/evaluate';
+import { checkGovernanceReferences, GovernanceError, RefusalReason, verifyGovernance } from '../governance/quorum';
 import { configSchema, GroupConfig, KeyStoreConfig, KeyUsage, ProxyConfig, SecretSource, SECRET_ACCESS_KEY } from './schema';
 
 export class ConfigError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Set when governance (quorum or the pinned approver list) refused the config, not its syntax. */
+    readonly governance?: { reason: RefusalReason; group?: string },
+  ) {
     super(message);
     this.name = 'ConfigError';
   }
@@ -149,11 +154,24 @@ function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv
   return hidden(runtime, 'secrets', secrets as ReadonlyMap<string, Buffer>);
 }
 
-/** Validates a parsed document and resolves its secrets; throws ConfigError naming the offending field. */
-export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+/**
+ * Validates a parsed document and resolves its secrets; throws ConfigError naming the offending field.
+ * `quorum: false` skips the governance check only for xks-admin's dry runs of a proposed change.
+ */
+export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = process.env, opts: { quorum?: boolean } = {}): RuntimeConfig {
   const parsed = configSchema.safeParse(doc);
   if (!parsed.success) throw new ConfigError(`invalid configuration: ${formatZodError(parsed.error)}`);
   const config = parsed.data;
+  const badReference = checkGovernanceReferences(config);
+  if (badReference) throw new ConfigError(`invalid configuration: ${badReference}`);
+  if (opts.quorum !== false) {
+    try {
+      verifyGovernance(config, env);
+    } catch (e) {
+      if (e instanceof GovernanceError) throw new ConfigError(`refused by governance: ${e.message}`, { reason: e.reason, group: e.group });
+      throw e;
+    }
+  }
   const seen = new Map<string, string>();
   config.keyStores.forEach((ks, i) =>
     ks.credentials.forEach((c) => {

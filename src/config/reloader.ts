@@ -1,7 +1,8 @@
 import { FSWatcher, Stats, statSync, unwatchFile, watch, watchFile } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
-import { loadConfigFile, RuntimeConfig } from './load';
+import { auditRefusal } from '../governance/refusal';
+import { ConfigError, loadConfigFile, RuntimeConfig } from './load';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 
@@ -101,6 +102,11 @@ export class ConfigReloader {
     } catch (e) {
       this.log.error({ reason, err: (e as Error).message }, 'configuration reload refused; keeping the previous configuration');
       this.events?.publish('config.reload', { ok: false });
+      const governance = (e as ConfigError).governance;
+      if (governance) {
+        this.events?.publish('governance.refusal', governance);
+        auditRefusal(this.current.config, { ...governance, message: (e as Error).message });
+      }
       return false;
     }
     const restartOnly = (['server', 'ops', 'hsm', 'limits'] as const).filter((k) => !isDeepStrictEqual(next.config[k], this.current.config[k]));

@@ -26,6 +26,49 @@ const keyVersionSchema = z
     label: z.string().min(1).max(255),
     /** HSM ids (hsms[].id) holding this version; absent = every HSM of the fleet. */
     hsms: z.array(z.string().min(1)).min(1).optional(),
+    /** When the version was made (xks-admin records it): rotation schedules count from it. */
+    createdAt: z.iso.datetime({ offset: true }).optional(),
+  })
+  .strict();
+
+/** Rotate every N days counted from startAt (or the version's creation), and/or after N encryptions per version. */
+const rotationSchema = z
+  .object({
+    everyDays: z.number().int().min(1).max(3650).optional(),
+    startAt: z.iso.datetime({ offset: true }).optional(),
+    /** Random 96-bit IVs bound one AES-GCM key to 2^32 encryptions (NIST SP 800-38D 8.3). */
+    maxEncryptions: z.number().int().min(1).max(2 ** 32).optional(),
+  })
+  .strict()
+  .refine((r) => r.everyDays !== undefined || r.maxEncryptions !== undefined, { message: 'give everyDays, maxEncryptions or both' });
+
+const ADMIN_NAME = /^[A-Za-z0-9._@-]{1,64}$/;
+
+/** A person who takes part in governance; the private half of the Ed25519 key stays with them. */
+const administratorSchema = z
+  .object({
+    name: z.string().regex(ADMIN_NAME, 'must be 1-64 characters of A-Z a-z 0-9 . _ @ -'),
+    role: z.enum(['administrator', 'approver', 'auditor']),
+    /** Ed25519 public key, base64 of the SPKI DER (xks-admin admin keygen prints it). */
+    publicKey: z.string().regex(/^[A-Za-z0-9+/]{40,120}={0,2}$/, 'must be a base64 SPKI DER Ed25519 public key'),
+  })
+  .strict();
+
+/** M approvals out of the named approvers for every change to the group's state. */
+const quorumSchema = z
+  .object({
+    approvals: z.number().int().min(1).max(32),
+    approvers: z.array(z.string().regex(ADMIN_NAME)).min(1).max(64),
+  })
+  .strict()
+  .refine((q) => new Set(q.approvers).size === q.approvers.length, { message: 'approvers must be unique' })
+  .refine((q) => q.approvals <= q.approvers.length, { message: 'approvals cannot exceed the number of approvers' });
+
+/** An approver's Ed25519 signature over the group's canonical state hash. */
+const approvalSchema = z
+  .object({
+    approver: z.string().regex(ADMIN_NAME),
+    signature: z.string().regex(/^[A-Za-z0-9+/]{86}==$/, 'must be a base64 Ed25519 signature'),
   })
   .strict();
 
@@ -42,6 +85,7 @@ const keySchema = z
     status: keyStatus.default('ENABLED'),
     /** Scheduled deletion: the key is unusable at once and its HSM material may be destroyed after `notBefore`. */
     deletion: z.object({ requestedAt: z.iso.datetime(), notBefore: z.iso.datetime() }).strict().optional(),
+    rotation: rotationSchema.optional(),
   })
   .strict()
   .refine((k) => (k.label === undefined) !== (k.versions === undefined), {
@@ -80,6 +124,9 @@ const groupSchema = z
     /** Rules are matched on requestMetadata; deny wins; no matching allow rule means deny. */
     policy: z.object({ rules: z.array(ruleSchema) }).strict(),
     keys: z.array(keySchema).default([]),
+    /** Changes to this group need M approvals (src/governance); the proxy refuses a state without them. */
+    quorum: quorumSchema.optional(),
+    approvals: z.array(approvalSchema).optional(),
   })
   .strict()
   .refine((g) => new Set(g.policy.rules.map((r) => r.id)).size === g.policy.rules.length, {
@@ -255,6 +302,21 @@ export const configSchema = z
     hsms: z.array(fleetMemberSchema).min(1).max(10).optional(),
     keyStores: z.array(keyStoreSchema).min(1),
     groups: z.array(groupSchema).default([]),
+    governance: z
+      .object({
+        administrators: z.array(administratorSchema).default([]),
+        /**
+         * Where each proxy process writes its encryption counts per key version (one file per process,
+         * summed by `xks-admin key rotate-due`); a volume all replicas share. Unset: no counting.
+         */
+        usageDir: z.string().min(1).optional(),
+      })
+      .strict()
+      .refine((g) => new Set(g.administrators.map((a) => a.name)).size === g.administrators.length, {
+        message: 'administrator names must be unique',
+        path: ['administrators'],
+      })
+      .prefault({}),
     audit: z
       .object({
         /** Hash-chained JSON lines; cluster workers append ".<worker>" to the name. */

@@ -27,18 +27,30 @@ export interface ConnectionDeps {
 /** A failure at connect that retrying alone will not fix: the message names what the operator must change. */
 export class Misconfiguration extends Error {}
 
+/** Health checks are deduplicated by the monitor; a few direct callers may wait their turn. */
+const HEALTH_CHECKS_WAITING = 4;
+
 const RO_SESSION = pkcs11js.CKF_SERIAL_SESSION;
 const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 
-/** One PKCS#11 login with its sessions and what was learned about the module; replaced whole after a fault. */
+/**
+ * One PKCS#11 login with its sessions and what was learned about the module; replaced whole after a fault.
+ *
+ * Besides the customer pool it keeps one reserved session for the deep health check: a check that
+ * queued behind customer traffic would report an overloaded HSM as a broken one, and a load balancer
+ * acting on that moves the load to the next replica and takes it down in turn.
+ */
 export class HsmConnection {
   readonly pool: SessionPool<Handle>;
+  /** The reserved session, as a pool of one so that concurrent checks take turns. */
+  readonly healthLane: SessionPool<Handle>;
   inFlight = 0;
   dead = false;
 
   private constructor(
     private readonly mod: Pkcs11Module,
     readonly slot: Handle,
+    reserved: Handle,
     sessions: Handle[],
     private readonly sessionFlags: number,
     readonly keys: KeyLookup,
@@ -47,7 +59,8 @@ export class HsmConnection {
     readonly info: EkmInfo,
     maxQueue: number,
   ) {
-    this.pool = new SessionPool(sessions, maxQueue);
+    this.pool = new SessionPool(sessions, { maxWaiting: maxQueue });
+    this.healthLane = new SessionPool([reserved], { maxWaiting: HEALTH_CHECKS_WAITING });
   }
 
   /** Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes GCM. */
@@ -59,9 +72,11 @@ export class HsmConnection {
     const slot = findTokenSlot(mod, hsm.tokenLabel);
     if (slot === undefined) throw new Misconfiguration(`C_GetSlotList: no token labelled "${hsm.tokenLabel}" is present`);
     requireAesGcm(mod, slot);
-    const { sessions, flags } = openSessions(mod, slot, hsm.sessionPoolSize, deps.logger);
+    const { sessions, flags } = openSessions(mod, slot, hsm.sessionPoolSize + 1, deps.logger);
     try {
-      const first = sessions[0] as Handle;
+      // The reserved health session lives as long as the connection (pool sessions get replaced after
+      // errors), so it also holds the login and, when the health key is missing, the session key.
+      const [first, ...pooled] = sessions as [Handle, ...Handle[]];
       try {
         mod.C_Login(first, pkcs11js.CKU_USER, deps.pin);
       } catch (e) {
@@ -80,7 +95,7 @@ export class HsmConnection {
         id: `${fieldText(token.label)}/${fieldText(token.serialNumber)}`,
         model: `${fieldText(token.model)} fw ${token.firmwareVersion.major}.${token.firmwareVersion.minor}`,
       };
-      return new HsmConnection(mod, slot, sessions, flags, keys, healthKey, behaviour, info, deps.maxQueue);
+      return new HsmConnection(mod, slot, first, pooled, flags, keys, healthKey, behaviour, info, deps.maxQueue);
     } catch (e) {
       for (const s of sessions) safely(() => mod.C_CloseSession(s));
       throw e;
@@ -100,7 +115,8 @@ export class HsmConnection {
   /** Closes the sessions once in-flight calls are back (finalizing under a running call can crash a module). */
   async teardown(): Promise<void> {
     this.dead = true;
-    const idle = this.pool.drain(new EngineError('unavailable', 'the HSM connection was reset'));
+    const reset = new EngineError('unavailable', 'the HSM connection was reset');
+    const idle = [...this.pool.drain(reset), ...this.healthLane.drain(reset)];
     for (let waited = 0; this.inFlight > 0 && waited < 5000; waited += 20) await sleep(20);
     for (const s of idle) safely(() => this.mod.C_CloseSession(s));
     safely(() => this.mod.C_CloseAllSessions(this.slot));

@@ -4,6 +4,10 @@ import type { Logger } from '../log';
 import { EngineError, isEngineError } from './errors';
 import type { CryptoEngine, EkmHealth, EkmInfo, EngineStatus, GcmResult, HealthReport, PoolStats } from './types';
 
+interface WarmUp {
+  warmUp(rounds: number): Promise<void>;
+}
+
 /** One HSM of the fleet, as the fleet sees it. */
 export interface FleetMemberSpec {
   id: string;
@@ -281,6 +285,11 @@ export class FleetEngine implements CryptoEngine {
       total.waiting += s.waiting;
     }
     return total;
+  }
+
+  /** Warms every HSM's path at once (see Pkcs11Engine.warmUp); members without it are skipped. */
+  async warmUp(rounds: number): Promise<void> {
+    await Promise.all(this.members.map((m) => (m.engine as Partial<WarmUp>).warmUp?.call(m.engine, rounds)));
   }
 
   /** One HSM's own engine (tests check that what one HSM sealed the other opens). */

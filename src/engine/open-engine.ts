@@ -33,7 +33,10 @@ export function keyPlacement(config: ProxyConfig): Map<string, readonly string[]
  * a FleetEngine over one Pkcs11Engine per HSM otherwise. Starts reporting missing key versions once
  * the members have connected.
  */
-export async function openEngine(deps: OpenEngineDeps): Promise<CryptoEngine> {
+/** What the app needs beyond CryptoEngine: a warm-up before the port opens. */
+export type ProxyEngine = CryptoEngine & { warmUp(rounds: number): Promise<void> };
+
+export async function openEngine(deps: OpenEngineDeps): Promise<ProxyEngine> {
   const { runtime } = deps;
   const cfg = runtime().config;
   const engines = await Promise.all(

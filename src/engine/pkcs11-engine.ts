@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { Deadline } from '../deadline';
 import type { ConnectionDeps, HsmConnection } from './connection';
+import type { SessionPool } from './session-pool';
 import { Connector } from './connector';
 import { EngineError, isEngineError } from './errors';
 import { Gcm } from './gcm';
@@ -12,6 +13,11 @@ import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, Pool
 export type { Pkcs11Module } from './module';
 type Handle = pkcs11js.Handle;
 type OperationName = 'encrypt' | 'decrypt' | 'health' | 'check';
+type Op<T> = (session: Handle, key: Handle, conn: HsmConnection) => Promise<T>;
+/** Which sessions an operation uses: the customer pool, or the health check's reserved one. */
+type Lane = (conn: HsmConnection) => SessionPool<Handle>;
+const CUSTOMER: Lane = (conn) => conn.pool;
+const HEALTH: Lane = (conn) => conn.healthLane;
 
 export interface EngineDeps extends ConnectionDeps {
   /** Time spent per HSM operation, session wait included (also published as hsm.operation when events are given). */
@@ -64,51 +70,69 @@ export class Pkcs11Engine implements CryptoEngine {
   }
 
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
-    return this.run('encrypt', label, deadline, (session, key, conn) => this.gcm.encrypt(session, key, plaintext, aad, conn.gcm));
+    return this.run('encrypt', CUSTOMER, label, deadline, async (session, key, conn) => {
+      const sealed = await this.gcm.encrypt(session, key, plaintext, aad, conn.gcm);
+      // Counted per key version for rotation by usage (a random IV per encryption: 2^32 per key).
+      this.deps.events?.publish('key.encrypted', { label });
+      return sealed;
+    });
   }
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
-    return this.run('decrypt', label, deadline, (session, key, conn) => this.gcm.decrypt(session, key, iv, aad, ciphertext, tag, conn.gcm));
+    return this.run('decrypt', CUSTOMER, label, deadline, (session, key, conn) => this.gcm.decrypt(session, key, iv, aad, ciphertext, tag, conn.gcm));
   }
 
   async checkKey(label: string, deadline?: Deadline): Promise<void> {
     const at = this.confirmed.get(label);
     if (at !== undefined && performance.now() - at < this.hsm.keyCheckCacheMs && this.isConnected()) return;
     this.confirmed.delete(label);
-    await this.run('check', label, deadline, async (session, key, conn) => conn.keys.confirm(session, key));
+    await this.run('check', CUSTOMER, label, deadline, async (session, key, conn) => conn.keys.confirm(session, key));
     // Bounded by the labels in the configuration.
     this.confirmed.set(label, performance.now());
   }
 
+  /** On the reserved session: customer traffic queueing for the pool does not delay it. */
   async healthCheck(deadline?: Deadline): Promise<HealthReport> {
     const started = Date.now();
     try {
-      await this.run('health', null, deadline, async (session, key, conn) => {
-        const probe = randomBytes(32);
-        const sealed = await this.gcm.encrypt(session, key, probe, EMPTY, conn.gcm);
-        const opened = await this.gcm.decrypt(session, key, sealed.iv, EMPTY, sealed.ciphertext, sealed.tag, conn.gcm);
-        if (!opened.equals(probe)) throw new EngineError('device', 'health-check round trip returned different data');
-      });
+      await this.run('health', HEALTH, null, deadline, this.roundTrip);
       return { status: 'ACTIVE', checkedAt: Date.now(), latencyMs: Date.now() - started };
     } catch (e) {
       return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: Date.now() - started, detail: isEngineError(e) ? e.message : 'health check failed' };
     }
   }
 
+  /**
+   * Warm-up of a fresh connection: `rounds` encrypt/decrypt round trips on the health key through the
+   * customer pool, all sessions at once, so that the first customer requests meet compiled code and
+   * sessions that have each done work (and the pool's hold-time estimate has real samples). Failures
+   * are left to the health check to report.
+   */
+  async warmUp(rounds: number): Promise<void> {
+    if (!this.isConnected()) return;
+    const lanes = Math.max(1, this.connector.current().pool.size);
+    const lane = async (): Promise<void> => {
+      for (let i = 0; i < Math.ceil(rounds / lanes); i++) await this.attempt(CUSTOMER, null, undefined, this.roundTrip, false);
+    };
+    await Promise.all(Array.from({ length: lanes }, lane)).catch(() => undefined);
+  }
+
+  private readonly roundTrip: Op<void> = async (session, key, conn) => {
+    const probe = randomBytes(32);
+    const sealed = await this.gcm.encrypt(session, key, probe, EMPTY, conn.gcm);
+    const opened = await this.gcm.decrypt(session, key, sealed.iv, EMPTY, sealed.ciphertext, sealed.tag, conn.gcm);
+    if (!opened.equals(probe)) throw new EngineError('device', 'health-check round trip returned different data');
+  };
+
   close(): Promise<void> {
     return this.connector.close();
   }
 
-  private async run<T>(
-    name: OperationName,
-    label: string | null,
-    deadline: Deadline | undefined,
-    op: (session: Handle, key: Handle, conn: HsmConnection) => Promise<T>,
-  ): Promise<T> {
+  private async run<T>(name: OperationName, lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>): Promise<T> {
     const started = performance.now();
     let ok = false;
     try {
-      const result = await this.attempt(label, deadline, op, false);
+      const result = await this.attempt(lane, label, deadline, op, false);
       ok = true;
       return result;
     } finally {
@@ -123,14 +147,12 @@ export class Pkcs11Engine implements CryptoEngine {
    * a connection fault reconnects everything; a stale key handle is looked up once more; any other
    * PKCS#11 failure replaces the session, which may still hold an active operation.
    */
-  private async attempt<T>(
-    label: string | null,
-    deadline: Deadline | undefined,
-    op: (session: Handle, key: Handle, conn: HsmConnection) => Promise<T>,
-    retried: boolean,
-  ): Promise<T> {
+  private async attempt<T>(lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, retried: boolean): Promise<T> {
     const conn = this.connector.current();
-    const session = await conn.pool.acquire(deadline && ((cancel) => deadline.onExpire(cancel)));
+    const pool = lane(conn);
+    // The deadline decides admission (will the wait fit in it?) and drops a caller whose budget is
+    // spent before a session frees: no HSM call is ever made for a request that has already failed.
+    const session = await pool.acquire(deadline);
     conn.inFlight++;
     let handBack: Handle | null = session;
     try {
@@ -151,9 +173,9 @@ export class Pkcs11Engine implements CryptoEngine {
       }
       conn.keys.forget(label);
     } finally {
-      conn.pool.release(handBack);
+      pool.release(session, handBack);
       conn.inFlight--;
     }
-    return this.attempt(label, deadline, op, true);
+    return this.attempt(lane, label, deadline, op, true);
   }
 }

@@ -1,4 +1,5 @@
 import * as pkcs11js from 'pkcs11js';
+import { createPublicKey } from 'node:crypto';
 import { findTokenSlot, initializeModule, loadModule, ModuleTarget } from './module';
 
 type Handle = pkcs11js.Handle;
@@ -102,4 +103,163 @@ export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffe
   // SoftHSM2 refuses CKA_MODIFIABLE in an unwrap template; SENSITIVE/EXTRACTABLE cannot be relaxed later anyway.
   const template = kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
   return t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined as never }, wrappingKey, wrapped, template);
+}
+
+/** PKCS#11 v2.40 CKZ_DATA_SPECIFIED (empty OAEP label); pkcs11js has no constant for it. */
+const CKZ_DATA_SPECIFIED = 1;
+/** RSAES-OAEP hash (MGF1 uses the same): KMS offers both for import; SoftHSM2 2.6 unwraps only with SHA-1. */
+export type OaepHash = 'sha256' | 'sha1';
+function oaep(hash: OaepHash): pkcs11js.Mechanism {
+  const [hashAlg, mgf] = hash === 'sha256' ? [pkcs11js.CKM_SHA256, pkcs11js.CKG_MGF1_SHA256] : [pkcs11js.CKM_SHA_1, pkcs11js.CKG_MGF1_SHA1];
+  return { mechanism: pkcs11js.CKM_RSA_PKCS_OAEP, parameter: { type: pkcs11js.CK_PARAMS_RSA_OAEP, hashAlg, mgf, source: CKZ_DATA_SPECIFIED } as pkcs11js.RsaOAEP };
+}
+
+function findObjects(t: TokenSession, cls: number, label: string): Handle[] {
+  t.mod.C_FindObjectsInit(t.session, [
+    { type: pkcs11js.CKA_CLASS, value: cls },
+    { type: pkcs11js.CKA_LABEL, value: label },
+  ]);
+  try {
+    return t.mod.C_FindObjects(t.session, 100);
+  } finally {
+    t.mod.C_FindObjectsFinal(t.session);
+  }
+}
+
+/**
+ * BYOK import parameters, as KMS's GetParametersForImport: an RSA key pair made in the HSM whose private
+ * half can only unwrap (no decrypt, sign or export) and whose public half is handed to the customer.
+ * Returns the public key as SPKI PEM.
+ */
+export function generateWrappingKeyPair(t: TokenSession, label: string, bits: 3072 | 4096, hash: OaepHash): string {
+  if (findObjects(t, pkcs11js.CKO_PRIVATE_KEY, label).length > 0) throw new Error(`a key pair labelled "${label}" already exists`);
+  const { publicKey } = t.mod.C_GenerateKeyPair(
+    t.session,
+    { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN, parameter: undefined as never },
+    [
+      { type: pkcs11js.CKA_TOKEN, value: true },
+      { type: pkcs11js.CKA_LABEL, value: label },
+      { type: pkcs11js.CKA_MODULUS_BITS, value: bits },
+      { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
+      { type: pkcs11js.CKA_ENCRYPT, value: true },
+      { type: pkcs11js.CKA_WRAP, value: true },
+      { type: pkcs11js.CKA_VERIFY, value: false },
+    ],
+    [
+      { type: pkcs11js.CKA_TOKEN, value: true },
+      { type: pkcs11js.CKA_PRIVATE, value: true },
+      { type: pkcs11js.CKA_LABEL, value: label },
+      { type: pkcs11js.CKA_SENSITIVE, value: true },
+      { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+      { type: pkcs11js.CKA_UNWRAP, value: true },
+      { type: pkcs11js.CKA_DECRYPT, value: false },
+      { type: pkcs11js.CKA_SIGN, value: false },
+    ],
+  );
+  // The HSM checks OAEP parameters the same way for encrypt and unwrap: find out now, not at import.
+  try {
+    t.mod.C_EncryptInit(t.session, oaep(hash), publicKey);
+    t.mod.C_Encrypt(t.session, Buffer.alloc(32), Buffer.alloc(bits / 8));
+  } catch (e) {
+    destroyWrappingKeyPair(t, label);
+    throw new Error(`this HSM does not do RSAES-OAEP with ${hash.toUpperCase()} (${(e as Error).message.split(':')[0]}); SoftHSM2 2.6 supports only --oaep-hash sha1`);
+  }
+  const [n, e] = t.mod.C_GetAttributeValue(t.session, publicKey, [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }]);
+  const jwk = { kty: 'RSA', n: (n!.value as Buffer).toString('base64url'), e: (e!.value as Buffer).toString('base64url') };
+  return createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
+}
+
+/** Destroys both halves of a wrapping key pair (after use, or once expired). Returns how many objects went. */
+export function destroyWrappingKeyPair(t: TokenSession, label: string): number {
+  const objects = [...findObjects(t, pkcs11js.CKO_PRIVATE_KEY, label), ...findObjects(t, pkcs11js.CKO_PUBLIC_KEY, label)];
+  for (const o of objects) t.mod.C_DestroyObject(t.session, o);
+  return objects.length;
+}
+
+/** Labels of the token's private keys starting with `prefix` (the import wrapping keys). */
+export function wrappingKeyLabels(t: TokenSession, prefix: string): string[] {
+  t.mod.C_FindObjectsInit(t.session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
+  let handles: Handle[];
+  try {
+    handles = t.mod.C_FindObjects(t.session, 10_000);
+  } finally {
+    t.mod.C_FindObjectsFinal(t.session);
+  }
+  return handles.map((h) => keyLabel(t, h)).filter((l) => l.startsWith(prefix));
+}
+
+/** What the HSM says about an unwrapped key's length: SoftHSM2 2.6 records no CKA_VALUE_LEN for unwrapped keys (0). */
+function reportedKeyBytes(t: TokenSession, key: Handle): number | undefined {
+  try {
+    // A CK_ULONG in host byte order (8 bytes on 64-bit Linux).
+    const raw = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_VALUE_LEN }])[0]?.value as Buffer | undefined;
+    const n = raw?.length === 8 ? Number(raw.readBigUInt64LE()) : raw?.length === 4 ? raw.readUInt32LE() : 0;
+    return n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function unwrapFailure(e: unknown, hash: OaepHash): Error {
+  return new Error(`the HSM could not unwrap the key material: not wrapped with this wrapping key's public key, or not RSAES-OAEP-${hash.toUpperCase()} (${(e as Error).message.split(':')[0]})`);
+}
+
+/**
+ * BYOK with an asymmetric wrapping key, straight into a non-extractable AES KEK; the plaintext key
+ * never exists outside the HSM. Two forms, told apart by length:
+ * - one RSA block: RSAES-OAEP (MGF1 with the same hash, empty label) of the 32-byte key itself. The key
+ *   length is checked through CKA_VALUE_LEN where the HSM reports it (SoftHSM2 2.6 does not).
+ * - one RSA block + 40 bytes: the RSA-AES form (as PKCS#11 CKM_RSA_AES_KEY_WRAP and KMS RSA_AES_KEY_WRAP):
+ *   OAEP of an ephemeral AES-256 key, then an AES key wrap of the key under it. Done as two unwraps in the
+ *   HSM (the ephemeral key is a session object, destroyed at once), so it works on HSMs without that
+ *   mechanism (SoftHSM2 2.6). The second part is RFC 3394 rather than the mechanism's RFC 5649: 40 bytes
+ *   of RFC 3394 are exactly a 32-byte key, with integrity, where 40 bytes of RFC 5649 could be 25 to 32.
+ */
+export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, hash: OaepHash): { key: Handle; lengthChecked: boolean } {
+  if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
+  const [wrappingKey, ...more] = findObjects(t, pkcs11js.CKO_PRIVATE_KEY, wrappingLabel);
+  if (!wrappingKey || more.length > 0) throw new Error(`need exactly one wrapping key pair labelled "${wrappingLabel}" (expired or already used?)`);
+  const [modulus] = t.mod.C_GetAttributeValue(t.session, wrappingKey, [{ type: pkcs11js.CKA_MODULUS }]);
+  const block = (modulus!.value as Buffer).length;
+  if (wrapped.length !== block && wrapped.length !== block + 40) {
+    throw new Error(`wrapped key material must be ${block} bytes (RSAES-OAEP of an AES-256 key) or ${block + 40} (RSA-AES key wrap), got ${wrapped.length}`);
+  }
+  const template = kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
+  if (wrapped.length === block + 40) {
+    let ephemeral: Handle;
+    try {
+      ephemeral = t.mod.C_UnwrapKey(t.session, oaep(hash), wrappingKey, wrapped.subarray(0, block), [
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
+        { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+        { type: pkcs11js.CKA_TOKEN, value: false },
+        { type: pkcs11js.CKA_SENSITIVE, value: true },
+        { type: pkcs11js.CKA_EXTRACTABLE, value: false },
+        { type: pkcs11js.CKA_UNWRAP, value: true },
+        { type: pkcs11js.CKA_ENCRYPT, value: false },
+        { type: pkcs11js.CKA_DECRYPT, value: false },
+      ]);
+    } catch (e) {
+      throw unwrapFailure(e, hash);
+    }
+    try {
+      const key = t.mod.C_UnwrapKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP, parameter: undefined as never }, ephemeral, wrapped.subarray(block), template);
+      return { key, lengthChecked: true };
+    } catch (e) {
+      throw new Error(`the HSM could not unwrap the AES part (RFC 3394): it was not wrapped under the ephemeral key in the RSA part (${(e as Error).message.split(':')[0]})`);
+    } finally {
+      t.mod.C_DestroyObject(t.session, ephemeral);
+    }
+  }
+  let key: Handle;
+  try {
+    key = t.mod.C_UnwrapKey(t.session, oaep(hash), wrappingKey, wrapped, template);
+  } catch (e) {
+    throw unwrapFailure(e, hash);
+  }
+  const bytes = reportedKeyBytes(t, key);
+  if (bytes !== undefined && bytes !== 32) {
+    t.mod.C_DestroyObject(t.session, key);
+    throw new Error(`the unwrapped key material is ${bytes} bytes; an AES-256 key (32 bytes) is required`);
+  }
+  return { key, lengthChecked: bytes === 32 };
 }

@@ -6,6 +6,7 @@ import { fromEngineError } from '../xks/engine-errors';
 import { AuthenticationFailed, AuthFailureLog } from './auth-failures';
 import { createContext, FinishedContext, Outcome, RequestContext } from './context';
 import { auditRequest, countRequest, logRequest, ResponseListener } from './outcome';
+import { shedOnEventLoopOverload } from './overload';
 import { RateLimiter } from './quota';
 import { ClientClosed, errorReply, hasBody, Reply, sendJson } from './reply';
 import type { HandlerServices, PipelineServices } from './services';
@@ -21,7 +22,7 @@ type Step = (ctx: RequestContext) => void | Promise<void>;
  * a new consumer of finished requests is one more response listener (src/http/outcome.ts); a new
  * non-XKS endpoint belongs on the ops port (src/ops.ts), not here.
  */
-const STEPS: readonly Step[] = [preAuthenticate, readRequestBody, authenticate, admit, parse, authorize];
+const STEPS: readonly Step[] = [preAuthenticate, readRequestBody, shedOnEventLoopOverload, authenticate, admit, parse, authorize];
 
 /**
  * Failed authentications get this many detailed log and audit lines per key store per second; the rest

@@ -4,6 +4,7 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { Readiness } from '../ops';
 import type { OperationServices } from '../xks/operations';
+import type { OverloadGuard } from './overload';
 import type { RateLimiter } from './quota';
 
 /** What the XKS request pipeline needs from the process. */
@@ -20,6 +21,8 @@ export interface HandlerServices extends OperationServices {
   audit?: AuditLog;
   /** True once shutdown began: answers then close their connection so that no client reuses it. */
   draining(): boolean;
+  /** Event-loop overload and shed counting; without it nothing is shed for event-loop delay. */
+  overload?: OverloadGuard;
 }
 
 export interface PipelineServices extends HandlerServices {

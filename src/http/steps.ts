@@ -8,6 +8,7 @@ import { OPERATIONS, OperationSpec } from '../xks/operations';
 import { parseExternalKeyId, parseJsonObject, RequestMetadata } from '../xks/requests';
 import { AuthenticationFailed } from './auth-failures';
 import type { RequestContext } from './context';
+import { noteHsmShed } from './overload';
 import { readBody, Reply } from './reply';
 import { route, XksRoute } from './router';
 
@@ -112,6 +113,6 @@ export function authorize(ctx: RequestContext): void {
 export function execute(ctx: RequestContext): Promise<object> {
   const deadline = new Deadline(ctx.runtime.config.limits.deadlineMs, ctx.started);
   ctx.deadline = deadline;
-  const work = operationOf(ctx).execute(ctx.server, ctx.request, ctx);
+  const work = operationOf(ctx).execute(ctx.server, ctx.request, ctx).catch((e: unknown) => (noteHsmShed(ctx, e), Promise.reject(e)));
   return deadline.race(work).finally(() => deadline.clear());
 }

@@ -5,6 +5,9 @@ import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
 import { trustReplication } from '../admin/fleet';
 import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
+import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange } from '../admin/governance';
+import { rotateDue, setRotation } from '../admin/rotation';
+import { byokWrap, importKeyRsa, importParams } from '../admin/byok';
 import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
 import {
   cancelDeletion,
@@ -20,6 +23,7 @@ import {
 import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession, WrapMechanism } from '../engine/token';
 import { KEY_USAGES, KeyUsage } from '../config/schema';
 import { generateCredential } from '../sigv4/credentials';
+import { buildRuntimeConfig, parseConfigText } from '../config/load';
 
 const USAGE = `usage: xks-admin [--config FILE] <command> [options]
 
@@ -32,17 +36,37 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   key create ID --group G [--usage ENCRYPT,DECRYPT]
                                            generate a non-extractable AES-256 key in the HSM; --usage
                                            lists any of ENCRYPT DECRYPT SIGN VERIFY WRAP UNWRAP
-  key import ID --group G --wrapped FILE --wrapping-key LABEL [--mechanism aes-key-wrap-pad|aes-key-wrap]
-                                           BYOK: unwrap key material under an existing HSM key
+  key import-params --out PUBLIC.pem [--bits 3072|4096] [--expires-hours 24] [--oaep-hash sha256|sha1]
+                                           BYOK: RSA wrapping key pair in the HSM, public key to PUBLIC.pem
+  key import ID --group G --wrapped FILE --wrapping-key LABEL [--mechanism rsa-oaep-sha256|aes-key-wrap-pad|aes-key-wrap]
+                                           BYOK: unwrap key material inside the HSM (rsa-oaep-sha256 when
+                                           LABEL comes from import-params; otherwise an AES transport key)
+  byok wrap --public-key PUBLIC.pem --key-material KEY.bin --out KEY.wrapped [--oaep-hash sha256|sha1] [--rsa-aes]
+                                           the customer's side: RSAES-OAEP wrap of a 32-byte key (--rsa-aes:
+                                           the RSA-AES key wrap form, whose key length the HSM enforces)
   key list | key describe ID
   key enable|disable ID
   key rotate ID                            new version in the HSM; old ciphertexts still decrypt
+  key set-rotation ID [--every-days N] [--start-at ISO-TIME] [--max-encryptions N]
+                                           rotation policy (no option: remove it)
+  key rotate-due [--dry-run] [--usage-dir DIR]
+                                           rotate every key whose policy says so (CronJob)
   key schedule-deletion ID [--days 30]     unusable now, destroyable after 7-30 days
   key cancel-deletion ID
   key purge ID                             destroy in the HSM once the waiting period is over
   credential add --key-store KS            new SigV4 credential; prints the KMS console JSON
   credential retire --key-store KS --access-key-id AKID
   credential list --key-store KS
+
+Governance (quorum-protected groups; see README "Governance"):
+  admin keygen --out FILE                  Ed25519 key pair: private key to FILE (0600), public key printed
+  admin add NAME --role administrator|approver|auditor --public-key B64
+  group set-quorum G --approvals M --approvers A,B,C
+  governance pin                           the governance root to pin in XKS_GOVERNANCE_TRUST
+  change propose --as NAME <command...>    stage any command above that touches a protected group
+  change approve ID --as NAME --key FILE   sign the exact state the change produces
+  change apply ID --as NAME                write it with the signatures (refused without the quorum)
+  change list | change show ID
 
 Other:
   audit verify FILE|- [--partial] [--anchors FILE]
@@ -60,7 +84,7 @@ Other:
 The HSM comes from the config's hsm section, or (hsm commands) --module PATH --token LABEL with the
 PIN in XKS_HSM_PIN. The config is XKS_CONFIG when --config is not given.`;
 
-const { values: opts, positionals } = parseArgs({
+const parsed = parseArgs({
   allowPositionals: true,
   options: {
     config: { type: 'string' },
@@ -83,16 +107,56 @@ const { values: opts, positionals } = parseArgs({
     partial: { type: 'boolean' },
     anchors: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
+    as: { type: 'string' },
+    key: { type: 'string' },
+    out: { type: 'string' },
+    role: { type: 'string' },
+    'public-key': { type: 'string' },
+    approvals: { type: 'string' },
+    approvers: { type: 'string' },
+    'every-days': { type: 'string' },
+    'start-at': { type: 'string' },
+    'max-encryptions': { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    'usage-dir': { type: 'string' },
+    bits: { type: 'string' },
+    'expires-hours': { type: 'string' },
+    'key-material': { type: 'string' },
+    'oaep-hash': { type: 'string' },
+    'rsa-aes': { type: 'boolean' },
   },
 });
+const { positionals } = parsed;
+/** Replaced by a proposal's own options when a staged change is re-run. */
+let opts: typeof parsed.values = parsed.values;
+/** Options that name the person acting, not the change: left out of a proposal. */
+const PERSONAL = new Set(['as', 'key', 'config', 'help']);
 
 function need(value: string | undefined, what: string): string {
   if (!value) throw new Error(`${what} is required (see --help)`);
   return value;
 }
 
-function context(): AdminContext {
-  return new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config'));
+let ctx: AdminContext | undefined;
+/** One context per invocation, so a staged change runs against the store mode governance set. */
+function context(now?: Date): AdminContext {
+  ctx ??= new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config'), now ? () => now : undefined);
+  return ctx;
+}
+
+/** Re-runs a command as proposed; time is the proposal's, so approvers and apply reproduce the same state. */
+const runProposed: Command = (p) => {
+  const own = opts;
+  opts = { ...(p.options as typeof opts), config: own.config };
+  try {
+    return run(p.command);
+  } finally {
+    opts = own;
+  }
+};
+
+function proposalTime(id: string): Date {
+  return new Date(showChange(new AdminContext(need(opts.config ?? process.env.XKS_CONFIG, '--config')), id).proposedAt);
 }
 
 function usage(): KeyUsage[] {
@@ -112,7 +176,7 @@ function rawToken<T>(fn: (t: TokenSession) => T): T {
   }
 }
 
-function run(): unknown {
+function run(positionals: string[]): unknown {
   const [noun, verb, arg] = positionals;
   const id = (): string => need(arg, 'the id/name argument');
   switch (`${noun ?? ''} ${verb ?? ''}`) {
@@ -130,7 +194,16 @@ function run(): unknown {
       return listGroups(context());
     case 'key create':
       return createKey(context(), { id: id(), group: need(opts.group, '--group'), usage: usage() });
+    case 'key import-params':
+      return importParams(context(), { out: need(opts.out, '--out'), bits: Number(opts.bits ?? '3072'), hours: Number(opts['expires-hours'] ?? '24'), hash: opts['oaep-hash'] });
+    case 'byok wrap':
+      return byokWrap(need(opts['public-key'], '--public-key'), need(opts['key-material'], '--key-material'), need(opts.out, '--out'), opts['oaep-hash'], opts['rsa-aes'] === true);
     case 'key import': {
+      const wrappingKey = need(opts['wrapping-key'], '--wrapping-key');
+      // The import parameters' label names the RSA mechanism; anything else is an AES transport key.
+      if (opts.mechanism === undefined && wrappingKey.startsWith('xks-import-')) {
+        return importKeyRsa(context(), { id: id(), group: need(opts.group, '--group'), usage: usage(), wrapped: readFileSync(need(opts.wrapped, '--wrapped')), wrappingKey });
+      }
       const mechanism = (opts.mechanism ?? 'aes-key-wrap-pad') as WrapMechanism;
       if (mechanism !== 'aes-key-wrap' && mechanism !== 'aes-key-wrap-pad') throw new Error('--mechanism is aes-key-wrap or aes-key-wrap-pad');
       return importKey(context(), {
@@ -152,6 +225,12 @@ function run(): unknown {
       return setKeyStatus(context(), id(), 'DISABLED');
     case 'key rotate':
       return rotateKey(context(), id());
+    case 'key set-rotation': {
+      const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+      return setRotation(context(), id(), { everyDays: num(opts['every-days']), startAt: opts['start-at'], maxEncryptions: num(opts['max-encryptions']) });
+    }
+    case 'key rotate-due':
+      return rotateDue(context(), { dryRun: opts['dry-run'], usageDir: opts['usage-dir'] });
     case 'key schedule-deletion':
       return scheduleDeletion(context(), id(), Number(opts.days ?? '30'));
     case 'key cancel-deletion':
@@ -164,6 +243,29 @@ function run(): unknown {
       return retireCredential(context(), need(opts['key-store'], '--key-store'), need(opts['access-key-id'], '--access-key-id'));
     case 'credential list':
       return listCredentials(context(), need(opts['key-store'], '--key-store'));
+    case 'admin keygen':
+      return adminKeygen(need(opts.out, '--out'));
+    case 'admin add':
+      return addAdministrator(context(), id(), need(opts.role, '--role'), need(opts['public-key'], '--public-key'));
+    case 'group set-quorum':
+      return setQuorum(context(), id(), Number(need(opts.approvals, '--approvals')), need(opts.approvers, '--approvers').split(',').map((a) => a.trim()));
+    case 'governance pin': {
+      const c = context();
+      return governancePin(c, parseConfigText(readFileSync(c.configFile, 'utf8'), c.configFile), (d) => buildRuntimeConfig(d, process.env, { quorum: false }).config);
+    }
+    case 'change propose': {
+      const options = Object.fromEntries(Object.entries(opts).filter(([k, v]) => !PERSONAL.has(k) && v !== undefined)) as Record<string, string | boolean>;
+      // One instant for the dry run and the recorded proposal time, which approve and apply replay.
+      return proposeChange(context(new Date()), runProposed, need(opts.as, '--as'), positionals.slice(2), options);
+    }
+    case 'change approve':
+      return approveChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'), need(opts.key, '--key'));
+    case 'change apply':
+      return applyChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'));
+    case 'change list':
+      return listChanges(context());
+    case 'change show':
+      return showChange(context(), id());
     case 'audit verify': {
       const result = verifyAudit(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial, anchors: opts.anchors });
       if (!result.ok) process.exitCode = 1;
@@ -205,7 +307,7 @@ function run(): unknown {
 }
 
 try {
-  const out = run();
+  const out = run(positionals);
   if (out !== undefined) console.log(JSON.stringify(out, null, 2));
 } catch (e) {
   console.error(`xks-admin: ${(e as Error).message}`);

@@ -148,4 +148,28 @@ describe('Deadline', () => {
       expect(second.error).toMatchObject({ errorName: 'DependencyTimeoutException' });
     });
   });
+
+  describe('remaining', () => {
+    it('counts down from the backdated start', () => {
+      const d = new Deadline(200, performance.now() - 50);
+      expect(d.remaining()).toBeCloseTo(150);
+      jest.advanceTimersByTime(100);
+      expect(d.remaining()).toBeCloseTo(50);
+    });
+
+    it('a spent budget found by remaining() expires at once, before its (late) timer fires', () => {
+      const d = new Deadline(100);
+      const seen: XksError[] = [];
+      d.onExpire((e) => seen.push(e));
+      // Move the clock without running timers, as a blocked event loop does.
+      const base = performance.now();
+      jest.spyOn(performance, 'now').mockReturnValue(base + 150);
+      expect(d.remaining()).toBeLessThanOrEqual(0);
+      expect(d.expired).toBe(true);
+      expect(seen).toHaveLength(1);
+      jest.restoreAllMocks();
+      jest.advanceTimersByTime(200);
+      expect(seen).toHaveLength(1); // the timer, when it runs, does not expire it twice
+    });
+  });
 });

@@ -1,6 +1,6 @@
 import { XksError } from '../../src/errors';
 import { EngineError } from '../../src/engine/errors';
-import { SessionPool } from '../../src/engine/session-pool';
+import { SessionPool, WaitBudget } from '../../src/engine/session-pool';
 
 /** Lets already-settled promise callbacks run. */
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -15,10 +15,20 @@ function track<T>(p: Promise<T>): { value?: T; error?: unknown; settled: boolean
   return t;
 }
 
-/** A cancel hook the test fires by hand, as the request deadline would. */
-function canceller(): { hook: (onCancel: (e: Error) => void) => void; fire: (e: Error) => void } {
+/**
+ * A wait budget the test expires by hand, as the request deadline would. Its remaining time is
+ * unbounded until fired, so that only the cancellation is under test.
+ */
+function canceller(): { hook: WaitBudget; fire: (e: Error) => void } {
   let cb: ((e: Error) => void) | undefined;
-  return { hook: (c) => (cb = c), fire: (e) => cb?.(e) };
+  let left = Infinity;
+  return {
+    hook: { remaining: () => left, onExpire: (c) => ((cb = c), () => (cb = undefined)) },
+    fire: (e) => {
+      left = 0;
+      cb?.(e);
+    },
+  };
 }
 
 describe('SessionPool', () => {
@@ -127,31 +137,31 @@ describe('SessionPool', () => {
     expect(pool.stats()).toEqual({ size: 1, inUse: 1, idle: 0, waiting: 0 });
   });
 
-  it('does not call the cancel hook when a session is idle', async () => {
+  it('does not watch the budget when a session is idle', async () => {
     const pool = new SessionPool(['s'], 1);
-    const hook = jest.fn();
-    expect(await pool.acquire(hook)).toBe('s');
-    expect(hook).not.toHaveBeenCalled();
+    const onExpire = jest.fn();
+    expect(await pool.acquire({ remaining: () => 100, onExpire })).toBe('s');
+    expect(onExpire).not.toHaveBeenCalled();
   });
 
-  it('release(null) drops a broken session: the pool shrinks and waiters keep waiting', async () => {
+  it('release(session, null) drops a broken session: the pool shrinks and waiters keep waiting', async () => {
     const pool = new SessionPool(['a', 'b'], 2);
     const a = await pool.acquire();
-    await pool.acquire();
+    const b = await pool.acquire();
     const w = track(pool.acquire());
-    pool.release(null);
+    pool.release(b, null);
     await flush();
     expect(w.settled).toBe(false);
     expect(pool.stats()).toEqual({ size: 1, inUse: 1, idle: 0, waiting: 1 });
-    pool.release(a === 'a' ? 'b' : 'a');
+    pool.release(a);
     await flush();
-    expect(w.settled).toBe(true);
+    expect(w.value).toBe(a);
   });
 
   it('release with a replacement session hands the replacement on', async () => {
     const pool = new SessionPool(['old'], 1);
     await pool.acquire();
-    pool.release('new');
+    pool.release('old', 'new');
     expect(await pool.acquire()).toBe('new');
   });
 
@@ -176,5 +186,116 @@ describe('SessionPool', () => {
     // A session released after the drain is not handed out again.
     pool.release(a);
     expect(pool.stats()).toEqual({ size: 0, inUse: 0, idle: 0, waiting: 0 });
+  });
+});
+
+/** A budget with a hand-set remaining time that never fires by itself (a late timer). */
+function budget(ms: number): WaitBudget & { left: number; watching: boolean } {
+  const b = {
+    left: ms,
+    watching: false,
+    remaining: () => b.left,
+    onExpire: () => {
+      b.watching = true;
+      return () => (b.watching = false);
+    },
+  };
+  return b;
+}
+
+describe('SessionPool admission by expected wait', () => {
+  let now = 0;
+  const clock = { now: () => now };
+  beforeEach(() => (now = 0));
+
+  it('learns the hold time as a moving average of real holds, plus their deviation', async () => {
+    const pool = new SessionPool(['s'], { maxWaiting: 8, initialHoldMs: 10, ...clock });
+    expect(pool.expectedHoldMs()).toBe(10);
+    await pool.acquire();
+    now = 20;
+    pool.release('s');
+    // Mean 10 + 0.1 * (20 - 10) = 11, deviation 0.1 * 10 = 1; planned with 2 deviations: 13.
+    expect(pool.expectedHoldMs()).toBeCloseTo(13);
+    for (let i = 0; i < 100; i++) {
+      await pool.acquire();
+      now += 2;
+      pool.release('s');
+    }
+    expect(pool.expectedHoldMs()).toBeCloseTo(2, 1);
+  });
+
+  it('queues a caller only while (ahead + 1) x hold / sessions + hold fits its remaining budget', async () => {
+    const pool = new SessionPool(['a', 'b'], { maxWaiting: 100, initialHoldMs: 10, ...clock });
+    await pool.acquire();
+    await pool.acquire();
+    // 2 sessions, 10 ms holds: waiter n (0-based) expects (n + 1) * 5 + 10 ms.
+    const admitted = [15, 20, 25].map((ms) => track(pool.acquire(budget(ms))));
+    const refused = track(pool.acquire(budget(29.9)));
+    await flush();
+    expect(admitted.every((t) => !t.settled)).toBe(true);
+    expect(refused.error).toBeInstanceOf(EngineError);
+    expect(refused.error).toMatchObject({ kind: 'busy', message: 'the HSM cannot serve this request within its deadline' });
+    expect(pool.stats().waiting).toBe(3);
+    // A larger budget still gets in behind them: (3 + 1) * 5 + 10 = 30.
+    expect(track(pool.acquire(budget(30))).settled).toBe(false);
+    expect(pool.stats().waiting).toBe(4);
+  });
+
+  it('a caller without a budget is bounded by maxWaiting only; maxWaiting caps budgeted callers too', async () => {
+    const pool = new SessionPool(['s'], { maxWaiting: 2, initialHoldMs: 1000, ...clock });
+    await pool.acquire();
+    track(pool.acquire());
+    track(pool.acquire(budget(1e9)));
+    await expect(pool.acquire(budget(1e9))).rejects.toMatchObject({ kind: 'busy', message: 'too many requests waiting for the HSM' });
+  });
+
+  it('a slowed-down HSM tightens admission as its slow calls come back', async () => {
+    const pool = new SessionPool(['s'], { maxWaiting: 100, initialHoldMs: 1, ...clock });
+    await pool.acquire();
+    // 1 ms holds: a 40 ms budget fits many waiters.
+    const early = [1, 2, 3, 4, 5].map(() => track(pool.acquire(budget(40))));
+    expect(early.every((t) => !t.settled)).toBe(true);
+    // Each call now takes 50 ms; every return teaches the estimate.
+    for (let i = 0; i < 5; i++) {
+      now += 50;
+      pool.release('s');
+      await flush();
+    }
+    expect(pool.expectedHoldMs()).toBeGreaterThan(40);
+    expect(track(pool.acquire(budget(40))).settled).toBe(false); // the first round is always admitted
+    await expect(pool.acquire(budget(40))).rejects.toMatchObject({ kind: 'busy' });
+  });
+
+  it('always admits one round of waiters (as many as sessions), whatever the estimate', async () => {
+    const pool = new SessionPool(['a', 'b'], { maxWaiting: 100, initialHoldMs: 500, ...clock });
+    await pool.acquire();
+    await pool.acquire();
+    const firstRound = [track(pool.acquire(budget(10))), track(pool.acquire(budget(10)))];
+    await expect(pool.acquire(budget(10))).rejects.toMatchObject({ kind: 'busy' });
+    expect(firstRound.every((t) => !t.settled)).toBe(true);
+  });
+
+  it('refuses a caller whose budget is already spent, even with an idle session', async () => {
+    const pool = new SessionPool(['s'], { maxWaiting: 8, ...clock });
+    await expect(pool.acquire(budget(0))).rejects.toMatchObject({ kind: 'busy' });
+    expect(pool.stats()).toMatchObject({ inUse: 0, idle: 1 });
+  });
+
+  it('never hands a session to a waiter whose budget ran out while it waited (its timer not fired yet)', async () => {
+    const pool = new SessionPool(['s'], { maxWaiting: 8, initialHoldMs: 1, ...clock });
+    await pool.acquire();
+    const lateBudget = budget(100);
+    const late = track(pool.acquire(lateBudget));
+    const nextBudget = budget(100);
+    const next = track(pool.acquire(nextBudget));
+    expect(lateBudget.watching).toBe(true);
+    lateBudget.left = -1;
+    pool.release('s');
+    await flush();
+    expect(late.error).toMatchObject({ kind: 'busy', message: "the request's deadline passed before an HSM session was free" });
+    expect(next.value).toBe('s');
+    // The served waiter no longer watches its budget (no late cancel of a session it holds).
+    expect(nextBudget.watching).toBe(false);
+    expect(pool.stats()).toEqual({ size: 1, inUse: 1, idle: 0, waiting: 0 });
   });
 });

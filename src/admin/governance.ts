@@ -1,0 +1,183 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../config/load';
+import type { ProxyConfig } from '../config/schema';
+import { generateApproverKey, publicKeyOf, signApproval } from '../governance/signatures';
+import { governanceRootHash, groupStateHash } from '../governance/state';
+import { groupIndex } from '../store/config-store';
+import type { AdminContext } from './context';
+import { Approval, StagedChange } from './staged-store';
+
+/** A pending change: the command to run, the group states it produces, and the signatures collected. */
+export interface Proposal {
+  id: string;
+  proposedBy: string;
+  proposedAt: string;
+  command: string[];
+  options: Record<string, string | boolean>;
+  /** group name -> canonical state hash after the change. */
+  groups: Record<string, string>;
+  /** Set when the change alters the administrators or a quorum policy: the pin must allow it. */
+  governanceRoot?: string;
+  approvals: Record<string, Approval[]>;
+}
+
+/** Runs an admin command (as the CLI would) against the context it is given. */
+export type Command = (p: Pick<Proposal, 'command' | 'options'>) => unknown;
+
+const changesDir = (ctx: AdminContext): string => `${ctx.configFile}.changes`;
+const proposalFile = (ctx: AdminContext, id: string): string => {
+  if (!/^[0-9a-f]{12}$/.test(id)) throw new ConfigError(`"${id}" is not a change id`);
+  return join(changesDir(ctx), `${id}.json`);
+};
+
+function readProposal(ctx: AdminContext, id: string): Proposal {
+  const file = proposalFile(ctx, id);
+  if (!existsSync(file)) throw new ConfigError(`no pending change ${id}`);
+  return JSON.parse(readFileSync(file, 'utf8')) as Proposal;
+}
+
+function writeProposal(ctx: AdminContext, p: Proposal): void {
+  mkdirSync(changesDir(ctx), { recursive: true, mode: 0o750 });
+  const file = proposalFile(ctx, p.id);
+  writeFileSync(`${file}.tmp`, JSON.stringify(p, null, 2), { mode: 0o640 });
+  renameSync(`${file}.tmp`, file);
+}
+
+/** What a command would do to the quorum-protected groups, without writing or touching the HSM. */
+function dryRun(ctx: AdminContext, run: Command, p: Pick<Proposal, 'command' | 'options'>): { groups: Record<string, string>; governanceRoot?: string } {
+  const before = ctx.store.read();
+  let after: ProxyConfig | undefined;
+  ctx.store.mode = { kind: 'dry-run' };
+  try {
+    run(p);
+  } catch (e) {
+    if (!(e instanceof StagedChange)) throw e;
+    after = e.config;
+  } finally {
+    ctx.store.mode = { kind: 'direct' };
+  }
+  if (!after) throw new ConfigError(`"${p.command.join(' ')}" does not change the store; nothing to propose`);
+  const groups: Record<string, string> = {};
+  for (const g of after.groups) {
+    if (!g.quorum) continue;
+    const old = before.groups.find((b) => b.name === g.name);
+    const hash = groupStateHash(after, g);
+    if (!old?.quorum || groupStateHash(before, old) !== hash) groups[g.name] = hash;
+  }
+  const root = governanceRootHash(after);
+  return { groups, governanceRoot: root !== governanceRootHash(before) ? root : undefined };
+}
+
+export function proposeChange(ctx: AdminContext, run: Command, as: string, command: string[], options: Record<string, string | boolean>): object {
+  const staged = dryRun(ctx, run, { command, options });
+  if (Object.keys(staged.groups).length === 0 && !staged.governanceRoot) {
+    throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
+  }
+  const p: Proposal = {
+    id: randomBytes(6).toString('hex'),
+    proposedBy: as,
+    proposedAt: ctx.now().toISOString(),
+    command,
+    options,
+    ...staged,
+    approvals: {},
+  };
+  writeProposal(ctx, p);
+  ctx.audit({ action: 'change-propose', change: p.id, by: as, command: command.join(' '), groups: Object.entries(p.groups).map(([g, h]) => `${g}:${h}`).join(' ') });
+  return { ...p, note: staged.governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${staged.governanceRoot} before it applies` : undefined };
+}
+
+/**
+ * An approver signs the exact state the change produces. The hash is recomputed here from the current
+ * store and the command, never taken from the proposal file, so a proposer cannot make anyone sign
+ * something other than what the command does.
+ */
+export function approveChange(ctx: AdminContext, run: Command, id: string, as: string, privateKeyFile: string): object {
+  const p = readProposal(ctx, id);
+  const staged = dryRun(ctx, run, p);
+  for (const [group, hash] of Object.entries(p.groups)) {
+    if (staged.groups[group] !== hash) throw new ConfigError(`change ${id}: the store changed since it was proposed (group "${group}" would now be ${staged.groups[group] ?? 'unchanged'}); propose it again`);
+  }
+  const config = ctx.store.read();
+  const admin = config.governance.administrators.find((a) => a.name === as);
+  if (!admin) throw new ConfigError(`no administrator named "${as}"`);
+  const privateKeyPem = readFileSync(privateKeyFile, 'utf8');
+  if (publicKeyOf(privateKeyPem) !== admin.publicKey) throw new ConfigError(`${privateKeyFile} is not the key of "${as}"`);
+  for (const group of Object.keys(p.groups)) {
+    const list = (p.approvals[group] ?? []).filter((a) => a.approver !== as);
+    list.push({ approver: as, signature: signApproval(privateKeyPem, group, p.groups[group]!) });
+    p.approvals[group] = list;
+  }
+  writeProposal(ctx, p);
+  ctx.audit({ action: 'change-approve', change: id, by: as, command: p.command.join(' '), groups: Object.keys(p.groups).join(' ') });
+  return { change: id, approvedBy: as, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) };
+}
+
+/** Runs the command for real with the collected signatures; the store's own quorum check decides. */
+export function applyChange(ctx: AdminContext, run: Command, id: string, as: string): object {
+  const p = readProposal(ctx, id);
+  ctx.store.mode = { kind: 'apply', approvals: p.approvals };
+  let out: unknown;
+  try {
+    out = run(p);
+  } catch (e) {
+    ctx.store.mode = { kind: 'direct' };
+    ctx.audit({ action: 'change-refused', change: id, by: as, command: p.command.join(' '), error: (e as Error).message.slice(0, 400) });
+    throw e;
+  } finally {
+    ctx.store.mode = { kind: 'direct' };
+  }
+  unlinkSync(proposalFile(ctx, id));
+  const approvers = [...new Set(Object.values(p.approvals).flatMap((l) => l.map((a) => a.approver)))];
+  ctx.audit({ action: 'change-apply', change: id, by: as, command: p.command.join(' '), approvers: approvers.join(' '), proposedBy: p.proposedBy });
+  return { change: id, applied: p.command.join(' '), approvers, result: out };
+}
+
+export function listChanges(ctx: AdminContext): object[] {
+  if (!existsSync(changesDir(ctx))) return [];
+  return readdirSync(changesDir(ctx))
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => readProposal(ctx, f.slice(0, -5)))
+    .map((p) => ({ id: p.id, proposedBy: p.proposedBy, proposedAt: p.proposedAt, command: p.command.join(' '), groups: p.groups, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) }));
+}
+
+export function showChange(ctx: AdminContext, id: string): Proposal {
+  return readProposal(ctx, id);
+}
+
+/** An Ed25519 key pair for an administrator: the private key to a 0600 file, the public key printed for the config. */
+export function adminKeygen(out: string): object {
+  const k = generateApproverKey();
+  writeFileSync(out, k.privateKeyPem, { mode: 0o600, flag: 'wx' });
+  return { privateKeyFile: out, publicKey: k.publicKey };
+}
+
+/** Adds an administrator. This changes the governance root, so a pinned proxy refuses it until the pin lists the new root. */
+export function addAdministrator(ctx: AdminContext, name: string, role: string, publicKey: string): object {
+  const next = ctx.store.update((doc, config) => {
+    if (config.governance.administrators.some((a) => a.name === name)) throw new ConfigError(`administrator "${name}" exists`);
+    if (!doc.hasIn(['governance', 'administrators'])) doc.setIn(['governance', 'administrators'], doc.createNode([]));
+    doc.addIn(['governance', 'administrators'], doc.createNode({ name, role, publicKey }));
+  });
+  ctx.audit({ action: 'administrator-add', administrator: name, role });
+  return { added: name, role, governanceRoot: governanceRootHash(next.config) };
+}
+
+export function setQuorum(ctx: AdminContext, group: string, approvals: number, approvers: string[]): object {
+  ctx.store.update((doc, config) => doc.setIn(['groups', groupIndex(config, group), 'quorum'], doc.createNode({ approvals, approvers })));
+  ctx.audit({ action: 'group-set-quorum', group, approvals, approvers: approvers.join(' ') });
+  return { group, quorum: { approvals, approvers } };
+}
+
+/** The value to pin in XKS_GOVERNANCE_TRUST for this config (read without the governance check). */
+export function governancePin(ctx: AdminContext, doc: unknown, build: (d: unknown) => ProxyConfig): object {
+  const config = build(doc);
+  return {
+    governanceRoot: governanceRootHash(config),
+    administrators: config.governance.administrators.map((a) => `${a.name}:${a.role}`),
+    quorums: config.groups.filter((g) => g.quorum).map((g) => ({ group: g.name, ...g.quorum, stateHash: groupStateHash(config, g) })),
+    configFile: ctx.configFile,
+  };
+}

@@ -1,0 +1,123 @@
+import { XksError } from '../errors';
+import { isEngineError } from '../engine/errors';
+import type { Metrics } from '../metrics';
+import type { RequestContext } from './context';
+
+export type ShedReason = 'hsm_wait' | 'event_loop';
+
+export interface OverloadOptions {
+  /**
+   * Event-loop delay that counts as a queue (CoDel's target). 50 ms: a quarter of the default 200 ms
+   * deadline. At 20 ms a loaded machine's scheduling delay alone (a process waiting for a CPU, a
+   * throttled cgroup) shed a cold replica's first requests in the tests; 50 ms of standing delay
+   * already threatens the deadline of everything behind it.
+   */
+  targetMs?: number;
+  /** How long the delay must stay above target to be a standing queue, not a burst (CoDel's interval). */
+  intervalMs?: number;
+  /** Timer period of the sampler. */
+  sampleMs?: number;
+  /** A shed this recent still reports the proxy as overloaded in readiness. */
+  reportForMs?: number;
+}
+
+/**
+ * Overload as the proxy itself sees it, kept apart from HSM health.
+ *
+ * The session pool sheds what cannot wait for an HSM session (src/engine/session-pool.ts); this covers
+ * the other queue, the event loop's. With inline PKCS#11 calls (`hsm.asyncCalls: false`) or CPU-bound
+ * work the pool never fills: requests wait in socket buffers instead, where no deadline sees them.
+ * A timer's drift measures that wait. Following CoDel, a burst is fine and only a standing queue
+ * counts: overloaded once every sample for `intervalMs` (and at least two) was later than `targetMs`;
+ * one sample on time ends it. While overloaded, new key operations get 429 ThrottlingException before
+ * their signature is verified or their body parsed. The check runs just after the body is read, not
+ * before: an answer to an unread body closes the connection (src/http/pipeline.ts), and a client's
+ * reconnect (a TLS handshake) costs the loop more than reading a body of at most maxBodyBytes.
+ */
+export class OverloadGuard {
+  private readonly targetMs: number;
+  private readonly intervalMs: number;
+  private readonly sampleMs: number;
+  private readonly reportForMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  /** performance.now() when the current run of late samples began (the first late timer was due), or undefined. */
+  private lateSince: number | undefined;
+  private lateSamples = 0;
+  private standing = false;
+  private lastShed = -Infinity;
+
+  constructor(
+    private readonly metrics?: Metrics,
+    opts: OverloadOptions = {},
+  ) {
+    this.targetMs = opts.targetMs ?? 50;
+    this.intervalMs = opts.intervalMs ?? 100;
+    this.sampleMs = opts.sampleMs ?? 10;
+    this.reportForMs = opts.reportForMs ?? 1000;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    const arm = (): void => {
+      const due = performance.now() + this.sampleMs;
+      this.timer = setTimeout(() => {
+        this.sample(performance.now() - due, due);
+        arm();
+      }, this.sampleMs);
+      this.timer.unref();
+    };
+    arm();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One timer observation: it fired `lateMs` after `due`. Public for tests, which feed it by hand. */
+  sample(lateMs: number, due: number): void {
+    if (lateMs <= this.targetMs) {
+      this.lateSince = undefined;
+      this.lateSamples = 0;
+      this.standing = false;
+      return;
+    }
+    this.lateSince ??= due;
+    this.lateSamples++;
+    this.standing = this.lateSamples >= 2 && due + lateMs - this.lateSince >= this.intervalMs;
+  }
+
+  /** A standing event-loop queue now. */
+  eventLoopOverloaded(): boolean {
+    return this.standing;
+  }
+
+  /** For readiness: shedding now or within the last moment. Never a reason to be unready. */
+  overloaded(): boolean {
+    return this.standing || performance.now() - this.lastShed < this.reportForMs;
+  }
+
+  shed(keyStore: string, reason: ShedReason): void {
+    this.lastShed = performance.now();
+    this.metrics?.countShed(keyStore, reason);
+  }
+}
+
+/**
+ * Pipeline step, right after the body is read: refuses a key operation while the event loop has a
+ * standing queue. GetHealthStatus passes, so that KMS's health view reflects the HSM, not load.
+ */
+export function shedOnEventLoopOverload(ctx: RequestContext): void {
+  const guard = ctx.server.overload;
+  if (!guard?.eventLoopOverloaded() || ctx.route.operation === 'GetHealthStatus') return;
+  guard.shed(ctx.keyStore.name, 'event_loop');
+  throw new XksError('ThrottlingException', 'the proxy is overloaded; retry later');
+}
+
+/**
+ * Counts a request the session pool refused (engine 'busy') as shed. One whose deadline had already
+ * passed is not: it is answered DependencyTimeoutException, and counted as that.
+ */
+export function noteHsmShed(ctx: RequestContext, e: unknown): void {
+  if (isEngineError(e) && e.kind === 'busy' && !ctx.deadline?.expired) ctx.server.overload?.shed(ctx.keyStore.name, 'hsm_wait');
+}

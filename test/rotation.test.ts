@@ -1,0 +1,95 @@
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readUsage, UsageRecorder } from '../src/governance/usage';
+import { ConfigStore, keyPath } from '../src/store/config-store';
+import { decodeMetadata } from '../src/xks/ciphertext-format';
+import { b64, Credential, keyMetadata, send } from './support/proxy';
+import { PREFIX as P, StoreHarness } from './admin-harness';
+
+const h = new StoreHarness();
+const admin = (...a: string[]) => h.admin(...a);
+const ok = (...a: string[]) => h.ok(...a);
+const sfx = randomBytes(3).toString('hex');
+const [timed, used, fresh] = [`t-${sfx}`, `u-${sfx}`, `n-${sfx}`];
+
+let dir: string;
+let usageDir: string;
+let configFile: string;
+let app: StoreHarness['app'];
+let reloader: StoreHarness['reloader'];
+let cred: Credential;
+
+type Sealed = Record<string, string>;
+const encrypt = async (id: string, text: string) => {
+  const r = await send(app.port, `${P}/keys/${id}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from(text)), encryptionAlgorithm: 'AES_GCM' }, cred);
+  expect(r.status).toBe(200);
+  return r.body as Sealed;
+};
+const decrypt = async (id: string, s: Sealed) => {
+  const r = await send(app.port, `${P}/keys/${id}/decrypt`, { requestMetadata: keyMetadata('Decrypt'), encryptionAlgorithm: 'AES_GCM', ciphertext: s.ciphertext, ciphertextMetadata: s.ciphertextMetadata, initializationVector: s.initializationVector, authenticationTag: s.authenticationTag }, cred);
+  return Buffer.from(r.body.plaintext as string, 'base64').toString();
+};
+const version = (s: Sealed) => decodeMetadata(Buffer.from(s.ciphertextMetadata!, 'base64'));
+const days = (n: number) => new Date(Date.now() + n * 86_400_000).toISOString();
+
+beforeAll(async () => {
+  usageDir = join(h.dir, 'usage');
+  await h.init({ governance: { usageDir } });
+  ({ dir, configFile, cred } = h);
+  for (const k of [timed, used, fresh]) await ok('key', 'create', k, '--group', 'g');
+  await ok('key', 'set-rotation', timed, '--every-days', '30', '--start-at', days(-40));
+  await ok('key', 'set-rotation', used, '--max-encryptions', '3');
+  await ok('key', 'set-rotation', fresh, '--every-days', '30');
+  // Time passes for the timed key: its version 1 was made 35 days ago, so the point at start+30d is behind us.
+  new ConfigStore(configFile).update((doc, config) => {
+    const p = keyPath(config, timed);
+    doc.setIn(['groups', p.group, 'keys', p.key, 'versions', 0, 'createdAt'], days(-35));
+  });
+  await h.start();
+  ({ app, reloader } = h);
+});
+
+afterAll(() => h.stop());
+
+describe('rotation policies', () => {
+  const sealed: Record<string, Sealed> = {};
+
+  it('counts encryptions per key version durably across a restart, and exports the usage ratio', async () => {
+    let recorder = new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 60_000, replica: 'pod-a' });
+    sealed.used = await encrypt(used, 'counted');
+    await encrypt(used, 'counted');
+    sealed.timed = await encrypt(timed, 'timed');
+    recorder.dispose(); // a restart: the next process writes a file of its own
+    recorder = new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 60_000, replica: 'pod-a' });
+    await encrypt(used, 'counted');
+    await send(app.port, `${P}/keys/${used}/decrypt`, {}, cred); // not an encryption
+    recorder.flush();
+    const totals = readUsage(usageDir);
+    expect(totals.get(`xks-${used}-v1`)).toBe(3);
+    expect(totals.get(`xks-${timed}-v1`)).toBe(1);
+    const metrics = await (await fetch(`http://127.0.0.1:${app.opsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^xks_key_version_usage_ratio_max 1$/m);
+    expect(metrics).not.toContain(used); // key ids are never metric labels
+    recorder.dispose();
+  });
+
+  it('lists what is due: the scheduled and the used-up key, not the fresh one', async () => {
+    const out = await ok('key', 'rotate-due', '--dry-run');
+    expect((out.due as { keyId: string }[]).map((d) => d.keyId).sort()).toEqual([timed, used].sort());
+  });
+
+  it('rotates what is due; new encrypts use the new version, old ciphertexts still decrypt', async () => {
+    const out = await ok('key', 'rotate-due');
+    expect((out.rotated as { keyId: string; currentVersion: number }[]).map((r) => [r.keyId, r.currentVersion]).sort()).toEqual([[timed, 2], [used, 2]].sort());
+    expect(reloader.reload('test')).toBe(true);
+    for (const [k, name] of [[used, 'used'], [timed, 'timed']] as const) {
+      expect(version(sealed[name]!)).toBe(1);
+      expect(version(await encrypt(k, 'after'))).toBe(2);
+      expect(await decrypt(k, sealed[name]!)).toBe(name === 'used' ? 'counted' : 'timed');
+    }
+    expect(version(await encrypt(fresh, 'x'))).toBe(1);
+    // Nothing is due any more: the new versions start from zero and from now.
+    expect((await ok('key', 'rotate-due', '--dry-run')).due).toEqual([]);
+  });
+});
