@@ -1,7 +1,7 @@
 import * as pkcs11js from 'pkcs11js';
 import { findTokenSlot, initializeModule, leaseModule, ModuleTarget } from './module';
 import { ckrName } from './pkcs11-errors';
-import type { TokenSession } from './token';
+import { findObjects, generateWrappingKeyPair, oaep, type TokenSession } from './token';
 
 type Handle = pkcs11js.Handle;
 
@@ -20,10 +20,7 @@ type Handle = pkcs11js.Handle;
  * key transport does not rest on SHA-1's collision resistance.
  */
 export const REPLICATION_KEY_LABEL = 'xks-replication';
-const OAEP: pkcs11js.Mechanism = {
-  mechanism: pkcs11js.CKM_RSA_PKCS_OAEP,
-  parameter: { type: pkcs11js.CK_PARAMS_RSA_OAEP, hashAlg: pkcs11js.CKM_SHA_1, mgf: pkcs11js.CKG_MGF1_SHA1, source: 1 } as pkcs11js.RsaOAEP,
-};
+const OAEP = oaep('sha1');
 
 /** A session on one token through a shared module lease (two tokens of one module can be open together). */
 export function openFleetToken(target: ModuleTarget, pin: string, user: 'user' | 'so' = 'user'): TokenSession {
@@ -65,17 +62,7 @@ export function openFleetToken(target: ModuleTarget, pin: string, user: 'user' |
   }
 }
 
-function find(t: TokenSession, cls: number, label: string): Handle[] {
-  t.mod.C_FindObjectsInit(t.session, [
-    { type: pkcs11js.CKA_CLASS, value: cls },
-    { type: pkcs11js.CKA_LABEL, value: label },
-  ]);
-  try {
-    return t.mod.C_FindObjects(t.session, 2);
-  } finally {
-    t.mod.C_FindObjectsFinal(t.session);
-  }
-}
+const find = findObjects;
 
 function one(t: TokenSession, cls: number, label: string, what: string): Handle {
   const found = find(t, cls, label);
@@ -93,33 +80,9 @@ export interface ReplicationPublicKey {
  * for the security officer to trust on the sources.
  */
 export function prepareReplicationTarget(t: TokenSession, label = REPLICATION_KEY_LABEL): ReplicationPublicKey {
-  let pub = find(t, pkcs11js.CKO_PUBLIC_KEY, label)[0];
-  if (pub === undefined) {
-    const pair = t.mod.C_GenerateKeyPair(
-      t.session,
-      { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN, parameter: undefined as never },
-      [
-        { type: pkcs11js.CKA_TOKEN, value: true },
-        { type: pkcs11js.CKA_LABEL, value: label },
-        { type: pkcs11js.CKA_MODULUS_BITS, value: 3072 },
-        { type: pkcs11js.CKA_PUBLIC_EXPONENT, value: Buffer.from([1, 0, 1]) },
-        { type: pkcs11js.CKA_WRAP, value: true },
-        { type: pkcs11js.CKA_ENCRYPT, value: false },
-        { type: pkcs11js.CKA_VERIFY, value: false },
-      ],
-      [
-        { type: pkcs11js.CKA_TOKEN, value: true },
-        { type: pkcs11js.CKA_PRIVATE, value: true },
-        { type: pkcs11js.CKA_LABEL, value: label },
-        { type: pkcs11js.CKA_SENSITIVE, value: true },
-        { type: pkcs11js.CKA_EXTRACTABLE, value: false },
-        { type: pkcs11js.CKA_UNWRAP, value: true },
-        { type: pkcs11js.CKA_DECRYPT, value: false },
-        { type: pkcs11js.CKA_SIGN, value: false },
-      ],
-    );
-    pub = pair.publicKey;
-  }
+  // The same kind of pair as BYOK's import wrapping key: its private half can only unwrap, never leave.
+  if (find(t, pkcs11js.CKO_PUBLIC_KEY, label).length === 0) generateWrappingKeyPair(t, label, 3072, 'sha1');
+  const pub = one(t, pkcs11js.CKO_PUBLIC_KEY, label, 'replication public key');
   const [modulus, publicExponent] = t.mod.C_GetAttributeValue(t.session, pub, [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }]);
   return { modulus: modulus?.value as Buffer, publicExponent: publicExponent?.value as Buffer };
 }
