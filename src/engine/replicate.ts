@@ -1,7 +1,7 @@
 import * as pkcs11js from 'pkcs11js';
 import { findTokenSlot, initializeModule, leaseModule, ModuleTarget } from './module';
 import { ckrName } from './pkcs11-errors';
-import { findObjects, generateWrappingKeyPair, oaep, type TokenSession } from './token';
+import { findObjects, generateWrappingKeyPair, kekTemplate, oaep, type TokenSession } from './token';
 
 type Handle = pkcs11js.Handle;
 
@@ -106,18 +106,13 @@ export function trustReplicationKey(so: TokenSession, targetId: string, key: Rep
   ]);
 }
 
-const aesKey = (label: string): pkcs11js.Template => [
-  { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
-  { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
-  { type: pkcs11js.CKA_TOKEN, value: true },
-  { type: pkcs11js.CKA_PRIVATE, value: true },
-  { type: pkcs11js.CKA_LABEL, value: label },
-  { type: pkcs11js.CKA_SENSITIVE, value: true },
-  { type: pkcs11js.CKA_ENCRYPT, value: true },
-  { type: pkcs11js.CKA_DECRYPT, value: true },
-  { type: pkcs11js.CKA_WRAP, value: false },
-  { type: pkcs11js.CKA_UNWRAP, value: false },
-];
+/**
+ * A KEK's attributes (kekTemplate) except the two replication needs to differ: the source copy must be
+ * extractable (under CKA_WRAP_WITH_TRUSTED) until it has been wrapped, and modifiable so that it can
+ * then be made non-extractable; SoftHSM2 also refuses CKA_MODIFIABLE in an unwrap template.
+ */
+const aesKey = (label: string): pkcs11js.Template =>
+  kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_EXTRACTABLE && a.type !== pkcs11js.CKA_MODIFIABLE);
 
 export interface FleetToken {
   id: string;
