@@ -27,7 +27,7 @@ export interface AppOptions {
   metrics?: Metrics;
   /** Appended to audit.file so that each cluster worker keeps its own chain. */
   auditSuffix?: string;
-  /** Event-loop overload detection (defaults: 50 ms target, 100 ms interval). */
+  /** Event-loop overload detection (default: half the deadline as target, the deadline as interval). */
   overload?: OverloadOptions;
 }
 
@@ -41,6 +41,7 @@ const WARM_UP_ROUNDS = 64;
 export class ProxyApp {
   private runtimeNow: RuntimeConfig;
   private xks!: Listener;
+  private flushPipeline: () => void = () => undefined;
   private ops: http.Server | undefined;
   stopping = false;
 
@@ -77,7 +78,10 @@ export class ProxyApp {
       events,
     );
     const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
-    const overload = new OverloadGuard(metrics, opts.overload);
+    // A request that waits half its deadline in the event loop's queue can no longer count on finishing
+    // its HSM call and answer in time; below that, a late answer still beats a refusal (a 429 is an
+    // error KMS shows its caller). A standing queue is one that outlasts a whole deadline.
+    const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: cfg.limits.deadlineMs / 2, intervalMs: cfg.limits.deadlineMs });
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
@@ -121,6 +125,7 @@ export class ProxyApp {
       events,
     });
     app.xks.server.on('checkContinue', handler.checkContinue);
+    app.flushPipeline = handler.flush;
     await listen(app.xks.server, cfg.server.port, cfg.server.host);
     if (opts.opsServer !== false && cfg.ops.enabled) {
       app.ops = http.createServer(
@@ -203,6 +208,8 @@ export class ProxyApp {
     clearTimeout(timer);
     await new Promise<void>((resolve) => (this.ops ? this.ops.close(() => resolve()) : resolve()));
     await this.engine.close();
+    // Every request is answered: what the pipeline still holds (a pending summary) goes to the audit before it closes.
+    this.flushPipeline();
     this.audit?.close();
     this.log.info('xks-proxy stopped');
   }

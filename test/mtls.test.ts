@@ -21,22 +21,16 @@ function openssl(args: string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: 'pipe' });
 }
 
-/** A client certificate from the test CA whose validity ended yesterday (notAfter before notBefore is fine for OpenSSL). */
-function expiredClient(pki: Pki): Client {
+/**
+ * A client certificate from the test CA: `days: -1` ended yesterday (notAfter before notBefore is fine
+ * for OpenSSL); `purpose: 'serverAuth'` is the wrong purpose for a client.
+ */
+function caSignedClient(pki: Pki, name: string, o: { days: number; purpose: 'clientAuth' | 'serverAuth' }): Client {
   const d = pki.dir;
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=cks.kms.us-east-1.amazonaws.com', '-keyout', 'expired.key', '-out', 'expired.csr'], d);
-  writeFileSync(join(d, 'expired.ext'), 'extendedKeyUsage=clientAuth\n');
-  openssl(['x509', '-req', '-in', 'expired.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '-1', '-extfile', 'expired.ext', '-out', 'expired.pem'], d);
-  return { cert: join(d, 'expired.pem'), key: join(d, 'expired.key') };
-}
-
-/** Signed by the test CA but for servers only (extendedKeyUsage serverAuth): the wrong purpose for a client. */
-function serverOnlyClient(pki: Pki): Client {
-  const d = pki.dir;
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=cks.kms.us-east-1.amazonaws.com', '-keyout', 'purpose.key', '-out', 'purpose.csr'], d);
-  writeFileSync(join(d, 'purpose.ext'), 'extendedKeyUsage=serverAuth\n');
-  openssl(['x509', '-req', '-in', 'purpose.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'purpose.ext', '-out', 'purpose.pem'], d);
-  return { cert: join(d, 'purpose.pem'), key: join(d, 'purpose.key') };
+  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=cks.kms.us-east-1.amazonaws.com', '-keyout', `${name}.key`, '-out', `${name}.csr`], d);
+  writeFileSync(join(d, `${name}.ext`), `extendedKeyUsage=${o.purpose}\n`);
+  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', String(o.days), '-extfile', `${name}.ext`, '-out', `${name}.pem`], d);
+  return { cert: join(d, `${name}.pem`), key: join(d, `${name}.key`) };
 }
 
 function selfSignedClient(pki: Pki): Client {
@@ -55,9 +49,9 @@ describe('mTLS refusals are TLS alerts', () => {
     clients.good = pki.client('cks.kms.us-east-1.amazonaws.com');
     clients.unknownCa = pki.client('cks.kms.us-east-1.amazonaws.com', 'other');
     clients.selfSigned = selfSignedClient(pki);
-    clients.expired = expiredClient(pki);
+    clients.expired = caSignedClient(pki, 'expired', { days: -1, purpose: 'clientAuth' });
     clients.subject = pki.client('evil.example.com');
-    clients.purpose = serverOnlyClient(pki);
+    clients.purpose = caSignedClient(pki, 'purpose', { days: 2, purpose: 'serverAuth' });
     clients.none = {};
     const cred = newCredential();
     app = await startProxy(

@@ -7,6 +7,7 @@ import { soak } from '../bench/soak';
  */
 it('loses nothing and returns nothing wrong under faults and changes', async () => {
   const r = await soak(8, 600);
+  expect(r.events.filter((e) => e.includes('FAILED'))).toEqual([]);
   expect(r.mismatches).toBe(0);
   expect(r.unexpected).toEqual({});
   expect(r.connectionErrorsBeforeTerm).toBe(0);

@@ -7,10 +7,11 @@ export type ShedReason = 'hsm_wait' | 'event_loop';
 
 export interface OverloadOptions {
   /**
-   * Event-loop delay that counts as a queue (CoDel's target). 50 ms: a quarter of the default 200 ms
-   * deadline. At 20 ms a loaded machine's scheduling delay alone (a process waiting for a CPU, a
-   * throttled cgroup) shed a cold replica's first requests in the tests; 50 ms of standing delay
-   * already threatens the deadline of everything behind it.
+   * Event-loop delay that counts as a queue (CoDel's target). The proxy passes half its deadline
+   * (100 ms by default; src/app.ts). At 20 ms a loaded machine's scheduling delay alone (a process
+   * waiting for a CPU, a throttled cgroup) shed a cold replica's first requests in the tests, and at
+   * 50 ms a one-second CPU spike from an admin command next to the proxy shed hundreds of requests
+   * that would still have been answered well within their deadline (the soak).
    */
   targetMs?: number;
   /** How long the delay must stay above target to be a standing queue, not a burst (CoDel's interval). */

@@ -37,7 +37,11 @@ const AUTH_SUMMARY_EVERY_MS = 10_000;
  * without a listener there, Node answers 100 Continue itself, even to a request about to be refused.
  * With it, 100 Continue is sent only once routing and the pre-body checks passed.
  */
-export type XksHandler = RequestListener & { checkContinue: RequestListener };
+export type XksHandler = RequestListener & {
+  checkContinue: RequestListener;
+  /** Writes what is still pending (the suppressed-authentication-failure summary); call once no request is in flight, before the audit closes. */
+  flush(): void;
+};
 
 async function run(ctx: RequestContext): Promise<object> {
   for (const step of STEPS) {
@@ -104,8 +108,6 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     summaryEveryMs: AUTH_SUMMARY_EVERY_MS,
     summary: (s) => {
       svc.logger.warn(s, 'authentication failures suppressed');
-      // The summary comes from a timer; once shutdown began the audit file may be closed (its fd reused).
-      if (svc.draining()) return;
       try {
         svc.audit?.append({ event: 'auth-failures-suppressed', ...s });
       } catch (e) {
@@ -164,5 +166,6 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
 
   const handler = ((req, res) => handle(req, res, false)) as XksHandler;
   handler.checkContinue = (req, res) => handle(req, res, true);
+  handler.flush = () => authFailures.flush();
   return handler;
 }

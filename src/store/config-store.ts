@@ -97,12 +97,23 @@ export class ConfigStore {
         return () => unlinkSync(path);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        const age = Date.now() - statSync(path).mtimeMs;
+        // The holder may release it between our open and this stat: then simply try again.
+        const age = lockAge(path);
+        if (age === undefined) continue;
         if (age > 30_000) unlinkSync(path); // left by a crashed command
         else if (attempt > 50) throw new ConfigError(`${path} is held by another command`);
         else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
       }
     }
+  }
+}
+
+function lockAge(path: string): number | undefined {
+  try {
+    return Date.now() - statSync(path).mtimeMs;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
   }
 }
 

@@ -2,15 +2,10 @@
 # What the NSS and p11-kit test setups need beyond softhsm/install-deps.sh: NSS softoken and certutil
 # (Debian packages, when missing) and p11-kit >= 0.25 in a private prefix (built once, then cached).
 set -euo pipefail
+. "$(dirname "$0")/../../softhsm/apt.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 need=()
 /sbin/ldconfig -p | grep "libsoftokn3\.so " >/dev/null || need+=(libnss3)
 command -v certutil >/dev/null || need+=(libnss3-tools)
-if ((${#need[@]})); then
-  sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo=sudo
-  echo "installing: ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+install_missing "${need[@]}"
 bash "$here/p11-kit.sh" >/dev/null

@@ -1,18 +1,10 @@
 import { Deadline } from '../../src/deadline';
 import { XksError } from '../../src/errors';
+import { track } from '../support/promises';
 
 beforeEach(() => jest.useFakeTimers());
 afterEach(() => jest.useRealTimers());
 
-/** Records how a promise settled, without an unhandled rejection. */
-function track<T>(p: Promise<T>): { value?: T; error?: unknown; settled: boolean } {
-  const t: { value?: T; error?: unknown; settled: boolean } = { settled: false };
-  p.then(
-    (v) => Object.assign(t, { value: v, settled: true }),
-    (e: unknown) => Object.assign(t, { error: e, settled: true }),
-  );
-  return t;
-}
 
 /** Lets settled promise callbacks run without moving the fake clock. */
 const flush = async (): Promise<void> => {

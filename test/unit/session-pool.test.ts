@@ -1,19 +1,11 @@
 import { XksError } from '../../src/errors';
 import { EngineError } from '../../src/engine/errors';
 import { SessionPool, WaitBudget } from '../../src/engine/session-pool';
+import { track } from '../support/promises';
 
 /** Lets already-settled promise callbacks run. */
 const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-/** Records how a promise settled, without an unhandled rejection. */
-function track<T>(p: Promise<T>): { value?: T; error?: unknown; settled: boolean } {
-  const t: { value?: T; error?: unknown; settled: boolean } = { settled: false };
-  p.then(
-    (v) => Object.assign(t, { value: v, settled: true }),
-    (e: unknown) => Object.assign(t, { error: e, settled: true }),
-  );
-  return t;
-}
 
 /**
  * A wait budget the test expires by hand, as the request deadline would. Its remaining time is
