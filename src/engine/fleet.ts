@@ -221,11 +221,19 @@ export class FleetEngine implements CryptoEngine {
     return { id: m.id, model: m.engine.info().model, healthStatus: report.status, detail: report.detail };
   }
 
-  /** Confirms the labels this HSM should hold (checkKey's cache keeps this to one read per label and period). */
-  private async recheckMissing(m: Member): Promise<void> {
-    for (const label of this.opts.labels()) {
+  /**
+   * Confirms the labels this HSM should hold (all of them, or only those known missing, to see them
+   * restored). checkKey's cache keeps it to one attribute read per label and period; a full pass runs at
+   * start and after a configuration change, since on a network HSM each read is a round trip.
+   */
+  private async recheckMissing(m: Member, all = false): Promise<void> {
+    const labels = all ? this.opts.labels() : [...m.missing];
+    for (const label of labels) {
       const placed = this.opts.placement(label);
-      if (placed && !placed.includes(m.id)) continue;
+      if (placed && !placed.includes(m.id)) {
+        m.missing.delete(label);
+        continue;
+      }
       try {
         await m.engine.checkKey(label);
         m.missing.delete(label);
@@ -241,7 +249,7 @@ export class FleetEngine implements CryptoEngine {
     const out: Record<string, string[]> = {};
     for (const m of this.members) {
       if (!m.engine.isConnected()) continue;
-      await this.recheckMissing(m);
+      await this.recheckMissing(m, true);
       if (m.missing.size > 0) {
         out[m.id] = [...m.missing];
         this.opts.logger.warn({ hsm: m.id, missing: m.missing.size }, 'configured key versions missing from this HSM (see xks-admin key describe)');

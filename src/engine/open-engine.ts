@@ -44,9 +44,14 @@ export async function openEngine(deps: OpenEngineDeps): Promise<ProxyEngine> {
   );
   if (engines.length === 1) return engines[0] as Pkcs11Engine;
   let placementOf = { config: cfg, map: keyPlacement(cfg) };
+  let fleetRef: FleetEngine | undefined;
   const placement = (): Map<string, readonly string[] | undefined> => {
     const now = runtime().config;
-    if (now !== placementOf.config) placementOf = { config: now, map: keyPlacement(now) };
+    if (now !== placementOf.config) {
+      placementOf = { config: now, map: keyPlacement(now) };
+      // New or moved key versions: say now (log, health) which HSM lacks one, not at its first request.
+      setImmediate(() => void fleetRef?.reportMissingKeys().catch(() => undefined));
+    }
     return placementOf.map;
   };
   const fleet = new FleetEngine(
@@ -61,6 +66,7 @@ export async function openEngine(deps: OpenEngineDeps): Promise<ProxyEngine> {
       events: deps.events,
     },
   );
+  fleetRef = fleet;
   void fleet.reportMissingKeys().catch(() => undefined);
   return fleet;
 }
