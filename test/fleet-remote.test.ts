@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { createSetup, HsmSetup, restartSetup, stopSetup } from './hsm/setups';
+import { roundTrip, until } from './fleet-helpers';
 import { testHsm } from './support/hsm';
-import { b64, get, keyMetadata, newCredential, send } from './support/proxy';
+import { get, newCredential, send } from './support/proxy';
 
 /**
  * The fleet with a network HSM in it: HSM "local" is a SoftHSM2 token loaded into the proxy, HSM "remote"
@@ -23,7 +24,6 @@ const MAIN = join(ROOT, 'dist', 'src', 'main.js');
 const ADMIN = join(ROOT, 'dist', 'src', 'tools', 'admin.js');
 const P = '/r/kms/xks/v1';
 const cred = newCredential();
-type Sealed = { ciphertext: string; ciphertextMetadata: string; initializationVector: string; authenticationTag: string };
 
 let dir: string;
 let remote: HsmSetup;
@@ -40,25 +40,7 @@ function freePort(): Promise<number> {
   });
 }
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 100));
-    v = await fn();
-  }
-  return v;
-}
 
-async function roundTrip(): Promise<string | undefined> {
-  const plaintext = randomBytes(32);
-  const e = await send(port, `${P}/keys/k1/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(plaintext), encryptionAlgorithm: 'AES_GCM' }, cred);
-  if (e.status !== 200) return `encrypt ${String(e.body.errorName)}: ${String(e.body.errorMessage)}`;
-  const s = e.body as unknown as Sealed;
-  const d = await send(port, `${P}/keys/k1/decrypt`, { requestMetadata: keyMetadata('Decrypt'), encryptionAlgorithm: 'AES_GCM', ...s }, cred);
-  if (d.status !== 200) return `decrypt ${String(d.body.errorName)}: ${String(d.body.errorMessage)}`;
-  return d.body.plaintext === b64(plaintext) ? undefined : 'decrypt returned other data';
-}
 
 const health = async () =>
   (await send(port, `${P}/health`, { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } }, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[] };
@@ -112,7 +94,7 @@ it('loses the network HSM under load without failing a request: DEGRADED, then A
   const load = Promise.all(
     Array.from({ length: 6 }, async () => {
       while (!stopped) {
-        const f = await roundTrip();
+        const f = await roundTrip(port, P, 'k1', cred);
         count++;
         if (f) failures.push(f);
       }

@@ -17,8 +17,9 @@ import { silentLogger } from '../src/log';
 import { FleetToken, openFleetToken } from '../src/engine/replicate';
 import { findSecretKeys, generateKek } from '../src/engine/token';
 import { faultyModule } from '../src/testing/faulty-module';
+import { roundTrip, until } from './fleet-helpers';
 import { testHsm } from './support/hsm';
-import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send } from './support/proxy';
+import { get, keyStoreWithKeys, newCredential, send } from './support/proxy';
 
 /**
  * Two real SoftHSM2 tokens behind one proxy, through one loaded module (PKCS#11 modules are process-wide:
@@ -30,7 +31,6 @@ import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send } from './
 const cred = newCredential();
 const P = '/f/kms/xks/v1';
 const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
-type Sealed = { ciphertext: string; ciphertextMetadata: string; initializationVector: string; authenticationTag: string };
 
 type Token = { id: string; modulePath: string; environment: Record<string, string>; tokenLabel: string; pin: string; soPin: string };
 let tokens: Token[];
@@ -60,31 +60,7 @@ function newToken(id: string): Token {
   return token;
 }
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 100));
-    v = await fn();
-  }
-  return v;
-}
 
-/** One encrypt and the decrypt of its answer through the proxy; the plaintext must come back. */
-async function roundTrip(keyId: string): Promise<string | undefined> {
-  const plaintext = randomBytes(32);
-  const e = await send(app.port, `${P}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(plaintext), encryptionAlgorithm: 'AES_GCM' }, cred);
-  if (e.status !== 200) return `encrypt ${String(e.body.errorName)}: ${String(e.body.errorMessage)}`;
-  const s = e.body as unknown as Sealed;
-  const d = await send(
-    app.port,
-    `${P}/keys/${keyId}/decrypt`,
-    { requestMetadata: keyMetadata('Decrypt'), encryptionAlgorithm: 'AES_GCM', ciphertext: s.ciphertext, ciphertextMetadata: s.ciphertextMetadata, initializationVector: s.initializationVector, authenticationTag: s.authenticationTag },
-    cred,
-  );
-  if (d.status !== 200) return `decrypt ${String(d.body.errorName)}: ${String(d.body.errorMessage)}`;
-  return d.body.plaintext === b64(plaintext) ? undefined : 'decrypt returned other data';
-}
 
 /** Round trips from `workers` concurrent clients until `stop()` says so; returns every failure. */
 async function load(workers: number, stop: () => boolean): Promise<{ count: number; failures: string[] }> {
@@ -93,7 +69,7 @@ async function load(workers: number, stop: () => boolean): Promise<{ count: numb
   await Promise.all(
     Array.from({ length: workers }, async () => {
       while (!stop()) {
-        const f = await roundTrip('k1');
+        const f = await roundTrip(app.port, P, 'k1', cred);
         count++;
         if (f) failures.push(f);
       }
@@ -183,7 +159,7 @@ it('xks-admin puts key versions on every HSM, and key describe says where each l
       expect([(extractable!.value as Buffer)[0], (sensitive!.value as Buffer)[0]]).toEqual([0, 1]);
     }
   });
-  for (let i = 0; i < 10; i++) expect(await roundTrip('k1')).toBeUndefined();
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k1', cred)).toBeUndefined();
 });
 
 const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[]; errorName?: string };
@@ -219,7 +195,7 @@ it('spreads requests over both HSMs, and what one HSM sealed the other opens', a
 
 it('keeps a version placed on one HSM there', async () => {
   const before = await opsPerHsm();
-  for (let i = 0; i < 10; i++) expect(await roundTrip('k2')).toBeUndefined();
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k2', cred)).toBeUndefined();
   const after = await opsPerHsm();
   expect((after.a ?? 0) - (before.a ?? 0)).toBe(20);
   expect(after.b ?? 0).toBe(before.b ?? 0);
@@ -259,7 +235,7 @@ it('reports a key version missing from one HSM: that HSM DEGRADED, its requests 
   ctx.store.update((doc) => doc.addIn(['groups', 0, 'keys'], doc.createNode({ id: 'k3', label: 'xks-k3-v1' })));
   app.setRuntime(loadConfigFile(configFile));
   // Served from the first request: one that meets b's missing version is retried on a.
-  for (let i = 0; i < 10; i++) expect(await roundTrip('k3')).toBeUndefined();
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k3', cred)).toBeUndefined();
   const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'DEGRADED');
   expect(h.ekmFleetDetails?.map((d) => [d.id, d.healthStatus])).toEqual([
     ['a', 'ACTIVE'],
@@ -267,6 +243,6 @@ it('reports a key version missing from one HSM: that HSM DEGRADED, its requests 
   ]);
   expect((app.engine as FleetEngine).memberStats().find((m) => m.id === 'b')?.missing).toEqual(['xks-k3-v1']);
   expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
-  for (let i = 0; i < 10; i++) expect(await roundTrip('k3')).toBeUndefined();
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k3', cred)).toBeUndefined();
   expect(describeKey(ctx, 'k3')).toMatchObject({ versions: [{ version: 1, presentOn: ['a'] }] });
 });
