@@ -45,6 +45,8 @@ import { freePortPair, httpStatus, installCleanup, startChild, stopAll, waitFor 
 import { BAR_MULTIPLE, verdict } from './lib/overload';
 import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
 import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
+import { makeBenchFleet } from './lib/fleet';
+import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../test/hsm/setups';
 import { checkTarget, remoteTarget, TargetError, TargetOptions } from './lib/target';
 import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
 
@@ -67,6 +69,11 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --audit                    enable the proxy's hash-chained audit log (audit.file)
   --set hsm.asyncCalls=true  override one proxy config value (YAML value; repeatable; default
                              hsm.asyncCalls=false, the setting for an in-process HSM)
+  --hsms 2                   a fleet of N SoftHSM2 tokens (keys replicated between them) instead of one;
+                             --set hsm.X applies to every HSM of the fleet
+  --hsm-loss                 with --hsms N >= 3: the last HSM is a SoftHSM2 token behind a p11-kit server,
+                             stopped for the middle third of every fixed-rate proxy run (p99 during the
+                             loss of one HSM; the others serve)
   --no-baseline              measure the proxy only
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
@@ -133,6 +140,9 @@ interface Options {
   capacityStepDuration: number;
   maxConnections: number;
   hostileShare: number;
+  /** HSMs in the proxy's fleet (1: the single hsm section). */
+  hsms: number;
+  hsmLoss: boolean;
 }
 
 /** KMS's default request quota per external key store. */
@@ -145,7 +155,7 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
-    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1, hsms: 1, hsmLoss: false,
   };
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
   const nums = (v: string, what: string): number[] => {
@@ -239,6 +249,15 @@ function parseArgs(argv: string[]): Options {
         o.hostileShare = v;
         break;
       }
+      case 'hsms': {
+        const v = num(value(), name, 1);
+        if (!Number.isInteger(v) || v > 10) throw new UsageError('--hsms: 1 to 10');
+        o.hsms = v;
+        break;
+      }
+      case 'hsm-loss':
+        o.hsmLoss = true;
+        break;
       case 'help':
       case 'h':
         console.log(USAGE);
@@ -326,6 +345,8 @@ interface Prepared {
   cred: Credential;
   keys: Keys;
   workers?: number;
+  /** --hsm-loss: stops the remote HSM now and starts it again after `ms`; resolves once it is back. */
+  loseHsm?: (ms: number) => Promise<void>;
   /** The proxy as described in the JSON result (called once the local proxy has stopped). */
   describe: () => Record<string, unknown>;
   /** Extra lines for the printed report. */
@@ -334,6 +355,9 @@ interface Prepared {
   opsPort?: number;
   files?: { log: string; audit?: string };
 }
+
+/** --hsm-loss: the remote HSM's p11-kit server as currently running. */
+let lost: HsmSetup | undefined;
 
 /** The demo token, the proxy (and the baseline) on 127.0.0.1. */
 async function startLocal(opt: Options, dir: string, outDir: string, stamp: string): Promise<Prepared> {
@@ -349,11 +373,26 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
   config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' ? 'auto' : workers };
   if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
+  let remote: HsmSetup | undefined;
+  if (opt.hsmLoss) {
+    if (opt.hsms < 3) throw new UsageError('--hsm-loss needs --hsms 3 or more (two in process, one behind p11-kit)');
+    remote = await createSetup('p11kit', join(dir, 'remote'));
+    // The p11-kit server is its own process group: it goes with the bench however the bench ends.
+    process.on('exit', () => lost && stopSetup(lost));
+  }
+  if (opt.hsms > 1) {
+    note(`making a fleet of ${opt.hsms} SoftHSM2 tokens (demo keys replicated)${remote ? ', the last behind p11-kit' : ''}`);
+    makeBenchFleet(dir, config, opt.hsms, remote);
+  }
   for (const [path, v] of opt.sets) {
     const parts = path.split('.');
-    let node = config as Record<string, unknown>;
-    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
-    node[parts[parts.length - 1] as string] = v;
+    // hsm.X on a fleet: every HSM of it.
+    const roots = parts[0] === 'hsm' && Array.isArray(config.hsms) ? (config.hsms as Record<string, unknown>[]) : [config as Record<string, unknown>];
+    for (const rootNode of roots) {
+      let node = rootNode;
+      for (const part of (roots[0] === config ? parts : parts.slice(1)).slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+      node[parts[parts.length - 1] as string] = v;
+    }
   }
   const configFile = join(dir, 'bench-config.yaml');
   writeFileSync(configFile, stringify(config), { mode: 0o600 });
@@ -390,7 +429,16 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
 
   let proxyLog: ReturnType<typeof logSummary> | undefined;
   const log = (): ReturnType<typeof logSummary> => (proxyLog ??= logSummary(logFile));
+  lost = remote;
+  const loseHsm = lost
+    ? async (ms: number): Promise<void> => {
+        stopSetup(lost as HsmSetup);
+        await new Promise((r) => setTimeout(r, ms));
+        lost = await restartSetup(lost as HsmSetup);
+      }
+    : undefined;
   return {
+    loseHsm,
     targets,
     proxy: localEndpoint(port),
     basePath: primary.XksProxyUriPath,
@@ -403,7 +451,8 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
       workers,
       logLevel: opt.logLevel,
       audit: opt.audit,
-      hsm: { sessionPoolSize: (config.hsm as Record<string, unknown>)?.sessionPoolSize, asyncCalls: (config.hsm as Record<string, unknown>)?.asyncCalls ?? 'default' },
+      hsm: (({ sessionPoolSize, asyncCalls }) => ({ sessionPoolSize, asyncCalls: asyncCalls ?? 'default' }))((config.hsm ?? (config.hsms as unknown as Record<string, unknown>[])[0]) as Record<string, unknown>),
+      hsms: opt.hsms,
       limits: config.limits ?? 'defaults',
       log: log(),
     }),
@@ -529,9 +578,12 @@ async function main(): Promise<void> {
       for (const rate of opt.rates) {
         const point: Partial<FixedPoint> = { rate };
         for (const t of p.targets) {
+          // The loss window: the middle third of the run, the remote HSM stopped.
+          const loss = t.label === 'proxy' && p.loseHsm ? new Promise((r) => setTimeout(r, (opt.duration * 1000) / 3)).then(() => p.loseHsm?.((opt.duration * 1000) / 3)) : undefined;
           const s = await run(t, { connections: opt.connections, durationS: opt.duration, rate, rampS: opt.ramp });
+          await loss;
           point[t.label] = s;
-          note(`fixed ${rate} req/s ${t.label}: ${brief(s)}`);
+          note(`fixed ${rate} req/s ${t.label}${loss ? ' (one HSM lost for the middle third)' : ''}: ${brief(s)}`);
           await pause();
         }
         fixed.push(point as FixedPoint);

@@ -2,7 +2,8 @@ import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { AuditLog, openAudit } from './audit/log';
 import type { RuntimeConfig } from './config/load';
-import { Pkcs11Engine, Pkcs11Module } from './engine/pkcs11-engine';
+import type { Pkcs11Module } from './engine/pkcs11-engine';
+import { hsmPools, openEngine } from './engine/open-engine';
 import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
@@ -62,8 +63,9 @@ export class ProxyApp {
     const cfg = runtime.config;
     const metrics = opts.metrics ?? new Metrics();
     const events = new ProxyEvents();
-    const engine = await Pkcs11Engine.open(cfg.hsm, {
-      pin: runtime.hsmPin,
+    let app: ProxyApp | undefined;
+    const engine = await openEngine({
+      runtime: () => app?.runtimeNow ?? runtime,
       maxQueue: cfg.limits.maxQueue,
       logger,
       createModule: opts.createModule,
@@ -80,9 +82,10 @@ export class ProxyApp {
     // its HSM call and answer in time; below that, a late answer still beats a refusal (a 429 is an
     // error KMS shows its caller). A standing queue is one that outlasts a whole deadline.
     const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: cfg.limits.deadlineMs / 2, intervalMs: cfg.limits.deadlineMs });
-    const app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
+    app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
+      hsmPools: () => hsmPools(engine, cfg),
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
     });

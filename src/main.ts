@@ -106,8 +106,8 @@ async function main(): Promise<void> {
   const runtime = loadOrExit(file, log);
   const workers = workerCount(runtime);
   // PKCS#11 async calls run on libuv's pool: give every HSM session a thread, the reserved health-check
-  // session included, so that the deep check never queues behind customer calls (before the pool starts).
-  if (!process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = String(Math.max(4, runtime.config.hsm.sessionPoolSize + 1));
+  // session of each HSM included, so that the deep check never queues behind customer calls (before the pool starts).
+  if (!process.env.UV_THREADPOOL_SIZE) process.env.UV_THREADPOOL_SIZE = String(Math.max(4, runtime.config.hsms.reduce((n, h) => n + h.sessionPoolSize + 1, 0)));
   if (workers > 1 && cluster.isPrimary) return runPrimary(runtime, log, workers);
   const { app } = await runProcess({
     file,

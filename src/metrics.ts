@@ -6,6 +6,8 @@ import type { ProxyEvents } from './events';
 /** State read when Prometheus scrapes (see attach). */
 export interface MetricsState {
   pool(): Pick<PoolStats, 'inUse' | 'idle' | 'waiting'>;
+  /** The same per HSM (ids from config, so a bounded label set); when given, xks_hsm_sessions is per HSM. */
+  hsmPools?(): readonly { id: string; pool: Pick<PoolStats, 'inUse' | 'idle' | 'waiting'> }[];
   /** The HSM connection's state now. */
   hsm?(): 'connected' | 'disconnected' | 'misconfigured';
   /** The credentials of the configuration in force. */
@@ -55,15 +57,22 @@ export class Metrics {
   });
   readonly hsmSeconds = new client.Histogram({
     name: 'xks_hsm_operation_duration_seconds',
-    help: 'Time spent in the HSM (including waiting for a session) per operation',
-    labelNames: ['operation'] as const,
+    help: 'Time spent in the HSM (including waiting for a session) per operation and HSM (hsms[].id)',
+    labelNames: ['operation', 'hsm_id'] as const,
     buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [this.registry],
   });
+  readonly hsmErrors = new client.Counter({
+    name: 'xks_hsm_errors_total',
+    help: 'HSM operations that failed, per operation and HSM (hsms[].id); a fleet retries some on another HSM',
+    labelNames: ['operation', 'hsm_id'] as const,
+    registers: [this.registry],
+  });
+  // The series without hsm_id is the proxy's answer (the fleet's state); those with hsm_id are each HSM's own.
   readonly ekmHealth = new client.Gauge({
     name: 'xks_ekm_health_status',
-    help: 'Last deep health check result: 1 for the current state (ACTIVE, DEGRADED, UNAVAILABLE), 0 otherwise',
-    labelNames: ['state'] as const,
+    help: 'Last deep health check result: 1 for the current state (ACTIVE, DEGRADED, UNAVAILABLE), 0 otherwise; per HSM with hsm_id',
+    labelNames: ['state', 'hsm_id'] as const,
     aggregator: 'max',
     registers: [this.registry],
   });
@@ -72,10 +81,19 @@ export class Metrics {
   private state: MetricsState | undefined;
   readonly pool = new client.Gauge({
     name: 'xks_hsm_sessions',
-    help: 'HSM session pool: sessions in use, idle, and requests waiting for one',
-    labelNames: ['state'] as const,
+    help: 'HSM session pool: sessions in use, idle, and requests waiting for one (per HSM with hsm_id)',
+    labelNames: ['state', 'hsm_id'] as const,
     registers: [this.registry],
     collect: () => {
+      const perHsm = this.state?.hsmPools?.();
+      if (perHsm) {
+        for (const { id, pool } of perHsm) {
+          this.pool.set({ state: 'in_use', hsm_id: id }, pool.inUse);
+          this.pool.set({ state: 'idle', hsm_id: id }, pool.idle);
+          this.pool.set({ state: 'waiting', hsm_id: id }, pool.waiting);
+        }
+        return;
+      }
       const s = this.state?.pool();
       if (!s) return;
       this.pool.set({ state: 'in_use' }, s.inUse);
@@ -145,9 +163,15 @@ export class Metrics {
   attach(bus: ProxyEvents, state: MetricsState): () => void {
     this.state = state;
     const off = [
-      bus.subscribe('hsm.operation', (e) => this.hsmSeconds.observe({ operation: e.operation }, e.seconds)),
+      bus.subscribe('hsm.operation', (e) => {
+        this.hsmSeconds.observe({ operation: e.operation, hsm_id: e.hsm }, e.seconds);
+        if (!e.ok) this.hsmErrors.inc({ operation: e.operation, hsm_id: e.hsm });
+      }),
       bus.subscribe('health.report', ({ report }) => {
-        for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) this.ekmHealth.set({ state: s }, report.status === s ? 1 : 0);
+        for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) {
+          this.ekmHealth.set({ state: s }, report.status === s ? 1 : 0);
+          for (const m of report.members ?? []) this.ekmHealth.set({ state: s, hsm_id: m.id }, m.healthStatus === s ? 1 : 0);
+        }
       }),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),

@@ -97,8 +97,8 @@ describe('metrics, readiness and liveness', () => {
     expect(m.text).toMatch(/xks_requests_total\{key_store="ops",operation="Encrypt",error_name="none",retryable="false"\} 1/);
     expect(m.text).toMatch(/xks_requests_total\{key_store="ops",operation="GetKeyMetadata",error_name="KeyNotFoundException",retryable="false"\} 1/);
     expect(m.text).toMatch(/xks_request_duration_seconds_bucket\{le="0.25",key_store="ops",operation="Encrypt"\} 1/);
-    expect(m.text).toMatch(/xks_hsm_operation_duration_seconds_count\{operation="encrypt"\} [1-9]/);
-    expect(m.text).toMatch(/xks_hsm_sessions\{state="idle"\} 4/);
+    expect(m.text).toMatch(/xks_hsm_operation_duration_seconds_count\{operation="encrypt",hsm_id="[^"]+"\} [1-9]/);
+    expect(m.text).toMatch(/xks_hsm_sessions\{state="idle",hsm_id="[^"]+"\} 4/);
     expect(m.text).toMatch(/xks_ekm_health_status\{state="ACTIVE"\} 1/);
     expect(m.text).toMatch(/nodejs_eventloop_lag_seconds/);
     expect(m.text).toMatch(/xks_sigv4_credential_age_days\{key_store="ops"\} (9\.9|10\.0)/);

@@ -1,6 +1,7 @@
 import { ConfigError } from '../config/load';
 import type { KeyConfig, KeyUsage, ProxyConfig } from '../config/schema';
-import { destroyKeys, generateKek, unwrapKek, WrapMechanism } from '../engine/token';
+import { destroyKeys, WrapMechanism } from '../engine/token';
+import { importKeyVersion, keyLocations, makeKeyVersion, onEveryHsm } from './fleet';
 import { groupIndex, keyPath } from '../store/config-store';
 import type { AdminContext } from './context';
 
@@ -28,7 +29,7 @@ export function addKey(ctx: AdminContext, group: string, id: string, usage: Usag
 /** Generates a KEK inside the HSM and adds it to a group. The config is checked before the HSM is touched. */
 export function createKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[] }): object {
   const label = versionLabel(o.id, 1);
-  addKey(ctx, o.group, o.id, o.usage, label, () => ctx.withToken((t) => generateKek(t, label)));
+  addKey(ctx, o.group, o.id, o.usage, label, () => makeKeyVersion(ctx, label));
   ctx.audit({ action: 'key-create', keyId: o.id, group: o.group, label });
   return { created: o.id, group: o.group, label, version: 1 };
 }
@@ -36,7 +37,7 @@ export function createKey(ctx: AdminContext, o: { group: string; id: string; usa
 /** BYOK: unwraps customer key material under an existing HSM wrapping key, then adds it to a group. */
 export function importKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[]; wrapped: Buffer; wrappingKey: string; mechanism: WrapMechanism }): object {
   const label = versionLabel(o.id, 1);
-  addKey(ctx, o.group, o.id, o.usage, label, () => ctx.withToken((t) => unwrapKek(t, o.wrappingKey, o.wrapped, label, o.mechanism)));
+  addKey(ctx, o.group, o.id, o.usage, label, () => importKeyVersion(ctx, label, o.wrappingKey, o.wrapped, o.mechanism));
   ctx.audit({ action: 'key-import', keyId: o.id, group: o.group, label, wrappingKey: o.wrappingKey });
   return { imported: o.id, group: o.group, label, version: 1 };
 }
@@ -60,7 +61,7 @@ export function rotateKey(ctx: AdminContext, id: string): object {
       doc.deleteIn([...path, 'label']);
       doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label, createdAt: ctx.now().toISOString() }]));
     },
-    () => ctx.withToken((t) => generateKek(t, label)),
+    () => makeKeyVersion(ctx, label),
   );
   ctx.audit({ action: 'key-rotate', keyId: id, version: next, label });
   return { keyId: id, currentVersion: next, label };
@@ -99,7 +100,7 @@ export function purgeKey(ctx: AdminContext, id: string): object {
       labels = versionsOf(key).map((v) => v.label);
       doc.deleteIn(path);
     },
-    () => ctx.withToken((t) => labels.forEach((l) => destroyKeys(t, l))),
+    () => onEveryHsm(ctx, (t) => labels.forEach((l) => destroyKeys(t, l))),
   );
   ctx.audit({ action: 'key-purge', keyId: id, versions: labels.length });
   return { keyId: id, destroyed: labels };
@@ -117,10 +118,16 @@ export function describeKey(ctx: AdminContext, id: string): object {
     status: key.status,
     usage: key.usage,
     currentVersion: Math.max(...versions.map((v) => v.version)),
-    versions,
+    versions: withLocations(ctx, versions),
     deletion: key.deletion,
     keyStores: config.keyStores.filter((ks) => ks.groups.includes(group.name)).map((ks) => ks.name),
   };
+}
+
+/** A fleet's versions also say where each lives (`presentOn`), beside where the config places it (`hsms`). */
+function withLocations(ctx: AdminContext, versions: { version: number; label: string }[]): object[] {
+  const where = keyLocations(ctx, versions.map((v) => v.label));
+  return where ? versions.map((v) => ({ ...v, presentOn: where.get(v.label) ?? [] })) : versions;
 }
 
 export function listKeys(ctx: AdminContext): object[] {

@@ -62,6 +62,8 @@ export interface RuntimeConfig {
   keyStores: ReadonlyMap<string, KeyStoreRuntime>;
   /** Non-enumerable (see hidden()). */
   readonly hsmPin: string;
+  /** PIN of each HSM of the fleet, by hsms[].id (the single hsm section's is hsmPin too). Non-enumerable. */
+  readonly hsmPins: ReadonlyMap<string, string>;
 }
 
 /**
@@ -182,8 +184,9 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
   );
   const groups = buildGroups(config.groups);
   const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env, groups)]));
-  const hsmPin = resolveSecret(config.hsm.pin, env, 'hsm.pin');
-  return hidden({ config, keyStores }, 'hsmPin', hsmPin);
+  const hsmPins = new Map(config.hsms.map((h, i) => [h.id, resolveSecret(h.pin, env, config.hsms.length > 1 ? `hsms[${i}].pin` : 'hsm.pin')]));
+  const hsmPin = hsmPins.get(config.hsms[0]?.id as string) as string;
+  return hidden(hidden({ config, keyStores }, 'hsmPin', hsmPin), 'hsmPins', hsmPins as ReadonlyMap<string, string>);
 }
 
 export function parseConfigText(text: string, file: string): unknown {

@@ -109,7 +109,7 @@ export class ConfigReloader {
       }
       return false;
     }
-    const restartOnly = (['server', 'ops', 'hsm', 'limits'] as const).filter((k) => !isDeepStrictEqual(next.config[k], this.current.config[k]));
+    const restartOnly = (['server', 'ops', 'hsm', 'hsms', 'limits'] as const).filter((k) => !isDeepStrictEqual(next.config[k], this.current.config[k]));
     if (restartOnly.length > 0) {
       this.log.warn({ sections: restartOnly }, 'these configuration sections change only on restart');
     }

@@ -24,6 +24,8 @@ const keyVersionSchema = z
   .object({
     version: z.number().int().min(1).max(0xffff),
     label: z.string().min(1).max(255),
+    /** HSM ids (hsms[].id) holding this version; absent = every HSM of the fleet. */
+    hsms: z.array(z.string().min(1)).min(1).optional(),
     /** When the version was made (xks-admin records it): rotation schedules count from it. */
     createdAt: z.iso.datetime({ offset: true }).optional(),
   })
@@ -179,6 +181,56 @@ const tlsSchema = z
     message: 'allowedClientSubjects needs clientCaFile',
   });
 
+/** One HSM (token) the proxy reaches through a PKCS#11 module. */
+const hsmSchema = z
+  .object({
+    modulePath: z.string().min(1),
+    /** Environment the module reads at load time, e.g. SOFTHSM2_CONF or a vendor's client config path. */
+    environment: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
+    /**
+     * Passed to C_Initialize as CK_C_INITIALIZE_ARGS.pReserved, for modules that take their settings
+     * there (NSS softoken: "configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db' flags=").
+     */
+    libraryParameters: z.string().min(1).optional(),
+    tokenLabel: z.string().min(1).max(32),
+    pin: secretSourceSchema,
+    sessionPoolSize: z.number().int().min(1).max(256).default(8),
+    /**
+     * CK_GCM_PARAMS layout: v2.40 (48 bytes, ulIvBits = 96: SoftHSM2, NSS, most HSMs); v2.30 (40 bytes, no
+     * ulIvBits: older firmware). v230 needs pkcs11js patched by scripts/patch-pkcs11js.js (npm install runs it).
+     */
+    gcmParams: z.enum(['v240', 'v230']).default('v240'),
+    /**
+     * Run C_Encrypt/C_Decrypt on libuv's thread pool (true) so a slow HSM cannot stall the event
+     * loop and deadlines hold; false calls them inline, faster for a local HSM (SoftHSM2) but a
+     * hung HSM then blocks the worker. C_*Init is always inline (pkcs11js has no async form).
+     */
+    asyncCalls: z.boolean().default(true),
+    healthKeyLabel: z.string().min(1).default('xks-health-check'),
+    /** Deep health results are reused for at most this long (spec: under one minute). */
+    healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
+    /**
+     * GetKeyMetadata confirms each key version is on the token; a confirmation is reused this long.
+     * The check is a synchronous C_GetAttributeValue (pkcs11js has no async form): on a network HSM
+     * each is a round trip that stalls the event loop, so it is made at most once per version per period.
+     */
+    keyCheckCacheMs: z.number().int().min(0).max(60_000).default(1000),
+    /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
+    vendor: z.string().min(1).optional(),
+    /** First reconnect delay after an HSM fault; doubles up to 5 s (30 s while the HSM is misconfigured). */
+    reconnectBackoffMs: z.number().int().min(10).max(5000).default(250),
+  })
+  .strict();
+
+const HSM_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+/**
+ * A fleet member: its id names it in health answers (ekmFleetDetails), metric labels (hsm_id) and key
+ * placement (keys[].versions[].hsms). At most 10, the spec's limit for ekmFleetDetails.
+ */
+const fleetMemberSchema = hsmSchema.extend({ id: z.string().regex(HSM_ID, 'must be 1-64 characters of A-Z a-z 0-9 . _ -') });
+export type HsmMemberConfig = z.output<typeof fleetMemberSchema>;
+
 export const configSchema = z
   .object({
     server: z
@@ -245,45 +297,9 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    hsm: z
-      .object({
-        modulePath: z.string().min(1),
-        /** Environment the module reads at load time, e.g. SOFTHSM2_CONF or a vendor's client config path. */
-        environment: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), z.string()).default({}),
-        /**
-         * Passed to C_Initialize as CK_C_INITIALIZE_ARGS.pReserved, for modules that take their settings
-         * there (NSS softoken: "configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db' flags=").
-         */
-        libraryParameters: z.string().min(1).optional(),
-        tokenLabel: z.string().min(1).max(32),
-        pin: secretSourceSchema,
-        sessionPoolSize: z.number().int().min(1).max(256).default(8),
-        /**
-         * CK_GCM_PARAMS layout: v2.40 (48 bytes, ulIvBits = 96: SoftHSM2, NSS, most HSMs); v2.30 (40 bytes, no
-         * ulIvBits: older firmware). v230 needs pkcs11js patched by scripts/patch-pkcs11js.js (npm install runs it).
-         */
-        gcmParams: z.enum(['v240', 'v230']).default('v240'),
-        /**
-         * Run C_Encrypt/C_Decrypt on libuv's thread pool (true) so a slow HSM cannot stall the event
-         * loop and deadlines hold; false calls them inline, faster for a local HSM (SoftHSM2) but a
-         * hung HSM then blocks the worker. C_*Init is always inline (pkcs11js has no async form).
-         */
-        asyncCalls: z.boolean().default(true),
-        healthKeyLabel: z.string().min(1).default('xks-health-check'),
-        /** Deep health results are reused for at most this long (spec: under one minute). */
-        healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
-        /**
-         * GetKeyMetadata confirms each key version is on the token; a confirmation is reused this long.
-         * The check is a synchronous C_GetAttributeValue (pkcs11js has no async form): on a network HSM
-         * each is a round trip that stalls the event loop, so it is made at most once per version per period.
-         */
-        keyCheckCacheMs: z.number().int().min(0).max(60_000).default(1000),
-        /** Name reported as ekmVendor; defaults to the token's manufacturer id. */
-        vendor: z.string().min(1).optional(),
-        /** First reconnect delay after an HSM fault; doubles up to 5 s (30 s while the HSM is misconfigured). */
-        reconnectBackoffMs: z.number().int().min(10).max(5000).default(250),
-      })
-      .strict(),
+    hsm: hsmSchema.optional(),
+    /** Several HSMs behind this proxy (give exactly one of hsm and hsms): see README "HSM fleet". */
+    hsms: z.array(fleetMemberSchema).min(1).max(10).optional(),
     keyStores: z.array(keyStoreSchema).min(1),
     groups: z.array(groupSchema).default([]),
     governance: z
@@ -327,7 +343,41 @@ export const configSchema = z
   .refine((c) => new Set(c.keyStores.map((k) => k.name)).size === c.keyStores.length, {
     message: 'key store names must be unique',
     path: ['keyStores'],
+  })
+  .refine((c) => (c.hsm === undefined) !== (c.hsms === undefined), { message: 'give exactly one of "hsm" (one HSM) or "hsms" (a fleet)' })
+  .refine((c) => !c.hsms || new Set(c.hsms.map((h) => h.id)).size === c.hsms.length, { message: 'HSM ids must be unique', path: ['hsms'] })
+  .refine((c) => !c.hsms || new Set(c.hsms.map((h) => `${h.modulePath}\0${h.tokenLabel}`)).size === c.hsms.length, {
+    message: 'two fleet members reach the same token (same modulePath and tokenLabel)',
+    path: ['hsms'],
+  })
+  .superRefine((c, ctx) => {
+    const ids = new Set(c.hsms ? c.hsms.map((h) => h.id) : [singleHsmId(c.hsm)]);
+    c.groups.forEach((g, gi) =>
+      g.keys.forEach((k, ki) =>
+        (k.versions ?? []).forEach((v, vi) =>
+          v.hsms?.forEach((id, hi) => {
+            if (!ids.has(id)) ctx.addIssue({ code: 'custom', message: `no HSM with id "${id}" in hsms`, path: ['groups', gi, 'keys', ki, 'versions', vi, 'hsms', hi] });
+          }),
+        ),
+      ),
+    );
+  })
+  // Everything that reads config.hsm (one HSM's settings: pool size, health cache, key-check cache) keeps
+  // working: it is the first member. config.hsms is always the fleet, of one when `hsm` was given.
+  .transform(({ hsm, hsms, ...rest }) => {
+    const fleet = hsms ?? [{ ...(hsm as HsmConfigOne), id: singleHsmId(hsm) }];
+    return { ...rest, hsm: hsm ?? stripId(fleet[0] as HsmMemberConfig), hsms: fleet };
   });
+
+type HsmConfigOne = z.output<typeof hsmSchema>;
+/** The id of the single `hsm:` section: its token label, as GetHealthStatus already reported it. */
+function singleHsmId(hsm: HsmConfigOne | undefined): string {
+  const label = hsm?.tokenLabel ?? '';
+  return HSM_ID.test(label) ? label : 'hsm-1';
+}
+function stripId({ id: _id, ...hsm }: HsmMemberConfig): HsmConfigOne {
+  return hsm;
+}
 
 export type ProxyConfigInput = z.input<typeof configSchema>;
 export type ProxyConfig = z.output<typeof configSchema>;

@@ -20,6 +20,8 @@ export interface ConnectionDeps {
   createModule?: () => Pkcs11Module;
   /** hsm.state is published here on every change of state. */
   events?: ProxyEvents;
+  /** The HSM's id in events (a fleet member's id); the token label when absent. */
+  hsmId?: string;
 }
 
 /** A failure at connect that retrying alone will not fix: the message names what the operator must change. */

@@ -1,7 +1,7 @@
 import { EngineError } from './errors';
 import type { Gcm } from './gcm';
-import { ConnectionDeps, HsmConnection, Misconfiguration, safely } from './connection';
-import type { HsmConfig, Pkcs11Module } from './module';
+import { ConnectionDeps, HsmConnection, Misconfiguration } from './connection';
+import type { HsmConfig, ModuleLease, Pkcs11Module } from './module';
 import { describeFailure, isMisconfiguration } from './pkcs11-errors';
 import type { EkmInfo, EngineStatus } from './types';
 
@@ -21,12 +21,15 @@ export class Connector {
   private lastInfo: EkmInfo;
   private wake: (() => void) | undefined;
 
+  private readonly mod: Pkcs11Module;
+
   constructor(
-    private readonly mod: Pkcs11Module,
+    private readonly lease: ModuleLease,
     private readonly hsm: HsmConfig,
     private readonly deps: ConnectionDeps,
     private readonly gcm: Gcm,
   ) {
+    this.mod = lease.mod;
     this.lastInfo = { vendor: hsm.vendor ?? 'unknown', id: hsm.tokenLabel, model: 'unknown' };
   }
 
@@ -64,6 +67,7 @@ export class Connector {
   lost(conn: HsmConnection, cause: unknown): void {
     if (conn.dead) return;
     conn.dead = true;
+    this.lease.connected = false;
     this.deps.logger.error({ err: describeFailure(cause) }, 'HSM connection lost; reconnecting');
     this.setState({ state: 'disconnected', reason: describeFailure(cause) });
     this.scheduleReconnect(conn);
@@ -71,6 +75,7 @@ export class Connector {
 
   private connected(conn: HsmConnection): void {
     this.conn = conn;
+    this.lease.connected = true;
     this.lastInfo = conn.info;
     this.deps.logger.info(
       { token: conn.info.id, model: conn.info.model, sessions: conn.pool.size, tagFailures: [...conn.gcm.tagFailures], emptyPlaintext: conn.gcm.emptyPlaintext },
@@ -97,7 +102,7 @@ export class Connector {
   private setState(next: EngineStatus): void {
     const changed = next.state !== this.state.state || next.reason !== this.state.reason;
     this.state = next;
-    if (changed) this.deps.events?.publish('hsm.state', { hsm: this.hsm.tokenLabel, ...next });
+    if (changed) this.deps.events?.publish('hsm.state', { hsm: this.deps.hsmId ?? this.hsm.tokenLabel, ...next });
   }
 
   /** The first attempt is immediate (a lost connection, or a first connect that met a passing glitch). */
@@ -111,7 +116,8 @@ export class Connector {
         if (delay > 0) await this.pause(delay);
         if (this.closed) return;
         try {
-          safely(() => this.mod.C_Finalize());
+          // Our sessions are already closed (teardown); the module is re-initialised only if nobody else uses it.
+          this.lease.finalizeIfAlone();
           this.connected(HsmConnection.open(this.mod, this.hsm, this.deps, this.gcm));
           return;
         } catch (e) {
@@ -143,6 +149,6 @@ export class Connector {
     await this.reconnecting?.catch(() => undefined);
     if (this.conn) await this.conn.teardown();
     this.conn = null;
-    safely(() => this.mod.C_Finalize());
+    this.lease.release();
   }
 }

@@ -39,6 +39,79 @@ export function loadModule(target: ModuleTarget, create: () => Pkcs11Module = ()
 }
 
 /**
+ * A PKCS#11 library is process-wide: dlopen returns the same library for the same path, and C_Initialize /
+ * C_Finalize act on all of its users at once. So a fleet with two tokens of one module (or two proxies in one
+ * test process) shares one loaded library, and C_Finalize, which closes every session of every user, is only
+ * called when no other user of the library still has a working connection: at the last close, or when a
+ * reconnect finds every user lost (a network module whose server went away needs the fresh C_Initialize).
+ * A reconnect while another user is connected only closes and reopens its own sessions.
+ */
+interface Library {
+  leases: Set<ModuleLease>;
+  /** One pkcs11js object per `create` function (the fault-injecting test wrapper is a different object). */
+  objects: Map<() => Pkcs11Module, Pkcs11Module>;
+}
+const libraries = new Map<string, Library>();
+const realModule = (): Pkcs11Module => new pkcs11js.PKCS11();
+
+export class ModuleLease {
+  /** Kept up to date by the owner's connector: whether its connection works. */
+  connected = false;
+  private released = false;
+
+  constructor(
+    readonly mod: Pkcs11Module,
+    private readonly library: Library,
+    private readonly path: string,
+  ) {}
+
+  /** True when no other user of the library has a working connection, so C_Finalize harms nobody. */
+  private alone(): boolean {
+    return [...this.library.leases].every((l) => l === this || !l.connected);
+  }
+
+  /** Before a reconnect: a fresh C_Initialize only when it hurts no other user (see above). */
+  finalizeIfAlone(): void {
+    if (this.alone()) safeFinalize(this.mod);
+  }
+
+  /** At close: C_Finalize when this was the library's last user. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.connected = false;
+    this.library.leases.delete(this);
+    if (this.library.leases.size > 0) return;
+    libraries.delete(this.path);
+    safeFinalize(this.mod);
+  }
+}
+
+function safeFinalize(mod: Pkcs11Module): void {
+  try {
+    mod.C_Finalize();
+  } catch {
+    /* not initialised, or already finalized */
+  }
+}
+
+/** Loads the module once per path (and per `create`), sets its environment first, and counts its users. */
+export function leaseModule(target: ModuleTarget, create: () => Pkcs11Module = realModule): ModuleLease {
+  let library = libraries.get(target.modulePath);
+  if (!library) libraries.set(target.modulePath, (library = { leases: new Set(), objects: new Map() }));
+  let mod = library.objects.get(create);
+  if (!mod) {
+    mod = loadModule(target, create);
+    library.objects.set(create, mod);
+  } else {
+    applyModuleEnvironment(target.environment);
+  }
+  const lease = new ModuleLease(mod, library, target.modulePath);
+  library.leases.add(lease);
+  return lease;
+}
+
+/**
  * pkcs11js (up to 2.1.7 at least) copies `libraryParameters` into a buffer one byte short, so the string
  * loses its last character; a trailing space is what it drops, and module parsers (NSS) ignore it.
  * test/engine-nss.test.ts fails when the binding is fixed, so this can go then.

@@ -6,7 +6,7 @@ import type { SessionPool } from './session-pool';
 import { Connector } from './connector';
 import { EngineError, isEngineError } from './errors';
 import { Gcm } from './gcm';
-import { HsmConfig, loadModule } from './module';
+import { HsmConfig, leaseModule } from './module';
 import { ckrName, classify, describeFailure } from './pkcs11-errors';
 import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, PoolStats } from './types';
 
@@ -41,9 +41,9 @@ export class Pkcs11Engine implements CryptoEngine {
     private readonly hsm: HsmConfig,
     private readonly deps: EngineDeps,
   ) {
-    const mod = loadModule(hsm, deps.createModule);
-    this.gcm = new Gcm(mod, hsm.gcmParams, hsm.asyncCalls);
-    this.connector = new Connector(mod, hsm, deps, this.gcm);
+    const lease = leaseModule(hsm, deps.createModule);
+    this.gcm = new Gcm(lease.mod, hsm.gcmParams, hsm.asyncCalls);
+    this.connector = new Connector(lease, hsm, deps, this.gcm);
   }
 
   /** Loads the module and connects; a failed first connection leaves the engine running, not ready, and retrying. */
@@ -138,7 +138,7 @@ export class Pkcs11Engine implements CryptoEngine {
     } finally {
       const seconds = (performance.now() - started) / 1000;
       this.deps.observe?.(name, seconds);
-      this.deps.events?.publish('hsm.operation', { hsm: this.hsm.tokenLabel, operation: name, seconds, ok });
+      this.deps.events?.publish('hsm.operation', { hsm: this.deps.hsmId ?? this.hsm.tokenLabel, operation: name, seconds, ok });
     }
   }
 

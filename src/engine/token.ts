@@ -109,12 +109,12 @@ export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffe
 const CKZ_DATA_SPECIFIED = 1;
 /** RSAES-OAEP hash (MGF1 uses the same): KMS offers both for import; SoftHSM2 2.6 unwraps only with SHA-1. */
 export type OaepHash = 'sha256' | 'sha1';
-function oaep(hash: OaepHash): pkcs11js.Mechanism {
+export function oaep(hash: OaepHash): pkcs11js.Mechanism {
   const [hashAlg, mgf] = hash === 'sha256' ? [pkcs11js.CKM_SHA256, pkcs11js.CKG_MGF1_SHA256] : [pkcs11js.CKM_SHA_1, pkcs11js.CKG_MGF1_SHA1];
   return { mechanism: pkcs11js.CKM_RSA_PKCS_OAEP, parameter: { type: pkcs11js.CK_PARAMS_RSA_OAEP, hashAlg, mgf, source: CKZ_DATA_SPECIFIED } as pkcs11js.RsaOAEP };
 }
 
-function findObjects(t: TokenSession, cls: number, label: string): Handle[] {
+export function findObjects(t: TokenSession, cls: number, label: string): Handle[] {
   t.mod.C_FindObjectsInit(t.session, [
     { type: pkcs11js.CKA_CLASS, value: cls },
     { type: pkcs11js.CKA_LABEL, value: label },

@@ -24,6 +24,8 @@ export interface HealthReport {
   latencyMs: number;
   detail?: string;
   timedOut?: boolean;
+  /** A fleet's members, each with its own state (GetHealthStatus ekmFleetDetails); absent for one HSM. */
+  members?: readonly { id: string; model: string; healthStatus: EkmHealth; detail?: string }[];
 }
 
 export interface PoolStats {

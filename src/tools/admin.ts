@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
+import { trustReplication } from '../admin/fleet';
 import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
 import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange } from '../admin/governance';
 import { rotateDue, setRotation } from '../admin/rotation';
@@ -75,6 +76,9 @@ Other:
                                            JSON line: append it to an off-host anchors file
   hsm generate-key --label L               generate a KEK without touching the store
   hsm list-keys                            labels of the token's secret keys
+  hsm trust-replication --source ID --target ID
+                                           security officer, once per pair of a fleet's HSMs: trust the
+                                           target's replication key on the source (SO PIN in XKS_HSM_SO_PIN)
   new-credential [--prefix P]              print a credential without touching the store
 
 The HSM comes from the config's hsm section, or (hsm commands) --module PATH --token LABEL with the
@@ -98,6 +102,8 @@ const parsed = parseArgs({
     module: { type: 'string' },
     token: { type: 'string' },
     prefix: { type: 'string' },
+    source: { type: 'string' },
+    target: { type: 'string' },
     partial: { type: 'boolean' },
     anchors: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
@@ -279,6 +285,8 @@ function run(positionals: string[]): unknown {
       rawToken((t) => generateKek(t, label));
       return { generated: label };
     }
+    case 'hsm trust-replication':
+      return trustReplication(context(), need(opts.source, '--source'), need(opts.target, '--target'), need(process.env.XKS_HSM_SO_PIN, 'XKS_HSM_SO_PIN'));
     case 'hsm list-keys':
       return rawToken((t) => findSecretKeys(t).map((k) => keyLabel(t, k)));
     default:

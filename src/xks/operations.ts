@@ -70,7 +70,8 @@ const getHealthStatus: OperationSpec<{ metadata: RequestMetadata }> = {
       xksProxyVendor: svc.identity.vendor,
       xksProxyModel: svc.identity.model,
       ekmVendor: ekm.vendor,
-      ekmFleetDetails: [{ id: ekm.id, model: ekm.model, healthStatus: report.status }],
+      // A fleet lists each HSM with its own state (src/engine/fleet.ts); at most 10 by configuration.
+      ekmFleetDetails: report.members?.map(({ id, model, healthStatus }) => ({ id, model, healthStatus })) ?? [{ id: ekm.id, model: ekm.model, healthStatus: report.status }],
     };
   },
 };

@@ -7,7 +7,7 @@
  * Each creates its token in a directory of its own and says how a proxy config reaches it.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openTokenSession, type TokenSession } from '../../src/engine/token';
@@ -59,6 +59,16 @@ export function stopSetup(s: HsmSetup): void {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
   }
+}
+
+/**
+ * Starts a stopped p11kit setup's server again on the same socket and token: to a proxy, the HSM that
+ * went away (stopSetup) comes back.
+ */
+export async function restartSetup(s: HsmSetup): Promise<HsmSetup> {
+  if (s.setup !== 'p11kit') throw new Error(`${s.setup}: only the p11kit setup runs in a process of its own`);
+  rmSync(join(s.dir, 'p11-kit.sock'), { force: true });
+  return p11kitServer(s.dir, { conf: join(s.dir, 'softhsm', 'softhsm2.conf'), label: s.tokenLabel, pin: s.pin });
 }
 
 /**

@@ -1,0 +1,104 @@
+import { resolveSecret } from '../config/load';
+import { createReplicated, FleetToken, locate, openFleetToken, prepareReplicationTarget, trustReplicationKey } from '../engine/replicate';
+import { generateKek, TokenSession, unwrapKek, WrapMechanism } from '../engine/token';
+import type { AdminContext } from './context';
+
+/**
+ * Admin operations over every HSM of the configured fleet (config `hsms`). With one HSM they are the
+ * plain single-token operations, so a single-HSM deployment behaves exactly as before.
+ */
+function fleetOf(ctx: AdminContext): ReturnType<AdminContext['store']['read']>['hsms'] {
+  return ctx.store.read().hsms;
+}
+
+/** Runs fn with a logged-in session on every HSM of the fleet (closed afterwards, whatever happens). */
+export function withFleet<T>(ctx: AdminContext, fn: (tokens: FleetToken[]) => T): T {
+  const open: FleetToken[] = [];
+  try {
+    fleetOf(ctx).forEach((h, i) => open.push({ id: h.id, token: openFleetToken(h, resolveSecret(h.pin, process.env, `hsms[${i}].pin`)) }));
+    return fn(open);
+  } finally {
+    for (const { token } of open.reverse()) token.close();
+  }
+}
+
+/**
+ * A new key version on every HSM: generated on the first and replicated to the others under their
+ * trusted replication keys (src/engine/replicate.ts), never in clear outside an HSM.
+ */
+export function makeKeyVersion(ctx: AdminContext, label: string): void {
+  if (fleetOf(ctx).length === 1) {
+    ctx.withToken((t) => generateKek(t, label));
+    return;
+  }
+  try {
+    withFleet(ctx, (tokens) => createReplicated(tokens, label));
+  } catch (e) {
+    throw new Error(
+      `${(e as Error).message}; replication needs the security officer's step once per pair of HSMs ` +
+        '(xks-admin hsm trust-replication --source ID --target ID, SO PIN in XKS_HSM_SO_PIN), or import the same ' +
+        'wrapped material into each HSM (key import: BYOK into every HSM of the fleet)',
+    );
+  }
+}
+
+/** Runs fn on every HSM of the fleet (e.g. destroying a purged key's versions everywhere). */
+export function onEveryHsm(ctx: AdminContext, fn: (t: TokenSession) => void): void {
+  if (fleetOf(ctx).length === 1) ctx.withToken(fn);
+  else withFleet(ctx, (tokens) => tokens.forEach(({ token }) => fn(token)));
+}
+
+/** BYOK into every HSM: the same wrapped material unwrapped in each (each needs the wrapping key). */
+export function importKeyVersion(ctx: AdminContext, label: string, wrappingKey: string, wrapped: Buffer, mechanism: WrapMechanism): void {
+  if (fleetOf(ctx).length === 1) {
+    ctx.withToken((t) => unwrapKek(t, wrappingKey, wrapped, label, mechanism));
+    return;
+  }
+  withFleet(ctx, (tokens) => {
+    const done: TokenSession[] = [];
+    for (const { id, token } of tokens) {
+      try {
+        unwrapKek(token, wrappingKey, wrapped, label, mechanism);
+        done.push(token);
+      } catch (e) {
+        throw new Error(`HSM ${id}: ${(e as Error).message}${done.length ? ` (the key version is already on ${done.length} other HSM(s); remove it there or retry on this one)` : ''}`);
+      }
+    }
+  });
+}
+
+/** Where each label lives (HSM ids), for `key describe`; undefined for a single HSM. */
+export function keyLocations(ctx: AdminContext, labels: readonly string[]): Map<string, string[]> | undefined {
+  if (fleetOf(ctx).length === 1) return undefined;
+  return withFleet(ctx, (tokens) => new Map(labels.map((l) => [l, locate(tokens, l)])));
+}
+
+/**
+ * The security officer's step: `target` makes its replication key pair inside the HSM, and its public
+ * half is installed on `source` marked CKA_TRUSTED (only an SO session may set it).
+ */
+export function trustReplication(ctx: AdminContext, sourceId: string, targetId: string, soPin: string): object {
+  const hsms = fleetOf(ctx);
+  const index = (id: string): number => {
+    const i = hsms.findIndex((h) => h.id === id);
+    if (i < 0) throw new Error(`no HSM with id "${id}" in hsms`);
+    return i;
+  };
+  const source = hsms[index(sourceId)]!;
+  const ti = index(targetId);
+  const target = hsms[ti]!;
+  const t = openFleetToken(target, resolveSecret(target.pin, process.env, `hsms[${ti}].pin`));
+  try {
+    const pub = prepareReplicationTarget(t);
+    const so = openFleetToken(source, soPin, 'so');
+    try {
+      trustReplicationKey(so, targetId, pub);
+    } finally {
+      so.close();
+    }
+  } finally {
+    t.close();
+  }
+  ctx.audit({ action: 'hsm-trust-replication', source: sourceId, target: targetId });
+  return { source: sourceId, target: targetId, trusted: true };
+}

@@ -1,0 +1,248 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ProxyConfigInput } from '../src/config/schema';
+import { FleetEngine } from '../src/engine/fleet';
+import { findTokenSlot } from '../src/engine/module';
+import * as pkcs11 from 'pkcs11js';
+import { stringify } from 'yaml';
+import { AdminContext } from '../src/admin/context';
+import { trustReplication, withFleet } from '../src/admin/fleet';
+import { createKey, describeKey, rotateKey } from '../src/admin/keys';
+import { ProxyApp } from '../src/app';
+import { loadConfigFile } from '../src/config/load';
+import { silentLogger } from '../src/log';
+import { FleetToken, openFleetToken } from '../src/engine/replicate';
+import { findSecretKeys, generateKek } from '../src/engine/token';
+import { faultyModule } from '../src/testing/faulty-module';
+import { roundTrip, until } from './fleet-helpers';
+import { testHsm } from './support/hsm';
+import { get, keyStoreWithKeys, newCredential, send } from './support/proxy';
+
+/**
+ * Two real SoftHSM2 tokens behind one proxy, through one loaded module (PKCS#11 modules are process-wide:
+ * the two HSMs share its C_Initialize). HSM "b" is lost the way a removed token is: every call on its
+ * sessions, and opening new ones, fails with CKR_DEVICE_REMOVED (the fault-injecting module, scoped to
+ * its slot); HSM "a" is untouched. (A p11-kit-remoted second HSM would be the better shape, but jest
+ * gives test code a copy of process.env, so P11_KIT_SERVER_ADDRESS never reaches the client library.)
+ */
+const cred = newCredential();
+const P = '/f/kms/xks/v1';
+const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
+
+type Token = { id: string; modulePath: string; environment: Record<string, string>; tokenLabel: string; pin: string; soPin: string };
+let tokens: Token[];
+let app: ProxyApp;
+let dir: string;
+let configFile: string;
+let ctx: AdminContext;
+const { faults, create } = faultyModule();
+/** The slot of the HSM that is "removed", or none. */
+let lost: pkcs11.Handle | undefined;
+const SLOT_CALLS = new Set(['C_Initialize', 'C_Finalize', 'C_GetInfo', 'C_GetSlotList', 'C_GetSlotInfo', 'C_GetTokenInfo', 'C_GetMechanismList', 'C_GetMechanismInfo', 'C_CloseAllSessions', 'C_CloseSession']);
+faults.inspect = (method, args) => {
+  if (!lost || SLOT_CALLS.has(method)) return undefined;
+  if (method === 'C_OpenSession') return (args[0] as Buffer).equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
+  try {
+    return faults.real!.C_GetSessionInfo(args[0] as Buffer).slotID.equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/** A token of its own in the run's SoftHSM2 token directory (the configuration the process already has). */
+function newToken(id: string): Token {
+  const t = testHsm();
+  const token = { id, modulePath: t.modulePath, environment: t.environment, tokenLabel: `fleet-${id}-${randomBytes(4).toString('hex')}`, pin: randomBytes(8).toString('hex'), soPin: randomBytes(8).toString('hex') };
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.tokenLabel, '--pin', token.pin, '--so-pin', token.soPin], { env: { ...process.env, ...t.environment }, stdio: 'ignore' });
+  return token;
+}
+
+
+
+/** Round trips from `workers` concurrent clients until `stop()` says so; returns every failure. */
+async function load(workers: number, stop: () => boolean): Promise<{ count: number; failures: string[] }> {
+  const failures: string[] = [];
+  let count = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (!stop()) {
+        const f = await roundTrip(app.port, P, 'k1', cred);
+        count++;
+        if (f) failures.push(f);
+      }
+    }),
+  );
+  return { count, failures };
+}
+
+const opsPerHsm = async (): Promise<Record<string, number>> => {
+  const text = (await get(app.opsPort as number, '/metrics')).text;
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/xks_hsm_operation_duration_seconds_count\{operation="(?:encrypt|decrypt)",hsm_id="([^"]+)"\} (\d+)/g)) {
+    out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
+  }
+  return out;
+};
+
+beforeAll(async () => {
+  tokens = [newToken('a'), newToken('b')];
+  const [a, b] = tokens as [Token, Token];
+  dir = mkdtempSync(join(tmpdir(), 'xks-fleet-'));
+  configFile = join(dir, 'config.yaml');
+  for (const t of tokens) {
+    const s = openFleetToken(t, t.pin);
+    try {
+      generateKek(s, 'health-key');
+    } finally {
+      s.close();
+    }
+  }
+  const hsm = (h: Token) => ({
+    id: h.id,
+    modulePath: h.modulePath,
+    environment: h.environment,
+    tokenLabel: h.tokenLabel,
+    pin: { value: h.pin },
+    sessionPoolSize: 4,
+    healthKeyLabel: 'health-key',
+    healthCacheMs: 200,
+    reconnectBackoffMs: 50,
+  });
+  const { keyStore, group } = keyStoreWithKeys('f', '/f', [cred], [
+    // A version placed on one HSM only (keys[].versions[].hsms).
+    { id: 'k2', versions: [{ version: 1, label: 'xks-k2-v1', hsms: ['a'] }] },
+  ]);
+  const config: ProxyConfigInput = {
+    server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true },
+    ops: { host: '127.0.0.1', port: 0 },
+    limits: { deadlineMs: 2000 },
+    hsms: [hsm(a), hsm(b)],
+    keyStores: [keyStore],
+    groups: [group],
+  };
+  writeFileSync(configFile, stringify(config));
+  ctx = new AdminContext(configFile);
+
+  // The security officer's step, then xks-admin's key create: generated on a, replicated to b.
+  expect(trustReplication(ctx, 'a', 'b', a.soPin)).toEqual({ source: 'a', target: 'b', trusted: true });
+  createKey(ctx, { group: group.name, id: 'k1', usage: ['ENCRYPT', 'DECRYPT'] });
+  withFleet(ctx, ([ta]) => generateKek((ta as FleetToken).token, 'xks-k2-v1'));
+  app = await ProxyApp.start({ runtime: loadConfigFile(configFile), logger: silentLogger, createModule: create });
+}, 60_000);
+
+afterAll(async () => {
+  lost = undefined;
+  await app?.stop(1000);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+it('xks-admin puts key versions on every HSM, and key describe says where each lives', async () => {
+  expect(describeKey(ctx, 'k1')).toMatchObject({ versions: [{ version: 1, label: 'xks-k1-v1', presentOn: ['a', 'b'] }] });
+  rotateKey(ctx, 'k1');
+  app.setRuntime(loadConfigFile(configFile));
+  expect(describeKey(ctx, 'k1')).toMatchObject({
+    currentVersion: 2,
+    versions: [
+      { version: 1, presentOn: ['a', 'b'] },
+      { version: 2, label: 'xks-k1-v2', presentOn: ['a', 'b'] },
+    ],
+  });
+  expect(describeKey(ctx, 'k2')).toMatchObject({ versions: [{ version: 1, hsms: ['a'], presentOn: ['a'] }] });
+  // No copy of a replicated version can leave its HSM any more.
+  withFleet(ctx, (fleet) => {
+    for (const { token } of fleet) {
+      const [key] = findSecretKeys(token, 'xks-k1-v2');
+      const [extractable, sensitive] = token.mod.C_GetAttributeValue(token.session, key!, [{ type: pkcs11.CKA_EXTRACTABLE }, { type: pkcs11.CKA_SENSITIVE }]);
+      expect([(extractable!.value as Buffer)[0], (sensitive!.value as Buffer)[0]]).toEqual([0, 1]);
+    }
+  });
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k1', cred)).toBeUndefined();
+});
+
+const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[]; errorName?: string };
+
+it('lists both HSMs in GetHealthStatus, each ACTIVE', async () => {
+  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true);
+  expect(h.ekmFleetDetails).toEqual([
+    { id: 'a', model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' },
+    { id: 'b', model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' },
+  ]);
+  expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
+});
+
+it('spreads requests over both HSMs, and what one HSM sealed the other opens', async () => {
+  const before = await opsPerHsm();
+  const { count, failures } = await (async () => {
+    let n = 0;
+    return load(8, () => ++n > 120);
+  })();
+  expect(failures).toEqual([]);
+  expect(count).toBeGreaterThan(100);
+  const after = await opsPerHsm();
+  for (const id of ['a', 'b']) expect((after[id] ?? 0) - (before[id] ?? 0)).toBeGreaterThan(20);
+
+  const fleet = app.engine as FleetEngine;
+  const aad = randomBytes(16);
+  const plaintext = randomBytes(48);
+  for (const [from, to] of [['a', 'b'], ['b', 'a']] as const) {
+    const sealed = await fleet.member(from)!.encrypt('xks-k1-v1', plaintext, aad);
+    expect(await fleet.member(to)!.decrypt('xks-k1-v1', sealed.iv, aad, sealed.ciphertext, sealed.tag)).toEqual(plaintext);
+  }
+});
+
+it('keeps a version placed on one HSM there', async () => {
+  const before = await opsPerHsm();
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k2', cred)).toBeUndefined();
+  const after = await opsPerHsm();
+  expect((after.a ?? 0) - (before.a ?? 0)).toBe(20);
+  expect(after.b ?? 0).toBe(before.b ?? 0);
+});
+
+it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when it returns', async () => {
+  let stopped = false;
+  const running = load(6, () => stopped);
+  await new Promise((r) => setTimeout(r, 500));
+  lost = findTokenSlot(faults.real!, (tokens[1] as Token).tokenLabel);
+  expect(lost).toBeDefined();
+  const degraded = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'UNAVAILABLE');
+  expect(degraded.ekmFleetDetails).toEqual([expect.objectContaining({ id: 'a', healthStatus: 'ACTIVE' }), expect.objectContaining({ id: 'b', healthStatus: 'UNAVAILABLE' })]);
+  expect(app.health.current()?.status).toBe('DEGRADED');
+  // k1 is still served by HSM a, k2 lives on a: ready.
+  expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
+  const metrics = (await get(app.opsPort as number, '/metrics')).text;
+  expect(metrics).toMatch(/xks_ekm_health_status\{state="UNAVAILABLE",hsm_id="b"\} 1/);
+  expect(metrics).toMatch(/xks_ekm_health_status\{state="DEGRADED"\} 1/);
+  await new Promise((r) => setTimeout(r, 500));
+
+  lost = undefined;
+  const back = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, 20_000);
+  expect(back.ekmFleetDetails?.map((d) => d.healthStatus)).toEqual(['ACTIVE', 'ACTIVE']);
+  const beforeReturn = await opsPerHsm();
+  await new Promise((r) => setTimeout(r, 1000));
+  stopped = true;
+  const { count, failures } = await running;
+  expect(failures).toEqual([]);
+  expect(count).toBeGreaterThan(50);
+  // Back in the fleet: HSM b takes requests again.
+  expect(((await opsPerHsm()).b ?? 0) - (beforeReturn.b ?? 0)).toBeGreaterThan(0);
+}, 45_000);
+
+it('reports a key version missing from one HSM: that HSM DEGRADED, its requests served by the other', async () => {
+  withFleet(ctx, ([ta]) => generateKek((ta as FleetToken).token, 'xks-k3-v1'));
+  ctx.store.update((doc) => doc.addIn(['groups', 0, 'keys'], doc.createNode({ id: 'k3', label: 'xks-k3-v1' })));
+  app.setRuntime(loadConfigFile(configFile));
+  // Served from the first request: one that meets b's missing version is retried on a.
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k3', cred)).toBeUndefined();
+  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'DEGRADED');
+  expect(h.ekmFleetDetails?.map((d) => [d.id, d.healthStatus])).toEqual([
+    ['a', 'ACTIVE'],
+    ['b', 'DEGRADED'],
+  ]);
+  expect((app.engine as FleetEngine).memberStats().find((m) => m.id === 'b')?.missing).toEqual(['xks-k3-v1']);
+  expect((await get(app.opsPort as number, '/readyz')).status).toBe(200);
+  for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k3', cred)).toBeUndefined();
+  expect(describeKey(ctx, 'k3')).toMatchObject({ versions: [{ version: 1, presentOn: ['a'] }] });
+});

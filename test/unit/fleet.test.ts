@@ -1,0 +1,161 @@
+import { configSchema } from '../../src/config/schema';
+import { EngineError } from '../../src/engine/errors';
+import { FleetEngine } from '../../src/engine/fleet';
+import type { CryptoEngine, HealthReport } from '../../src/engine/types';
+import { silentLogger } from '../../src/log';
+
+/** Routing and breaker rules of the fleet over scripted engines (the real HSM path is test/fleet.test.ts). */
+class Scripted implements CryptoEngine {
+  calls = 0;
+  fail: EngineError | undefined;
+  healthy = true;
+  constructor(readonly id: string) {}
+  async encrypt() {
+    this.calls++;
+    if (this.fail) throw this.fail;
+    return { iv: Buffer.alloc(12), ciphertext: Buffer.from(this.id), tag: Buffer.alloc(16) };
+  }
+  async decrypt() {
+    this.calls++;
+    if (this.fail) throw this.fail;
+    return Buffer.from(this.id);
+  }
+  async checkKey() {
+    if (this.fail?.kind === 'key-not-found') throw this.fail;
+  }
+  async healthCheck(): Promise<HealthReport> {
+    return { status: this.healthy ? 'ACTIVE' : 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: 1 };
+  }
+  info() {
+    return { vendor: 'v', id: this.id, model: `m-${this.id}` };
+  }
+  poolStats() {
+    return { size: 4, inUse: 0, idle: 4, waiting: 0 };
+  }
+  isConnected() {
+    return true;
+  }
+  status() {
+    return { state: 'connected' as const };
+  }
+  async close() {}
+}
+
+function fleet(placement: Record<string, string[]> = {}) {
+  const a = new Scripted('a');
+  const b = new Scripted('b');
+  const f = new FleetEngine(
+    [
+      { id: 'a', engine: a },
+      { id: 'b', engine: b },
+    ],
+    { placement: (l) => placement[l], labels: () => ['k'], breakerFailures: 3, probeIntervalMs: 20, healthTimeoutMs: 100, logger: silentLogger },
+  );
+  return { a, b, f };
+}
+const enc = (f: FleetEngine, label = 'k') => f.encrypt(label, Buffer.alloc(1), Buffer.alloc(0));
+
+afterEach(() => jest.useRealTimers());
+
+it('spreads an idle fleet over both HSMs', async () => {
+  const { a, b, f } = fleet();
+  for (let i = 0; i < 10; i++) await enc(f);
+  expect([a.calls, b.calls]).toEqual([5, 5]);
+  await f.close();
+});
+
+it('sends work to the HSM with less outstanding', async () => {
+  const { a, b, f } = fleet();
+  let release!: () => void;
+  a.encrypt = () => new Promise((r) => (release = () => r({ iv: Buffer.alloc(12), ciphertext: Buffer.alloc(0), tag: Buffer.alloc(16) })));
+  const slow = enc(f);
+  for (let i = 0; i < 4; i++) await enc(f);
+  expect(b.calls).toBeGreaterThanOrEqual(4);
+  release();
+  await slow;
+  await f.close();
+});
+
+it.each(['unavailable', 'device', 'busy', 'key-not-found'] as const)('retries %s once on the other HSM', async (kind) => {
+  const { a, b, f } = fleet();
+  a.fail = new EngineError(kind, 'x');
+  for (let i = 0; i < 4; i++) expect((await enc(f)).ciphertext.toString()).toBe('b');
+  expect(b.calls).toBe(4);
+  b.fail = new EngineError(kind, 'y');
+  await expect(enc(f)).rejects.toMatchObject({ kind });
+  await f.close();
+});
+
+it.each(['tag-mismatch', 'key-unusable'] as const)('never retries %s', async (kind) => {
+  const { a, b, f } = fleet();
+  a.fail = b.fail = new EngineError(kind, 'x');
+  await expect(f.decrypt('k', Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(1), Buffer.alloc(16))).rejects.toMatchObject({ kind });
+  expect(a.calls + b.calls).toBe(1);
+  await f.close();
+});
+
+it('keeps a placed version on its HSMs; one placed nowhere in the fleet is key-not-found', async () => {
+  const { a, b, f } = fleet({ k: ['b'], gone: [] });
+  for (let i = 0; i < 3; i++) await enc(f);
+  expect([a.calls, b.calls]).toEqual([0, 3]);
+  await expect(enc(f, 'gone')).rejects.toMatchObject({ kind: 'key-not-found' });
+  await f.close();
+});
+
+it('opens the breaker after repeated failures, answers DEGRADED, and closes it once a probe passes', async () => {
+  const { a, b, f } = fleet();
+  a.fail = new EngineError('device', 'x');
+  a.healthy = false;
+  for (let i = 0; i < 8; i++) await enc(f);
+  expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
+  const callsWhileOpen = a.calls;
+  for (let i = 0; i < 4; i++) await enc(f);
+  expect(a.calls).toBe(callsWhileOpen);
+  expect(await f.healthCheck()).toMatchObject({ status: 'DEGRADED', members: [{ id: 'a', healthStatus: 'UNAVAILABLE' }, { id: 'b', healthStatus: 'ACTIVE' }] });
+  a.fail = undefined;
+  a.healthy = true;
+  await new Promise((r) => setTimeout(r, 100));
+  expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('closed');
+  expect((await f.healthCheck()).status).toBe('ACTIVE');
+  b.healthy = false;
+  a.healthy = false;
+  expect((await f.healthCheck()).status).toBe('UNAVAILABLE');
+  await f.close();
+});
+
+describe('hsms configuration', () => {
+  const hsm = { modulePath: '/m.so', tokenLabel: 't', pin: { value: 'p' } };
+  const base = {
+    server: { insecurePlainHttp: true },
+    keyStores: [{ name: 'ks', credentials: [{ accessKeyId: 'AAAAAAAAAAAAAAAAAAAA', secretAccessKey: { value: 'a'.repeat(43) } }] }],
+  };
+  const parse = (extra: object) => configSchema.safeParse({ ...base, ...extra });
+
+  it('makes the single hsm section a fleet of one, named by its token label', () => {
+    const r = parse({ hsm });
+    expect(r.success && r.data.hsms.map((h) => h.id)).toEqual(['t']);
+    expect(r.success && r.data.hsm.tokenLabel).toBe('t');
+  });
+
+  it('takes a list, and config.hsm is its first member', () => {
+    const r = parse({ hsms: [{ ...hsm, id: 'a' }, { ...hsm, id: 'b', tokenLabel: 'u' }] });
+    expect(r.success && [r.data.hsm.tokenLabel, r.data.hsms.length]).toEqual(['t', 2]);
+  });
+
+  it.each([
+    ['both', { hsm, hsms: [{ ...hsm, id: 'a' }] }, 'exactly one'],
+    ['neither', {}, 'exactly one'],
+    ['duplicate ids', { hsms: [{ ...hsm, id: 'a' }, { ...hsm, id: 'a', tokenLabel: 'u' }] }, 'unique'],
+    ['one token twice', { hsms: [{ ...hsm, id: 'a' }, { ...hsm, id: 'b' }] }, 'same token'],
+    ['more than 10', { hsms: Array.from({ length: 11 }, (_, i) => ({ ...hsm, id: `h${i}`, tokenLabel: `t${i}` })) }, ''],
+    [
+      'a version on an unknown HSM',
+      { hsms: [{ ...hsm, id: 'a' }], groups: [{ name: 'g', policy: { rules: [] }, keys: [{ id: 'k', versions: [{ version: 1, label: 'l', hsms: ['zz'] }] }] }] },
+      'no HSM with id "zz"',
+    ],
+  ])('refuses %s', (_name, extra, message) => {
+    const r = parse(extra);
+    expect(r.success).toBe(false);
+    expect(r.error?.issues.map((i) => i.message).join('; ')).toContain(message);
+  });
+});
