@@ -81,7 +81,8 @@ export class ProxyApp {
     // A request that waits half its deadline in the event loop's queue can no longer count on finishing
     // its HSM call and answer in time; below that, a late answer still beats a refusal (a 429 is an
     // error KMS shows its caller). A standing queue is one that outlasts a whole deadline.
-    const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: cfg.limits.deadlineMs / 2, intervalMs: cfg.limits.deadlineMs });
+    const shedAfter = cfg.limits.eventLoopShedMs ?? cfg.limits.deadlineMs / 2;
+    const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: shedAfter === 0 ? Infinity : shedAfter, intervalMs: cfg.limits.deadlineMs });
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     metrics.attach(events, {
       pool: () => engine.poolStats(),

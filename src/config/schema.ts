@@ -285,6 +285,11 @@ export const configSchema = z
         maxPlaintextBytes: z.number().int().min(4300).max(65536).default(8192),
         // The HSM AAD carries the AAD length as a uint16 (spec "ciphertextMetadata"), so 65535 is the most it can hold.
         maxAadBytes: z.number().int().min(8192).max(65535).default(16384),
+        /**
+         * Event-loop delay that counts as overload (src/http/overload.ts): new key operations get 429 while
+         * every sample for a whole deadline was later than this. Default: half of deadlineMs. 0: never shed.
+         */
+        eventLoopShedMs: z.number().int().min(0).max(10_000).optional(),
       })
       .strict()
       .prefault({}),

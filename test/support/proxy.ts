@@ -59,7 +59,9 @@ export function testConfig(stores: { keyStore: KeyStoreInput; group: GroupInput 
   return {
     server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true, ...extra.server },
     ops: { host: '127.0.0.1', port: 0, ...extra.ops },
-    limits: extra.limits,
+    // Functional suites run two at a time beside spawned CLIs on two cores: event-loop shedding (its own
+    // suites, test/overload.test.ts and the soak, run alone) would turn that contention into random 429s.
+    limits: { eventLoopShedMs: 0, ...extra.limits },
     proxy: extra.proxy,
     hsm,
     keyStores: stores.map((s) => s.keyStore),
