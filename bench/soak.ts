@@ -51,6 +51,12 @@ export interface SoakReport {
   /** Ciphertexts whose check was still waiting out a fault when the run stopped. */
   unverified: number;
   unexpected: Record<string, number>;
+  /**
+   * ThrottlingException outside the fault windows: the proxy refusing what it judged it could not serve in
+   * time (a loop turn blocked past half the deadline, e.g. by a reconnect or an admin command's CPU next
+   * to it). Nothing is lost or wrong (KMS retries it), but many of them mean shedding too eagerly.
+   */
+  throttledOutsideFaults: number;
   connectionErrors: number;
   /** Connection errors before SIGTERM: must be zero. */
   connectionErrorsBeforeTerm: number;
@@ -124,7 +130,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   /** Fault windows open now; they may overlap in a short run. */
   const active = new Set<Window>();
   const report: SoakReport = {
-    durationS, offeredRate: rate, sent: 0, answered: 0, byOutcome: {}, verified: 0, mismatches: 0, unverified: 0, unexpected: {},
+    durationS, offeredRate: rate, sent: 0, answered: 0, byOutcome: {}, verified: 0, mismatches: 0, unverified: 0, unexpected: {}, throttledOutsideFaults: 0,
     connectionErrors: 0, connectionErrorsBeforeTerm: 0, events: [], eventFailures: 0, auditLines: 0, auditMatchesAnswers: false, exitCode: null, p99Ms: 0, p99MsOutsideFaults: 0, timeline: [],
     hostile: null, hostileAuditLines: 0,
   };
@@ -180,7 +186,9 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
     if (res.status === 200) return true;
     const windows = [...sentIn, ...active];
     const ok = windows.some((w) => allowed[w].includes(outcome) || (victim && w === 'key-disabled' && outcome === 'InvalidStateException'));
-    if (!ok) {
+    if (!ok && outcome === 'ThrottlingException') {
+      report.throttledOutsideFaults++;
+    } else if (!ok) {
       const key = `${[...active].join('+') || 'none'}:${outcome}@${Math.floor((Date.now() - start) / 1000)}s`;
       report.unexpected[key] = (report.unexpected[key] ?? 0) + 1;
     }

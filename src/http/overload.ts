@@ -46,6 +46,13 @@ export class OverloadGuard {
   private lateSamples = 0;
   private standing = false;
   private lastShed = -Infinity;
+  /**
+   * When the sampler's next timer is due. Node runs every ready socket's callbacks in one loop turn, so
+   * with slow synchronous work per request (inline HSM calls) a single turn can last seconds while the
+   * timer, run only between turns, sees one late sample and then an on-time one. How late the pending
+   * timer is right now is how long the turn has kept everything behind it waiting.
+   */
+  private due = performance.now();
 
   constructor(
     private readonly metrics?: Metrics,
@@ -61,6 +68,7 @@ export class OverloadGuard {
     if (this.timer) return;
     const arm = (): void => {
       const due = performance.now() + this.sampleMs;
+      this.due = due;
       this.timer = setTimeout(() => {
         this.sample(performance.now() - due, due);
         arm();
@@ -88,9 +96,9 @@ export class OverloadGuard {
     this.standing = this.lateSamples >= 2 && due + lateMs - this.lateSince >= this.intervalMs;
   }
 
-  /** A standing event-loop queue now. */
-  eventLoopOverloaded(): boolean {
-    return this.standing;
+  /** A standing event-loop queue now, or a loop turn that has already run past the target (see `due`). */
+  eventLoopOverloaded(now = performance.now()): boolean {
+    return this.standing || (this.timer !== undefined && now - this.due > this.targetMs);
   }
 
   /** For readiness: shedding now or within the last moment. Never a reason to be unready. */
