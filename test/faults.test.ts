@@ -2,22 +2,13 @@ import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../src/testing/faulty-module';
 import { testHsm } from './support/hsm';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
+import { until } from './support/promises';
 
 /** HSM faults injected at the PKCS#11 boundary, with the real SoftHSM2 underneath. */
 const cred = newCredential();
 const P = '/x/kms/xks/v1';
 const enc = { requestMetadata: keyMetadata('GenerateDataKey'), plaintext: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=', encryptionAlgorithm: 'AES_GCM' };
 const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
-
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 50));
-    v = await fn();
-  }
-  return v;
-}
 
 describe('HSM faults', () => {
   let app: ProxyApp;

@@ -1,17 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { b64, Credential, keyMetadata, send } from './support/proxy';
+import { until as poll } from './support/promises';
 
-/** Polls fn until ok says so or ms pass; returns the last value (the caller's expect says what was wanted). */
-export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await fn();
-  while (!ok(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 100));
-    v = await fn();
-  }
-  return v;
-}
-
+/** The shared poller with the fleet's longer default (an HSM comes back within the breaker's probe period). */
+export const until = <T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 20_000): Promise<T> => poll(fn, ok, ms, 100);
 type Sealed = { ciphertext: string; ciphertextMetadata: string; initializationVector: string; authenticationTag: string };
 
 /** One encrypt and the decrypt of its answer through the proxy; undefined when the plaintext came back. */

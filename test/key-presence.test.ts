@@ -5,6 +5,7 @@ import { destroyKeys, generateKek, TokenSession } from '../src/engine/token';
 import { faultyModule } from '../src/testing/faulty-module';
 import { testHsm } from './support/hsm';
 import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
+import { until } from './support/promises';
 
 /**
  * Issue 10 item 5: GetKeyMetadata reflects the HSM, not only the config. A key version whose object is
@@ -41,16 +42,6 @@ const metadata = (keyId: string): Promise<XksResponse> => send(app.port, `${P}/k
 const encrypt = (keyId: string): Promise<XksResponse> =>
   send(app.port, `${P}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AAAA', encryptionAlgorithm: 'AES_GCM' }, cred);
 const ENABLED = { status: 200, body: { keySpec: 'AES_256', keyUsage: ['ENCRYPT', 'DECRYPT'], keyStatus: 'ENABLED' } };
-
-async function until(fn: () => Promise<XksResponse>, ok: (r: XksResponse) => boolean, ms = 10_000): Promise<XksResponse> {
-  const end = Date.now() + ms;
-  let r = await fn();
-  while (!ok(r) && Date.now() < end) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    r = await fn();
-  }
-  return r;
-}
 
 beforeAll(async () => {
   app = await startProxy(

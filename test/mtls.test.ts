@@ -71,18 +71,23 @@ describe('mTLS refusals are TLS alerts', () => {
     code: string;
   }
 
+  /** A TLS client of exactly this version, presenting c's certificate (if any) to the proxy. */
+  function connectOptions(c: Client, version: Version): tls.ConnectionOptions {
+    return {
+      port: app.port,
+      host: '127.0.0.1',
+      servername: 'localhost',
+      ca: readFileSync(pki.caCert),
+      minVersion: version,
+      maxVersion: version,
+      ...(c.cert ? { cert: readFileSync(c.cert), key: readFileSync(c.key as string) } : {}),
+    };
+  }
+
   function nodeClient(c: Client, version: Version): Promise<Outcome> {
     return new Promise((resolve) => {
       let handshakeDone = false;
-      const s = tls.connect({
-        port: app.port,
-        host: '127.0.0.1',
-        servername: 'localhost',
-        ca: readFileSync(pki.caCert),
-        minVersion: version,
-        maxVersion: version,
-        ...(c.cert ? { cert: readFileSync(c.cert), key: readFileSync(c.key as string) } : {}),
-      });
+      const s = tls.connect(connectOptions(c, version));
       s.once('secureConnect', () => {
         handshakeDone = true;
         s.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
@@ -173,16 +178,7 @@ describe('mTLS refusals are TLS alerts', () => {
     for (const version of ['TLSv1.2', 'TLSv1.3'] as Version[]) {
       let session: Buffer | undefined;
       await new Promise<void>((resolve) => {
-        const s = tls.connect({
-          port: app.port,
-          host: '127.0.0.1',
-          servername: 'localhost',
-          ca: readFileSync(pki.caCert),
-          minVersion: version,
-          maxVersion: version,
-          cert: readFileSync(clients.subject?.cert as string),
-          key: readFileSync(clients.subject?.key as string),
-        });
+        const s = tls.connect(connectOptions(clients.subject as Client, version));
         s.on('session', (b) => (session = b));
         s.on('error', () => undefined);
         s.once('close', () => resolve());
