@@ -1,7 +1,8 @@
 /**
  * Bounded soak: mixed XKS traffic at a fixed rate against a real proxy process on SoftHSM2, while the
- * configuration reloads, SigV4 credentials rotate, a key is disabled and re-enabled, and HSM faults
- * come and go. Every response is checked: each successful encrypt is decrypted again and compared,
+ * configuration reloads, SigV4 credentials rotate, a key is disabled and re-enabled, HSM faults
+ * come and go, and one HSM of the proxy's fleet of two is lost and returns (no request may fail for it:
+ * the fleet serves from the other). Every response is checked: each successful encrypt is decrypted again and compared,
  * each decrypt of a known ciphertext must return its plaintext. At the end the proxy gets SIGTERM
  * under load, and its audit log must hold exactly one line per answered request.
  *
@@ -27,6 +28,8 @@ import { localEndpoint } from './lib/workload';
 
 // bench/ when run from source (jest), dist/bench/ when compiled.
 const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
+/** The key of the run's traffic, made on both HSMs of the fleet by xks-admin key create. */
+const MAIN_KEY = 'soak-key';
 const arg = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : def;
@@ -37,7 +40,7 @@ interface Cred {
   secretAccessKey: string;
 }
 
-type Window = 'hsm-error' | 'hsm-slow' | 'key-disabled';
+type Window = 'hsm-error' | 'hsm-slow' | 'key-disabled' | 'hsm-lost';
 
 export interface SoakReport {
   durationS: number;
@@ -93,12 +96,29 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   config.limits = { deadlineMs: 200, maxQueue: 256 };
   // The slow-HSM window delays calls on the thread pool: inline calls would block the loop instead.
   config.hsm.asyncCalls = true;
+  // A fleet of two: a second token next to the demo one, listed first because replication starts on the
+  // first HSM and the security officer's step needs its SO PIN (the demo token's is not kept).
+  const second = { tokenLabel: 'xks-soak-b', pin: randomBytes(12).toString('hex'), soPin: randomBytes(12).toString('hex') };
+  const env = { ...process.env, ...config.hsm.environment };
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', second.tokenLabel, '--pin', second.pin, '--so-pin', second.soPin], { env, stdio: 'ignore' });
+  writeFileSync(join(dir, 'secrets', 'hsm-b-pin'), second.pin, { mode: 0o600 });
+  config.hsms = [
+    { ...config.hsm, id: 'b', tokenLabel: second.tokenLabel, pin: { file: join(dir, 'secrets', 'hsm-b-pin') } },
+    { ...config.hsm, id: 'a' },
+  ];
+  delete config.hsm;
+  // The demo keys live on the demo token only: the run's traffic uses keys made on both HSMs instead.
+  config.groups[0].keys = [];
   writeFileSync(configFile, stringify(config));
   // Asynchronous, so the load keeps flowing (and its latency stays honest) while the CLI runs.
-  const admin = (...args: string[]): Promise<string> =>
+  const adminWith = (extraEnv: Record<string, string>, ...args: string[]): Promise<string> =>
     new Promise((resolve, reject) =>
-      execFile('node', [join(root, 'dist', 'src', 'tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8' }, (e, out) => (e ? reject(e) : resolve(out))),
+      execFile('node', [join(root, 'dist', 'src', 'tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv } }, (e, out) => (e ? reject(e) : resolve(out))),
     );
+  const admin = (...args: string[]): Promise<string> => adminWith({}, ...args);
+  await adminWith({ XKS_HSM_PIN: second.pin }, 'hsm', 'generate-key', '--module', config.hsms[0].modulePath, '--token', second.tokenLabel, '--label', config.hsms[0].healthKeyLabel);
+  await adminWith({ XKS_HSM_SO_PIN: second.soPin }, 'hsm', 'trust-replication', '--source', 'b', '--target', 'a');
+  await admin('key', 'create', MAIN_KEY, '--group', 'demo-keys');
   await admin('key', 'create', 'soak-victim', '--group', 'demo-keys');
 
   const child: ChildProcess = fork(join(root, 'dist', 'bench', 'soak-proxy.js'), ['--config', configFile], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
@@ -176,6 +196,8 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
     'hsm-error': ['InternalException', 'ThrottlingException'],
     'hsm-slow': ['DependencyTimeoutException', 'ThrottlingException'],
     'key-disabled': [],
+    // The fleet retries on the other HSM and takes the lost one out: nothing may fail for it.
+    'hsm-lost': [],
   };
   /** An error is expected if a window open when it was sent or when it arrived allows it. */
   const tally = (res: Answer, victim = false): boolean => {
@@ -227,7 +249,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
     const pick = Math.random();
     if (pick < 0.45 || known.length === 0) {
       const victim = pick > 0.43;
-      const key = victim ? 'soak-victim' : 'demo-key-1';
+      const key = victim ? 'soak-victim' : MAIN_KEY;
       const plaintext = randomBytes(32);
       const aad = randomBytes(48);
       const e = await post(`${P}/keys/${key}/encrypt`, { requestMetadata: md('GenerateDataKey'), plaintext: plaintext.toString('base64'), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: aad.toString('base64') });
@@ -237,13 +259,13 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
       }
     } else if (pick < 0.9) {
       const k = known[Math.floor(Math.random() * known.length)]!;
-      const d = await post(`${P}/keys/demo-key-1/decrypt`, decryptBody(k.sealed, k.aad));
+      const d = await post(`${P}/keys/${MAIN_KEY}/decrypt`, decryptBody(k.sealed, k.aad));
       if (tally(d) && d) {
         if (Buffer.from(d.json.plaintext as string, 'base64').equals(k.plaintext)) report.verified++;
         else report.mismatches++;
       }
     } else if (pick < 0.97) {
-      tally(await post(`${P}/keys/demo-key-1/metadata`, { requestMetadata: md('DescribeKey') }));
+      tally(await post(`${P}/keys/${MAIN_KEY}/metadata`, { requestMetadata: md('DescribeKey') }));
     } else {
       tally(await post(`${P}/health`, { requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } }));
     }
@@ -302,6 +324,12 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
     }),
     at(0.7, 'HSM speed restored', () => fault({}, 0)),
     at(0.8, 'fault window closed', () => void active.delete('hsm-slow')),
+    at(0.82, 'HSM b lost (CKR_DEVICE_REMOVED on its slot)', () => {
+      active.add('hsm-lost');
+      child.send({ type: 'lose', tokenLabel: second.tokenLabel });
+    }),
+    at(0.92, 'HSM b returns', () => void child.send({ type: 'lose' })),
+    at(0.97, 'HSM-loss window closed', () => void active.delete('hsm-lost')),
   ];
 
   // Fixed-rate scheduler: every 10 ms, the requests due since the last tick.

@@ -16,7 +16,7 @@ import { loadConfigFile } from '../src/config/load';
 import { silentLogger } from '../src/log';
 import { FleetToken, openFleetToken } from '../src/engine/replicate';
 import { findSecretKeys, generateKek } from '../src/engine/token';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule, slotLoss } from '../src/testing/faulty-module';
 import { roundTrip, until } from './fleet-helpers';
 import { testHsm } from './support/hsm';
 import { get, keyStoreWithKeys, newCredential, send } from './support/proxy';
@@ -39,18 +39,8 @@ let dir: string;
 let configFile: string;
 let ctx: AdminContext;
 const { faults, create } = faultyModule();
-/** The slot of the HSM that is "removed", or none. */
-let lost: pkcs11.Handle | undefined;
-const SLOT_CALLS = new Set(['C_Initialize', 'C_Finalize', 'C_GetInfo', 'C_GetSlotList', 'C_GetSlotInfo', 'C_GetTokenInfo', 'C_GetMechanismList', 'C_GetMechanismInfo', 'C_CloseAllSessions', 'C_CloseSession']);
-faults.inspect = (method, args) => {
-  if (!lost || SLOT_CALLS.has(method)) return undefined;
-  if (method === 'C_OpenSession') return (args[0] as Buffer).equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
-  try {
-    return faults.real!.C_GetSessionInfo(args[0] as Buffer).slotID.equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
-  } catch {
-    return undefined;
-  }
-};
+/** Makes HSM b's slot "removed", or brings it back (undefined). */
+const lose = slotLoss(faults);
 
 /** A token of its own in the run's SoftHSM2 token directory (the configuration the process already has). */
 function newToken(id: string): Token {
@@ -134,7 +124,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  lost = undefined;
+  lose(undefined);
   await app?.stop(1000);
   rmSync(dir, { recursive: true, force: true });
 });
@@ -205,8 +195,9 @@ it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when
   let stopped = false;
   const running = load(6, () => stopped);
   await new Promise((r) => setTimeout(r, 500));
-  lost = findTokenSlot(faults.real!, (tokens[1] as Token).tokenLabel);
-  expect(lost).toBeDefined();
+  const slot = findTokenSlot(faults.real!, (tokens[1] as Token).tokenLabel);
+  expect(slot).toBeDefined();
+  lose(slot);
   const degraded = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'UNAVAILABLE');
   expect(degraded.ekmFleetDetails).toEqual([expect.objectContaining({ id: 'a', healthStatus: 'ACTIVE' }), expect.objectContaining({ id: 'b', healthStatus: 'UNAVAILABLE' })]);
   expect(app.health.current()?.status).toBe('DEGRADED');
@@ -217,7 +208,7 @@ it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when
   expect(metrics).toMatch(/xks_ekm_health_status\{state="DEGRADED"\} 1/);
   await new Promise((r) => setTimeout(r, 500));
 
-  lost = undefined;
+  lose(undefined);
   const back = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, 20_000);
   expect(back.ekmFleetDetails?.map((d) => d.healthStatus)).toEqual(['ACTIVE', 'ACTIVE']);
   const beforeReturn = await opsPerHsm();

@@ -2,8 +2,8 @@ import { soak } from '../bench/soak';
 
 /**
  * The soak run in its short CI configuration (bench/soak.ts runs it longer): mixed traffic through
- * config reloads, credential rotation, a key disabled and enabled, HSM errors and a slow HSM, then
- * SIGTERM under load. Needs the build (test/run.sh builds first).
+ * config reloads, credential rotation, a key disabled and enabled, HSM errors, a slow HSM and the loss
+ * of one HSM of a fleet of two (which must fail no request), then SIGTERM under load. Needs the build (test/run.sh builds first).
  */
 it('loses nothing and returns nothing wrong under faults and changes', async () => {
   const r = await soak(8, 600);
@@ -17,6 +17,7 @@ it('loses nothing and returns nothing wrong under faults and changes', async () 
   expect(r.byOutcome.InternalException).toBeGreaterThan(0); // the HSM error window happened
   expect(r.byOutcome.DependencyTimeoutException).toBeGreaterThan(0); // so did the slow window
   expect(r.byOutcome.InvalidStateException).toBeGreaterThan(0); // and the disabled key
+  expect(r.events.filter((e) => /HSM b (lost|returns)/.test(e))).toHaveLength(2); // and the HSM loss, which `unexpected` shows cost nothing
   expect(r.exitCode).toBe(0);
   expect(r.auditLines).toBe(r.answered);
 }, 60_000);

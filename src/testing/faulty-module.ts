@@ -56,3 +56,27 @@ export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 
   };
   return { faults, create };
 }
+
+/** Slot-level calls a removed token still answers (the slot is there, its token is not), and closing what is gone. */
+const SLOT_CALLS = new Set(['C_Initialize', 'C_Finalize', 'C_GetInfo', 'C_GetSlotList', 'C_GetSlotInfo', 'C_GetTokenInfo', 'C_GetMechanismList', 'C_GetMechanismInfo', 'C_CloseAllSessions', 'C_CloseSession']);
+
+/**
+ * Loses one HSM of a fleet that shares this module, the way a removed token is lost: opening a session
+ * on its slot, and every call on its sessions, fails CKR_DEVICE_REMOVED; the other slots are untouched.
+ * Returns the switch: a slot to lose it, undefined to bring it back. Takes over `faults.inspect`.
+ */
+export function slotLoss(faults: Faults): (slot: Buffer | undefined) => void {
+  let lost: Buffer | undefined;
+  faults.inspect = (method, args) => {
+    if (!lost || SLOT_CALLS.has(method)) return undefined;
+    if (method === 'C_OpenSession') return (args[0] as Buffer).equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
+    try {
+      return faults.real!.C_GetSessionInfo(args[0] as Buffer).slotID.equals(lost) ? 'CKR_DEVICE_REMOVED' : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  return (slot) => {
+    lost = slot;
+  };
+}
