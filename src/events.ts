@@ -13,6 +13,8 @@ export interface ProxyEventMap {
   'key.encrypted': { label: string };
   /** Connection state of one HSM: `misconfigured` is a permanent failure an operator must fix (reason names the call and CKR). */
   'hsm.state': { hsm: string; state: 'connected' | 'disconnected' | 'misconfigured'; reason?: string };
+  /** A fleet's circuit breaker took an HSM out (open) or put it back after a passing probe (closed). */
+  'hsm.breaker': { hsm: string; open: boolean };
   /** Every deep health check result. */
   'health.report': { report: HealthReport };
   'config.reload': { ok: boolean };

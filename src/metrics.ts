@@ -141,6 +141,13 @@ export class Metrics {
       for (const s of ['connected', 'disconnected', 'misconfigured']) this.hsmState.set({ state: s }, now === s ? 1 : 0);
     },
   });
+  /** Per HSM id from its breaker's first opening (a fleet that never lost an HSM has no series to show). */
+  readonly breakerOpen = new client.Gauge({
+    name: 'xks_hsm_breaker_open',
+    help: "1 while the fleet's circuit breaker has this HSM out (taken out after repeated failures, probed until it answers), 0 once it is back",
+    labelNames: ['hsm_id'] as const,
+    registers: [this.registry],
+  });
   readonly connectionsDropped = new client.Counter({
     name: 'xks_connections_dropped_total',
     help: 'Connections closed on arrival because server.maxConnections were already open',
@@ -173,6 +180,7 @@ export class Metrics {
           for (const m of report.members ?? []) this.ekmHealth.set({ state: s, hsm_id: m.id }, m.healthStatus === s ? 1 : 0);
         }
       }),
+      bus.subscribe('hsm.breaker', (e) => this.breakerOpen.set({ hsm_id: e.hsm }, e.open ? 1 : 0)),
       bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
       bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),

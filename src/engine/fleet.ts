@@ -183,6 +183,7 @@ export class FleetEngine implements CryptoEngine {
 
   private openBreaker(m: Member, cause: unknown): void {
     m.open = true;
+    this.opts.events?.publish('hsm.breaker', { hsm: m.id, open: true });
     this.opts.logger.warn({ hsm: m.id, failures: m.failures, err: isEngineError(cause) ? cause.message : 'error' }, 'HSM taken out of the fleet; probing it');
     const probe = async (): Promise<void> => {
       if (this.closed) return;
@@ -191,6 +192,7 @@ export class FleetEngine implements CryptoEngine {
         m.open = false;
         m.failures = 0;
         m.probe = undefined;
+        this.opts.events?.publish('hsm.breaker', { hsm: m.id, open: false });
         this.opts.logger.info({ hsm: m.id }, 'HSM answers again; back in the fleet');
         return;
       }

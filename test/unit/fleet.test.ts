@@ -2,7 +2,9 @@ import { configSchema } from '../../src/config/schema';
 import { EngineError } from '../../src/engine/errors';
 import { FleetEngine } from '../../src/engine/fleet';
 import type { CryptoEngine, HealthReport } from '../../src/engine/types';
+import { ProxyEvents } from '../../src/events';
 import { silentLogger } from '../../src/log';
+import { Metrics } from '../../src/metrics';
 
 /** Routing and breaker rules of the fleet over scripted engines (the real HSM path is test/fleet.test.ts). */
 class Scripted implements CryptoEngine {
@@ -41,7 +43,7 @@ class Scripted implements CryptoEngine {
   async close() {}
 }
 
-function fleet(placement: Record<string, string[]> = {}) {
+function fleet(placement: Record<string, string[]> = {}, events?: ProxyEvents) {
   const a = new Scripted('a');
   const b = new Scripted('b');
   const f = new FleetEngine(
@@ -49,7 +51,7 @@ function fleet(placement: Record<string, string[]> = {}) {
       { id: 'a', engine: a },
       { id: 'b', engine: b },
     ],
-    { placement: (l) => placement[l], labels: () => ['k'], breakerFailures: 3, probeIntervalMs: 20, healthTimeoutMs: 100, logger: silentLogger },
+    { placement: (l) => placement[l], labels: () => ['k'], breakerFailures: 3, probeIntervalMs: 20, healthTimeoutMs: 100, logger: silentLogger, events },
   );
   return { a, b, f };
 }
@@ -103,11 +105,16 @@ it('keeps a placed version on its HSMs; one placed nowhere in the fleet is key-n
 });
 
 it('opens the breaker after repeated failures, answers DEGRADED, and closes it once a probe passes', async () => {
-  const { a, b, f } = fleet();
+  const events = new ProxyEvents();
+  const metrics = new Metrics(false);
+  metrics.attach(events, { pool: () => ({ inUse: 0, idle: 0, waiting: 0 }), credentials: () => [] });
+  const breakerOpen = async () => (await metrics.breakerOpen.get()).values.map((v) => [v.labels.hsm_id, v.value]);
+  const { a, b, f } = fleet({}, events);
   a.fail = new EngineError('device', 'x');
   a.healthy = false;
   for (let i = 0; i < 8; i++) await enc(f);
   expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
+  expect(await breakerOpen()).toEqual([['a', 1]]);
   const callsWhileOpen = a.calls;
   for (let i = 0; i < 4; i++) await enc(f);
   expect(a.calls).toBe(callsWhileOpen);
@@ -116,6 +123,7 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
   a.healthy = true;
   await new Promise((r) => setTimeout(r, 100));
   expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('closed');
+  expect(await breakerOpen()).toEqual([['a', 0]]);
   expect((await f.healthCheck()).status).toBe('ACTIVE');
   b.healthy = false;
   a.healthy = false;
