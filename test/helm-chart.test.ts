@@ -383,6 +383,28 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
     expect(configSchema.safeParse(proxyConfig(ms)).success).toBe(true);
   });
 
+  test('a fleet: config.hsms replaces hsm, the Secret PIN fills members without one, and the proxy accepts it', () => {
+    const member = { modulePath: '/opt/hsm/lib/libvendor.so', sessionPoolSize: 4, healthKeyLabel: 'xks-health-check' };
+    const ms = render({
+      config: {
+        hsms: [
+          { ...member, id: 'site-a', tokenLabel: 'xks-a' },
+          { ...member, id: 'site-b', tokenLabel: 'xks-b', pin: { file: '/etc/xks-proxy/hsm-b/pin' } },
+        ],
+      },
+    });
+    const cfg = proxyConfig(ms);
+    expect(cfg.hsm).toBeUndefined();
+    expect(cfg.hsms.map((h: { id: string; pin: object }) => [h.id, h.pin])).toEqual([
+      ['site-a', { env: 'XKS_HSM_PIN' }],
+      ['site-b', { file: '/etc/xks-proxy/hsm-b/pin' }],
+    ]);
+    const r = configSchema.safeParse(cfg);
+    expect(r.success ? r.data.hsms.map((h) => h.id) : r.error.issues).toEqual(['site-a', 'site-b']);
+    // The default (no fleet) keeps the single hsm and renders no empty hsms the proxy would refuse.
+    expect(Object.keys(proxyConfig(defaults))).not.toContain('hsms');
+  });
+
   test('refuses settings the proxy would reject or that break the probes', () => {
     expect(renderError({ config: { server: { tls: { allowedClientSubjects: ['x'] } } } })).toMatch(/clientCa/);
     expect(renderError(undefined, ['config.ops.enabled=false'])).toMatch(/ops\.enabled/);

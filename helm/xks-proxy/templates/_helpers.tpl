@@ -82,8 +82,22 @@ ConfigMap and the tests see the same document.
 {{- $proxy := $cfg.proxy | default dict }}
 {{- $_ := set $proxy "fleetSize" (include "xks-proxy.fleetSize" . | int) }}
 {{- $_ := set $cfg "proxy" $proxy }}
+{{- /* The proxy takes exactly one of hsm and hsms: a non-empty hsms (a fleet) replaces the default hsm. */}}
+{{- if $cfg.hsms }}
+{{- $_ := unset $cfg "hsm" }}
+{{- if .Values.hsmPin.existingSecret }}
+{{- /* The Secret's PIN goes to the members that name none of their own (each HSM may have another PIN). */}}
+{{- range $cfg.hsms }}
+{{- if not .pin }}
+{{- $_ := set . "pin" (dict "env" "XKS_HSM_PIN") }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- $_ := unset $cfg "hsms" }}
 {{- if .Values.hsmPin.existingSecret }}
 {{- $_ := set $cfg.hsm "pin" (dict "env" "XKS_HSM_PIN") }}
+{{- end }}
 {{- end }}
 {{- if eq .Values.audit.destination "stdout" }}
 {{- $_ := set $cfg "audit" (dict "stdout" true) }}
