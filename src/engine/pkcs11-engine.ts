@@ -19,10 +19,8 @@ type Lane = (conn: HsmConnection) => SessionPool<Handle>;
 const CUSTOMER: Lane = (conn) => conn.pool;
 const HEALTH: Lane = (conn) => conn.healthLane;
 
-export interface EngineDeps extends ConnectionDeps {
-  /** Time spent per HSM operation, session wait included (also published as hsm.operation when events are given). */
-  observe?: (operation: OperationName, seconds: number) => void;
-}
+/** What the engine needs besides its hsm section; time per operation goes out as the hsm.operation event. */
+export type EngineDeps = ConnectionDeps;
 
 const EMPTY = Buffer.alloc(0);
 
@@ -137,7 +135,6 @@ export class Pkcs11Engine implements CryptoEngine {
       return result;
     } finally {
       const seconds = (performance.now() - started) / 1000;
-      this.deps.observe?.(name, seconds);
       this.deps.events?.publish('hsm.operation', { hsm: this.deps.hsmId ?? this.hsm.tokenLabel, operation: name, seconds, ok });
     }
   }
