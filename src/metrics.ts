@@ -171,8 +171,9 @@ export class Metrics {
     this.state = state;
     const off = [
       bus.subscribe('hsm.operation', (e) => {
-        this.hsmSeconds.observe({ operation: e.operation, hsm_id: e.hsm }, e.seconds);
-        if (!e.ok) this.hsmErrors.inc({ operation: e.operation, hsm_id: e.hsm });
+        const b = this.hsmChildren(e.operation, e.hsm);
+        b.histogram.observe(e.seconds);
+        if (!e.ok) b.errors.inc();
       }),
       bus.subscribe('health.report', ({ report }) => {
         for (const s of ['ACTIVE', 'DEGRADED', 'UNAVAILABLE']) {
@@ -199,6 +200,20 @@ export class Metrics {
 
   countShed(keyStore: string, reason: 'hsm_wait' | 'event_loop'): void {
     this.shed.inc({ key_store: keyStore, reason });
+  }
+
+  /** Label-bound children per (operation, HSM), as for requests below: one or two HSM calls per request. */
+  private readonly boundHsm = new Map<string, { histogram: ReturnType<Metrics['hsmSeconds']['labels']>; errors: ReturnType<Metrics['hsmErrors']['labels']> }>();
+
+  private hsmChildren(operation: string, hsm: string): { histogram: ReturnType<Metrics['hsmSeconds']['labels']>; errors: ReturnType<Metrics['hsmErrors']['labels']> } {
+    const id = `${operation}\0${hsm}`;
+    let b = this.boundHsm.get(id);
+    if (!b) {
+      // HSM ids come from config (at most 10) and operations from the engine: the map stays small.
+      b = { histogram: this.hsmSeconds.labels({ operation, hsm_id: hsm }), errors: this.hsmErrors.labels({ operation, hsm_id: hsm }) };
+      this.boundHsm.set(id, b);
+    }
+    return b;
   }
 
   /** Label-bound children per (key store, operation, outcome): saves prom-client's label hashing per request. */
