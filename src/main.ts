@@ -57,6 +57,14 @@ function joinCluster(app: ProxyApp): void {
 
 /** Cluster primary: forks workers, restarts crashed ones, serves aggregated metrics and readiness. */
 async function runPrimary(runtime: RuntimeConfig, log: Logger, workers: number): Promise<void> {
+  // Workers accept from the shared socket themselves. Node's default on Linux (round robin) has the
+  // primary accept and hand each connection to a worker, one at a time per worker, each hand-off
+  // waiting for the worker's event loop to take it: a saturated worker (100 ms loop turns) then takes
+  // about 10 connections a second, and a burst of new connections waits seconds in the primary before
+  // its first request is read (bench --mode overload: 71% of capacity at 1x with 800 new connections,
+  // GetHealthStatus answered 10% of the time; 94% and 100% this way). A busy worker also accepts less,
+  // which is the balance wanted under load. NODE_CLUSTER_SCHED_POLICY still overrides.
+  if (!process.env.NODE_CLUSTER_SCHED_POLICY) cluster.schedulingPolicy = cluster.SCHED_NONE;
   const ready = new Map<number, boolean>();
   let stopping = false;
   const fork = (): void => {

@@ -57,7 +57,7 @@ export interface Outcome {
    * until that is known: the audit line is written before the answer leaves, so it cannot say yet.
    */
   delivered: boolean | undefined;
-  /** An authentication failure beyond the detailed-line rate: it goes to the next summary, not to the log or audit. */
+  /** A failed authentication or a shed request beyond the detailed-line rate: it goes to the next summary, not to the log or audit. */
   suppressed: boolean;
 }
 

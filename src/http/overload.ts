@@ -2,6 +2,7 @@ import { XksError } from '../errors';
 import { isEngineError } from '../engine/errors';
 import type { Metrics } from '../metrics';
 import type { RequestContext } from './context';
+import { readBody } from './reply';
 
 export type ShedReason = 'hsm_wait' | 'event_loop';
 
@@ -112,15 +113,34 @@ export class OverloadGuard {
   }
 }
 
+/** A request refused because the proxy is overloaded: a ThrottlingException that knows which queue was full. */
+export class Shed extends XksError {
+  constructor(readonly reason: ShedReason) {
+    super('ThrottlingException', 'the proxy is overloaded; retry later');
+  }
+}
+
 /**
- * Pipeline step, right after the body is read: refuses a key operation while the event loop has a
- * standing queue. GetHealthStatus passes, so that KMS's health view reflects the HSM, not load.
+ * First pipeline step: refuses a key operation while the event loop has a standing queue, before the
+ * signature or the body are looked at, because under overload every microsecond spent on a refusal is
+ * taken from the requests still admitted (a refusal costs about as much as node:http's own handling of
+ * a request; anything more is goodput lost). The body is still read and dropped, so that the connection
+ * stays open: a client's reconnect (a TLS handshake) costs the loop more than reading a body of at most
+ * maxBodyBytes. A client waiting for 100 Continue, or one declaring too large a body, is answered
+ * without reading and the connection closes. GetHealthStatus passes, so that KMS's health view reflects
+ * the HSM, not load.
  */
-export function shedOnEventLoopOverload(ctx: RequestContext): void {
+export function shedOnEventLoopOverload(ctx: RequestContext): void | Promise<void> {
   const guard = ctx.server.overload;
   if (!guard?.eventLoopOverloaded() || ctx.route.operation === 'GetHealthStatus') return;
   guard.shed(ctx.keyStore.name, 'event_loop');
-  throw new XksError('ThrottlingException', 'the proxy is overloaded; retry later');
+  const refusal = new Shed('event_loop');
+  const max = ctx.runtime.config.server.maxBodyBytes;
+  if (ctx.expectsContinue || Number(ctx.req.headers['content-length'] ?? 0) > max) return Promise.reject(refusal);
+  return readBody(ctx.req, max, false).then((read) => {
+    ctx.bodyRead = read !== null;
+    throw refusal;
+  });
 }
 
 /**

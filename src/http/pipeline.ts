@@ -3,10 +3,11 @@ import { XksError, isXksError } from '../errors';
 import type { KeyStoreRuntime } from '../config/load';
 import { isEngineError } from '../engine/errors';
 import { fromEngineError } from '../xks/engine-errors';
-import { AuthenticationFailed, AuthFailureLog } from './auth-failures';
+import { AuthenticationFailed } from './auth-failures';
+import { FloodLog } from './flood-log';
 import { createContext, FinishedContext, Outcome, RequestContext } from './context';
 import { auditRequest, countRequest, logRequest, ResponseListener } from './outcome';
-import { shedOnEventLoopOverload } from './overload';
+import { Shed, shedOnEventLoopOverload } from './overload';
 import { RateLimiter } from './quota';
 import { ClientClosed, errorReply, hasBody, Reply, sendJson } from './reply';
 import type { HandlerServices, PipelineServices } from './services';
@@ -22,15 +23,16 @@ type Step = (ctx: RequestContext) => void | Promise<void>;
  * a new consumer of finished requests is one more response listener (src/http/outcome.ts); a new
  * non-XKS endpoint belongs on the ops port (src/ops.ts), not here.
  */
-const STEPS: readonly Step[] = [preAuthenticate, readRequestBody, shedOnEventLoopOverload, authenticate, admit, parse, authorize];
+const STEPS: readonly Step[] = [shedOnEventLoopOverload, preAuthenticate, readRequestBody, authenticate, admit, parse, authorize];
 
 /**
- * Failed authentications get this many detailed log and audit lines per key store per second; the rest
- * are counted into one summary line per interval. The metric counts every one. A flood of bad
- * signatures (thousands a second) then writes a few KB/s, not MB/s.
+ * Failed authentications and shed requests get this many detailed log and audit lines per key store
+ * per second; the rest are counted into one summary line per interval. The metrics count every one. A
+ * flood of bad signatures (thousands a second), or an overload that sheds thousands a second, then
+ * writes a few KB/s, not MB/s, and does not spend on lines the CPU it is short of.
  */
-const AUTH_DETAIL_PER_SECOND = 10;
-const AUTH_SUMMARY_EVERY_MS = 10_000;
+const DETAIL_PER_SECOND = 10;
+const SUMMARY_EVERY_MS = 10_000;
 
 /**
  * The XKS port's request listener, and `checkContinue` for the server's 'checkContinue' event:
@@ -103,18 +105,23 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     beforeAnswer.push(audit.beforeAnswer);
     listeners.push(audit.afterAnswer);
   }
-  const authFailures = new AuthFailureLog({
-    perSecond: AUTH_DETAIL_PER_SECOND,
-    summaryEveryMs: AUTH_SUMMARY_EVERY_MS,
-    summary: (s) => {
-      svc.logger.warn(s, 'authentication failures suppressed');
-      try {
-        svc.audit?.append({ event: 'auth-failures-suppressed', ...s });
-      } catch (e) {
-        svc.logger.error({ err: (e as Error).message }, 'audit log write failed');
-      }
-    },
-  });
+  const floodLog = <K extends string>(event: string, message: string): FloodLog<K> =>
+    new FloodLog<K>({
+      perSecond: DETAIL_PER_SECOND,
+      summaryEveryMs: SUMMARY_EVERY_MS,
+      summary: (s) => {
+        svc.logger.warn(s, message);
+        try {
+          svc.audit?.append({ event, ...s });
+        } catch (e) {
+          svc.logger.error({ err: (e as Error).message }, 'audit log write failed');
+        }
+      },
+    });
+  const authFailures = floodLog('auth-failures-suppressed', 'authentication failures suppressed');
+  const sheds = floodLog('shed-requests-suppressed', 'shed requests suppressed');
+  const suppress = (keyStore: string, error: XksError | undefined): boolean =>
+    error instanceof AuthenticationFailed ? !authFailures.admit(keyStore, error.kind) : error instanceof Shed ? !sheds.admit(keyStore, error.reason) : false;
 
   /** `reply` undefined: the client left before its body was read, and there is no one to answer. */
   function finish(ctx: RequestContext, reply: Reply | undefined, error: XksError | undefined): void {
@@ -127,7 +134,7 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
       seconds,
       clientAborted: reply === undefined ? 'body' : gone ? 'answer' : undefined,
       delivered: undefined,
-      suppressed: error instanceof AuthenticationFailed && !authFailures.admit(ctx.keyStore.name, error.kind),
+      suppressed: suppress(ctx.keyStore.name, error),
     };
     ctx.outcome = outcome;
     for (const listener of beforeAnswer) listener(ctx as FinishedContext);
@@ -166,6 +173,9 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
 
   const handler = ((req, res) => handle(req, res, false)) as XksHandler;
   handler.checkContinue = (req, res) => handle(req, res, true);
-  handler.flush = () => authFailures.flush();
+  handler.flush = () => {
+    authFailures.flush();
+    sheds.flush();
+  };
   return handler;
 }

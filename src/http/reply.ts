@@ -36,12 +36,15 @@ export class ClientClosed extends Error {
   }
 }
 
+const NOTHING_KEPT = Buffer.alloc(0);
+
 /**
  * Reads the body up to `max` bytes (the caller refuses a larger declared size first). A body that grows
  * past it resolves null at once: reading stops there and the caller answers with Connection: close.
- * A client that goes away rejects ClientClosed.
+ * A client that goes away rejects ClientClosed. With `keep` false the bytes are read and dropped (a
+ * refusal that keeps the connection), and an empty buffer stands for the body.
  */
-export function readBody(req: IncomingMessage, max: number): Promise<Buffer | null> {
+export function readBody(req: IncomingMessage, max: number, keep = true): Promise<Buffer | null> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -54,7 +57,7 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer | nu
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
       if (size <= max) {
-        chunks.push(chunk);
+        if (keep) chunks.push(chunk);
         return;
       }
       done();
@@ -64,7 +67,7 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer | nu
     };
     const onEnd = (): void => {
       done();
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+      resolve(!keep ? NOTHING_KEPT : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
     };
     // 'close' before 'end' is a client gone mid-body; 'error' (ECONNRESET "aborted") comes with it.
     const onClose = (): void => {

@@ -1,5 +1,6 @@
 import aws4 from 'aws4';
-import { AuthenticationFailed, AuthFailureLog, AuthFailureSummary, AUTH_FAILED_MESSAGE } from '../../src/http/auth-failures';
+import { AuthenticationFailed, AUTH_FAILED_MESSAGE } from '../../src/http/auth-failures';
+import { FloodLog, FloodSummary } from '../../src/http/flood-log';
 import { AuthFailureKind, completeSigV4, preverifySigV4, SERVICE, SigV4Policy } from '../../src/sigv4/verify';
 
 const A = { accessKeyId: 'AAAAAAAAAAAAAAAAAAAAAAAAAA', secretAccessKey: 'FYtE5EFA5FT0mCc3DrGUe2sti527BitkQ0Zr9MO9fvE' };
@@ -57,10 +58,10 @@ describe('the header check and the body check share one parse', () => {
   });
 });
 
-describe('AuthFailureLog', () => {
+describe('FloodLog', () => {
   let now = 0;
-  let summaries: AuthFailureSummary[] = [];
-  const make = (): AuthFailureLog => new AuthFailureLog({ perSecond: 5, summaryEveryMs: 10_000, summary: (s) => summaries.push(s), now: () => now });
+  let summaries: FloodSummary[] = [];
+  const make = (): FloodLog<AuthFailureKind> => new FloodLog({ perSecond: 5, summaryEveryMs: 10_000, summary: (s) => summaries.push(s), now: () => now });
 
   beforeEach(() => {
     now = 1_000_000;
