@@ -368,12 +368,12 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   while (inFlight > 0) await new Promise((r) => setTimeout(r, 20));
   agent.destroy();
 
-  // One key-operation line per processed request, except authentication failures beyond the detailed-line
-  // rate, which summary lines count instead; follow-ups (answer-not-delivered) are not requests.
+  // One key-operation line per processed request, except authentication failures and shed requests beyond
+  // the detailed-line rate, which summary lines count instead; follow-ups (answer-not-delivered) are not requests.
   const lines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n');
   const audit = lines.filter((l) => l.includes('"event":"key-operation"'));
   const summarised = lines
-    .filter((l) => l.includes('"event":"auth-failures-suppressed"'))
+    .filter((l) => l.includes('"event":"auth-failures-suppressed"') || l.includes('"event":"shed-requests-suppressed"'))
     .reduce((n, l) => n + Number((JSON.parse(l) as { suppressed?: number }).suppressed ?? 0), 0);
   const hostileMark = `"keyId":"${HOSTILE_KEY_ID}"`;
   report.hostileAuditLines = audit.filter((l) => l.includes(hostileMark)).length;

@@ -80,8 +80,8 @@ class Raw {
   closed = false;
   private readonly closedP: Promise<void>;
 
-  constructor() {
-    this.socket = net.connect(app.port, '127.0.0.1');
+  constructor(port = app.port) {
+    this.socket = net.connect(port, '127.0.0.1');
     this.socket.on('data', (d: Buffer) => (this.received += d.toString('latin1')));
     this.socket.on('error', () => undefined);
     this.closedP = new Promise((resolve) => this.socket.on('close', () => resolve()));
@@ -369,4 +369,72 @@ describe('a flood of bad signatures', () => {
     expect(logLines().slice(logBefore).filter((l) => l.msg === 'authentication failures suppressed')).toHaveLength(1);
     expect(readFileSync(auditFile).length).toBeLessThan(64 * 1024);
   }, 30_000);
+});
+
+describe('a request shed while the event loop has a standing queue', () => {
+  // A proxy with shedding on (testConfig turns it off), whose guard's sampler is stopped and fed late
+  // samples by hand: it stays "overloaded" for exactly this block, whatever this machine's load.
+  let shedding: ProxyApp;
+  const shedAudit = join(dir, 'shed-audit.log');
+  const shedLog: string[] = [];
+  const shedAuditLines = (): Record<string, unknown>[] => readFileSync(shedAudit, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const shedLogLines = (): Record<string, unknown>[] => shedLog.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const shedTotal = async (): Promise<number> => {
+    const { values } = await shedding.metrics.requests.get();
+    return values.filter((v) => v.labels.key_store === 'h' && v.labels.error_name === 'ThrottlingException').reduce((n, v) => n + v.value, 0);
+  };
+
+  beforeAll(async () => {
+    const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: shedAudit }, limits: { eventLoopShedMs: 100 } } as never);
+    shedding = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void shedLog.push(s) }), createModule: create });
+    shedding.overload.stop();
+    const now = performance.now();
+    for (const due of [now - 400, now - 250, now - 100]) shedding.overload.sample(150, due);
+    expect(shedding.overload.eventLoopOverloaded()).toBe(true);
+  });
+  afterAll(() => shedding.stop(1000));
+
+  it('is refused before its signature is checked, and its body is read so that the connection stays open', async () => {
+    const raw = await new Raw(shedding.port).connected();
+    const body = encrypt('shed me');
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body }) + body);
+    expect(await raw.waitFor(/^HTTP\/1\.1 429 [^]*\r\n\r\n\{[^}]*\}/)).toBe(true);
+    expect(raw.json()).toEqual({ errorName: 'ThrottlingException', errorMessage: 'the proxy is overloaded; retry later' });
+    expect(raw.received).not.toMatch(/connection: close/i);
+    // A signature by an unknown access key id would be a 401 if it were checked; on the same connection.
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body, c: stranger }) + body);
+    expect(await raw.waitFor(/HTTP\/1\.1 429[^]*HTTP\/1\.1 429 [^]*\r\n\r\n\{[^}]*\}/)).toBe(true);
+    expect(raw.closed).toBe(false);
+    raw.socket.destroy();
+  });
+
+  it('answers a client waiting for 100 Continue without it, and closes', async () => {
+    const raw = await new Raw(shedding.port).connected();
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body: encrypt('never sent'), headers: { expect: '100-continue' } }));
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 429 /);
+    expect(raw.received).not.toMatch(/100 Continue/);
+  });
+
+  it('still answers GetHealthStatus', async () => {
+    expect(await send(shedding.port, `${P}/health`, JSON.parse(health), cred)).toMatchObject({ status: 200 });
+  });
+
+  it('counts every shed in the metric, and bounds the log and audit lines like authentication failures', async () => {
+    const before = await shedTotal();
+    const auditBefore = shedAuditLines().length;
+    const logBefore = shedLogLines().length;
+    const n = 60;
+    const statuses = await Promise.all(Array.from({ length: n }, () => send(shedding.port, `${P}/keys/k/encrypt`, JSON.parse(encrypt('x')), cred).then((r) => r.status)));
+    expect(statuses.every((st) => st === 429)).toBe(true);
+    expect(await shedTotal()).toBe(before + n);
+    const detailed = shedAuditLines().slice(auditBefore).filter((l) => l.outcome === 'ThrottlingException').length;
+    expect(detailed).toBeGreaterThan(0);
+    expect(detailed).toBeLessThan(n);
+    expect(shedLogLines().length - logBefore).toBe(detailed);
+    (shedding as unknown as { flushPipeline(): void }).flushPipeline(); // what stop() does; the timer would take 10 s
+    const summary = shedAuditLines().slice(auditBefore).find((l) => l.event === 'shed-requests-suppressed');
+    expect(summary).toMatchObject({ keyStore: 'h', suppressed: n - detailed, reasons: `event_loop:${n - detailed}` });
+    expect(shedLogLines().slice(logBefore).filter((l) => l.msg === 'shed requests suppressed')).toHaveLength(1);
+  });
 });

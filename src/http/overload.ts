@@ -32,9 +32,7 @@ export interface OverloadOptions {
  * A timer's drift measures that wait. Following CoDel, a burst is fine and only a standing queue
  * counts: overloaded once every sample for `intervalMs` (and at least two) was later than `targetMs`;
  * one sample on time ends it. While overloaded, new key operations get 429 ThrottlingException before
- * their signature is verified or their body parsed. The check runs just after the body is read, not
- * before: an answer to an unread body closes the connection (src/http/pipeline.ts), and a client's
- * reconnect (a TLS handshake) costs the loop more than reading a body of at most maxBodyBytes.
+ * anything else is done with them (shedOnEventLoopOverload, the first step).
  */
 export class OverloadGuard {
   private readonly targetMs: number;
