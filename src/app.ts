@@ -8,7 +8,8 @@ import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
 import { OverloadGuard, OverloadOptions } from './http/overload';
-import { createXksHandler } from './http/pipeline';
+import { createXksHandler, HandlerServices } from './http/pipeline';
+import { warmUpRequestPath } from './http/warm-up';
 import { createListener, Listener } from './http/listener';
 import type { Logger } from './log';
 import { Metrics } from './metrics';
@@ -91,14 +92,12 @@ export class ProxyApp {
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
     });
     // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
-    // HSM path before the port opens, so that the first requests meet compiled code and a hold-time
-    // estimate made from real calls.
+    // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that
+    // the first requests meet compiled code and a hold-time estimate made from real calls. The health
+    // monitor starts after both, so that their calls are not taken for customer traffic.
     await engine.warmUp(WARM_UP_ROUNDS);
-    await health.refresh();
-    health.start();
-    overload.start();
 
-    const handler = createXksHandler({
+    const services: HandlerServices = {
       engine,
       health,
       identity: {
@@ -115,7 +114,14 @@ export class ProxyApp {
       draining: () => app.stopping,
       audit,
       overload,
-    });
+    };
+    const warm = await warmUpRequestPath(services, cfg.server.warmUpRequests);
+    if (Object.keys(warm.failures).length > 0) logger.warn({ ...warm }, 'request-path warm-up: some requests failed (the health check reports HSM problems)');
+    else logger.info({ requests: warm.requests, ms: warm.ms }, 'request path warmed up');
+    await health.refresh();
+    health.start();
+    overload.start();
+    const handler = createXksHandler(services);
     app.xks = createListener(handler, {
       tls: cfg.server.tls,
       keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,

@@ -70,7 +70,7 @@ export interface RuntimeConfig {
  * Adds a secret as a non-enumerable property (as node-postgres does with `password`): logging,
  * serialising or spreading the object then leaves it out, whatever the logger's redaction list says.
  */
-function hidden<T extends object, K extends string, V>(obj: T, key: K, value: V): T & Readonly<Record<K, V>> {
+export function hidden<T extends object, K extends string, V>(obj: T, key: K, value: V): T & Readonly<Record<K, V>> {
   return Object.defineProperty(obj, key, { value, enumerable: false }) as T & Readonly<Record<K, V>>;
 }
 

@@ -10,7 +10,10 @@ export interface HealthMonitorOptions {
   timeoutMs: number;
   /** A passing check slower than this reports DEGRADED. */
   degradedAboveMs: number;
-  /** A customer encrypt/decrypt that succeeded this recently proves the HSM works (default 5 s). */
+  /**
+   * A customer encrypt/decrypt that succeeded this recently (default 5 s), within the check's own
+   * time budget, proves the HSM works.
+   */
   evidenceMs?: number;
 }
 
@@ -27,8 +30,9 @@ export class HealthMonitor {
   private last: HealthReport | undefined;
   private running: Promise<HealthReport> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  /** Date.now() of the last customer operation the HSM completed. */
+  /** Date.now() of the last customer operation the HSM completed within timeoutMs. */
   private lastCustomerSuccess = 0;
+  private unsubscribe: (() => void) | undefined;
 
   constructor(
     private readonly engine: CryptoEngine,
@@ -36,14 +40,18 @@ export class HealthMonitor {
     private readonly log: Logger,
     /** Every result is published as 'health.report'. */
     private readonly events?: ProxyEvents,
-  ) {
-    events?.subscribe('hsm.operation', (e) => {
-      if (e.ok && (e.operation === 'encrypt' || e.operation === 'decrypt')) this.lastCustomerSuccess = Date.now();
-    });
-  }
+  ) {}
 
-  /** Keeps the cache warm (and readiness current); call after a first refresh(). */
+  /**
+   * Keeps the cache warm (and readiness current), and from now on takes customer operations as
+   * evidence; call after a first refresh(). Not before: the start-up warm-ups' calls are the proxy's
+   * own. An operation slower than the check's budget is no evidence that the check would pass: it
+   * shows a slow HSM, which is what a timed-out check reports.
+   */
   start(): void {
+    this.unsubscribe ??= this.events?.subscribe('hsm.operation', (e) => {
+      if (e.ok && (e.operation === 'encrypt' || e.operation === 'decrypt') && e.seconds * 1000 < this.opts.timeoutMs) this.lastCustomerSuccess = Date.now();
+    });
     this.timer = setInterval(() => {
       const last = this.last;
       // Refresh a good result at half its lifetime, so get() rarely waits; a failed one per get()'s rule.
@@ -54,6 +62,8 @@ export class HealthMonitor {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
   }
 
   current(): HealthReport | undefined {

@@ -1,0 +1,160 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes, randomUUID } from 'node:crypto';
+import aws4 from 'aws4';
+import { hidden, KeyRuntime, KeyStoreRuntime, RuntimeConfig } from '../config/load';
+import { silentLogger } from '../log';
+import { Metrics } from '../metrics';
+import { createXksHandler, HandlerServices } from './pipeline';
+
+const PREFIX = '/xks-proxy-warm-up';
+const KEY_ID = 'warm-up';
+const REGION = 'us-east-1';
+const PARALLEL = 4;
+/** 64 bytes, as KMS's GenerateDataKey sends with an encryption context. */
+const AAD = randomBytes(64).toString('base64');
+
+type Sealed = { ciphertext: string; initializationVector: string; authenticationTag: string; ciphertextMetadata?: string };
+
+export interface WarmUpResult {
+  requests: number;
+  /** Answers other than 200, by status: the path still ran, but an HSM or key problem shows here first. */
+  failures: Record<string, number>;
+  ms: number;
+}
+
+/**
+ * The request path's warm-up, before the XKS port opens: `requests` signed requests of all four
+ * operations through a second instance of the real pipeline, over real loopback HTTP, so that the
+ * first customer requests meet compiled code (node:http's parser, SigV4, JSON, policy, the engine
+ * call and the answer) rather than V8's interpreter. Engine.warmUp before it warms only the HSM calls.
+ *
+ * It touches nothing a customer or an auditor sees: its own key store at a path prefix no
+ * configuration can reach through the listener (it is never in the runtime the listener routes with),
+ * a random credential that exists only here, an allow-all group of its own, the HSM's health-check key
+ * (not a customer key), no audit, no request log, and a metrics registry that is thrown away. Its HSM
+ * calls show in the HSM operation metrics, as the engine warm-up's do.
+ */
+export async function warmUpRequestPath(svc: HandlerServices, requests: number): Promise<WarmUpResult> {
+  const started = performance.now();
+  const failures: Record<string, number> = {};
+  if (requests <= 0) return { requests: 0, failures, ms: 0 };
+  const credential = { accessKeyId: randomAccessKeyId(), secretAccessKey: randomBytes(32).toString('base64') };
+  const runtime = warmUpRuntime(svc.runtime(), credential);
+  const handler = createXksHandler({
+    ...svc,
+    runtime: () => runtime,
+    logger: silentLogger,
+    metrics: new Metrics(false),
+    audit: undefined,
+    overload: undefined,
+    workers: 1,
+    draining: () => false,
+  });
+  const server = http.createServer(handler);
+  server.on('checkContinue', handler.checkContinue);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const agent = new http.Agent({ keepAlive: true, maxSockets: PARALLEL });
+  const port = (server.address() as AddressInfo).port;
+  try {
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      let sealed: Sealed | undefined;
+      for (let i = next++; i < requests; i = next++) {
+        const kind = i % 4;
+        const [path, body] = warmUpRequest(kind === 3 && !sealed ? 2 : kind, sealed);
+        const answer = await post(agent, port, path, body, credential);
+        if (answer.status !== 200) failures[answer.status] = (failures[answer.status] ?? 0) + 1;
+        else if (kind === 2 || (kind === 3 && !sealed)) sealed = answer.json as Sealed;
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL }, lane));
+  } finally {
+    agent.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    handler.flush();
+  }
+  return { requests, failures, ms: Math.round(performance.now() - started) };
+}
+
+/** Access key ids are 20-30 characters of A-Z and 2-7 (config schema): base32 of random bytes. */
+function randomAccessKeyId(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  return Array.from(randomBytes(24), (b) => alphabet[b & 31]).join('');
+}
+
+function warmUpRuntime(real: RuntimeConfig, credential: { accessKeyId: string; secretAccessKey: string }): RuntimeConfig {
+  const group = { name: KEY_ID, status: 'ENABLED' as const, rules: [{ id: KEY_ID, effect: 'allow' as const, conditions: [] }] };
+  const version = { version: 1, label: real.config.hsm.healthKeyLabel };
+  const key: KeyRuntime = {
+    id: KEY_ID,
+    group,
+    usage: new Set(['ENCRYPT', 'DECRYPT']),
+    usageList: ['ENCRYPT', 'DECRYPT'],
+    status: 'ENABLED',
+    pendingDeletion: false,
+    versions: new Map([[1, version]]),
+    current: version,
+  };
+  const keyStore: KeyStoreRuntime = hidden(
+    { name: KEY_ID, pathPrefix: PREFIX, regions: new Set([REGION]), status: 'ENABLED' as const, requestsPerSecond: 0, keys: new Map([[KEY_ID, key]]) },
+    'secrets',
+    new Map([[credential.accessKeyId, Buffer.from(credential.secretAccessKey)]]),
+  );
+  return hidden(hidden({ config: real.config, keyStores: new Map([[PREFIX, keyStore]]) }, 'hsmPin', ''), 'hsmPins', new Map<string, string>());
+}
+
+const metadata = (kmsOperation: string): Record<string, string> => ({
+  awsPrincipalArn: 'arn:aws:iam::111122223333:role/xks-proxy-warm-up',
+  kmsKeyArn: 'arn:aws:kms:us-east-1:111122223333:key/00000000-0000-0000-0000-000000000000',
+  kmsOperation,
+  kmsRequestId: randomUUID(),
+  kmsViaService: 'ebs',
+});
+
+/** 0 health, 1 metadata, 2 encrypt, 3 decrypt of an earlier encrypt's result. */
+function warmUpRequest(kind: number, sealed: Sealed | undefined): [string, string] {
+  const keyPath = `${PREFIX}/kms/xks/v1/keys/${KEY_ID}`;
+  switch (kind) {
+    case 0:
+      return [`${PREFIX}/kms/xks/v1/health`, JSON.stringify({ requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } })];
+    case 1:
+      return [`${keyPath}/metadata`, JSON.stringify({ requestMetadata: metadata('DescribeKey') })];
+    case 2:
+      return [`${keyPath}/encrypt`, JSON.stringify({ requestMetadata: metadata('Encrypt'), plaintext: randomBytes(32).toString('base64'), encryptionAlgorithm: 'AES_GCM', additionalAuthenticatedData: AAD })];
+    default:
+      return [
+        `${keyPath}/decrypt`,
+        JSON.stringify({
+          requestMetadata: metadata('Decrypt'),
+          encryptionAlgorithm: 'AES_GCM',
+          ciphertext: sealed?.ciphertext,
+          initializationVector: sealed?.initializationVector,
+          authenticationTag: sealed?.authenticationTag,
+          ciphertextMetadata: sealed?.ciphertextMetadata,
+          additionalAuthenticatedData: AAD,
+        }),
+      ];
+  }
+}
+
+function post(agent: http.Agent, port: number, path: string, body: string, credential: { accessKeyId: string; secretAccessKey: string }): Promise<{ status: number; json: unknown }> {
+  const signed = aws4.sign({ host: `127.0.0.1:${port}`, path, method: 'POST', service: 'kms-xks-proxy', region: REGION, body, headers: { 'content-type': 'application/json' } }, credential);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers: signed.headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        let json: unknown;
+        try {
+          json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
