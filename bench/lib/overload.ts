@@ -77,8 +77,9 @@ export class StatusCollector {
 
 /** What refusing costs the proxy, from its CPU over a step (see bench/README.md, "The cost of a refusal"). */
 export interface RefusalCost {
-  /** Server CPU per served request (µs), from the capacity measurement. */
+  /** Server CPU per served request (µs), and where it was measured ("capacity", or "0.3x step" with --capacity). */
   servedUs: number;
+  servedUsFrom: string;
   /** Server CPU seconds of the step, and its 200 and 429 answers, all over the whole run (ramp included). */
   serverS: number;
   served: number;
@@ -104,13 +105,14 @@ export function goodputBound(multiple: number, x: number): number {
   return Math.max(0, Math.min(cap, (1 - multiple * r) / (1 - r)));
 }
 
-function refusalCost(multiple: number, run: RunStats, c: StatusCollector, servedUs: number | undefined): RefusalCost | null {
-  if (!servedUs || !(run.cpu?.serverS > 0)) return null;
+function refusalCost(multiple: number, run: RunStats, c: StatusCollector, price: { us: number; from: string } | undefined): RefusalCost | null {
+  if (!price || !(price.us > 0) || !(run.cpu?.serverS > 0)) return null;
+  const servedUs = price.us;
   const served = c.countAll(200);
   const refused = c.countAll(429);
   const usPer429 = refused > 0 ? Math.round((run.cpu.serverS * 1e6 - served * servedUs) / refused) : null;
   const cost = usPer429 === null ? null : Math.round((usPer429 / servedUs) * 1000) / 1000;
-  return { servedUs, serverS: run.cpu.serverS, served, refused, usPer429, cost, bound: cost === null ? null : Math.round(goodputBound(multiple, cost) * 1000) / 1000 };
+  return { servedUs, servedUsFrom: price.from, serverS: run.cpu.serverS, served, refused, usPer429, cost, bound: cost === null ? null : Math.round(goodputBound(multiple, cost) * 1000) / 1000 };
 }
 
 export interface ProbeStats {
@@ -230,8 +232,8 @@ export function overloadStep(
   readyz: ProbeStats | null,
   health: ProbeStats,
   rss: RssStats | null,
-  /** Server CPU per served request (µs), to price the refusals. */
-  servedUs?: number,
+  /** Server CPU per served request (µs) and where it was measured, to price the refusals. */
+  served?: { us: number; from: string },
 ): OverloadStep {
   const measuredS = Math.max(0.001, run.durationS - run.rampS);
   const goodput = Math.round(c.good() / measuredS);
@@ -255,7 +257,7 @@ export function overloadStep(
     readyz,
     health,
     rss,
-    refusal: refusalCost(base.multiple, run, c, servedUs),
+    refusal: refusalCost(base.multiple, run, c, served),
     run,
   };
 }
@@ -285,7 +287,7 @@ export function verdict(payload: Payload, steps: OverloadStep[]): Verdict {
   const r = step.refusal;
   const bound =
     r?.cost != null && r.bound != null
-      ? `; a refusal costs ${Math.round(r.cost * 100)}% of a served request (${r.usPer429} of ${r.servedUs} us); at ${step.multiple}x offered open loop that bounds goodput at ${Math.round(r.bound * 100)}% of capacity whatever the admission policy`
+      ? `; a refusal costs ${Math.round(r.cost * 100)}% of a served request (${r.usPer429} us against ${r.servedUs} us per served request, from the ${r.servedUsFrom}); at ${step.multiple}x offered open loop that bounds goodput at ${Math.round(r.bound * 100)}% of capacity whatever the admission policy`
       : '';
   return problems.length
     ? { payload, step, pass: false, line: `verdict ${payload}: FAIL at ${at}: ${problems.join('; ')}${note}${bound}` }

@@ -218,24 +218,27 @@ export function cpuList(list: string): number[] {
   return out;
 }
 
-/** Distinct Cpus_allowed_list of every thread of a process and its descendants: one entry when pinning held. */
-export function treeAffinity(rootPid: number): string[] {
+/** Distinct Cpus_allowed_list of every thread of one process. */
+export function threadAffinity(pid: number): string[] {
   const seen = new Set<string>();
-  for (const pid of treeStat(rootPid).pids) {
-    let tasks: string[];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  for (const tid of tasks) {
     try {
-      tasks = readdirSync(`/proc/${pid}/task`);
+      const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+      if (m) seen.add(m[1] as string);
     } catch {
-      continue;
-    }
-    for (const tid of tasks) {
-      try {
-        const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
-        if (m) seen.add(m[1] as string);
-      } catch {
-        /* thread gone */
-      }
+      /* thread gone */
     }
   }
   return [...seen];
+}
+
+/** Distinct Cpus_allowed_list of every thread of a process and its descendants: one entry when pinning held. */
+export function treeAffinity(rootPid: number): string[] {
+  return [...new Set(treeStat(rootPid).pids.flatMap(threadAffinity))];
 }

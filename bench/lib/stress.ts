@@ -121,7 +121,7 @@ async function measureCapacity(t: StressTarget, o: OverloadOptions, pool: Signed
     best = Math.max(best, goodput);
     if (measured.length > 1 && !grew) break;
   }
-  return { goodput: best, measured, servedUs: bestUs, servedUsFrom: bestUs === null ? null : 'capacity' };
+  return { goodput: best, measured, servedUs: bestUs, servedUsFrom: bestUs === null ? null : 'capacity measurement' };
 }
 
 export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<OverloadResult> {
@@ -156,7 +156,7 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
         cap.servedUs = run.cpu.serverUsPerReq;
         cap.servedUsFrom = `${multiple}x step`;
       }
-      const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, readyz, health, rss, cap.servedUs ?? undefined);
+      const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, readyz, health, rss, cap.servedUs !== null ? { us: cap.servedUs, from: cap.servedUsFrom ?? '' } : undefined);
       result.steps.push(step);
       o.note(
         `overload ${payload} ${multiple}x (${offeredRate} req/s, ${step.connections} conns): goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}%), ` +
