@@ -319,14 +319,16 @@ function parsePin(v: string): { proxy: string; bench: string } {
 function applyPin(spec: true | { proxy: string; bench: string }): Pin {
   let proxy: string;
   let bench: string;
+  const cpus = cpuList(ownCpus());
   if (spec === true) {
-    const cpus = cpuList(ownCpus());
     if (cpus.length < 2) throw new UsageError(`--pin needs at least 2 CPUs, this process may use ${cpus.length}`);
     const half = Math.floor(cpus.length / 2);
     bench = cpus.slice(0, half).join(',');
     proxy = cpus.slice(half).join(',');
   } else {
     ({ proxy, bench } = spec);
+    const outside = [...cpuList(proxy), ...cpuList(bench)].filter((c) => !cpus.includes(c));
+    if (outside.length) throw new UsageError(`--pin: CPU ${outside.join(',')} is not among the CPUs this process may use (${cpus.join(',')})`);
   }
   pinProcess(process.pid, bench);
   return { proxy, bench, proxyCpus: cpuList(proxy).length };
@@ -432,7 +434,13 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   const baselineJs = join(root, 'dist', 'bench', 'baseline-server.js');
   if (!existsSync(mainJs) || !existsSync(baselineJs)) throw new Error('run "npm run build" first');
   // Pinned first, so that the token setup and every thread started later stay on the bench's CPUs.
-  const pin = opt.pin ? applyPin(opt.pin) : undefined;
+  let pin: Pin | undefined;
+  try {
+    pin = opt.pin ? applyPin(opt.pin) : undefined;
+  } catch (e) {
+    // taskset missing or refusing a list: a setup problem, said in one line.
+    throw new UsageError((e as Error).message);
+  }
   if (pin) note(`pinned: proxy on CPU ${pin.proxy}, this bench (load generator, all threads) on CPU ${pin.bench}`);
   const workers = opt.workers === 'auto' ? Math.max(1, pin ? pin.proxyCpus : os.availableParallelism()) : Number(opt.workers);
 
