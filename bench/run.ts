@@ -592,6 +592,9 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
       `OVERLOAD  mix ${opt.mix}, ${who}; capacity ${Object.entries(r.capacity).map(([pl, c]) => `${pl} ${c.goodput} req/s${c.measured ? '' : ' (given)'}`).join(', ')}; ` +
         `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
       overloadTable(r.steps),
+      ...(!opt.target && r.steps.some((s) => s.shed.n > 0 && !s.refusal)
+        ? ['us/429 -: no price for a served request (--capacity skips the measurement and no step was >= 95% 200s; add a light multiple such as 0.3 first)']
+        : []),
       '',
       `bar (issue 11): at ${BAR_MULTIPLE}x capacity, >= 80% of capacity answered 200 within 250 ms, the excess refused with 429 in a few ms`,
       ...verdicts.map((v) => v.line),
