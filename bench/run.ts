@@ -41,7 +41,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { KMS_TIMEOUT_MS, runLoad, RunStats, Pacing } from './lib/load';
-import { freePortPair, httpStatus, installCleanup, startChild, stopAll, waitFor } from './lib/processes';
+import { cpuList, freePortPair, httpStatus, installCleanup, ownCpus, pinProcess, startChild, stopAll, threadAffinity, treeAffinity, waitFor } from './lib/processes';
 import { BAR_MULTIPLE, verdict } from './lib/overload';
 import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
 import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
@@ -74,6 +74,10 @@ const USAGE = `usage: npm run bench -- [options]     (after npm run build)
   --hsm-loss                 with --hsms N >= 3: the last HSM is a SoftHSM2 token behind a p11-kit server,
                              stopped for the middle third of every fixed-rate proxy run (p99 during the
                              loss of one HSM; the others serve)
+  --pin                      local proxy: the proxy (and baseline) on the upper half of this process's CPUs, the
+                             load generator (this process, all its threads) on the lower half, with taskset;
+                             --pin proxy=1,bench=0 chooses the lists (taskset -c syntax); --workers auto then
+                             means the proxy's CPUs
   --no-baseline              measure the proxy only
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
@@ -143,6 +147,15 @@ interface Options {
   /** HSMs in the proxy's fleet (1: the single hsm section). */
   hsms: number;
   hsmLoss: boolean;
+  /** --pin: true for the default split, or the CPU lists given. */
+  pin?: true | { proxy: string; bench: string };
+}
+
+/** --pin resolved: taskset CPU lists of each side. */
+interface Pin {
+  proxy: string;
+  bench: string;
+  proxyCpus: number;
 }
 
 /** KMS's default request quota per external key store. */
@@ -258,6 +271,12 @@ function parseArgs(argv: string[]): Options {
       case 'hsm-loss':
         o.hsmLoss = true;
         break;
+      case 'pin': {
+        // A bare --pin takes the default split; a value is recognised by its "proxy=" or "bench=".
+        const v = inline ?? (/^(proxy|bench)=/.test(argv[i + 1] ?? '') ? argv[++i] : undefined);
+        o.pin = v === undefined ? true : parsePin(v);
+        break;
+      }
       case 'help':
       case 'h':
         console.log(USAGE);
@@ -267,6 +286,7 @@ function parseArgs(argv: string[]): Options {
         throw new UsageError(`unknown option ${flag}\n\n${USAGE}`);
     }
   }
+  if (o.pin && o.target) throw new UsageError('--pin is for a proxy this bench starts: a deployed proxy (--target) runs on its own machine');
   if (o.target) {
     for (const [flag, v] of [['--target', o.target.url], ['--access-key-id', o.target.accessKeyId], ['--secret-file', o.target.secretFile], ['--key-id', o.target.keyIds]] as const) {
       if (v === undefined) throw new UsageError(`${flag} is required against a deployed proxy (see --help)`);
@@ -278,6 +298,53 @@ function parseArgs(argv: string[]): Options {
   if (o.mode === 'hostile' && !o.target) o.audit = true;
   return o;
 }
+
+const CPU_LIST = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
+
+/** "proxy=1,bench=0" (lists in taskset -c syntax, so "proxy=2-3,bench=0,1" too). */
+function parsePin(v: string): { proxy: string; bench: string } {
+  const sides: Record<string, string> = {};
+  for (const part of v.split(/,(?=(?:proxy|bench)=)/)) {
+    const m = /^(proxy|bench)=(.+)$/.exec(part);
+    if (!m || !CPU_LIST.test(m[2] as string)) throw new UsageError(`--pin: proxy=LIST,bench=LIST with CPU lists such as 1 or 2-3 or 0,2; got "${v}"`);
+    sides[m[1] as string] = m[2] as string;
+  }
+  if (!sides.proxy || !sides.bench) throw new UsageError('--pin: both proxy= and bench= lists, or neither (default split)');
+  const shared = cpuList(sides.proxy).filter((c) => cpuList(sides.bench as string).includes(c));
+  if (shared.length) throw new UsageError(`--pin: CPU ${shared.join(',')} is in both lists; the point is that the two sides do not share`);
+  return { proxy: sides.proxy, bench: sides.bench };
+}
+
+/** The CPU lists of --pin, and this process pinned to its own. */
+function applyPin(spec: true | { proxy: string; bench: string }): Pin {
+  let proxy: string;
+  let bench: string;
+  const cpus = cpuList(ownCpus());
+  if (spec === true) {
+    if (cpus.length < 2) throw new UsageError(`--pin needs at least 2 CPUs, this process may use ${cpus.length}`);
+    const half = Math.floor(cpus.length / 2);
+    bench = cpus.slice(0, half).join(',');
+    proxy = cpus.slice(half).join(',');
+  } else {
+    ({ proxy, bench } = spec);
+    const outside = [...cpuList(proxy), ...cpuList(bench)].filter((c) => !cpus.includes(c));
+    if (outside.length) throw new UsageError(`--pin: CPU ${outside.join(',')} is not among the CPUs this process may use (${cpus.join(',')})`);
+  }
+  pinProcess(process.pid, bench);
+  return { proxy, bench, proxyCpus: cpuList(proxy).length };
+}
+
+/** The CPUs every thread of each side may use now: one list each when the pinning held. */
+function pinObserved(pin: Pin | undefined, proxyPid: number | undefined): Record<string, unknown> | null {
+  if (!pin) return null;
+  const proxy = proxyPid ? treeAffinity(proxyPid) : [];
+  const bench = threadAffinity(process.pid);
+  const same = (seen: string[], want: string): boolean => seen.length === 1 && cpuList(seen[0] as string).join(',') === cpuList(want).join(',');
+  if (!same(proxy, pin.proxy) || !same(bench, pin.bench)) note(`warning: pinning did not hold: proxy threads on ${proxy.join(' | ')} (wanted ${pin.proxy}), bench threads on ${bench.join(' | ')} (wanted ${pin.bench})`);
+  return { proxy: pin.proxy, bench: pin.bench, observed: { proxyThreads: proxy, benchThreads: bench } };
+}
+
+const pinText = (pin: Pin | undefined): string => (pin ? `, pinned: proxy on CPU ${pin.proxy}, load generator on CPU ${pin.bench}` : '');
 
 // dist/bench/run.js when compiled; bench/run.ts if run from source.
 const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
@@ -354,6 +421,8 @@ interface Prepared {
   /** Local proxy: its ops port and log/audit files (stress modes). */
   opsPort?: number;
   files?: { log: string; audit?: string };
+  /** --pin: the CPUs of each side. */
+  pin?: Pin;
 }
 
 /** --hsm-loss: the remote HSM's p11-kit server as currently running. */
@@ -364,14 +433,23 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   const mainJs = join(root, 'dist', 'src', 'main.js');
   const baselineJs = join(root, 'dist', 'bench', 'baseline-server.js');
   if (!existsSync(mainJs) || !existsSync(baselineJs)) throw new Error('run "npm run build" first');
-  const workers = opt.workers === 'auto' ? Math.max(1, os.availableParallelism()) : Number(opt.workers);
+  // Pinned first, so that the token setup and every thread started later stay on the bench's CPUs.
+  let pin: Pin | undefined;
+  try {
+    pin = opt.pin ? applyPin(opt.pin) : undefined;
+  } catch (e) {
+    // taskset missing or refusing a list: a setup problem, said in one line.
+    throw new UsageError((e as Error).message);
+  }
+  if (pin) note(`pinned: proxy on CPU ${pin.proxy}, this bench (load generator, all threads) on CPU ${pin.bench}`);
+  const workers = opt.workers === 'auto' ? Math.max(1, pin ? pin.proxyCpus : os.availableParallelism()) : Number(opt.workers);
 
   // ---- demo token and config: setup-token's output with server.* overridden
   const port = await freePortPair();
   note(`setting up a SoftHSM2 token in ${dir}`);
   execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
   const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
-  config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' ? 'auto' : workers };
+  config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' && !pin ? 'auto' : workers };
   if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
   let remote: HsmSetup | undefined;
   if (opt.hsmLoss) {
@@ -408,20 +486,20 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   const profDir = join(outDir, `${stamp}-prof`);
   const nodeArgs = [...opt.nodeArgs, ...(opt.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
   const logFd = openSync(logFile, 'a');
-  const proxy = startChild([...nodeArgs, mainJs, '--config', configFile], { stdout: logFd, env: { ...process.env, XKS_LOG_LEVEL: opt.logLevel } });
+  const proxy = startChild([...nodeArgs, mainJs, '--config', configFile], { stdout: logFd, env: { ...process.env, XKS_LOG_LEVEL: opt.logLevel }, cpus: pin?.proxy });
   closeSync(logFd); // the child has its own copy
   try {
     await waitFor('proxy', proxy, async () => (await httpStatus(opsPort, '/readyz')) === 200);
   } catch (e) {
     throw new Error(`${(e as Error).message}\n--- ${logFile}\n${tail(logFile)}`);
   }
-  note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}`);
+  note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}${pin ? `, CPUs ${treeAffinity(proxy.pid as number).join(' | ')}` : ''}`);
   const targets: Target[] = [{ label: 'proxy', endpoint: localEndpoint(port), pid: proxy.pid as number, metricsPort: opsPort }];
 
   // ---- baseline
   if (opt.baseline) {
     const baselinePort = await freePortPair();
-    const b = startChild([baselineJs, '--port', String(baselinePort), '--workers', String(workers)], { stdout: 'inherit' });
+    const b = startChild([baselineJs, '--port', String(baselinePort), '--workers', String(workers)], { stdout: 'inherit', cpus: pin?.proxy });
     await waitFor('baseline', b, async () => (await httpStatus(baselinePort, '/', 'POST')) === 200);
     targets.push({ label: 'baseline', endpoint: localEndpoint(baselinePort), pid: b.pid as number });
     note(`baseline ready on 127.0.0.1:${baselinePort} (${workers} process${workers > 1 ? 'es' : ''})`);
@@ -446,6 +524,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
     keys: DEMO_KEYS,
     workers,
     opsPort,
+    pin,
     files: { log: logFile, audit: opt.audit ? join(dir, 'audit.log') : undefined },
     describe: () => ({
       workers,
@@ -490,7 +569,7 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
   const proxy = p.targets[0] as Target;
   const t: StressTarget = { endpoint: p.proxy, basePath: p.basePath, cred: p.cred, keys: p.keys, pid: proxy.pid, opsPort: p.opsPort, files: p.files };
   const common: StressOptions = { mix: opt.mix, pool: opt.pool, pacing: opt.pacing, warmupS: opt.warmup, rampS: opt.ramp, durationS: opt.duration, note };
-  const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}`;
+  const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}${pinText(p.pin)}`;
   const head = { timestamp: new Date().toISOString(), git: gitDescribe(), machine: { node: process.version, cpus: os.availableParallelism(), loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) }, options: opt };
   const out: string[] = [''];
   let body: Record<string, unknown>;
@@ -513,6 +592,9 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
       `OVERLOAD  mix ${opt.mix}, ${who}; capacity ${Object.entries(r.capacity).map(([pl, c]) => `${pl} ${c.goodput} req/s${c.measured ? '' : ' (given)'}`).join(', ')}; ` +
         `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
       overloadTable(r.steps),
+      ...(!opt.target && r.steps.some((s) => s.shed.n > 0 && !s.refusal)
+        ? ['us/429 -: no price for a served request (--capacity skips the measurement and no step was >= 95% 200s; add a light multiple such as 0.3 first)']
+        : []),
       '',
       `bar (issue 11): at ${BAR_MULTIPLE}x capacity, >= 80% of capacity answered 200 within 250 ms, the excess refused with 429 in a few ms`,
       ...verdicts.map((v) => v.line),
@@ -524,10 +606,11 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
     svg = hostileChart(`xks-proxy, mix ${opt.mix} at ${r.rate} req/s: calm vs ${Math.round(r.hostileShare * 100)}% hostile on top, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, r);
     out.push(`HOSTILE MIX  mix ${opt.mix} at ${r.rate} req/s, ${who}, ${opt.connections} connections, ${opt.duration} s per step; then ${r.rate * r.hostileShare} hostile connections/s on top (bad signatures, aborted bodies, slow headers, oversized bodies in equal shares); latency in ms`, hostileTable(r), '');
   }
+  const pin = pinObserved(p.pin, proxy.pid);
   await stopAll(opt.cpuProf ? 20_000 : 5_000);
   const jsonFile = join(outDir, `${stamp}.json`);
   const svgFile = join(outDir, `${stamp}.svg`);
-  writeFileSync(jsonFile, JSON.stringify({ ...head, proxy: p.describe(), ...body }, null, 2) + '\n');
+  writeFileSync(jsonFile, JSON.stringify({ ...head, pin, proxy: p.describe(), ...body }, null, 2) + '\n');
   writeFileSync(svgFile, svg);
   out.push(`wrote ${jsonFile}`, `wrote ${svgFile}`, ...p.notes());
   console.log(out.join('\n'));
@@ -635,6 +718,7 @@ async function main(): Promise<void> {
     }
 
     // ---- stop the proxy first so that --cpu-prof profiles are written, then report
+    const pin = pinObserved(p.pin, p.targets[0]?.pid);
     await stopAll(opt.cpuProf ? 20_000 : 5_000);
 
     const result = {
@@ -642,6 +726,7 @@ async function main(): Promise<void> {
       git: gitDescribe(),
       machine: { node: process.version, cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model, loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       options: opt,
+      pin,
       proxy: p.describe(),
       baselineProcesses: opt.baseline ? p.workers : 0,
       baseline: opt.target ? NO_BASELINE : undefined,
@@ -657,7 +742,7 @@ async function main(): Promise<void> {
     writeFileSync(svgFile, chart(`${what}, mix ${opt.mix}, ${opt.pacing} pacing, ${result.git ?? ''} ${result.timestamp.slice(0, 16)}`, fixed, max));
 
     const out: string[] = [''];
-    const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}`;
+    const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}${pinText(p.pin)}`;
     if (fixed.length) {
       out.push(`FIXED RATE  mix ${opt.mix}, ${who}, ${opt.connections} connections, ${opt.duration} s per run (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms`);
       out.push(fixedTable(fixed), '');

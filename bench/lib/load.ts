@@ -149,6 +149,8 @@ export interface RunStats {
     pressurePct: number | null;
     /** Server CPU per answered request, microseconds. */
     serverUsPerReq: number;
+    /** Server CPU seconds over the whole run (ramp included, as serverUsPerReq); 0 without a server pid. */
+    serverS: number;
   };
 }
 
@@ -346,6 +348,7 @@ export async function runLoad(spec: LoadSpec): Promise<RunStats> {
       pressurePct: pressureBefore !== undefined && pressureAfter !== undefined ? pct((pressureAfter - pressureBefore) / 1e6 / wallS) : null,
       otherPct: Math.max(0, Math.round(pct(boxShare * availableParallelism()) - serverPct - loadgenPct)),
       serverUsPerReq: samples.n ? Math.round((serverS * 1e6) / samples.n) : 0,
+      serverS: r3(serverS),
     },
   };
 }

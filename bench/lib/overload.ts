@@ -39,8 +39,11 @@ function dist(list: number[]): Dist {
 /** Answers by HTTP status, latencies kept, from `fromMs` into the run on (the ramp left out). */
 export class StatusCollector {
   private readonly byStatus = new Map<number, number[]>();
+  /** Every answer by status, the ramp included: the server's CPU is measured over the whole run too. */
+  private readonly all = new Map<number, number>();
   constructor(private readonly fromMs = 0) {}
   readonly push = (status: number, ms: number, atMs: number): void => {
+    this.all.set(status, (this.all.get(status) ?? 0) + 1);
     if (atMs < this.fromMs) return;
     let l = this.byStatus.get(status);
     if (!l) this.byStatus.set(status, (l = []));
@@ -61,6 +64,58 @@ export class StatusCollector {
     for (const l of this.byStatus.values()) n += l.length;
     return n;
   }
+  /** Answers with `status` over the whole run, ramp included. */
+  countAll(status: number): number {
+    return this.all.get(status) ?? 0;
+  }
+  totalAll(): number {
+    let n = 0;
+    for (const v of this.all.values()) n += v;
+    return n;
+  }
+}
+
+/** What refusing costs the proxy, from its CPU over a step (see bench/README.md, "The cost of a refusal"). */
+export interface RefusalCost {
+  /** Server CPU per served request (µs), and where it was measured ("capacity", or "0.3x step" with --capacity). */
+  servedUs: number;
+  servedUsFrom: string;
+  /** Server CPU seconds of the step, and its 200 and 429 answers, all over the whole run (ramp included). */
+  serverS: number;
+  served: number;
+  refused: number;
+  /** (serverS - served x servedUs) / refused, µs; null without 429s. Other answers (503s) are charged to the 429s. */
+  usPer429: number | null;
+  /** usPer429 / servedUs. */
+  cost: number | null;
+  /** Goodput bound at this step's multiple, as a share of capacity, for any admission policy (goodputBound). */
+  bound: number | null;
+  /** The same at the multiple actually sent (sentRate / capacity), when the load generator fell short of the offer. */
+  boundAtSent: number | null;
+}
+
+/**
+ * Open-loop bound on goodput when every offered request must at least be read and refused: with capacity C
+ * at c µs per served request and r µs per refusal, G·c + (m·C − G)·r ≤ C·c, so G/C ≤ (1 − m·x)/(1 − x)
+ * with x = r/c; never above min(1, m), and 0 when negative (the proxy cannot even read all it is offered).
+ */
+export function goodputBound(multiple: number, x: number): number {
+  const cap = Math.min(1, multiple);
+  if (multiple <= 1) return cap;
+  const r = Math.max(0, x);
+  if (r >= 1) return 0;
+  return Math.max(0, Math.min(cap, (1 - multiple * r) / (1 - r)));
+}
+
+function refusalCost(multiple: number, sentMultiple: number, run: RunStats, c: StatusCollector, price: { us: number; from: string } | undefined): RefusalCost | null {
+  if (!price || !(price.us > 0) || !(run.cpu?.serverS > 0)) return null;
+  const servedUs = price.us;
+  const served = c.countAll(200);
+  const refused = c.countAll(429);
+  const usPer429 = refused > 0 ? Math.round((run.cpu.serverS * 1e6 - served * servedUs) / refused) : null;
+  const cost = usPer429 === null ? null : Math.round((usPer429 / servedUs) * 1000) / 1000;
+  const bound = (m: number): number | null => (cost === null ? null : Math.round(goodputBound(m, cost) * 1000) / 1000);
+  return { servedUs, servedUsFrom: price.from, serverS: run.cpu.serverS, served, refused, usPer429, cost, bound: bound(multiple), boundAtSent: bound(Math.round(sentMultiple * 100) / 100) };
 }
 
 export interface ProbeStats {
@@ -167,6 +222,8 @@ export interface OverloadStep {
   readyz: ProbeStats | null;
   health: ProbeStats;
   rss: RssStats | null;
+  /** What the step's 429s cost the proxy (local proxy with a price for a served request; else null). */
+  refusal: RefusalCost | null;
   /** The whole run as the other modes report it. */
   run: RunStats;
 }
@@ -178,16 +235,19 @@ export function overloadStep(
   readyz: ProbeStats | null,
   health: ProbeStats,
   rss: RssStats | null,
+  /** Server CPU per served request (µs) and where it was measured, to price the refusals. */
+  served?: { us: number; from: string },
 ): OverloadStep {
   const measuredS = Math.max(0.001, run.durationS - run.rampS);
   const goodput = Math.round(c.good() / measuredS);
+  const sentRate = Math.round((c.total() + run.errors + run.timeouts) / measuredS);
   const other: Record<string, number> = {};
   for (const [s, n] of Object.entries(c.counts())) if (s !== '200' && s !== '429' && s !== '503') other[s] = n;
   return {
     ...base,
     connections: run.connections,
     measuredS: Math.round(measuredS * 100) / 100,
-    sentRate: Math.round((c.total() + run.errors + run.timeouts) / measuredS),
+    sentRate,
     goodput,
     goodputShare: base.capacity > 0 ? Math.round((goodput / base.capacity) * 1000) / 1000 : 0,
     ok: dist(c.latencies(200)),
@@ -201,6 +261,7 @@ export function overloadStep(
     readyz,
     health,
     rss,
+    refusal: refusalCost(base.multiple, base.capacity > 0 ? sentRate / base.capacity : 0, run, c, served),
     run,
   };
 }
@@ -227,9 +288,24 @@ export function verdict(payload: Payload, steps: OverloadStep[]): Verdict {
   // makes the schedule slip: a note, not a verdict (the load generator may be short of CPU as well).
   const note = step.late > step.run.requests * 0.01 ? ` (note: the schedule slipped ${step.late} times, only ${step.sentRate}/s were sent: answers held connections too long, or the load generator lacked CPU)` : '';
   const at = `${step.multiple}x capacity (${step.offeredRate} req/s offered, ${step.sentRate}/s sent)`;
+  const r = step.refusal;
+  const bound = r?.cost != null && r.bound != null ? `; ${boundText(step.multiple, step.sentRate / step.capacity, r)}` : '';
   return problems.length
-    ? { payload, step, pass: false, line: `verdict ${payload}: FAIL at ${at}: ${problems.join('; ')}${note}` }
-    : { payload, step, pass: true, line: `verdict ${payload}: PASS at ${at}: goodput ${step.goodput}/s = ${(step.goodputShare * 100).toFixed(0)}% of capacity, excess shed with 429 in p99 ${step.shed.p99} ms${note}` };
+    ? { payload, step, pass: false, line: `verdict ${payload}: FAIL at ${at}: ${problems.join('; ')}${note}${bound}` }
+    : { payload, step, pass: true, line: `verdict ${payload}: PASS at ${at}: goodput ${step.goodput}/s = ${(step.goodputShare * 100).toFixed(0)}% of capacity, excess shed with 429 in p99 ${step.shed.p99} ms${note}${bound}` };
+}
+
+/** "a refusal costs 31% of a served request; at 3x offered open loop that bounds goodput at 14% of capacity ..." */
+function boundText(multiple: number, sentMultiple: number, r: RefusalCost): string {
+  const pct = (v: number): string => `${Math.round(v * 100)}%`;
+  const cost = `a refusal costs ${pct(r.cost ?? 0)} of a served request (${r.usPer429} us against ${r.servedUs} us per served request, from the ${r.servedUsFrom})`;
+  const offered =
+    (r.bound ?? 0) > 0
+      ? `at ${multiple}x offered open loop that bounds goodput at ${pct(r.bound ?? 0)} of capacity whatever the admission policy`
+      : `at ${multiple}x offered open loop the proxy cannot even read and refuse all it is offered (${multiple} x ${pct(r.cost ?? 0)} = ${pct(multiple * (r.cost ?? 0))} of its CPU at capacity), so no admission policy keeps any goodput`;
+  // The load generator may fall short of the offer (its CPU): then the bound at what was sent applies too.
+  const sent = r.boundAtSent !== null && sentMultiple < multiple * 0.95 ? `; at the ${sentMultiple.toFixed(1)}x actually sent: ${pct(r.boundAtSent)}` : '';
+  return `${cost}; ${offered}${sent}`;
 }
 
 /** Connections for an open-loop step: rate x 300 ms, within [floor, cap]. */

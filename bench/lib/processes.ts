@@ -2,16 +2,20 @@
  * Child processes of the benchmark (proxy, baseline): free ports, start, readiness, CPU accounting,
  * and a stop that always runs (normal end, error, SIGINT/SIGTERM, process exit).
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 
 const children = new Set<ChildProcess>();
 
-/** Starts a process in its own process group, so that stopping it also stops its cluster workers. */
-export function startChild(args: string[], opts: { env?: NodeJS.ProcessEnv; stdout: number | 'ignore' | 'inherit' }): ChildProcess {
-  const child = spawn(process.execPath, args, {
+/**
+ * Starts a process in its own process group, so that stopping it also stops its cluster workers.
+ * `cpus` (a taskset list): it runs on those CPUs only; taskset execs node, so the pid is node's.
+ */
+export function startChild(args: string[], opts: { env?: NodeJS.ProcessEnv; stdout: number | 'ignore' | 'inherit'; cpus?: string }): ChildProcess {
+  const [cmd, argv] = opts.cpus ? ['taskset', ['-c', opts.cpus, process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(cmd, argv, {
     detached: true,
     stdio: ['ignore', opts.stdout, opts.stdout],
     env: opts.env ?? process.env,
@@ -124,7 +128,7 @@ const TICKS = 100; // USER_HZ on Linux
 const PAGE_BYTES = 4096; // x86-64 and arm64 Linux defaults; /proc/<pid>/stat counts RSS in pages
 
 /** CPU ticks and resident pages of a process and all its descendants (cluster workers). Linux /proc. */
-function treeStat(rootPid: number): { ticks: number; rssPages: number } {
+function treeStat(rootPid: number): { ticks: number; rssPages: number; pids: number[] } {
   const parent = new Map<number, number>();
   const own = new Map<number, { ticks: number; rssPages: number }>();
   for (const name of readdirSync('/proc')) {
@@ -140,12 +144,13 @@ function treeStat(rootPid: number): { ticks: number; rssPages: number } {
     parent.set(Number(name), Number(rest[1]));
     own.set(Number(name), { ticks: Number(rest[11]) + Number(rest[12]), rssPages: Number(rest[21]) });
   }
-  const total = { ticks: 0, rssPages: 0 };
+  const total = { ticks: 0, rssPages: 0, pids: [] as number[] };
   for (const [pid, v] of own) {
     for (let p: number | undefined = pid; p !== undefined && p > 1; p = parent.get(p)) {
       if (p === rootPid) {
         total.ticks += v.ticks;
         total.rssPages += v.rssPages;
+        total.pids.push(pid);
         break;
       }
     }
@@ -181,4 +186,59 @@ export function cpuPressureUs(): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPUs this process may run on (a taskset list such as "0-3" or "0,2"). */
+export function ownCpus(): string {
+  return taskset(['-c', '-p', String(process.pid)]).replace(/^.*:\s*/s, '').trim();
+}
+
+/** Pins every thread of `pid` to `cpus`; threads it starts later inherit the mask. */
+export function pinProcess(pid: number, cpus: string): void {
+  taskset(['-a', '-c', '-p', cpus, String(pid)]);
+}
+
+function taskset(args: string[]): string {
+  try {
+    return execFileSync('taskset', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: string };
+    if (err.code === 'ENOENT') throw new Error('--pin needs taskset (util-linux; apt-get install util-linux), which is not on the PATH');
+    throw new Error(`taskset ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+  }
+}
+
+/** Expands a taskset list ("0-2,5") into CPU numbers. */
+export function cpuList(list: string): number[] {
+  const out: number[] = [];
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number) as [number, number | undefined];
+    for (let c = a; c <= (b ?? a); c++) out.push(c);
+  }
+  return out;
+}
+
+/** Distinct Cpus_allowed_list of every thread of one process. */
+export function threadAffinity(pid: number): string[] {
+  const seen = new Set<string>();
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  for (const tid of tasks) {
+    try {
+      const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
+      if (m) seen.add(m[1] as string);
+    } catch {
+      /* thread gone */
+    }
+  }
+  return [...seen];
+}
+
+/** Distinct Cpus_allowed_list of every thread of a process and its descendants: one entry when pinning held. */
+export function treeAffinity(rootPid: number): string[] {
+  return [...new Set(treeStat(rootPid).pids.flatMap(threadAffinity))];
 }

@@ -3,7 +3,6 @@
  * it, open loop) and `hostile` (the valid mix at a fixed rate, alone and then with hostile traffic on
  * top). They only speak HTTP to the proxy, plus /proc for its memory when it runs locally.
  */
-import { randomUUID } from 'node:crypto';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { HOSTILE_KEY_ID, HostileTraffic } from './hostile';
 import { Pacing, runLoad, RunStats } from './load';
@@ -11,14 +10,13 @@ import {
   openLoopConnections,
   OverloadStep,
   overloadStep,
-  opsProbe,
   ProbeStats,
-  sampleProbe,
   sampleRss,
   StatusCollector,
 } from './overload';
+import { startProbes } from './probe-worker';
 import type { Growth, HostileResult } from './report';
-import { Credential, Endpoint, Keys, makeCiphertexts, Mix, Payload, post, SignedPool } from './workload';
+import { Credential, Endpoint, Keys, makeCiphertexts, Mix, Payload, SignedPool } from './workload';
 
 /** The proxy under test, however it was started. */
 export interface StressTarget {
@@ -46,23 +44,15 @@ export interface StressOptions {
 
 const pause = (ms = 500): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Signed GetHealthStatus with a 1 s timeout, the way KMS's health checks (and a watching operator) see it. */
-function healthProbe(t: StressTarget): () => Promise<string> {
-  const body = (): string => JSON.stringify({ requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } });
-  return () =>
-    post(t.endpoint, `${t.basePath}/health`, body(), t.cred, 1000).then(
-      (r) => String(r.status),
-      (e: Error) => (/within/.test(e.message) ? 'timeout' : 'error'),
-    );
-}
-
-/** Readiness, health and memory sampled over one step. */
-function samplers(t: StressTarget): { stop: () => Promise<{ readyz: ProbeStats | null; health: ProbeStats; rss: ReturnType<ReturnType<typeof sampleRss>['stop']> | null }> } {
-  const readyz = t.opsPort ? sampleProbe(opsProbe(t.opsPort, '/readyz')) : undefined;
-  const health = sampleProbe(healthProbe(t));
+/**
+ * Readiness, health and memory sampled over one step. The probes run on their own thread (the load
+ * generator saturates this one); the memory sampler reads /proc and stays here.
+ */
+async function samplers(t: StressTarget): Promise<{ stop: () => Promise<{ readyz: ProbeStats | null; health: ProbeStats; rss: ReturnType<ReturnType<typeof sampleRss>['stop']> | null }> }> {
+  const probes = await startProbes({ endpoint: t.endpoint, basePath: t.basePath, cred: t.cred, opsPort: t.opsPort });
   const rss = t.pid ? sampleRss(t.pid) : undefined;
   return {
-    stop: async () => ({ readyz: readyz ? await readyz.stop() : null, health: await health.stop(), rss: rss ? rss.stop() : null }),
+    stop: async () => ({ ...(await probes.stop()), rss: rss ? rss.stop() : null }),
   };
 }
 
@@ -89,11 +79,24 @@ export interface CapacityStep {
   goodput: number;
   rps: number;
   p99: number;
+  /** Server CPU per answer, µs (local proxy; null against a deployed one). */
+  usPerReq: number | null;
 }
 
 export interface OverloadResult {
-  capacity: Record<string, { goodput: number; measured: CapacityStep[] | null }>;
+  capacity: Record<string, Capacity>;
   steps: OverloadStep[];
+}
+
+export interface Capacity {
+  goodput: number;
+  measured: CapacityStep[] | null;
+  /**
+   * Server CPU per served request, µs: the best capacity step's, or with --capacity the first step that
+   * was nearly all 200s; null when neither exists or the proxy is not local. It prices the refusals.
+   */
+  servedUs: number | null;
+  servedUsFrom: string | null;
 }
 
 /**
@@ -101,21 +104,24 @@ export interface OverloadResult {
  * answer arrives; capacity is the best step's 200s within the deadline per second. The ramp stops once
  * that stops growing by 5%, or the answers within the deadline fall off (the proxy is then past its knee).
  */
-async function measureCapacity(t: StressTarget, o: OverloadOptions, pool: SignedPool, payload: Payload): Promise<{ goodput: number; measured: CapacityStep[] }> {
+async function measureCapacity(t: StressTarget, o: OverloadOptions, pool: SignedPool, payload: Payload): Promise<Capacity> {
   const measured: CapacityStep[] = [];
   let best = 0;
+  let bestUs: number | null = null;
   for (const connections of o.capacitySteps) {
     const c = new StatusCollector(Math.min(o.rampS, o.capacityStepS / 2) * 1000);
-    const run = await runLoad({ label: 'proxy', endpoint: t.endpoint, connections, durationS: o.capacityStepS, pacing: o.pacing, pool, rampS: o.rampS, onResponse: c.push });
+    const run = await runLoad({ label: 'proxy', endpoint: t.endpoint, connections, durationS: o.capacityStepS, pacing: o.pacing, pool, serverPid: t.pid, rampS: o.rampS, onResponse: c.push });
     const goodput = Math.round(c.good() / Math.max(0.001, run.durationS - run.rampS));
-    measured.push({ connections, goodput, rps: run.rps, p99: run.latencyMs.p99 });
-    o.note(`capacity ${payload} ${connections} conns: ${goodput} good/s (${run.rps} req/s, p99 ${run.latencyMs.p99} ms, non2xx ${run.non2xx})`);
+    const usPerReq = t.pid && run.cpu.serverUsPerReq > 0 ? run.cpu.serverUsPerReq : null;
+    measured.push({ connections, goodput, rps: run.rps, p99: run.latencyMs.p99, usPerReq });
+    o.note(`capacity ${payload} ${connections} conns: ${goodput} good/s (${run.rps} req/s, p99 ${run.latencyMs.p99} ms, non2xx ${run.non2xx}${usPerReq ? `, ${usPerReq} us/req` : ''})`);
     await pause();
     const grew = goodput >= best * 1.05;
+    if (goodput > best) bestUs = usPerReq;
     best = Math.max(best, goodput);
     if (measured.length > 1 && !grew) break;
   }
-  return { goodput: best, measured };
+  return { goodput: best, measured, servedUs: bestUs, servedUsFrom: bestUs === null ? null : 'capacity measurement' };
 }
 
 export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<OverloadResult> {
@@ -124,14 +130,14 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
     const pool = await poolFor(t, o, payload);
     o.note(`overload ${payload}: pool of ${pool.size} signed requests`);
     if (o.warmupS > 0) await runLoad({ label: 'proxy', endpoint: t.endpoint, connections: 16, durationS: o.warmupS, pacing: o.pacing, pool });
-    const cap = o.capacity !== undefined ? { goodput: o.capacity, measured: null } : await measureCapacity(t, o, pool, payload);
+    const cap: Capacity = o.capacity !== undefined ? { goodput: o.capacity, measured: null, servedUs: null, servedUsFrom: null } : await measureCapacity(t, o, pool, payload);
     result.capacity[payload] = cap;
     if (cap.goodput <= 0) throw new Error(`overload ${payload}: measured capacity is 0 (no 200 within the deadline): see the proxy's log`);
     o.note(`overload ${payload}: capacity ${cap.goodput} req/s${cap.measured ? '' : ' (given)'}`);
     for (const multiple of o.multiples) {
       const offeredRate = Math.max(1, Math.round(cap.goodput * multiple));
       const c = new StatusCollector(Math.min(o.rampS, o.durationS / 2) * 1000);
-      const side = samplers(t);
+      const side = await samplers(t);
       const run = await runLoad({
         label: 'proxy',
         endpoint: t.endpoint,
@@ -145,11 +151,16 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
         onResponse: c.push,
       });
       const { readyz, health, rss } = await side.stop();
-      const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, readyz, health, rss);
+      // A given capacity was not measured: the first step that was (nearly) all 200s prices a served request.
+      if (cap.servedUs === null && t.pid && c.countAll(200) >= 0.95 * c.totalAll() && run.cpu.serverUsPerReq > 0) {
+        cap.servedUs = run.cpu.serverUsPerReq;
+        cap.servedUsFrom = `${multiple}x step`;
+      }
+      const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, readyz, health, rss, cap.servedUs !== null ? { us: cap.servedUs, from: cap.servedUsFrom ?? '' } : undefined);
       result.steps.push(step);
       o.note(
         `overload ${payload} ${multiple}x (${offeredRate} req/s, ${step.connections} conns): goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}%), ` +
-          `429 ${step.shed.n} (p99 ${step.shed.p99} ms), 503 ${step.unavailable.n}, ok p99 ${step.ok.p99} ms, readyz ${readyz ? readyz.okShare : '-'}, health ${health.okShare}`,
+          `429 ${step.shed.n} (p99 ${step.shed.p99} ms${step.refusal?.usPer429 != null ? `, ${step.refusal.usPer429} us each` : ''}), 503 ${step.unavailable.n}, ok p99 ${step.ok.p99} ms, readyz ${readyz ? readyz.okShare : '-'}, health ${health.okShare}`,
       );
       // Let queues drain and sockets close before the next step.
       await pause(1500);
@@ -202,10 +213,10 @@ const sizeOf = (file: string | undefined): number => {
 export async function runHostile(t: StressTarget, o: HostileOptions): Promise<HostileResult> {
   const pool = await poolFor(t, o, 'small');
   if (o.warmupS > 0) await runLoad({ label: 'proxy', endpoint: t.endpoint, connections: 16, durationS: o.warmupS, pacing: o.pacing, pool });
-  const step = async (hostile?: HostileTraffic): Promise<{ run: RunStats; g: Growth | null; side: Awaited<ReturnType<ReturnType<typeof samplers>['stop']>> }> => {
+  const step = async (hostile?: HostileTraffic): Promise<{ run: RunStats; g: Growth | null; side: Awaited<ReturnType<Awaited<ReturnType<typeof samplers>>['stop']>> }> => {
     const log0 = sizeOf(t.files?.log);
     const audit0 = sizeOf(t.files?.audit);
-    const side = samplers(t);
+    const side = await samplers(t);
     hostile?.start();
     const run = await runLoad({ label: 'proxy', endpoint: t.endpoint, connections: o.connections, durationS: o.durationS, rate: o.rate, pacing: o.pacing, pool, serverPid: t.pid, metricsPort: t.opsPort, rampS: o.rampS });
     const s = await side.stop();
