@@ -132,6 +132,8 @@ interface Trial {
   /** Start (ms from the burst) of the first bucket from which all reported buckets are settled; null if none. */
   settledAfterMs: number | null;
   firstSecond: { s429: number; s503: number; okP99Ms: number | null; answers: number; okShare: number };
+  /** The proxy's xks_shed_total by reason over the whole trial: which queue refused (event loop or HSM sessions). */
+  shed: Record<string, number>;
   run: RunStats;
   proxyDied: string | null;
 }
@@ -191,6 +193,18 @@ async function throttled<T>(call: () => Promise<T>): Promise<T> {
       await new Promise((r) => setTimeout(r, 200));
     }
   }
+}
+
+/** xks_shed_total summed by reason, from the ops port's /metrics. */
+async function shedByReason(opsPort: number): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    for (const m of text.matchAll(/^xks_shed_total\{[^}]*reason="([^"]+)"[^}]*\} (\d+)/gm)) out[m[1] as string] = (out[m[1] as string] ?? 0) + Number(m[2]);
+  } catch {
+    /* the proxy is gone: the trial line says so */
+  }
+  return out;
 }
 
 /** Starts a proxy and returns once /readyz answers 200, polling often enough to time readiness to ~10 ms. */
@@ -289,6 +303,7 @@ async function main(): Promise<void> {
         },
       });
       const stopping = died === null;
+      const shed = stopping ? await shedByReason(port + 1) : {};
       await stopChild(proxy, 5000);
       const first = merge(per.slice(0, 1000 / BUCKET_MS));
       const trial: Trial = {
@@ -297,6 +312,7 @@ async function main(): Promise<void> {
         buckets: per,
         settledAfterMs: settledAfter(per, offeredPerBucket),
         firstSecond: { s429: first.s429, s503: first.s503, okP99Ms: p99(first.ok), answers: first.answers, okShare: share(first.okWithin, first.answers) },
+        shed,
         run,
         proxyDied: stopping ? null : died,
       };
@@ -360,7 +376,7 @@ function summaryLine(t: Trial, seconds: number): string {
   const noans = t.run.errors + t.run.timeouts;
   return (
     `trial ${t.trial}: ready ${t.spawnToReadyMs} ms after spawn; ${settled}; first second: ${f.answers} answers, ${(f.okShare * 100).toFixed(1)}% ok<=250, ` +
-    `429 x ${f.s429}, 503 x ${f.s503}, p99 of 200s ${f.okP99Ms ?? '-'} ms; whole run: late ${t.run.late}, no answer ${noans}, proxy CPU ${t.run.cpu.serverPct}%` +
+    `429 x ${f.s429}, 503 x ${f.s503}, p99 of 200s ${f.okP99Ms ?? '-'} ms; whole run: late ${t.run.late}, no answer ${noans}, proxy CPU ${t.run.cpu.serverPct}%; shed by reason ${JSON.stringify(t.shed)}` +
     (t.proxyDied ? `; PROXY DIED (${t.proxyDied})` : '')
   );
 }

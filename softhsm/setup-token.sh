@@ -64,7 +64,7 @@ hsm:
   environment: { SOFTHSM2_CONF: $dir/softhsm2.conf }
   tokenLabel: $token_label
   pin: { file: $dir/secrets/hsm-pin }
-  sessionPoolSize: 8
+  sessionPoolSize: 32
   healthKeyLabel: xks-health-check
 keyStores:
   - name: demo

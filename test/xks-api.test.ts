@@ -1,6 +1,11 @@
 import { createDecipheriv } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
-import type { ProxyApp } from '../src/app';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ProxyApp } from '../src/app';
+import { buildRuntimeConfig } from '../src/config/load';
+import { createLogger } from '../src/log';
 import { cdiv, hsmAad } from '../src/xks/ciphertext-format';
 import { testHsm } from './support/hsm';
 import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
@@ -254,5 +259,42 @@ describe('inline HSM calls (hsm.asyncCalls: false)', () => {
     expect(Buffer.from(d.body.plaintext as string, 'base64').equals(pt)).toBe(true);
     const bad = await send(inline.port, '/i/kms/xks/v1/keys/k/decrypt', decryptBody({ ...sealed, authenticationTag: b64(randomBytes(16)) }, Buffer.from('a')), c);
     expect(bad.body.errorName).toBe('InvalidCiphertextException');
+  });
+});
+
+describe('the request-path warm-up before the port opens (server.warmUpRequests)', () => {
+  const lines: string[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'xks-warm-'));
+  let warm: ProxyApp;
+  beforeAll(async () => {
+    const config = testConfig([keyStoreWithKeys('w', '/w', [c1], [{ id: 'key-1', label: 'test-key-1' }])], {
+      server: { warmUpRequests: 64 },
+      audit: { file: join(dir, 'audit.log') },
+    } as never);
+    warm = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void lines.push(s) }) });
+  });
+  afterAll(async () => {
+    await warm.stop(1000);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const logged = (): Record<string, unknown>[] => lines.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  it('answers all four operations 200 through the real pipeline, and says so', () => {
+    expect(logged().filter((l) => /warm-up: some requests failed/.test(String(l.msg)))).toEqual([]);
+    expect(logged().find((l) => l.msg === 'request path warmed up')).toMatchObject({ requests: 64 });
+  });
+
+  it('leaves nothing a customer or an auditor sees: no audit line, no request metric, no request log line', async () => {
+    expect(readFileSync(join(dir, 'audit.log'), 'utf8')).not.toMatch(/"event":"key-operation"/);
+    expect((await warm.metrics.requests.get()).values).toEqual([]);
+    expect(logged().filter((l) => l.msg === 'xks request')).toEqual([]);
+    // Its HSM calls (the health-check key, not a customer key) are real and show as such.
+    expect(await warm.metrics.registry.getSingleMetricAsString('xks_hsm_operation_duration_seconds')).toMatch(/operation="encrypt"[^\n]*\} [1-9]/);
+  });
+
+  it('is not reachable: its key store exists only inside the warm-up', async () => {
+    const r = await send(warm.port, '/xks-proxy-warm-up/kms/xks/v1/health', { requestMetadata: { kmsRequestId: 'x', kmsOperation: 'KmsHealthCheck' } }, c1);
+    expect(r).toMatchObject({ status: 404, body: { errorName: 'InvalidUriPathException' } });
+    expect((await send(warm.port, '/w/kms/xks/v1/keys/key-1/metadata', { requestMetadata: keyMetadata('DescribeKey') }, c1)).status).toBe(200);
   });
 });

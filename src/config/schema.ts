@@ -194,7 +194,14 @@ const hsmSchema = z
     libraryParameters: z.string().min(1).optional(),
     tokenLabel: z.string().min(1).max(32),
     pin: secretSourceSchema,
-    sessionPoolSize: z.number().int().min(1).max(256).default(8),
+    /**
+     * With async calls, a session does at most one HSM call per event-loop turn: its completion, and so
+     * the session's next call, waits for the loop. A burst that makes turns 20-60 ms long then caps the
+     * HSM at sessions per turn (8 sessions: 200-400 calls a second), and the pool refused a fresh
+     * replica's first requests for 1-2 s at 1500 req/s (bench/cold-start.ts); 32 did not. The HSM must
+     * allow replicas x workers x this many sessions.
+     */
+    sessionPoolSize: z.number().int().min(1).max(256).default(32),
     /**
      * CK_GCM_PARAMS layout: v2.40 (48 bytes, ulIvBits = 96: SoftHSM2, NSS, most HSMs); v2.30 (40 bytes, no
      * ulIvBits: older firmware). v230 needs pkcs11js patched by scripts/patch-pkcs11js.js (npm install runs it).

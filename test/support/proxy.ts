@@ -57,7 +57,8 @@ export function testConfig(stores: { keyStore: KeyStoreInput; group: GroupInput 
     ...extra.hsm,
   };
   return {
-    server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true, ...extra.server },
+    // The request-path warm-up adds a second to every start; its own test turns it on.
+    server: { host: '127.0.0.1', port: 0, insecurePlainHttp: true, warmUpRequests: 0, ...extra.server },
     ops: { host: '127.0.0.1', port: 0, ...extra.ops },
     // Functional suites run two at a time beside spawned CLIs on two cores: event-loop shedding (its own
     // suites, test/overload.test.ts and the soak, run alone) would turn that contention into random 429s.
