@@ -26,6 +26,7 @@ import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { KMS_TIMEOUT_MS, runLoad, RunStats } from './lib/load';
 import { freePortPair, httpStatus, installCleanup, startChild, stopAll, stopChild } from './lib/processes';
+import { gitDescribe, logTail } from './lib/run-info';
 import { Credential, localEndpoint, makeCiphertexts, post, Sealed, SignedPool } from './lib/workload';
 
 interface Options {
@@ -148,23 +149,7 @@ function settledAfter(buckets: Bucket[], offeredPerBucket: number): number | nul
   return from;
 }
 
-function gitDescribe(root: string): string | undefined {
-  try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return dirty ? `${head}-dirty` : head;
-  } catch {
-    return undefined;
-  }
-}
 
-function tail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
 
 /** The token's config with this run's ports and overrides. */
 function writeConfig(base: Record<string, Record<string, unknown>>, opt: Options, port: number, file: string): void {
@@ -215,11 +200,11 @@ async function startProxy(mainJs: string, configFile: string, opsPort: number, l
   closeSync(logFd);
   const until = spawnedAt + 30_000;
   while (performance.now() < until) {
-    if (proxy.exitCode !== null || proxy.signalCode !== null) throw new Error(`proxy exited (code ${proxy.exitCode}, signal ${proxy.signalCode}) before it was ready\n--- ${logFile}\n${tail(logFile)}`);
+    if (proxy.exitCode !== null || proxy.signalCode !== null) throw new Error(`proxy exited (code ${proxy.exitCode}, signal ${proxy.signalCode}) before it was ready\n--- ${logFile}\n${logTail(logFile)}`);
     if ((await httpStatus(opsPort, '/readyz')) === 200) return { proxy, readyMs: Math.round(performance.now() - spawnedAt) };
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error(`proxy not ready after 30 s\n--- ${logFile}\n${tail(logFile)}`);
+  throw new Error(`proxy not ready after 30 s\n--- ${logFile}\n${logTail(logFile)}`);
 }
 
 async function main(): Promise<void> {
@@ -318,7 +303,7 @@ async function main(): Promise<void> {
       };
       trials.push(trial);
       note(summaryLine(trial, opt.seconds));
-      if (!stopping) note(`--- ${logFile}\n${tail(logFile)}`);
+      if (!stopping) note(`--- ${logFile}\n${logTail(logFile)}`);
     }
 
     // ---- report

@@ -42,6 +42,7 @@ import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { KMS_TIMEOUT_MS, runLoad, RunStats, Pacing } from './lib/load';
 import { cpuList, freePortPair, httpStatus, installCleanup, ownCpus, pinProcess, startChild, stopAll, threadAffinity, treeAffinity, waitFor } from './lib/processes';
+import { gitDescribe, logTail } from './lib/run-info';
 import { BAR_MULTIPLE, verdict } from './lib/overload';
 import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
 import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
@@ -350,23 +351,7 @@ const pinText = (pin: Pin | undefined): string => (pin ? `, pinned: proxy on CPU
 const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
 const note = (msg: string): void => void process.stderr.write(`bench: ${msg}\n`);
 
-function gitDescribe(): string | undefined {
-  try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return dirty ? `${head}+dirty` : head;
-  } catch {
-    return undefined;
-  }
-}
 
-function tail(file: string, lines = 15): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
 
 /** Counts warn/error/fatal lines of the proxy's pino log (it also holds one info line per request). */
 function logSummary(file: string): { bytes: number; warnings: number; errors: number; first?: string } {
@@ -491,7 +476,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   try {
     await waitFor('proxy', proxy, async () => (await httpStatus(opsPort, '/readyz')) === 200);
   } catch (e) {
-    throw new Error(`${(e as Error).message}\n--- ${logFile}\n${tail(logFile)}`);
+    throw new Error(`${(e as Error).message}\n--- ${logFile}\n${logTail(logFile)}`);
   }
   note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}${pin ? `, CPUs ${treeAffinity(proxy.pid as number).join(' | ')}` : ''}`);
   const targets: Target[] = [{ label: 'proxy', endpoint: localEndpoint(port), pid: proxy.pid as number, metricsPort: opsPort }];
@@ -570,7 +555,7 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
   const t: StressTarget = { endpoint: p.proxy, basePath: p.basePath, cred: p.cred, keys: p.keys, pid: proxy.pid, opsPort: p.opsPort, files: p.files };
   const common: StressOptions = { mix: opt.mix, pool: opt.pool, pacing: opt.pacing, warmupS: opt.warmup, rampS: opt.ramp, durationS: opt.duration, note };
   const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}${pinText(p.pin)}`;
-  const head = { timestamp: new Date().toISOString(), git: gitDescribe(), machine: { node: process.version, cpus: os.availableParallelism(), loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) }, options: opt };
+  const head = { timestamp: new Date().toISOString(), git: gitDescribe(root), machine: { node: process.version, cpus: os.availableParallelism(), loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) }, options: opt };
   const out: string[] = [''];
   let body: Record<string, unknown>;
   let svg: string;
@@ -723,7 +708,7 @@ async function main(): Promise<void> {
 
     const result = {
       timestamp: new Date().toISOString(),
-      git: gitDescribe(),
+      git: gitDescribe(root),
       machine: { node: process.version, cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model, loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       options: opt,
       pin,

@@ -267,8 +267,8 @@ export const configSchema = z
         clockSkewSeconds: z.number().int().min(1).max(900).default(300),
         /**
          * Signed requests of all four operations run through the request path (loopback HTTP, a throwaway
-         * key store on the HSM's health-check key) before the port opens, so that a new replica's first
-         * customer requests meet compiled code (src/http/warm-up.ts). 0 turns it off.
+         * key store, a stand-in for the HSM calls, which the HSM warm-up covers) before the port opens, so
+         * that a new replica's first customer requests meet compiled code (src/http/warm-up.ts). 0 turns it off.
          */
         warmUpRequests: z.number().int().min(0).max(100_000).default(1024),
       })

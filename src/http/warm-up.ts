@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
 import aws4 from 'aws4';
 import { hidden, KeyRuntime, KeyStoreRuntime, RuntimeConfig } from '../config/load';
+import type { CryptoEngine } from '../engine/types';
 import { silentLogger } from '../log';
 import { Metrics } from '../metrics';
 import { createXksHandler, HandlerServices } from './pipeline';
@@ -26,14 +27,15 @@ export interface WarmUpResult {
 /**
  * The request path's warm-up, before the XKS port opens: `requests` signed requests of all four
  * operations through a second instance of the real pipeline, over real loopback HTTP, so that the
- * first customer requests meet compiled code (node:http's parser, SigV4, JSON, policy, the engine
- * call and the answer) rather than V8's interpreter. Engine.warmUp before it warms only the HSM calls.
+ * first customer requests meet compiled code (node:http's parser, SigV4, JSON, policy, the operations
+ * and the answer) rather than V8's interpreter. The HSM calls were warmed before, on every session
+ * (engine.warmUp); here a stand-in engine answers without the HSM, because a key looked up by label
+ * here would be a key the fleet learns about (an HSM without the health key's object, which falls back
+ * to a session key, then counted as missing a key version and DEGRADED), or a customer key.
  *
- * It touches nothing a customer or an auditor sees: its own key store at a path prefix no
- * configuration can reach through the listener (it is never in the runtime the listener routes with),
- * a random credential that exists only here, an allow-all group of its own, the HSM's health-check key
- * (not a customer key), no audit, no request log, and a metrics registry that is thrown away. Its HSM
- * calls show in the HSM operation metrics, as the engine warm-up's do.
+ * It touches nothing a customer or an auditor sees: its own key store at a path prefix the listener
+ * never routes (it is in no runtime but this one), a random credential that exists only here, an
+ * allow-all group of its own, no audit, no request log, and a metrics registry that is thrown away.
  */
 export async function warmUpRequestPath(svc: HandlerServices, requests: number): Promise<WarmUpResult> {
   const started = performance.now();
@@ -43,6 +45,7 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
   const runtime = warmUpRuntime(svc.runtime(), credential);
   const handler = createXksHandler({
     ...svc,
+    engine: standInEngine(svc.engine),
     runtime: () => runtime,
     logger: silentLogger,
     metrics: new Metrics(false),
@@ -77,6 +80,21 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
   return { requests, failures, ms: Math.round(performance.now() - started) };
 }
 
+/** The real engine for what reads state; encrypt, decrypt and key checks answer at once, with no HSM call. */
+function standInEngine(real: CryptoEngine): CryptoEngine {
+  return {
+    encrypt: async (_label, plaintext) => ({ iv: randomBytes(12), ciphertext: randomBytes(plaintext.length), tag: randomBytes(16) }),
+    decrypt: async (_label, _iv, _aad, ciphertext) => randomBytes(ciphertext.length),
+    checkKey: async () => undefined,
+    healthCheck: (deadline) => real.healthCheck(deadline),
+    info: () => real.info(),
+    poolStats: () => real.poolStats(),
+    isConnected: () => real.isConnected(),
+    status: () => real.status(),
+    close: () => Promise.resolve(),
+  };
+}
+
 /** Access key ids are 20-30 characters of A-Z and 2-7 (config schema): base32 of random bytes. */
 function randomAccessKeyId(): string {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -85,7 +103,7 @@ function randomAccessKeyId(): string {
 
 function warmUpRuntime(real: RuntimeConfig, credential: { accessKeyId: string; secretAccessKey: string }): RuntimeConfig {
   const group = { name: KEY_ID, status: 'ENABLED' as const, rules: [{ id: KEY_ID, effect: 'allow' as const, conditions: [] }] };
-  const version = { version: 1, label: real.config.hsm.healthKeyLabel };
+  const version = { version: 1, label: KEY_ID };
   const key: KeyRuntime = {
     id: KEY_ID,
     group,
