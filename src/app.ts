@@ -115,9 +115,14 @@ export class ProxyApp {
       audit,
       overload,
     };
-    const warm = await warmUpRequestPath(services, cfg.server.warmUpRequests);
-    if (Object.keys(warm.failures).length > 0) logger.warn({ ...warm }, 'request-path warm-up: some requests failed (the health check reports HSM problems)');
-    else logger.info({ requests: warm.requests, ms: warm.ms }, 'request path warmed up');
+    // Only an optimisation: whatever goes wrong in it is logged, and the proxy starts anyway.
+    try {
+      const warm = await warmUpRequestPath(services, cfg.server.warmUpRequests);
+      if (Object.keys(warm.failures).length > 0) logger.warn({ ...warm }, 'request-path warm-up: some requests failed');
+      else logger.info({ requests: warm.requests, answered: warm.answered, ms: warm.ms }, 'request path warmed up');
+    } catch (e) {
+      logger.warn({ err: (e as Error).message }, 'request-path warm-up failed; starting without it');
+    }
     await health.refresh();
     health.start();
     overload.start();

@@ -43,8 +43,11 @@ export class XksError extends Error {
     // the proxy's CPU while it shed load (bench --mode overload --cpu-prof).
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
-    super(sanitizeMessage(message));
-    Error.stackTraceLimit = limit;
+    try {
+      super(sanitizeMessage(message));
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = 'XksError';
     this.errorName = errorName;
     this.status = XKS_ERROR_STATUS[errorName];

@@ -64,7 +64,12 @@ async function runPrimary(runtime: RuntimeConfig, log: Logger, workers: number):
   // its first request is read (bench --mode overload: 71% of capacity at 1x with 800 new connections,
   // GetHealthStatus answered 10% of the time; 94% and 100% this way). A busy worker also accepts less,
   // which is the balance wanted under load. NODE_CLUSTER_SCHED_POLICY still overrides.
-  if (!process.env.NODE_CLUSTER_SCHED_POLICY) cluster.schedulingPolicy = cluster.SCHED_NONE;
+  if (!process.env.NODE_CLUSTER_SCHED_POLICY) {
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    // libuv accepts every pending connection in one go; with this, a worker yields after each, so
+    // that one worker waking first does not take a whole burst of long-lived connections.
+    process.env.UV_TCP_SINGLE_ACCEPT ??= '1';
+  }
   const ready = new Map<number, boolean>();
   let stopping = false;
   const fork = (): void => {

@@ -401,11 +401,32 @@ describe('a request shed while the event loop has a standing queue', () => {
     expect(await raw.waitFor(/^HTTP\/1\.1 429 [^]*\r\n\r\n\{[^}]*\}/)).toBe(true);
     expect(raw.json()).toEqual({ errorName: 'ThrottlingException', errorMessage: 'the proxy is overloaded; retry later' });
     expect(raw.received).not.toMatch(/connection: close/i);
-    // A signature by an unknown access key id would be a 401 if it were checked; on the same connection.
-    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body, c: stranger }) + body);
+    // The right access key id with a wrong secret would be a 401 if the signature were checked; on the same connection.
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body, c: { accessKeyId: cred.accessKeyId, secretAccessKey: stranger.secretAccessKey } }) + body);
     expect(await raw.waitFor(/HTTP\/1\.1 429[^]*HTTP\/1\.1 429 [^]*\r\n\r\n\{[^}]*\}/)).toBe(true);
     expect(raw.closed).toBe(false);
     raw.socket.destroy();
+  });
+
+  it('still refuses bad headers first, unread and closed: a shed body is drained only for a client whose headers passed', async () => {
+    const raw = await new Raw(shedding.port).connected();
+    await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body: 'x'.repeat(60_000), c: stranger }));
+    await raw.whenClosed();
+    expect(raw.received).toMatch(/^HTTP\/1\.1 401 /);
+  });
+
+  it('counts a client that leaves while its shed body is drained as a bounded shed, not a full line each', async () => {
+    const logBefore = shedLogLines().length;
+    for (let i = 0; i < 30; i++) {
+      const raw = await new Raw(shedding.port).connected();
+      await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body: 'y'.repeat(1000) }) + 'y'.repeat(10));
+      raw.socket.destroy();
+      await raw.whenClosed();
+    }
+    await sleep(100);
+    // At most the detail budget (10 a second, a burst of 10) of the 30 got a line.
+    expect(shedLogLines().length - logBefore).toBeLessThanOrEqual(20);
+    await sleep(1100); // the budget refills for the next test
   });
 
   it('answers a client waiting for 100 Continue without it, and closes', async () => {
@@ -420,7 +441,10 @@ describe('a request shed while the event loop has a standing queue', () => {
     expect(await send(shedding.port, `${P}/health`, JSON.parse(health), cred)).toMatchObject({ status: 200 });
   });
 
+  const flush = (): void => (shedding as unknown as { flushPipeline(): void }).flushPipeline(); // what stop() does; the timer would take 10 s
+
   it('counts every shed in the metric, and bounds the log and audit lines like authentication failures', async () => {
+    flush(); // what earlier tests left to summarise
     const before = await shedTotal();
     const auditBefore = shedAuditLines().length;
     const logBefore = shedLogLines().length;
@@ -432,7 +456,7 @@ describe('a request shed while the event loop has a standing queue', () => {
     expect(detailed).toBeGreaterThan(0);
     expect(detailed).toBeLessThan(n);
     expect(shedLogLines().length - logBefore).toBe(detailed);
-    (shedding as unknown as { flushPipeline(): void }).flushPipeline(); // what stop() does; the timer would take 10 s
+    flush();
     const summary = shedAuditLines().slice(auditBefore).find((l) => l.event === 'shed-requests-suppressed');
     expect(summary).toMatchObject({ keyStore: 'h', suppressed: n - detailed, reasons: `event_loop:${n - detailed}` });
     expect(shedLogLines().slice(logBefore).filter((l) => l.msg === 'shed requests suppressed')).toHaveLength(1);

@@ -151,6 +151,12 @@ function openSessions(mod: Pkcs11Module, slot: Handle, count: number, log: Logge
   try {
     while (sessions.length < count) sessions.push(mod.C_OpenSession(slot, flags));
   } catch (e) {
+    // An HSM that caps sessions (CKR_SESSION_COUNT) below hsm.sessionPoolSize still serves with fewer:
+    // the reserved health session and at least one for customers.
+    if (sessions.length >= 2 && classify(e) !== 'connection') {
+      log.warn({ err: describeFailure(e), opened: sessions.length, wanted: count }, 'the HSM refused more sessions; serving with fewer than hsm.sessionPoolSize');
+      return { sessions, flags };
+    }
     for (const s of sessions) safely(() => mod.C_CloseSession(s));
     throw e;
   }

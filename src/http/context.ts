@@ -30,6 +30,8 @@ export interface RequestContext extends OperationContext, AuthorizationRecord {
   sigv4: SigV4Headers | undefined;
   /** True once the whole body was read: an answer before that closes the connection. */
   bodyRead: boolean;
+  /** A refusal decided before the body was read (a shed), kept for the outcome if the client leaves while the body is drained. */
+  refusal: XksError | undefined;
   /** The raw body, from the read step until parse zeroes it. */
   body: Buffer | undefined;
   /** The operation's parsed request (its type is the operation's own). */
@@ -85,6 +87,7 @@ export function createContext(
     expectsContinue,
     sigv4: undefined,
     bodyRead: false,
+    refusal: undefined,
     body: undefined,
     request: undefined,
     metadata: undefined,

@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics';
 import { METADATA_FIELDS } from '../xks/requests';
 import { AuthenticationFailed } from './auth-failures';
 import type { FinishedContext } from './context';
+import { Shed } from './overload';
 
 /**
  * Response listeners: each reads the finished request context (its outcome above all) and does one
@@ -38,6 +39,8 @@ export function requestSummary(ctx: FinishedContext): AuditEvent {
     entry.authFailure = error.kind;
     entry.authDetail = error.detail;
   }
+  // Refused before its signature was checked: the key id is the caller's claim, not an authenticated one.
+  if (error instanceof Shed) entry.signatureChecked = false;
   entry.clientAborted = outcome.clientAborted;
   entry.ms = Math.round(outcome.seconds * 100000) / 100;
   ctx.summary = entry;

@@ -32,7 +32,7 @@ export interface OverloadOptions {
  * A timer's drift measures that wait. Following CoDel, a burst is fine and only a standing queue
  * counts: overloaded once every sample for `intervalMs` (and at least two) was later than `targetMs`;
  * one sample on time ends it. While overloaded, new key operations get 429 ThrottlingException before
- * anything else is done with them (shedOnEventLoopOverload, the first step).
+ * their signature is computed or their body parsed (shedOnEventLoopOverload).
  */
 export class OverloadGuard {
   private readonly targetMs: number;
@@ -119,20 +119,23 @@ export class Shed extends XksError {
 }
 
 /**
- * First pipeline step: refuses a key operation while the event loop has a standing queue, before the
- * signature or the body are looked at, because under overload every microsecond spent on a refusal is
- * taken from the requests still admitted (a refusal costs about as much as node:http's own handling of
- * a request; anything more is goodput lost). The body is still read and dropped, so that the connection
- * stays open: a client's reconnect (a TLS handshake) costs the loop more than reading a body of at most
- * maxBodyBytes. A client waiting for 100 Continue, or one declaring too large a body, is answered
- * without reading and the connection closes. GetHealthStatus passes, so that KMS's health view reflects
- * the HSM, not load.
+ * Pipeline step right after the Authorization header's check (preAuthenticate, which refuses bad
+ * headers without reading the body): refuses a key operation while the event loop has a standing
+ * queue, before the signature is computed or the body parsed, because under overload every
+ * microsecond spent on a refusal is taken from the requests still admitted (a refusal costs about as
+ * much as node:http's own handling of a request; anything more is goodput lost). The body is still
+ * read and dropped, so that the connection stays open: a client's reconnect (a TLS handshake) costs the
+ * loop more than reading a body of at most maxBodyBytes, and only a client whose headers passed gets
+ * that far. A client waiting for 100 Continue, or one declaring too large a body, is answered without
+ * reading and the connection closes. GetHealthStatus passes, so that KMS's health view reflects the
+ * HSM, not load.
  */
 export function shedOnEventLoopOverload(ctx: RequestContext): void | Promise<void> {
   const guard = ctx.server.overload;
   if (!guard?.eventLoopOverloaded() || ctx.route.operation === 'GetHealthStatus') return;
   guard.shed(ctx.keyStore.name, 'event_loop');
   const refusal = new Shed('event_loop');
+  ctx.refusal = refusal;
   const max = ctx.runtime.config.server.maxBodyBytes;
   if (ctx.expectsContinue || Number(ctx.req.headers['content-length'] ?? 0) > max) return Promise.reject(refusal);
   return readBody(ctx.req, max, false).then((read) => {

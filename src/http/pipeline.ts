@@ -23,7 +23,7 @@ type Step = (ctx: RequestContext) => void | Promise<void>;
  * a new consumer of finished requests is one more response listener (src/http/outcome.ts); a new
  * non-XKS endpoint belongs on the ops port (src/ops.ts), not here.
  */
-const STEPS: readonly Step[] = [shedOnEventLoopOverload, preAuthenticate, readRequestBody, authenticate, admit, parse, authorize];
+const STEPS: readonly Step[] = [preAuthenticate, shedOnEventLoopOverload, readRequestBody, authenticate, admit, parse, authorize];
 
 /**
  * Failed authentications and shed requests get this many detailed log and audit lines per key store
@@ -41,7 +41,7 @@ const SUMMARY_EVERY_MS = 10_000;
  */
 export type XksHandler = RequestListener & {
   checkContinue: RequestListener;
-  /** Writes what is still pending (the suppressed-authentication-failure summary); call once no request is in flight, before the audit closes. */
+  /** Writes what is still pending (the summaries of suppressed authentication failures and sheds); call once no request is in flight, before the audit closes. */
   flush(): void;
 };
 
@@ -164,7 +164,9 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     run(ctx).then(
       (payload) => finish(ctx, { status: 200, payload }, undefined),
       (e: unknown) => {
-        if (e instanceof ClientClosed || (!ctx.bodyRead && clientGone(ctx))) return finish(ctx, undefined, undefined);
+        // A client gone while its body was read (or drained for a refusal): no one to answer, but a
+        // refusal already decided still counts as that refusal (bounded lines for a shed).
+        if (e instanceof ClientClosed || (!ctx.bodyRead && clientGone(ctx))) return finish(ctx, undefined, ctx.refusal);
         const error = toXksError(e, ctx);
         finish(ctx, errorReply(error), error);
       },

@@ -12,6 +12,8 @@ const PREFIX = '/xks-proxy-warm-up';
 const KEY_ID = 'warm-up';
 const REGION = 'us-east-1';
 const PARALLEL = 4;
+/** A warm-up request that takes this long means something is wrong; the warm-up gives up (see app.ts). */
+const REQUEST_TIMEOUT_MS = 5000;
 /** 64 bytes, as KMS's GenerateDataKey sends with an encryption context. */
 const AAD = randomBytes(64).toString('base64');
 
@@ -19,6 +21,8 @@ type Sealed = { ciphertext: string; initializationVector: string; authentication
 
 export interface WarmUpResult {
   requests: number;
+  /** 200 answers by operation path ("health", "metadata", "encrypt", "decrypt"). */
+  answered: Record<string, number>;
   /** Answers other than 200, by status: the path still ran, but an HSM or key problem shows here first. */
   failures: Record<string, number>;
   ms: number;
@@ -40,12 +44,15 @@ export interface WarmUpResult {
 export async function warmUpRequestPath(svc: HandlerServices, requests: number): Promise<WarmUpResult> {
   const started = performance.now();
   const failures: Record<string, number> = {};
-  if (requests <= 0) return { requests: 0, failures, ms: 0 };
+  const answered: Record<string, number> = {};
+  if (requests <= 0) return { requests: 0, answered, failures, ms: 0 };
   const credential = { accessKeyId: randomAccessKeyId(), secretAccessKey: randomBytes(32).toString('base64') };
   const runtime = warmUpRuntime(svc.runtime(), credential);
   const handler = createXksHandler({
     ...svc,
     engine: standInEngine(svc.engine),
+    // A warm-up request must not run a deep check (the HSM's, the health metrics' and log's business).
+    health: { get: () => Promise.resolve({ status: 'ACTIVE' as const, checkedAt: Date.now(), latencyMs: 0 }) },
     runtime: () => runtime,
     logger: silentLogger,
     metrics: new Metrics(false),
@@ -56,7 +63,10 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
   });
   const server = http.createServer(handler);
   server.on('checkContinue', handler.checkContinue);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
   const agent = new http.Agent({ keepAlive: true, maxSockets: PARALLEL });
   const port = (server.address() as AddressInfo).port;
   try {
@@ -67,8 +77,13 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
         const kind = i % 4;
         const [path, body] = warmUpRequest(kind === 3 && !sealed ? 2 : kind, sealed);
         const answer = await post(agent, port, path, body, credential);
-        if (answer.status !== 200) failures[answer.status] = (failures[answer.status] ?? 0) + 1;
-        else if (kind === 2 || (kind === 3 && !sealed)) sealed = answer.json as Sealed;
+        if (answer.status !== 200) {
+          failures[answer.status] = (failures[answer.status] ?? 0) + 1;
+          continue;
+        }
+        const operation = path.slice(path.lastIndexOf('/') + 1);
+        answered[operation] = (answered[operation] ?? 0) + 1;
+        if (operation === 'encrypt') sealed = answer.json as Sealed;
       }
     };
     await Promise.all(Array.from({ length: PARALLEL }, lane));
@@ -77,7 +92,7 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
     await new Promise<void>((resolve) => server.close(() => resolve()));
     handler.flush();
   }
-  return { requests, failures, ms: Math.round(performance.now() - started) };
+  return { requests, answered, failures, ms: Math.round(performance.now() - started) };
 }
 
 /** The real engine for what reads state; encrypt, decrypt and key checks answer at once, with no HSM call. */
@@ -172,6 +187,7 @@ function post(agent: http.Agent, port: number, path: string, body: string, crede
         resolve({ status: res.statusCode ?? 0, json });
       });
     });
+    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)));
     req.on('error', reject);
     req.end(body);
   });

@@ -27,7 +27,8 @@ export interface ProxyIdentity {
 
 export interface OperationServices {
   engine: CryptoEngine;
-  health: HealthMonitor;
+  /** GetHealthStatus's answer: the deep check's cached report. */
+  health: Pick<HealthMonitor, 'get'>;
   identity: ProxyIdentity;
   limits: Limits;
 }
