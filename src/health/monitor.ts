@@ -44,9 +44,10 @@ export class HealthMonitor {
 
   /**
    * Keeps the cache warm (and readiness current), and from now on takes customer operations as
-   * evidence; call after a first refresh(). Not before: the start-up warm-ups' calls are the proxy's
-   * own. An operation slower than the check's budget is no evidence that the check would pass: it
-   * shows a slow HSM, which is what a timed-out check reports.
+   * evidence; call after a first refresh(), once the proxy is about to take traffic: whatever runs
+   * before is the proxy's own start-up, not customer traffic. An operation slower than the check's
+   * budget is no evidence that the check would pass: it shows a slow HSM, which is what a timed-out
+   * check reports.
    */
   start(): void {
     this.unsubscribe ??= this.events?.subscribe('hsm.operation', (e) => {

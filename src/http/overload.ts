@@ -2,7 +2,7 @@ import { XksError } from '../errors';
 import { isEngineError } from '../engine/errors';
 import type { Metrics } from '../metrics';
 import type { RequestContext } from './context';
-import { readBody } from './reply';
+import { declaresMoreThan, readBody } from './reply';
 
 export type ShedReason = 'hsm_wait' | 'event_loop';
 
@@ -137,7 +137,7 @@ export function shedOnEventLoopOverload(ctx: RequestContext): void | Promise<voi
   const refusal = new Shed('event_loop');
   ctx.refusal = refusal;
   const max = ctx.runtime.config.server.maxBodyBytes;
-  if (ctx.expectsContinue || Number(ctx.req.headers['content-length'] ?? 0) > max) return Promise.reject(refusal);
+  if (ctx.expectsContinue || declaresMoreThan(ctx.req, max)) return Promise.reject(refusal);
   return readBody(ctx.req, max, false).then((read) => {
     ctx.bodyRead = read !== null;
     throw refusal;

@@ -23,6 +23,11 @@ export function sendJson(res: ServerResponse, reply: Reply, close = false): void
   res.end(body);
 }
 
+/** Whether the request declares a body larger than `max` (refused before anything is read). */
+export function declaresMoreThan(req: IncomingMessage, max: number): boolean {
+  return Number(req.headers['content-length'] ?? 0) > max;
+}
+
 /** Whether a request carries a body still to be read (declared, or chunked). */
 export function hasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];

@@ -9,7 +9,7 @@ import { parseExternalKeyId, parseJsonObject, RequestMetadata } from '../xks/req
 import { AuthenticationFailed } from './auth-failures';
 import type { RequestContext } from './context';
 import { noteHsmShed } from './overload';
-import { readBody, Reply } from './reply';
+import { declaresMoreThan, readBody, Reply } from './reply';
 import { route, XksRoute } from './router';
 
 /**
@@ -59,7 +59,7 @@ export function preAuthenticate(ctx: RequestContext): void {
 export async function readRequestBody(ctx: RequestContext): Promise<void> {
   const max = ctx.runtime.config.server.maxBodyBytes;
   const tooLarge = (): XksError => new XksError('UnsupportedOperationException', `request body exceeds the ${max} bytes this proxy supports`);
-  if (Number(ctx.req.headers['content-length'] ?? 0) > max) throw tooLarge();
+  if (declaresMoreThan(ctx.req, max)) throw tooLarge();
   if (ctx.expectsContinue) ctx.res.writeContinue();
   const raw = await readBody(ctx.req, max);
   if (raw === null) throw tooLarge();

@@ -6,6 +6,8 @@ import { hidden, KeyRuntime, KeyStoreRuntime, RuntimeConfig } from '../config/lo
 import type { CryptoEngine } from '../engine/types';
 import { silentLogger } from '../log';
 import { Metrics } from '../metrics';
+import { generateCredential } from '../sigv4/credentials';
+import { SERVICE } from '../sigv4/verify';
 import { createXksHandler, HandlerServices } from './pipeline';
 
 const PREFIX = '/xks-proxy-warm-up';
@@ -46,7 +48,7 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
   const failures: Record<string, number> = {};
   const answered: Record<string, number> = {};
   if (requests <= 0) return { requests: 0, answered, failures, ms: 0 };
-  const credential = { accessKeyId: randomAccessKeyId(), secretAccessKey: randomBytes(32).toString('base64') };
+  const credential = generateCredential();
   const runtime = warmUpRuntime(svc.runtime(), credential);
   const handler = createXksHandler({
     ...svc,
@@ -110,12 +112,6 @@ function standInEngine(real: CryptoEngine): CryptoEngine {
   };
 }
 
-/** Access key ids are 20-30 characters of A-Z and 2-7 (config schema): base32 of random bytes. */
-function randomAccessKeyId(): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  return Array.from(randomBytes(24), (b) => alphabet[b & 31]).join('');
-}
-
 function warmUpRuntime(real: RuntimeConfig, credential: { accessKeyId: string; secretAccessKey: string }): RuntimeConfig {
   const group = { name: KEY_ID, status: 'ENABLED' as const, rules: [{ id: KEY_ID, effect: 'allow' as const, conditions: [] }] };
   const version = { version: 1, label: KEY_ID };
@@ -172,7 +168,7 @@ function warmUpRequest(kind: number, sealed: Sealed | undefined): [string, strin
 }
 
 function post(agent: http.Agent, port: number, path: string, body: string, credential: { accessKeyId: string; secretAccessKey: string }): Promise<{ status: number; json: unknown }> {
-  const signed = aws4.sign({ host: `127.0.0.1:${port}`, path, method: 'POST', service: 'kms-xks-proxy', region: REGION, body, headers: { 'content-type': 'application/json' } }, credential);
+  const signed = aws4.sign({ host: `127.0.0.1:${port}`, path, method: 'POST', service: SERVICE, region: REGION, body, headers: { 'content-type': 'application/json' } }, credential);
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers: signed.headers, agent }, (res) => {
       const chunks: Buffer[] = [];
