@@ -3,15 +3,13 @@
  * and used, every .Values reference defined), then `helm template` / `helm lint` with several value
  * sets and assertions on the rendered manifests.
  *
- * Renderer: a real `helm` on PATH if there is one; otherwise helm/tools/chart-render (Helm's template
- * engine rebuilt from Debian's Go packages), compiled here on first use. `bash helm/install-tools.sh`
- * installs what either needs. Schema validation of the manifests uses the npm package
- * kubernetes-models (a dev dependency). Render or schema tests are skipped, saying why, only when
- * their tool is missing.
+ * The real Helm 3.17.1 and kubectl 1.30 (`bash helm/install-tools.sh`, test/support/tools.ts). Schema
+ * validation of the manifests uses the npm package kubernetes-models (a dev dependency). Outside CI,
+ * render tests are skipped, saying why, only when Helm is missing.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isMap, isPair, isScalar, isSeq, parse, parseAllDocuments, parseDocument, stringify } from 'yaml';
@@ -19,6 +17,7 @@ import type { ProxyApp } from '../src/app';
 import { configSchema } from '../src/config/schema';
 import { makePki, Pki } from './support/pki';
 import { get, keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
+import { requireTools } from './support/tools';
 
 const root = path.resolve(__dirname, '..');
 const chartDir = path.join(root, 'helm', 'xks-proxy');
@@ -28,53 +27,10 @@ const values = parse(valuesText) as Record<string, unknown>;
 
 type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any; data?: any };
 
-// ---------------------------------------------------------------- renderer discovery
+// ---------------------------------------------------------------- the real Helm
 
-interface Renderer {
-  name: string;
-  bin: string;
-}
-
-function onPath(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  return r.status === 0;
-}
-
-function findRenderer(): { renderer?: Renderer; why?: string } {
-  if (onPath('helm', ['version', '--short'])) return { renderer: { name: 'helm', bin: 'helm' } };
-  const gopath = '/usr/share/gocode';
-  const haveSources = existsSync(`${gopath}/src/github.com/Masterminds/sprig`) && existsSync(`${gopath}/src/sigs.k8s.io/yaml`);
-  if (!onPath('go', ['version']) || !haveSources) {
-    return { why: 'neither helm nor Go with Debian\'s sprig/sigs.k8s.io-yaml sources is installed: run `bash helm/install-tools.sh`' };
-  }
-  const src = path.join(root, 'helm', 'tools', 'chart-render', 'main.go');
-  const hash = createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 12);
-  const dir = path.join(tmpdir(), 'xks-chart-render');
-  const bin = path.join(dir, `chart-render-${hash}`);
-  if (!existsSync(bin)) {
-    mkdirSync(dir, { recursive: true });
-    const env = {
-      ...process.env,
-      GO111MODULE: 'off',
-      GOPATH: gopath,
-      GOPROXY: 'off',
-      GOFLAGS: '',
-      GOTOOLCHAIN: 'local',
-      GOCACHE: process.env.GOCACHE ?? path.join(dir, 'go-cache'),
-    };
-    // Build to a private name, then rename: parallel jest workers may build at the same time.
-    const partial = `${bin}.${process.pid}`;
-    const r = spawnSync('go', ['build', '-o', partial, src], { env, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`building helm/tools/chart-render failed:\n${r.stderr}`);
-    renameSync(partial, bin);
-  }
-  return { renderer: { name: 'chart-render (helm/tools)', bin } };
-}
-
-const { renderer, why } = findRenderer();
-// test/run.sh installs the renderer, so in CI a missing one is a broken install, not a reason to skip.
-if (!renderer && process.env.CI) throw new Error(`helm-chart.test.ts: no chart renderer in CI: ${why}`);
-if (!renderer) console.warn(`helm-chart.test.ts: render and lint tests SKIPPED: ${why}`);
+const { bins } = requireTools('helm-chart.test.ts', ['helm', 'kubectl']);
+const renderer = bins ? { name: 'helm 3.17.1', bin: bins.helm } : undefined;
 
 let workDir: string | undefined;
 afterAll(() => {
