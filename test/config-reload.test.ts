@@ -3,13 +3,15 @@
  * changes a restart-only setting is refused whole, naming it. One bad edit is counted once, however many
  * times the watch, the poll and SIGHUP meet it, and every counter an alert reads exists at 0 from start.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ProxyApp } from '../src/app';
 import { loadConfigFile } from '../src/config/load';
 import { ConfigReloader } from '../src/config/reloader';
+import { reloadRules } from '../src/config/reload-rules';
+import { configSchema } from '../src/config/schema';
 import type { ProxyConfigInput } from '../src/config/schema';
 import type { Logger } from '../src/log';
 import { silentLogger } from '../src/log';
@@ -128,4 +130,23 @@ test('one bad edit is counted once: the directory watch, the poll and SIGHUP all
     reloader.dispose();
     write(base());
   }
+});
+
+test('every setting has a rule: a section without one is refused by the walk', () => {
+  const rules = Object.fromEntries(reloadRules().map((r) => [r.path.join('.'), r.rule]));
+  // Every top-level section of the schema is covered, whole or field by field.
+  const sections = Object.keys((configSchema as unknown as { def: { in: { def: { shape: object } } } }).def.in.def.shape);
+  expect(sections.filter((k) => !Object.keys(rules).some((p) => p === k || p.startsWith(`${k}.`)))).toEqual([]);
+  const { z } = require('zod') as typeof import('zod');
+  expect(() => reloadRules(z.object({ undeclared: z.number() }))).toThrow(/undeclared declares no reload rule/);
+});
+
+test('README "Configuration reference" shows the rule of every setting as the schema declares it', () => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('\n## ', readme.indexOf('## Configuration reference') + 5));
+  const documented: Record<string, string> = {};
+  for (const row of section.matchAll(/^\| (.*) \| (live|restart) \|$/gm)) {
+    for (const name of (row[1] as string).matchAll(/`([a-zA-Z.]+)`/g)) documented[name[1] as string] = row[2] as string;
+  }
+  expect(documented).toEqual(Object.fromEntries(reloadRules().map((r) => [r.path.join('.'), r.rule])));
 });
