@@ -37,7 +37,7 @@ function chartConfigSchema(): Json {
   return s;
 }
 
-export function valuesSchema(): Json {
+function valuesSchema(): Json {
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     $comment: GENERATED,
@@ -51,7 +51,7 @@ export function valuesSchema(): Json {
   };
 }
 
-export function reloadRulesFile(): Json {
+function reloadRulesFile(): Json {
   const rules = reloadRules();
   const of = (rule: string): string[] => rules.filter((r) => r.rule === rule).map((r) => r.path.join('.'));
   return { $comment: GENERATED, live: of('live'), restart: of('restart') };

@@ -530,7 +530,7 @@ describeRender('helm chart: labels, the rotation CronJob and the values examples
       writeFileSync(chartFile, readFileSync(chartFile, 'utf8').replace(/^version: .*$/m, 'version: 9.9.9'));
       const before = render();
       const after = render(undefined, [], copy);
-      expect(one(after, 'Deployment').metadata.labels['helm.sh/chart']).toBe('xks-proxy-9.9.9');
+      expect(one(after, 'Deployment').metadata.labels?.['helm.sh/chart']).toBe('xks-proxy-9.9.9');
       expect(podTemplate(after)).toEqual(podTemplate(before));
       expect(Object.keys(podTemplate(before).metadata.labels)).not.toContain('helm.sh/chart');
       // The version label is the image's: it changes only with what the pod runs.

@@ -15,8 +15,8 @@ export type SecretSource = z.infer<typeof secretSourceSchema>;
  * keeps running on its previous configuration until restarted (src/config/reload-rules.ts; the Helm chart
  * rolls its pods on exactly these settings; README "Configuration reference" lists the rule per field).
  */
-export const LIVE = { reload: 'live' } as const;
-export const RESTART = { reload: 'restart' } as const;
+const LIVE = { reload: 'live' } as const;
+const RESTART = { reload: 'restart' } as const;
 
 export const EXTERNAL_KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 export const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 
-export type Tool = 'helm' | 'kubectl' | 'promtool' | 'prometheus';
+type Tool = 'helm' | 'kubectl' | 'promtool' | 'prometheus';
 
 /** Where helm/install-tools.sh puts Helm and kubectl (keep the two in step). */
 function cacheDir(): string {
@@ -23,7 +23,7 @@ function onPath(cmd: string): string | undefined {
 }
 
 /** The binary's path, or undefined when it is not installed. */
-export function findTool(tool: Tool): string | undefined {
+function findTool(tool: Tool): string | undefined {
   if (tool === 'helm' || tool === 'kubectl') {
     const cached = path.join(cacheDir(), tool);
     if (existsSync(cached)) return cached;
