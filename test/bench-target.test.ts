@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ProxyApp } from '../src/app';
 import { makePki, Pki } from './support/pki';
+import type { RunStats } from '../bench/lib/load';
+import { kmsCheck } from '../bench/lib/target';
 import { keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
 
 const BENCH = join(__dirname, '..', 'dist', 'bench', 'run.js');
@@ -44,7 +46,8 @@ function bench(secret: string, extra: string[] = []): Promise<{ code: number | n
     ...['--target', `https://localhost:${app.port}/bt`, '--access-key-id', cred.accessKeyId, '--secret-file', secretFile, '--key-id', 'bench-1,bench-2'],
     ...['--ca', pki.caCert, '--cert', client.cert, '--key', client.key],
     ...['--mode', 'both', '--rates', '40', '--duration', '2', '--connections', '4', '--steps', '1,2', '--step-duration', '1', '--warmup', '0', '--ramp', '0'],
-    ...['--pool', '40', '--kms-check-seconds', '1', '--out', join(dir, 'results')],
+    // No --kms-check-seconds: --duration bounds the KMS-shaped check too.
+    ...['--pool', '40', '--out', join(dir, 'results')],
     ...extra,
   ];
   return new Promise((resolve) => {
@@ -77,6 +80,8 @@ test('measures a deployed proxy over mTLS: fixed rate, max and the KMS-shaped ch
   expect(result.max.baseline).toEqual([]);
   for (const s of result.max.proxy) expect(s.non2xx + s.errors).toBe(0);
   expect(result.kmsCheck.run.requests).toBeGreaterThan(0);
+  expect(result.options.kmsCheckSeconds).toBe(2);
+  expect(result.kmsCheck.run.durationS).toBeLessThan(3); // measured wall time of the 2 s run
   expect(result.kmsCheck.run.withinKmsTimeout).toBeGreaterThan(0);
   expect(JSON.stringify(result)).not.toContain(cred.secretAccessKey);
 }, 90_000);
@@ -95,3 +100,34 @@ test('an unknown CA is reported as a TLS problem', async () => {
   expect(r.code).toBe(1);
   expect(r.stderr).toMatch(/cannot reach https:\/\/localhost:\d+\/bt\/kms\/xks\/v1: .*--ca/);
 }, 60_000);
+
+describe('the KMS-shaped verdict', () => {
+  /** A run that met KMS's rate and timeout, with `late` requests sent after their slot. */
+  const runWith = (late: number): RunStats =>
+    ({
+      requests: 108_000,
+      sent: 108_000,
+      rps: 1800,
+      latencyMs: { p50: 2, p90: 4, p99: 9, p99_9: 20, max: 40 },
+      non2xx: 0,
+      errors: 0,
+      timeouts: 0,
+      errorNames: {},
+      late,
+      withinKmsTimeout: 1,
+    }) as unknown as RunStats;
+
+  test('a run on schedule within the timeout is within KMS\'s limits', () => {
+    expect(kmsCheck(runWith(0), 1800, 250)).toMatchObject({ withinLimits: true, problems: [] });
+  });
+
+  test('a run whose load generator sent 7.6% of the requests late is not (its latency is understated)', () => {
+    const v = kmsCheck(runWith(8208), 1800, 250);
+    expect(v.withinLimits).toBe(false);
+    expect(v.problems).toEqual([expect.stringMatching(/^8208 requests \(7\.6%\) were sent late by the load generator.*raise --connections/)]);
+  });
+
+  test('a few late sends (pacing noise, at most 0.1%) do not void it', () => {
+    expect(kmsCheck(runWith(100), 1800, 250).withinLimits).toBe(true);
+  });
+});

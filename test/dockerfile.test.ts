@@ -116,6 +116,16 @@ describe('Dockerfile', () => {
     expect(ops(runtime, 'HEALTHCHECK').join(' ')).toMatch(/\/livez/);
   });
 
+  test('xks-proxy and xks-admin are on PATH, running what the package\'s bin names', () => {
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const r = runs(runtime);
+    for (const [name, target] of Object.entries(pkg.bin as Record<string, string>)) {
+      expect(r).toContain(`exec node /app/${target} "$@"\\n' > /usr/local/bin/${name}`);
+      expect(existsSync(path.join(root, (target as string).replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
+    }
+    expect(r).toMatch(/chmod 755 \/usr\/local\/bin\/xks-proxy \/usr\/local\/bin\/xks-admin/);
+  });
+
   test('dist/src/main.js is what `npm run build` produces', () => {
     const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
     const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8'));

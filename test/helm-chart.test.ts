@@ -3,22 +3,23 @@
  * and used, every .Values reference defined), then `helm template` / `helm lint` with several value
  * sets and assertions on the rendered manifests.
  *
- * Renderer: a real `helm` on PATH if there is one; otherwise helm/tools/chart-render (Helm's template
- * engine rebuilt from Debian's Go packages), compiled here on first use. `bash helm/install-tools.sh`
- * installs what either needs. Schema validation of the manifests uses the npm package
- * kubernetes-models (a dev dependency). Render or schema tests are skipped, saying why, only when
- * their tool is missing.
+ * The real Helm 3.17.1 and kubectl 1.30 (`bash helm/install-tools.sh`, test/support/tools.ts). Schema
+ * validation of the manifests uses the npm package kubernetes-models (a dev dependency). Outside CI,
+ * render tests are skipped, saying why, only when Helm is missing.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { isMap, isPair, isScalar, isSeq, parse, parseAllDocuments, parseDocument, stringify } from 'yaml';
 import type { ProxyApp } from '../src/app';
+import { CHART_FILES } from '../helm/chart-files';
 import { configSchema } from '../src/config/schema';
+import { UsageRecorder } from '../src/governance/usage';
 import { makePki, Pki } from './support/pki';
 import { get, keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
+import { requireTools } from './support/tools';
 
 const root = path.resolve(__dirname, '..');
 const chartDir = path.join(root, 'helm', 'xks-proxy');
@@ -28,53 +29,10 @@ const values = parse(valuesText) as Record<string, unknown>;
 
 type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: any; data?: any };
 
-// ---------------------------------------------------------------- renderer discovery
+// ---------------------------------------------------------------- the real Helm
 
-interface Renderer {
-  name: string;
-  bin: string;
-}
-
-function onPath(cmd: string, args: string[]): boolean {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  return r.status === 0;
-}
-
-function findRenderer(): { renderer?: Renderer; why?: string } {
-  if (onPath('helm', ['version', '--short'])) return { renderer: { name: 'helm', bin: 'helm' } };
-  const gopath = '/usr/share/gocode';
-  const haveSources = existsSync(`${gopath}/src/github.com/Masterminds/sprig`) && existsSync(`${gopath}/src/sigs.k8s.io/yaml`);
-  if (!onPath('go', ['version']) || !haveSources) {
-    return { why: 'neither helm nor Go with Debian\'s sprig/sigs.k8s.io-yaml sources is installed: run `bash helm/install-tools.sh`' };
-  }
-  const src = path.join(root, 'helm', 'tools', 'chart-render', 'main.go');
-  const hash = createHash('sha256').update(readFileSync(src)).digest('hex').slice(0, 12);
-  const dir = path.join(tmpdir(), 'xks-chart-render');
-  const bin = path.join(dir, `chart-render-${hash}`);
-  if (!existsSync(bin)) {
-    mkdirSync(dir, { recursive: true });
-    const env = {
-      ...process.env,
-      GO111MODULE: 'off',
-      GOPATH: gopath,
-      GOPROXY: 'off',
-      GOFLAGS: '',
-      GOTOOLCHAIN: 'local',
-      GOCACHE: process.env.GOCACHE ?? path.join(dir, 'go-cache'),
-    };
-    // Build to a private name, then rename: parallel jest workers may build at the same time.
-    const partial = `${bin}.${process.pid}`;
-    const r = spawnSync('go', ['build', '-o', partial, src], { env, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`building helm/tools/chart-render failed:\n${r.stderr}`);
-    renameSync(partial, bin);
-  }
-  return { renderer: { name: 'chart-render (helm/tools)', bin } };
-}
-
-const { renderer, why } = findRenderer();
-// test/run.sh installs the renderer, so in CI a missing one is a broken install, not a reason to skip.
-if (!renderer && process.env.CI) throw new Error(`helm-chart.test.ts: no chart renderer in CI: ${why}`);
-if (!renderer) console.warn(`helm-chart.test.ts: render and lint tests SKIPPED: ${why}`);
+const { bins } = requireTools('helm-chart.test.ts', ['helm', 'kubectl']);
+const renderer = bins ? { name: 'helm 3.17.1', bin: bins.helm } : undefined;
 
 let workDir: string | undefined;
 afterAll(() => {
@@ -93,12 +51,15 @@ function run(args: string[]): { status: number | null; stdout: string; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** The chart has no default PKCS#11 library (it is the operator's HSM's): the tests name one. */
+const BASE = { config: { hsm: { modulePath: '/opt/vendor/lib/libpkcs11.so' } } };
+
 function valueArgs(v?: object, sets: string[] = []): string[] {
-  return [...(v ? ['-f', valuesFile(v)] : []), ...sets.flatMap((s) => ['--set', s])];
+  return ['-f', valuesFile(BASE), ...(v ? ['-f', valuesFile(v)] : []), ...sets.flatMap((s) => ['--set', s])];
 }
 
-function render(v?: object, sets: string[] = []): Manifest[] {
-  const r = run(['template', 'xks', chartDir, '--namespace', 'kms', ...valueArgs(v, sets)]);
+function render(v?: object, sets: string[] = [], chart = chartDir): Manifest[] {
+  const r = run(['template', 'xks', chart, '--namespace', 'kms', ...valueArgs(v, sets)]);
   if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`);
   const docs = parseAllDocuments(r.stdout);
   const out: Manifest[] = [];
@@ -201,8 +162,16 @@ describe('helm chart files', () => {
     expect(unused).toEqual([]);
   });
 
-  test('no checksum annotation: the proxy hot-reloads its ConfigMap, pods must not restart', () => {
-    for (const f of templateFiles) expect(readFileSync(f, 'utf8')).not.toMatch(/checksum\//);
+  test('values.schema.json and reload-rules.json are generated from the proxy config schema, and up to date', () => {
+    const stale: string[] = [];
+    for (const [name, make] of Object.entries(CHART_FILES)) {
+      const file = path.join(chartDir, name);
+      const want = `${JSON.stringify(make(), null, 2)}\n`;
+      if (process.env.XKS_WRITE_CHART_FILES === '1') writeFileSync(file, want);
+      else if (readFileSync(file, 'utf8') !== want) stale.push(name);
+    }
+    // Rewrite them with: XKS_WRITE_CHART_FILES=1 npx jest test/helm-chart.test.ts -t 'generated from'
+    expect(stale).toEqual([]);
   });
 });
 
@@ -268,7 +237,7 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
     expect(c.lifecycle.preStop.exec.command).toEqual(['sleep', '5']);
     expect(c.image).toBe(`xks-proxy:${JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version}`);
     expect(c.args).toEqual(['--config', '/etc/xks-proxy/config/config.yaml']);
-    expect(d.spec.template.metadata.annotations ?? {}).toEqual({});
+    expect(Object.keys(d.spec.template.metadata.annotations)).toEqual(['checksum/restart-settings']);
   });
 
   test('the ConfigMap is mounted as a directory (not subPath) so updates reach the running pod', () => {
@@ -445,6 +414,217 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
   });
 });
 
+// ---------------------------------------------------------------- upgrades, validation, labels, examples
+
+/** JSON with sorted keys, as Go's encoding/json writes a map (the chart's toJson). */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v as object).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+const restartPaths: string[] = JSON.parse(readFileSync(path.join(chartDir, 'reload-rules.json'), 'utf8')).restart;
+
+describeRender('helm chart: upgrades roll the pods for restart-only settings and only for them', () => {
+  const checksum = (ms: Manifest[]): string => one(ms, 'Deployment').spec.template.metadata.annotations['checksum/restart-settings'];
+  let base: string;
+  beforeAll(() => {
+    base = checksum(render());
+  });
+
+  test('the annotation is the SHA-256 of exactly the restart-only settings of the rendered config', () => {
+    for (const v of [undefined, fullValues]) {
+      const ms = render(v);
+      const cfg = proxyConfig(ms);
+      const picked: Record<string, unknown> = {};
+      for (const p of restartPaths) picked[p] = p.split('.').reduce<any>((o, k) => (o !== null && typeof o === 'object' ? (o[k] ?? '') : ''), cfg);
+      expect(checksum(ms)).toBe(createHash('sha256').update(canonicalJson(picked)).digest('hex'));
+    }
+    expect(restartPaths).toEqual(expect.arrayContaining(['server.port', 'limits', 'hsm', 'hsms', 'audit']));
+    expect(restartPaths).not.toContain('keyStores');
+  });
+
+  test.each([
+    ['a key store and a group', { config: { groups: [{ name: 'g', policy: { rules: [] } }], keyStores: [{ name: 'ks2', pathPrefix: '/ks2', credentials: [{ accessKeyId: 'ABCDEFGHIJKLMNOPQRSTUVWXY2', secretAccessKey: { file: '/etc/xks-proxy/secrets/ks2' } }], groups: ['g'] }] } }],
+    ['server.clockSkewSeconds', { config: { server: { clockSkewSeconds: 120 } } }],
+    ['server.maxBodyBytes', { config: { server: { maxBodyBytes: 32768 } } }],
+    ['the replica count (proxy.fleetSize)', { replicaCount: 4 }],
+    ['proxy.vendor', { config: { proxy: { vendor: 'acme' } } }],
+    ['governance administrators', { config: { governance: { administrators: [{ name: 'alice', role: 'administrator', publicKey: 'MCowBQYDK2VwAyEA'.padEnd(60, 'A') }] } } }],
+  ])('a live setting does not roll the pods: %s', (_what, v) => {
+    expect(checksum(render(v))).toBe(base);
+  });
+
+  test.each([
+    ['server.port', { config: { server: { port: 9443 } } }],
+    ['server.maxConnections', { config: { server: { maxConnections: 2048 } } }],
+    ['limits.deadlineMs', { config: { limits: { deadlineMs: 150 } } }],
+    ['hsm.sessionPoolSize', { config: { hsm: { sessionPoolSize: 16 } } }],
+    ['ops.port', { config: { ops: { port: 9191 } } }],
+    ['audit.destination', { audit: { destination: 'none' } }],
+    ['governance.usageDir', { config: { governance: { usageDir: '/var/lib/usage' } } }],
+    ['mTLS on (server.tls.clientCaFile)', { tls: { clientCa: { enabled: true } } }],
+  ])('a restart-only setting rolls the pods: %s', (_what, v) => {
+    expect(checksum(render(v))).not.toBe(base);
+  });
+
+  /** NOTES.txt as `helm install` prints it (install needs a cluster, so a copy of the chart renders it through tpl). */
+  function notes(v?: object): string {
+    const copy = mkdtempSync(path.join(tmpdir(), 'xks-chart-notes-'));
+    try {
+      cpSync(chartDir, copy, { recursive: true });
+      cpSync(path.join(copy, 'templates', 'NOTES.txt'), path.join(copy, 'notes.txt'));
+      writeFileSync(path.join(copy, 'templates', 'notes.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n');
+      return one(render(v, [], copy), 'ConfigMap', 'notes').data.notes;
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  }
+
+  test('NOTES.txt says which changes reload live and which roll the pods', () => {
+    const text = notes();
+    expect(text).toMatch(/reload live/);
+    expect(text).toMatch(/rolls the pods/);
+    expect(text).not.toMatch(/reloaded by the running pods without a restart/);
+    expect(notes({ rotation: { cronJob: { enabled: true, configVolume: { emptyDir: {} } } } })).toMatch(/seeded once/);
+  });
+});
+
+describeRender('helm chart: values.schema.json refuses what the proxy would refuse', () => {
+  test.each([
+    [['config.hsm.sessionPoolSize=0'], /config\.hsm\.sessionPoolSize: Must be greater than or equal to 1/],
+    [['config.limits.deadlineMs=5'], /config\.limits\.deadlineMs: Must be greater than or equal to 10/],
+    [['config.server.prot=8443'], /config\.server: Additional property prot is not allowed/],
+    [['config.limits.maxPlaintextBytes=100'], /maxPlaintextBytes/],
+    [['config.hsm.gcmParams=v2'], /gcmParams/],
+    [['config.server.tls.minVersion=TLSv1.1'], /minVersion/],
+    [['audit.destination=syslog'], /audit\.destination/],
+  ])('helm template --set %s fails before any pod would crash-loop', (sets, message) => {
+    const err = renderError(undefined, sets);
+    expect(err).toMatch(/values don't meet the specifications of the schema/);
+    expect(err).toMatch(message);
+  });
+
+  test('without a PKCS#11 library the chart says what to set (the image has none)', () => {
+    const r = run(['template', 'xks', chartDir]);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/config\.hsm\.modulePath is required: the path of your HSM vendor's PKCS#11 library/);
+  });
+
+  test('a fleet member without a pin needs hsmPin.existingSecret', () => {
+    const member = { id: 'a', modulePath: '/opt/l.so', tokenLabel: 't' };
+    expect(renderError({ config: { hsms: [member] }, hsmPin: { existingSecret: '' } })).toMatch(/config\.hsms a: give it a pin/);
+  });
+});
+
+describeRender('helm chart: labels, the rotation CronJob and the values examples', () => {
+  const podTemplate = (ms: Manifest[]): Record<string, any> => one(ms, 'Deployment').spec.template;
+
+  test('a chart version bump alone leaves the pod template as it was; the pods carry no chart label', () => {
+    const copy = mkdtempSync(path.join(tmpdir(), 'xks-chart-bump-'));
+    try {
+      cpSync(chartDir, copy, { recursive: true });
+      const chartFile = path.join(copy, 'Chart.yaml');
+      writeFileSync(chartFile, readFileSync(chartFile, 'utf8').replace(/^version: .*$/m, 'version: 9.9.9'));
+      const before = render();
+      const after = render(undefined, [], copy);
+      expect(one(after, 'Deployment').metadata.labels?.['helm.sh/chart']).toBe('xks-proxy-9.9.9');
+      expect(podTemplate(after)).toEqual(podTemplate(before));
+      expect(Object.keys(podTemplate(before).metadata.labels)).not.toContain('helm.sh/chart');
+      // The version label is the image's: it changes only with what the pod runs.
+      expect(podTemplate(render(undefined, ['image.tag=1.2.3'])).metadata.labels['app.kubernetes.io/version']).toBe('1.2.3');
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
+  test('the topology spread selects this release\'s proxy pods: the workload selector, instance included', () => {
+    const d = one(render(), 'Deployment');
+    const spread = d.spec.template.spec.topologySpreadConstraints;
+    expect(spread.map((c: { topologyKey: string }) => c.topologyKey)).toEqual(['kubernetes.io/hostname', 'topology.kubernetes.io/zone']);
+    for (const c of spread) expect(c.labelSelector.matchLabels).toEqual(d.spec.selector.matchLabels);
+    expect(d.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'xks-proxy', 'app.kubernetes.io/instance': 'xks' });
+  });
+
+  const rotation = { rotation: { cronJob: { enabled: true, configVolume: { persistentVolumeClaim: { claimName: 'xks-config' } }, configFile: 'proxy.yaml' } } };
+
+  test('with the rotation CronJob, the proxies read the config the CronJob edits, seeded once from the ConfigMap', () => {
+    const ms = render(rotation);
+    const d = one(ms, 'Deployment');
+    const c = container(ms);
+    const cron = one(ms, 'CronJob').spec.jobTemplate.spec.template.spec;
+    const edited = cron.containers[0].command[cron.containers[0].command.indexOf('--config') + 1];
+    expect(edited).toBe('/var/lib/xks-proxy/config/proxy.yaml');
+    expect(c.args).toEqual(['--config', edited]);
+    expect(c.env).toContainEqual({ name: 'XKS_CONFIG', value: edited });
+    const onVolume = (spec: { volumes: { name: string }[] }, mounts: { name: string; mountPath: string }[]) =>
+      spec.volumes.find((v) => v.name === mounts.find((m) => m.mountPath === '/var/lib/xks-proxy/config')?.name);
+    expect(onVolume(d.spec.template.spec, c.volumeMounts)).toMatchObject({ persistentVolumeClaim: { claimName: 'xks-config' } });
+    expect(onVolume(cron, cron.containers[0].volumeMounts)).toMatchObject({ persistentVolumeClaim: { claimName: 'xks-config' } });
+    const seed = d.spec.template.spec.initContainers.find((i: { name: string }) => i.name === 'seed-config');
+    expect(seed.command.slice(-2)).toEqual(['/etc/xks-proxy/config/config.yaml', edited]);
+    expect(seed.command[2]).toMatch(/\[ -e "\$2" \] \|\| cp/); // never overwrites the edited file
+    expect(cron.containers[0].command[0]).toBe('xks-admin');
+    // The Deployment differs from the default one (it did not before).
+    expect(podTemplate(ms)).not.toEqual(podTemplate(render()));
+  });
+
+  test('the CronJob\'s pods match no proxy selector: Services, PDB, topology spread, `kubectl logs -l`', () => {
+    const ms = render({ ...rotation, ...fullValues });
+    const cronPod = one(ms, 'CronJob').spec.jobTemplate.spec.template.metadata.labels;
+    const selects = (sel: Record<string, string>) => Object.entries(sel).every(([k, v]) => cronPod[k] === v);
+    const selectors = [
+      ...ms.filter((m) => m.kind === 'Service').map((m) => m.spec.selector),
+      one(ms, 'PodDisruptionBudget').spec.selector.matchLabels,
+      one(ms, 'Deployment').spec.selector.matchLabels,
+      ...one(ms, 'Deployment').spec.template.spec.topologySpreadConstraints.map((c: { labelSelector: { matchLabels: Record<string, string> } }) => c.labelSelector.matchLabels),
+      { 'app.kubernetes.io/name': 'xks-proxy' }, // README's kubectl logs -l
+    ];
+    expect(selectors.filter(selects)).toEqual([]);
+  });
+
+  const examples = readdirSync(path.join(root, 'helm', 'examples')).filter((f) => f.endsWith('.yaml'));
+  test.each(examples)('example helm/examples/%s lints (--strict), renders, and its config passes the proxy schema', (file) => {
+    const args = ['-f', path.join(root, 'helm', 'examples', file)];
+    const lint = run(['lint', chartDir, '--strict', ...args]);
+    expect(`${lint.stdout}${lint.stderr}`).toMatch(/0 chart\(s\) failed/);
+    const r = run(['template', 'xks', chartDir, ...args]);
+    expect(r.stderr).toBe('');
+    const cm = parseAllDocuments(r.stdout).map((d) => d.toJS() as Manifest).find((m) => m?.kind === 'ConfigMap' && m.data?.['config.yaml']);
+    const parsed = configSchema.safeParse(parse(cm!.data['config.yaml']));
+    expect(parsed.success ? 'valid' : parsed.error.issues).toBe('valid');
+  });
+
+  test('every object of every example is valid against the Kubernetes API schema (kubernetes-models)', () => {
+    const errors: string[] = [];
+    for (const file of examples) {
+      const r = run(['template', 'xks', chartDir, '-f', path.join(root, 'helm', 'examples', file)]);
+      for (const m of parseAllDocuments(r.stdout).map((d) => d.toJS() as Manifest)) {
+        if (!m || m.apiVersion.startsWith('monitoring.coreos.com')) continue;
+        try {
+          new (require(`kubernetes-models/${m.apiVersion}/${m.kind}`)[m.kind])(m).validate();
+        } catch (e) {
+          errors.push(`${file}: ${m.kind}/${m.metadata.name}: ${(e as Error).message}`);
+        }
+      }
+    }
+    expect(errors).toEqual([]);
+  });
+
+  test('README\'s `kubectl logs -l` commands read every line, not the 10 kubectl keeps with a selector', () => {
+    // kubectl's own help says it: --tail defaults to 10 when a selector is given.
+    const help = spawnSync(bins!.kubectl, ['logs', '--help'], { encoding: 'utf8' }).stdout;
+    expect(help).toMatch(/otherwise 10, if a selector is provided/);
+    const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+    const commands = [...readme.matchAll(/kubectl logs[^\n`]*/g)].map((m) => m[0]);
+    const withSelector = commands.filter((c) => / -l |--selector/.test(c));
+    expect(withSelector.length).toBeGreaterThan(0);
+    expect(withSelector.filter((c) => !/--tail=-1/.test(c))).toEqual([]);
+  });
+});
+
 // ---------------------------------------------------------------- audit, dashboard, alert rules
 
 describeRender('helm chart: audit destination', () => {
@@ -543,6 +723,8 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
   let rules: { alert: string; expr: string; for: string; labels: Record<string, string>; annotations: Record<string, string> }[];
   let pki: Pki;
   let app: ProxyApp;
+  let usage: UsageRecorder | undefined;
+  let usageDir: string | undefined;
   /** Metric names the running proxy exposes (histograms expanded to _bucket, _sum, _count). */
   const exported = new Set<string>();
 
@@ -559,6 +741,10 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
         server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } },
       } as never),
     );
+    // xks_key_version_usage_ratio_max exists where governance.usageDir is set (README "Rotation policies").
+    usageDir = mkdtempSync(path.join(tmpdir(), 'xks-usage-'));
+    usage = new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 60_000 });
+    usage.flush();
     const text = (await get(app.opsPort as number, '/metrics')).text;
     for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
       const [, name, type] = m as unknown as [string, string, string];
@@ -569,8 +755,10 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
     expect(text).toMatch(/^xks_tls_certificate_expiry_days \d/m);
   });
   afterAll(async () => {
+    usage?.dispose();
     await app?.stop(1000);
     if (pki) rmSync(pki.dir, { recursive: true, force: true });
+    if (usageDir) rmSync(usageDir, { recursive: true, force: true });
   });
 
   test('both are off by default', () => {
@@ -583,7 +771,7 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
     const cm = one(ms, 'ConfigMap', 'xks-xks-proxy-dashboard');
     expect(cm.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
     const titles = dashboard.panels.map((p) => p.title).join('\n');
-    for (const want of [/Requests per second by operation/, /Latency p99 by operation.*250 ms/, /^Retryable errors/m, /^Non-retryable errors/m, /EKM health/, /HSM sessions and waiting queue/, /credential age/i, /certificate days to expiry/i, /Config reloads/]) {
+    for (const want of [/Requests per second by operation/, /Latency p99 by operation.*250 ms/, /^Retryable errors/m, /^Non-retryable errors/m, /EKM health/, /HSM sessions and waiting queue/, /credential age/i, /certificate days to expiry/i, /Config reloads/, /^Shed requests/m, /^Authentication failures/m, /^HSM connection state/m, /circuit breaker open/, /^Client aborts/m, /restart pending/, /Key version usage/]) {
       expect(titles).toMatch(want);
     }
     const latency = dashboard.panels.find((p) => /Latency p99/.test(p.title)) as unknown as { fieldConfig: { defaults: { thresholds: { steps: { value: number | null }[] } } } };
@@ -595,8 +783,8 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
     const table = readme.slice(readme.indexOf('**Monitoring**'), readme.indexOf('Labels are bounded'));
     const tableMetrics = new Set([...table.matchAll(/`((?:xks|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1] as string));
     expect(tableMetrics.size).toBeGreaterThanOrEqual(8);
-    // A histogram is alerted on through its buckets, the event-loop lag through its p99 series.
-    const base = (n: string): string => n.replace(/_bucket$/, '').replace('_p99_', '_');
+    // A histogram is alerted on through its buckets.
+    const base = (n: string): string => n.replace(/_bucket$/, '');
     const ruleMetrics = new Set(rules.flatMap((r) => metricNames(r.expr)).map(base));
     // xks_hsm_operation_duration_seconds shares its row with the queue; the queue is the alert.
     expect([...tableMetrics].filter((t) => !ruleMetrics.has(t) && t !== 'xks_hsm_operation_duration_seconds')).toEqual([]);

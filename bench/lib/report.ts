@@ -1,6 +1,7 @@
 /** Human tables and a small dependency-free SVG chart of a benchmark run. */
 import type { HostileReport } from './hostile';
 import type { RunStats } from './load';
+import type { KmsCheck } from './target';
 import type { OverloadStep, ProbeStats, RssStats } from './overload';
 
 export interface FixedPoint {
@@ -21,7 +22,7 @@ export interface MaxResult {
 }
 
 const pad = (s: string | number, n: number): string => String(s).padStart(n);
-const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+export const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const x = (a: number, b: number): string => (b > 0 ? `x${(a / b).toFixed(a / b >= 10 ? 0 : 1)}` : '-');
 
 const FIXED_HEAD = `${pad('rate', 6)} ${'target'.padEnd(8)} ${pad('req/s', 6)} ${pad('p50', 6)} ${pad('p90', 6)} ${pad('p99', 6)} ${pad('p99.9', 6)} ${pad('max', 6)} ${pad('non2xx', 6)} ${pad('err', 4)} ${pad('t/o', 4)} ${pad('late', 5)} ${pad('srvCPU', 6)} ${pad('us/req', 6)} ${pad('genCPU', 6)} ${pad('other', 5)} ${pad('in99', 5)} ${pad('stall', 5)} ${pad('psi', 4)}`;
@@ -266,26 +267,6 @@ function svg(title: string, W: number, H: number, panels: string[]): string {
 }
 
 /** A run at KMS's rate judged against KMS's limits. */
-export interface KmsCheck {
-  rate: number;
-  timeoutMs: number;
-  run: RunStats;
-  withinLimits: boolean;
-  /** Why not, when not. */
-  problems: string[];
-}
-
-export function kmsCheck(run: RunStats, rate: number, timeoutMs: number): KmsCheck {
-  const problems: string[] = [];
-  // A 1% shortfall in req/s is pacing noise; more means the target (or this load generator) cannot keep up.
-  if (run.rps < rate * 0.99) problems.push(`answered ${run.rps} req/s, below the ${rate} KMS may send`);
-  if (run.latencyMs.p99 > timeoutMs) problems.push(`p99 ${ms(run.latencyMs.p99)} ms is over KMS's ${timeoutMs} ms timeout`);
-  if (run.withinKmsTimeout < 0.999) problems.push(`only ${(run.withinKmsTimeout * 100).toFixed(2)}% of requests answered within ${timeoutMs} ms`);
-  const failed = run.non2xx + run.errors + run.timeouts;
-  if (failed > 0) problems.push(`${failed} requests failed (${JSON.stringify(run.errorNames)})`);
-  return { rate, timeoutMs, run, withinLimits: problems.length === 0, problems };
-}
-
 export function kmsCheckTable(c: KmsCheck): string {
   const s = c.run;
   const l = s.latencyMs;

@@ -7,6 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import type { RunStats } from './load';
+import { ms } from './report';
 import { Credential, encryptBody, Endpoint, Keys, post } from './workload';
 
 export interface TargetOptions {
@@ -108,4 +110,37 @@ export async function checkTarget(t: RemoteTarget): Promise<void> {
   };
   await call(`${t.basePath}/health`, JSON.stringify({ requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } }));
   for (const key of t.keys.encrypt) await call(`${t.basePath}/keys/${key}/encrypt`, encryptBody());
+}
+
+/** The KMS-shaped check's verdict: whether the target served KMS's rate within its timeout, and why not. */
+export interface KmsCheck {
+  rate: number;
+  timeoutMs: number;
+  run: RunStats;
+  withinLimits: boolean;
+  /** Why not, when not. */
+  problems: string[];
+}
+
+/** Late sends above this share make the run something other than what KMS would send. */
+const LATE_SHARE = 0.001;
+
+export function kmsCheck(run: RunStats, rate: number, timeoutMs: number): KmsCheck {
+  const problems: string[] = [];
+  // A 1% shortfall in req/s is pacing noise; more means the target (or this load generator) cannot keep up.
+  if (run.rps < rate * 0.99) problems.push(`answered ${run.rps} req/s, below the ${rate} KMS may send`);
+  // KMS sends on its own schedule: a request sent late here waited for a busy connection (or for this
+  // generator) instead of at the target, so the latency measured leaves that wait out and the rate
+  // offered was not KMS's. The run cannot vouch for the target either way.
+  const sent = Math.max(run.sent, run.requests, 1);
+  if (run.late > sent * LATE_SHARE) {
+    problems.push(
+      `${run.late} requests (${((run.late / sent) * 100).toFixed(1)}%) were sent late by the load generator, so this run did not offer ${rate} req/s as KMS would and its latency is understated: raise --connections, or run the bench on a machine that can keep up`,
+    );
+  }
+  if (run.latencyMs.p99 > timeoutMs) problems.push(`p99 ${ms(run.latencyMs.p99)} ms is over KMS's ${timeoutMs} ms timeout`);
+  if (run.withinKmsTimeout < 0.999) problems.push(`only ${(run.withinKmsTimeout * 100).toFixed(2)}% of requests answered within ${timeoutMs} ms`);
+  const failed = run.non2xx + run.errors + run.timeouts;
+  if (failed > 0) problems.push(`${failed} requests failed (${JSON.stringify(run.errorNames)})`);
+  return { rate, timeoutMs, run, withinLimits: problems.length === 0, problems };
 }

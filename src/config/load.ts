@@ -60,9 +60,7 @@ export interface KeyStoreRuntime {
 export interface RuntimeConfig {
   config: ProxyConfig;
   keyStores: ReadonlyMap<string, KeyStoreRuntime>;
-  /** Non-enumerable (see hidden()). */
-  readonly hsmPin: string;
-  /** PIN of each HSM of the fleet, by hsms[].id (the single hsm section's is hsmPin too). Non-enumerable. */
+  /** PIN of each HSM of the fleet, by hsms[].id. Non-enumerable (see hidden()). */
   readonly hsmPins: ReadonlyMap<string, string>;
 }
 
@@ -185,8 +183,7 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
   const groups = buildGroups(config.groups);
   const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env, groups)]));
   const hsmPins = new Map(config.hsms.map((h, i) => [h.id, resolveSecret(h.pin, env, config.hsms.length > 1 ? `hsms[${i}].pin` : 'hsm.pin')]));
-  const hsmPin = hsmPins.get(config.hsms[0]?.id as string) as string;
-  return hidden(hidden({ config, keyStores }, 'hsmPin', hsmPin), 'hsmPins', hsmPins as ReadonlyMap<string, string>);
+  return hidden({ config, keyStores }, 'hsmPins', hsmPins as ReadonlyMap<string, string>);
 }
 
 export function parseConfigText(text: string, file: string): unknown {
@@ -197,12 +194,14 @@ export function parseConfigText(text: string, file: string): unknown {
   }
 }
 
-export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
-  let text: string;
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (e) {
     throw new ConfigError(`cannot read config file ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
   }
-  return buildRuntimeConfig(parseConfigText(text, file), env);
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+  return buildRuntimeConfig(parseConfigText(readConfigText(file), file), env);
 }

@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { FSWatcher, Stats, statSync, unwatchFile, watch, watchFile } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { isDeepStrictEqual } from 'node:util';
 import { auditRefusal } from '../governance/refusal';
-import { ConfigError, loadConfigFile, RuntimeConfig } from './load';
+import { buildRuntimeConfig, ConfigError, parseConfigText, readConfigText, RuntimeConfig } from './load';
+import { restartChanges } from './reload-rules';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 
@@ -13,7 +14,8 @@ const DEBOUNCE_MS = 20;
 
 /**
  * Re-reads the config file when it or a secret file it names changes, or on demand (SIGHUP). A bad
- * file is refused whole: the proxy keeps its last good config.
+ * file, or one that changes a setting read only at start (src/config/reload-rules.ts), is refused
+ * whole: the proxy keeps its last good config.
  *
  * Directory watches (inotify) make an `xks-admin key disable` effective within milliseconds, so the
  * next request already sees it; polling stays as a fallback for filesystems without change
@@ -21,10 +23,10 @@ const DEBOUNCE_MS = 20;
  */
 export class ConfigReloader {
   private readonly onPoll = (curr: Stats): void => {
-    // The directory watch has usually reloaded this very version already.
+    // The directory watch has usually tried this very version already.
     if (curr.mtimeMs !== this.loadedMtimeMs) this.reload('file changed');
   };
-  /** mtime of the config file as of the last successful reload. */
+  /** mtime of the config file as of the last reload attempt. */
   private loadedMtimeMs = NaN;
   private readonly dirWatchers = new Map<string, FSWatcher>();
   /** Base names, per directory, whose change means a reload. */
@@ -93,33 +95,59 @@ export class ConfigReloader {
     this.debounce.unref();
   }
 
+  /**
+   * Applies the file if it is valid and changes no restart-only setting; otherwise refuses it whole and
+   * keeps the running configuration. A refusal is published (and counted) once per file content and
+   * reason: the directory watch, the poll and a SIGHUP that all meet one bad edit count it once.
+   */
   reload(reason: string): boolean {
     let next: RuntimeConfig;
-    let mtimeMs: number;
+    let text = '';
+    this.loadedMtimeMs = statSync(this.file, { throwIfNoEntry: false })?.mtimeMs ?? NaN;
     try {
-      mtimeMs = statSync(this.file, { throwIfNoEntry: false })?.mtimeMs ?? NaN;
-      next = loadConfigFile(this.file);
+      text = readConfigText(this.file);
+      next = buildRuntimeConfig(parseConfigText(text, this.file));
     } catch (e) {
+      const governance = (e as ConfigError).governance;
+      if (!this.firstRefusal(text, (e as Error).message)) return false;
       this.log.error({ reason, err: (e as Error).message }, 'configuration reload refused; keeping the previous configuration');
       this.events?.publish('config.reload', { ok: false });
-      const governance = (e as ConfigError).governance;
       if (governance) {
         this.events?.publish('governance.refusal', governance);
         auditRefusal(this.current.config, { ...governance, message: (e as Error).message });
       }
       return false;
     }
-    const restartOnly = (['server', 'ops', 'hsm', 'hsms', 'limits'] as const).filter((k) => !isDeepStrictEqual(next.config[k], this.current.config[k]));
-    if (restartOnly.length > 0) {
-      this.log.warn({ sections: restartOnly }, 'these configuration sections change only on restart');
+    const restartRequired = restartChanges(this.current.config, next.config);
+    if (restartRequired.length > 0) {
+      if (!this.firstRefusal(text, restartRequired.join())) return false;
+      this.log.warn(
+        { reason, restartRequired },
+        `configuration reload refused: ${restartRequired.join(', ')} change${restartRequired.length > 1 ? '' : 's'} only on restart; nothing of the new file was applied: restart to apply it, or revert ${restartRequired.length > 1 ? 'these settings' : 'it'}`,
+      );
+      this.events?.publish('config.reload', { ok: false, restartRequired });
+      return false;
     }
+    this.refused = undefined;
     this.current = next;
-    this.loadedMtimeMs = mtimeMs;
     this.apply(next);
     this.events?.publish('config.reload', { ok: true });
     // A credential added in a new directory is watched from now on.
     if (this.watching) this.watchDirectories();
     this.log.info({ reason, keyStores: next.keyStores.size }, 'configuration reloaded');
+    return true;
+  }
+
+  /** What the last refusal refused (file content and why); cleared by a successful reload. */
+  private refused: string | undefined;
+
+  private firstRefusal(text: string, why: string): boolean {
+    const id = `${createHash('sha256').update(text).digest('hex')} ${why}`;
+    if (id === this.refused) {
+      this.log.info('configuration unchanged since its last refusal; still refused, not counted again');
+      return false;
+    }
+    this.refused = id;
     return true;
   }
 }

@@ -8,6 +8,16 @@ export const secretSourceSchema = z.union([
 ]);
 export type SecretSource = z.infer<typeof secretSourceSchema>;
 
+/**
+ * How a change to a setting reaches a running proxy, declared with .meta() next to the setting; a field
+ * without its own rule has its section's. `live`: a reload (file change or SIGHUP) applies it. `restart`:
+ * read once at start, so a reload that changes it is refused whole, naming the setting, and the proxy
+ * keeps running on its previous configuration until restarted (src/config/reload-rules.ts; the Helm chart
+ * rolls its pods on exactly these settings; README "Configuration reference" lists the rule per field).
+ */
+const LIVE = { reload: 'live' } as const;
+const RESTART = { reload: 'restart' } as const;
+
 export const EXTERNAL_KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
 export const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
 export const SECRET_ACCESS_KEY = /^[A-Za-z0-9+/=]{43,64}$/;
@@ -214,7 +224,7 @@ const hsmSchema = z
      */
     asyncCalls: z.boolean().default(true),
     healthKeyLabel: z.string().min(1).default('xks-health-check'),
-    /** Deep health results are reused for at most this long (spec: under one minute). */
+    /** Deep health results are reused for at most this long (spec: under one minute); a fleet's answer is refreshed at the shortest of its members'. */
     healthCacheMs: z.number().int().min(0).max(59_000).default(10_000),
     /**
      * GetKeyMetadata confirms each key version is on the token; a confirmation is reused this long.
@@ -249,7 +259,7 @@ export const configSchema = z
         tls: tlsSchema.optional(),
         /** Serve plain HTTP: only when TLS is terminated upstream. Must be explicit. */
         insecurePlainHttp: z.boolean().default(false),
-        maxBodyBytes: z.number().int().min(16 * 1024).max(1024 * 1024).default(64 * 1024),
+        maxBodyBytes: z.number().int().min(16 * 1024).max(1024 * 1024).default(64 * 1024).meta(LIVE),
         keepAliveTimeoutMs: z.number().int().min(1000).default(65_000),
         /**
          * Connection bounds, per worker process, so that unauthenticated clients cost little and not for long:
@@ -264,13 +274,14 @@ export const configSchema = z
         headersTimeoutMs: z.number().int().min(500).max(120_000).default(5000),
         requestTimeoutMs: z.number().int().min(500).max(300_000).default(10_000),
         /** Accepted difference between x-amz-date and the proxy clock. */
-        clockSkewSeconds: z.number().int().min(1).max(900).default(300),
+        clockSkewSeconds: z.number().int().min(1).max(900).default(300).meta(LIVE),
         /**
          * Signed requests of all four operations run through the request path (loopback HTTP, a throwaway
          * key store, a stand-in for the HSM calls, which the HSM warm-up covers) before the port opens, so
          * that a new replica's first customer requests meet compiled code (src/http/warm-up.ts). 0 turns it off.
+         * Live: it is used at each start only, so a change needs no restart and applies to the next one.
          */
-        warmUpRequests: z.number().int().min(0).max(100_000).default(1024),
+        warmUpRequests: z.number().int().min(0).max(100_000).default(1024).meta(LIVE),
       })
       .strict()
       .prefault({})
@@ -280,7 +291,8 @@ export const configSchema = z
       .refine((s) => s.requestTimeoutMs >= s.headersTimeoutMs, {
         message: 'server.requestTimeoutMs (the whole request) must be at least server.headersTimeoutMs',
         path: ['requestTimeoutMs'],
-      }),
+      })
+      .meta(RESTART),
     ops: z
       .object({
         host: z.string().default('0.0.0.0'),
@@ -288,7 +300,8 @@ export const configSchema = z
         enabled: z.boolean().default(true),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .meta(RESTART),
     limits: z
       .object({
         /** A request still waiting on the HSM after this long gets DependencyTimeoutException. */
@@ -305,7 +318,9 @@ export const configSchema = z
         eventLoopShedMs: z.number().int().min(0).max(10_000).optional(),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      // Sizes the session pool's queue, the health check's budget and the event-loop guard at start.
+      .meta(RESTART),
     proxy: z
       .object({
         vendor: z.string().min(1).default('xks-proxy project'),
@@ -314,12 +329,14 @@ export const configSchema = z
         fleetSize: z.number().int().min(1).default(1),
       })
       .strict()
-      .prefault({}),
-    hsm: hsmSchema.optional(),
+      .prefault({})
+      // What GetHealthStatus reports: scaling the fleet must not restart it.
+      .meta(LIVE),
+    hsm: hsmSchema.optional().meta(RESTART),
     /** Several HSMs behind this proxy (give exactly one of hsm and hsms): see README "HSM fleet". */
-    hsms: z.array(fleetMemberSchema).min(1).max(10).optional(),
-    keyStores: z.array(keyStoreSchema).min(1),
-    groups: z.array(groupSchema).default([]),
+    hsms: z.array(fleetMemberSchema).min(1).max(10).optional().meta(RESTART),
+    keyStores: z.array(keyStoreSchema).min(1).meta(LIVE),
+    groups: z.array(groupSchema).default([]).meta(LIVE),
     governance: z
       .object({
         administrators: z.array(administratorSchema).default([]),
@@ -327,14 +344,15 @@ export const configSchema = z
          * Where each proxy process writes its encryption counts per key version (one file per process,
          * summed by `xks-admin key rotate-due`); a volume all replicas share. Unset: no counting.
          */
-        usageDir: z.string().min(1).optional(),
+        usageDir: z.string().min(1).optional().meta(RESTART),
       })
       .strict()
       .refine((g) => new Set(g.administrators.map((a) => a.name)).size === g.administrators.length, {
         message: 'administrator names must be unique',
         path: ['administrators'],
       })
-      .prefault({}),
+      .prefault({})
+      .meta(LIVE),
     audit: z
       .object({
         /** Hash-chained JSON lines; cluster workers append ".<worker>" to the name. */
@@ -347,7 +365,8 @@ export const configSchema = z
       })
       .strict()
       .refine((a) => !(a.file && a.stdout), { message: 'audit.file and audit.stdout are exclusive: choose one destination' })
-      .prefault({}),
+      .prefault({})
+      .meta(RESTART),
   })
   .strict()
   .refine((c) => new Set(c.groups.map((g) => g.name)).size === c.groups.length, {

@@ -33,6 +33,19 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The proxy pods' labels: no chart version, and the version of the image they run, so that a pod rolls only
+when what it runs changes (a chart bump alone, or a new appVersion with image.tag pinned, does not).
+*/}}
+{{- define "xks-proxy.podLabels" -}}
+{{ include "xks-proxy.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "xks-proxy.imageTag" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "xks-proxy.imageTag" -}}{{ .Values.image.tag | default .Chart.AppVersion }}{{- end }}
+{{- define "xks-proxy.image" -}}{{ .Values.image.repository }}:{{ include "xks-proxy.imageTag" . }}{{- end }}
+
 {{/* proxy.fleetSize: the fixed replica count, or the most pods the HPA may run. */}}
 {{- define "xks-proxy.fleetSize" -}}
 {{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas | int }}{{ else }}{{ .Values.replicaCount | int }}{{ end }}
@@ -49,7 +62,35 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "xks-proxy.auditDir" -}}/var/lib/xks-proxy/audit{{- end }}
 
 {{/* Where the ConfigMap is mounted: a directory (not subPath) so ConfigMap updates reach the pod. */}}
-{{- define "xks-proxy.configFile" -}}/etc/xks-proxy/config/config.yaml{{- end }}
+{{- define "xks-proxy.configMapFile" -}}/etc/xks-proxy/config/config.yaml{{- end }}
+
+{{/*
+With the rotation CronJob, the config lives on rotation.cronJob.configVolume, which the CronJob edits:
+the proxies read it there (seeded once from the ConfigMap, see the Deployment's seed-config init container).
+*/}}
+{{- define "xks-proxy.configOnVolume" -}}{{ if .Values.rotation.cronJob.enabled }}true{{ end }}{{- end }}
+{{- define "xks-proxy.configVolumeDir" -}}/var/lib/xks-proxy/config{{- end }}
+{{- define "xks-proxy.configFile" -}}
+{{- if include "xks-proxy.configOnVolume" . }}{{ include "xks-proxy.configVolumeDir" . }}/{{ .Values.rotation.cronJob.configFile }}{{ else }}{{ include "xks-proxy.configMapFile" . }}{{ end }}
+{{- end }}
+
+{{/*
+SHA-256 over exactly the settings the proxy reads only at start (reload-rules.json, generated from the
+proxy's schema): the pod template's annotation, so `helm upgrade` rolls the pods when one of them changes
+and leaves them running when only live settings (key stores, groups, policies, fleet size) change.
+*/}}
+{{- define "xks-proxy.restartChecksum" -}}
+{{- $cfg := include "xks-proxy.config" . | fromYaml }}
+{{- $picked := dict }}
+{{- range $path := (.Files.Get "reload-rules.json" | fromJson).restart }}
+{{- $v := $cfg }}
+{{- range $key := splitList "." $path }}
+{{- if kindIs "map" $v }}{{ $v = get $v $key }}{{ else }}{{ $v = "" }}{{ end }}
+{{- end }}
+{{- $_ := set $picked $path $v }}
+{{- end }}
+{{- $picked | toJson | sha256sum }}
+{{- end }}
 
 {{/*
 The proxy config: .Values.config with the chart-owned fields filled in. Rendered as YAML so both the
@@ -85,16 +126,18 @@ ConfigMap and the tests see the same document.
 {{- /* The proxy takes exactly one of hsm and hsms: a non-empty hsms (a fleet) replaces the default hsm. */}}
 {{- if $cfg.hsms }}
 {{- $_ := unset $cfg "hsm" }}
-{{- if .Values.hsmPin.existingSecret }}
 {{- /* The Secret's PIN goes to the members that name none of their own (each HSM may have another PIN). */}}
 {{- range $cfg.hsms }}
 {{- if not .pin }}
-{{- $_ := set . "pin" (dict "env" "XKS_HSM_PIN") }}
+{{- if not $.Values.hsmPin.existingSecret }}
+{{- fail (printf "config.hsms %s: give it a pin, or set hsmPin.existingSecret" .id) }}
 {{- end }}
+{{- $_ := set . "pin" (dict "env" "XKS_HSM_PIN") }}
 {{- end }}
 {{- end }}
 {{- else }}
 {{- $_ := unset $cfg "hsms" }}
+{{- $_ := required "config.hsm.modulePath is required: the path of your HSM vendor's PKCS#11 library in the pod (helm/examples/ has CloudHSM, Luna and the SoftHSM2 demo image)" $cfg.hsm.modulePath }}
 {{- if .Values.hsmPin.existingSecret }}
 {{- $_ := set $cfg.hsm "pin" (dict "env" "XKS_HSM_PIN") }}
 {{- end }}
