@@ -1,5 +1,6 @@
 import dc from 'node:diagnostics_channel';
 import type { HealthReport } from './engine/types';
+import type { ClientRefusal } from './http/client-verdict';
 
 /**
  * What the proxy's parts announce. Producers (engine, health monitor, config reloader, listener, request
@@ -23,6 +24,8 @@ export interface ProxyEventMap {
   'governance.refusal': { reason: 'quorum' | 'trust-root'; group?: string };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
+  /** mTLS refused a client certificate (it got a handshake_failure alert); the reason is a small fixed set. */
+  'tls.clientRefused': { reason: ClientRefusal };
   /** A new connection closed on arrival because server.maxConnections were open. */
   'connection.dropped': Record<string, never>;
 }

@@ -173,6 +173,12 @@ export class Metrics {
     help: 'Connections closed on arrival because server.maxConnections were already open',
     registers: [this.registry],
   });
+  readonly mtlsRefusals = new client.Counter({
+    name: 'xks_mtls_refusals_total',
+    help: 'Client certificates refused by mTLS (each got a handshake_failure alert), by reason: no_certificate, expired, not_yet_valid, self_signed, unknown_ca, revoked, wrong_purpose, invalid_certificate, subject_not_allowed',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly governanceRefusals = new client.Counter({
     name: 'xks_governance_refusals_total',
     help: 'Configs refused for lacking their quorum approvals or not matching the pinned governance root',
@@ -236,6 +242,7 @@ export class Metrics {
         } else if (e.restartRequired) this.restartPending.set(1);
       }),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
+      bus.subscribe('tls.clientRefused', (e) => this.mtlsRefusals.inc({ reason: e.reason })),
       bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({

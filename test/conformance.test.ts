@@ -8,14 +8,16 @@ import { stringify } from 'yaml';
 import { ProxyApp } from '../src/app';
 import { loadConfigFile } from '../src/config/load';
 import { silentLogger } from '../src/log';
+import { ClientCert, makePki, Pki } from './support/pki';
 import { Credential, keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
 
 /**
  * AWS's public XKS test client (github.com/aws-samples/aws-kms-xksproxy-test-client), ported: the same
  * requests, sent the way it sends them (curl --aws-sigv4, pretty-printed JSON posted with --data-binary),
  * against a real proxy on the test SoftHSM2 token. The client only looks for a string in each answer;
- * these cases also assert the exact status and errorName. Its mTLS negative tests are covered elsewhere.
- * Then issue 10's conformance items that the client does not reach, through the same curl signer.
+ * these cases also assert the exact status and errorName. Then its mTLS negatives (test_negative_mtls),
+ * with its expectation, and issue 10's conformance items that the client does not reach, through the
+ * same curl signer. The mTLS cases of every refusal reason, both TLS versions, are in test/mtls.test.ts.
  */
 const run = promisify(execFile);
 const ADMIN = join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js');
@@ -383,5 +385,64 @@ describe('issue 10 conformance beyond the AWS client', () => {
       const aad = randomBytes(65536).toString('base64');
       expectError(await xks('keys/k/encrypt', encryptBody(PLAINTEXT2, aad), target()), 501, 'UnsupportedOperationException');
     });
+  });
+});
+
+// From test_negative_mtls, which the client runs whenever MTLS is set: GetHealthStatus over mTLS with
+// an expired and with a self-signed client certificate must fail in the handshake, and curl -v must
+// show `TLS alert, handshake failure`. The client's own certificates are not copied: these are made
+// for the test CA (the expired one by that CA, so that the expiry is its only fault).
+describe('mTLS negatives (test_negative_mtls)', () => {
+  let pki: Pki;
+  let secure: ProxyApp;
+  const c: Credential = newCredential();
+  beforeAll(async () => {
+    pki = makePki();
+    secure = await startProxy(
+      testConfig([keyStoreWithKeys('mtls', PREFIX, [c], [{ id: KEY_ID, label: 'test-key-1' }])], {
+        server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caCert, allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'] } },
+      } as never),
+    );
+  });
+  afterAll(async () => {
+    await secure.stop(1000);
+    rmSync(pki.dir, { recursive: true, force: true });
+  });
+
+  /** The client's run_test over https with MTLS="--key … --cert …" and VERBOSE=-v: what it greps is curl's stdout and stderr together. */
+  function health(client: ClientCert, tlsArgs: string[]): Promise<string> {
+    const args = [
+      `https://localhost:${secure.port}${PREFIX}/kms/xks/v1/health`,
+      '--silent', '-v', '--cacert', pki.caCert, ...tlsArgs, '--key', client.key, '--cert', client.cert,
+      '-H', 'Content-Type:application/json',
+      '--aws-sigv4', 'aws:amz:us-east-1:kms-xks-proxy',
+      '--user', `${c.accessKeyId}:${c.secretAccessKey}`,
+      '--data-binary', JSON.stringify(healthBody(), null, 4),
+    ];
+    return new Promise((resolve) => execFile('curl', args, (_err, stdout, stderr) => resolve(`${stdout}\n${stderr}`)));
+  }
+
+  // [how, curl's options, the version curl's trace names]
+  const versions: [string, string[], string][] = [
+    ['as curl negotiates it (TLS 1.3)', [], 'TLSv1.3'],
+    ['under TLS 1.2', ['--tlsv1.2', '--tls-max', '1.2'], 'TLSv1.2'],
+  ];
+
+  it.each(versions)('GetHealthStatus via mTLS with KMS\'s certificate answers, %s', async (_how, tlsArgs) => {
+    expect(await health(pki.client('cks.kms.us-east-1.amazonaws.com'), tlsArgs)).toContain('"healthStatus":');
+  });
+
+  it.each(versions)('GetHealthStatus via mTLS with an expired client certificate: TLS alert, handshake failure, %s', async (_how, tlsArgs, version) => {
+    const out = await health(pki.client('cks.kms.us-east-1.amazonaws.com', { days: -1 }), tlsArgs);
+    expect(out).toMatch(/TLS alert, handshake failure/);
+    expect(out).toContain(`${version} (IN), TLS alert, handshake failure`);
+    expect(out).not.toContain('"healthStatus":');
+  });
+
+  it.each(versions)('GetHealthStatus via mTLS with a self-signed client certificate: TLS alert, handshake failure, %s', async (_how, tlsArgs, version) => {
+    const out = await health(pki.selfSigned('cks.kms.us-east-1.amazonaws.com'), tlsArgs);
+    expect(out).toMatch(/TLS alert, handshake failure/);
+    expect(out).toContain(`${version} (IN), TLS alert, handshake failure`);
+    expect(out).not.toContain('"healthStatus":');
   });
 });

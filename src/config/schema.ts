@@ -176,14 +176,20 @@ const keyStoreSchema = z
     path: ['credentials'],
   });
 
+const DNS_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
 const tlsSchema = z
   .object({
     certFile: z.string().min(1),
     keyFile: z.string().min(1),
     /** PEM bundle of CAs that client certificates must chain to; enables mTLS. */
     clientCaFile: z.string().min(1).optional(),
-    /** Accepted client certificate subject CNs, e.g. cks.kms.us-east-1.amazonaws.com. */
-    allowedClientSubjects: z.array(z.string().min(1)).default([]),
+    /**
+     * Accepted client identities, as DNS names, e.g. cks.kms.us-east-1.amazonaws.com (KMS's). A client
+     * certificate matches by its subjectAltName DNS entries, as a TLS client checks a server's (a wildcard
+     * stands for one leftmost label); its subject CN counts only when it has no DNS name there.
+     */
+    allowedClientSubjects: z.array(z.string().regex(DNS_NAME, 'must be a DNS name, e.g. cks.kms.us-east-1.amazonaws.com')).default([]),
     minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
   })
   .strict()

@@ -6,7 +6,8 @@ import { constants, X509Certificate } from 'node:crypto';
 import type { TlsConfig } from '../config/schema';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
-import { Alert, alertForVerifyError, TlsAlerts } from './tls-alert';
+import { judgeClient } from './client-verdict';
+import { TlsAlerts } from './tls-alert';
 
 /** TLS 1.2 suites: ECDHE with AEAD only (the spec requires ECDHE-*-AES256-GCM-SHA384; TLS 1.3 suites are all AEAD). */
 const TLS12_CIPHERS = [
@@ -27,7 +28,8 @@ export interface ListenerOptions {
   requestTimeoutMs?: number;
   logger: Logger;
   /**
-   * Publishes 'tls.certificate' (days to expiry) after every (re)load of the serving certificate, and
+   * Publishes 'tls.certificate' (days to expiry) after every (re)load of the serving certificate,
+   * 'tls.clientRefused' (the reason) for each client certificate mTLS refuses, and
    * 'connection.dropped' for each connection the maxConnections cap refuses (a counter: a log line each would flood).
    */
   events?: ProxyEvents;
@@ -61,11 +63,6 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
  * default), which stretches a 5 s timeout to 35 s; a 1 s sweep keeps the bound what it says.
  */
 const CHECK_INTERVAL_MS = 1000;
-
-function peerNames(socket: TLSSocket): string[] {
-  const cn = socket.getPeerCertificate()?.subject?.CN;
-  return Array.isArray(cn) ? cn : cn ? [cn] : [];
-}
 
 export function createListener(handler: http.RequestListener, opts: ListenerOptions): Listener {
   const tls = opts.tls;
@@ -105,22 +102,18 @@ export function createListener(handler: http.RequestListener, opts: ListenerOpti
     opts.events?.publish('tls.certificate', { daysToExpiry: daysToExpiry(material.cert) });
     if (mtls) {
       const alerts = new TlsAlerts(secure);
-      const allowed = new Set(tls.allowedClientSubjects);
+      const allowed = tls.allowedClientSubjects;
       const verdict = (socket: TLSSocket): void => {
-        if (!socket.authorized) {
-          // Node gives the OpenSSL verify code as a string (typed as Error).
-          const reason = String(socket.authorizationError);
-          opts.logger.warn({ reason, remote: socket.remoteAddress }, 'mTLS client certificate refused; TLS alert sent');
-          alerts.refuse(socket, alertForVerifyError(reason, socket.getProtocol(), socket.getPeerX509Certificate() !== undefined));
+        const v = judgeClient({ authorized: socket.authorized, authorizationError: socket.authorizationError, certificate: socket.getPeerX509Certificate() }, allowed);
+        if (v.ok) {
+          alerts.accept(socket);
           return;
         }
-        const names = peerNames(socket);
-        if (allowed.size > 0 && !names.some((n) => allowed.has(n))) {
-          opts.logger.warn({ subject: names.join(','), remote: socket.remoteAddress }, 'mTLS client subject not allowed; TLS alert sent');
-          alerts.refuse(socket, Alert.accessDenied);
-          return;
-        }
-        alerts.accept(socket);
+        // Read before the socket is gone.
+        const fields = { reason: v.reason, detail: v.detail.slice(0, 512), protocol: socket.getProtocol(), remote: socket.remoteAddress };
+        alerts.refuse(socket);
+        opts.logger.warn(fields, 'mTLS client refused; handshake_failure alert sent');
+        opts.events?.publish('tls.clientRefused', { reason: v.reason });
       };
       // Runs synchronously as the handshake completes, before the HTTP layer sees the connection. It
       // runs inside OpenSSL's callback: an exception here would take the process down, so it fails closed instead.

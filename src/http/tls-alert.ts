@@ -1,55 +1,32 @@
 /**
- * Fatal TLS alerts for client certificates the proxy refuses.
+ * The fatal TLS alert a refused client certificate gets: handshake_failure, whatever the reason (the
+ * reason goes to the log and a metric, not to the client). AWS's XKS test client expects exactly that
+ * alert (it greps curl's `TLS alert, handshake failure`), and it tells a probing client nothing.
  *
- * Node lets OpenSSL check the client's chain during the handshake but never lets that check fail
- * it (Node's verify callback accepts everything; the verdict is applied in JavaScript once the
- * handshake is done, as a bare close). A refused client then sees an empty reply or a reset, not a
- * refused certificate. This module turns the verdict into a real alert, written when the server's
- * handshake completes, before the server's last flight leaves the process:
- * - TLS 1.2: the server's ChangeCipherSpec and Finished are still unsent, so the client is still in
- *   the handshake and expects a plaintext record: the alert is 7 bytes.
- * - TLS 1.3: the client has already finished; the alert must be protected with the server's
- *   application traffic secret (learned from the 'keylog' event) as its first record. The session
- *   tickets OpenSSL queued before it are dropped with the connection, so the sequence number is 0.
+ * Node lets OpenSSL check the client's chain during the handshake but never lets that check fail it
+ * (Node's verify callback accepts everything, and OpenSSL's is not exposed); the verdict is applied in
+ * JavaScript once the handshake is done, where Node's own refusal is a bare close. So the alert is
+ * written here, on the TCP socket under the TLS layer, when the server's handshake completes and
+ * before the server's last flight leaves the process:
+ * - TLS 1.2 needs no secret: the server's ChangeCipherSpec and Finished are still unsent, so the
+ *   client is still in the handshake and reads a plaintext record: 7 bytes. (A resumed 1.2 session
+ *   has already sent its Finished: that refusal gets a bare close.)
+ * - TLS 1.3: the server sent its Finished before the client's certificate arrived and then switched
+ *   its writes to the application traffic keys; the client, done with its side, reads with those. An
+ *   alert under the handshake keys, or in plaintext, would be a decryption or record-type error to
+ *   it. So the alert is protected with SERVER_TRAFFIC_SECRET_0, which Node gives out only through the
+ *   server's 'keylog' event. The session tickets OpenSSL queued behind it are dropped with the
+ *   connection, so the alert is record 0. Only that secret is kept, as a Buffer (never a string),
+ *   until the verdict or the close, then zeroed; every keylog line is zeroed once read.
  * See docs/threat-model.md for what clients report.
  */
 import { CipherGCM, createCipheriv, createHmac } from 'node:crypto';
 import net from 'node:net';
 import type tls from 'node:tls';
 
-/** RFC 8446 section 6 alert descriptions the proxy sends. */
-export const Alert = {
-  handshakeFailure: 40,
-  badCertificate: 42,
-  unsupportedCertificate: 43,
-  certificateRevoked: 44,
-  certificateExpired: 45,
-  unknownCa: 48,
-  accessDenied: 49,
-  certificateRequired: 116,
-} as const;
-
-const UNKNOWN_ISSUER = new Set([
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'INVALID_CA',
-  'CERT_CHAIN_TOO_LONG',
-  'PATH_LENGTH_EXCEEDED',
-]);
-
-/** The alert for a failed chain check (`authorizationError`), with the meanings RFC 5246 7.2.2 gives them. */
-export function alertForVerifyError(code: string, protocol: string | null, hasCertificate: boolean): number {
-  // Without a certificate OpenSSL itself would send these two (its FAIL_IF_NO_PEER_CERT).
-  if (!hasCertificate) return protocol === 'TLSv1.3' ? Alert.certificateRequired : Alert.handshakeFailure;
-  if (UNKNOWN_ISSUER.has(code)) return Alert.unknownCa;
-  if (code === 'CERT_HAS_EXPIRED') return Alert.certificateExpired;
-  if (code === 'CERT_REVOKED') return Alert.certificateRevoked;
-  if (code === 'INVALID_PURPOSE') return Alert.unsupportedCertificate;
-  return Alert.badCertificate;
-}
+const HANDSHAKE_FAILURE = 40;
+const FATAL = 2;
+const ALERT = 0x15;
 
 /** TLS 1.3 suites: AEAD cipher, HKDF hash, key length. */
 const SUITES: Record<string, { cipher: string; hash: string; keyLength: number }> = {
@@ -65,65 +42,113 @@ function expandLabel(hash: string, secret: Buffer, label: string, length: number
   return createHmac(hash, secret).update(info).digest().subarray(0, length);
 }
 
-function protectedAlert(suiteName: string, secret: Buffer, description: number): Buffer | undefined {
+/** The handshake_failure alert as TLS 1.3 record 0 under the server's application traffic secret. */
+function protectedAlert(suiteName: string, secret: Buffer): Buffer | undefined {
   const suite = SUITES[suiteName];
   if (!suite) return undefined;
   const key = expandLabel(suite.hash, secret, 'key', suite.keyLength);
   const iv = expandLabel(suite.hash, secret, 'iv', 12);
-  // Record 0: the nonce is the IV itself. Inner plaintext: level fatal, description, content type alert.
-  const header = Buffer.from([0x17, 0x03, 0x03, 0x00, 3 + 16]);
-  // All three AEADs default to a 16-byte tag and share the GCM cipher interface.
-  const c = createCipheriv(suite.cipher, key, iv) as CipherGCM;
-  c.setAAD(header);
-  const body = Buffer.concat([c.update(Buffer.from([2, description, 0x15])), c.final(), c.getAuthTag()]);
-  key.fill(0);
-  return Buffer.concat([header, body]);
+  try {
+    // Record 0: the nonce is the IV itself. Inner plaintext: level, description, content type alert.
+    const header = Buffer.from([0x17, 0x03, 0x03, 0x00, 3 + 16]);
+    // All three AEADs default to a 16-byte tag and share the GCM cipher interface.
+    const c = createCipheriv(suite.cipher, key, iv) as CipherGCM;
+    c.setAAD(header);
+    return Buffer.concat([header, c.update(Buffer.from([FATAL, HANDSHAKE_FAILURE, ALERT])), c.final(), c.getAuthTag()]);
+  } finally {
+    key.fill(0);
+    iv.fill(0);
+  }
 }
 
-const TRAFFIC_SECRET = 'SERVER_TRAFFIC_SECRET_0 ';
+const PLAIN_ALERT = Buffer.from([ALERT, 0x03, 0x03, 0x00, 0x02, FATAL, HANDSHAKE_FAILURE]);
 
-/** Sends refusal alerts on a TLS server's connections; keeps each TLS 1.3 server secret only until the verdict. */
+const LABEL = Buffer.from('SERVER_TRAFFIC_SECRET_0 ', 'latin1');
+
+function hexDigit(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  return -1;
+}
+
+/**
+ * The secret of a `SERVER_TRAFFIC_SECRET_0 <client random> <secret>` keylog line, decoded byte by byte
+ * (Buffer.from(hex) would need the hex as a string first); undefined for any other line.
+ */
+export function serverTrafficSecret(line: Buffer): Buffer | undefined {
+  if (line.length <= LABEL.length || !LABEL.equals(line.subarray(0, LABEL.length))) return undefined;
+  let end = line.length;
+  while (end > 0 && (line[end - 1] === 0x0a || line[end - 1] === 0x0d)) end--;
+  const start = line.lastIndexOf(0x20, end - 1) + 1;
+  if (start <= LABEL.length || (end - start) % 2 !== 0 || end === start) return undefined;
+  const secret = Buffer.alloc((end - start) / 2);
+  for (let i = 0; i < secret.length; i++) {
+    const hi = hexDigit(line[start + 2 * i] as number);
+    const lo = hexDigit(line[start + 2 * i + 1] as number);
+    if (hi < 0 || lo < 0) {
+      secret.fill(0);
+      return undefined;
+    }
+    secret[i] = (hi << 4) | lo;
+  }
+  return secret;
+}
+
+/** Sends refusal alerts on a TLS server's connections; holds each TLS 1.3 connection's server secret only until its verdict. */
 export class TlsAlerts {
   private readonly secrets = new WeakMap<tls.TLSSocket, Buffer>();
 
   constructor(server: tls.Server) {
+    // The only 'keylog' listener (it exists for this): the line is zeroed once read, whatever it holds.
     server.on('keylog', (line: Buffer, socket: tls.TLSSocket) => {
-      if (line.subarray(0, TRAFFIC_SECRET.length).toString('latin1') !== TRAFFIC_SECRET) return;
-      const hex = line.toString('latin1').trim().split(' ')[2];
-      if (hex) this.secrets.set(socket, Buffer.from(hex, 'hex'));
+      try {
+        const secret = serverTrafficSecret(line);
+        if (!secret) return;
+        this.forget(socket);
+        this.secrets.set(socket, secret);
+        // A client that never finishes its handshake gets no verdict.
+        socket.once('close', () => this.forget(socket));
+      } finally {
+        line.fill(0);
+      }
     });
   }
 
   /** The connection is accepted: its secret is no longer needed. */
   accept(socket: tls.TLSSocket): void {
-    this.secrets.get(socket)?.fill(0);
-    this.secrets.delete(socket);
+    this.forget(socket);
   }
 
   /**
-   * Writes the alert to the TCP socket under the TLS layer and destroys the connection. Must run
-   * synchronously in 'secureConnection'; if the alert cannot be made the connection is still closed.
-   * Never throws.
+   * Writes handshake_failure to the TCP socket under the TLS layer and destroys the connection. Must
+   * run synchronously in 'secureConnection'; if the alert cannot be made the connection is still
+   * closed. Never throws.
    */
-  refuse(socket: tls.TLSSocket, description: number): void {
+  refuse(socket: tls.TLSSocket): void {
     try {
-      const record = this.record(socket, description);
+      const record = this.record(socket);
       // `_parent` is the net.Socket Node wrapped; its writes bypass TLS and reach the kernel at once.
       const raw = (socket as unknown as { _parent?: unknown })._parent;
       if (record && raw instanceof net.Socket && !raw.destroyed) raw.write(record);
     } catch {
       // No alert then; the refusal itself must not fail.
     } finally {
-      this.accept(socket);
+      this.forget(socket);
       socket.destroy();
     }
   }
 
-  private record(socket: tls.TLSSocket, description: number): Buffer | undefined {
+  private forget(socket: tls.TLSSocket): void {
+    this.secrets.get(socket)?.fill(0);
+    this.secrets.delete(socket);
+  }
+
+  private record(socket: tls.TLSSocket): Buffer | undefined {
     const protocol = socket.getProtocol();
-    if (protocol === 'TLSv1.2') return Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 2, description]);
+    if (protocol === 'TLSv1.2') return socket.isSessionReused() ? undefined : PLAIN_ALERT;
     const secret = this.secrets.get(socket);
     if (protocol !== 'TLSv1.3' || !secret) return undefined;
-    return protectedAlert(socket.getCipher().standardName, secret, description);
+    return protectedAlert(socket.getCipher().standardName, secret);
   }
 }

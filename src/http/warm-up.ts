@@ -1,13 +1,13 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes, randomUUID } from 'node:crypto';
-import aws4 from 'aws4';
-import { hidden, KeyRuntime, KeyStoreRuntime, RuntimeConfig } from '../config/load';
+import { buildRuntimeConfig, RuntimeConfig } from '../config/load';
+import type { ProxyConfig } from '../config/schema';
 import type { CryptoEngine } from '../engine/types';
 import { silentLogger } from '../log';
 import { Metrics } from '../metrics';
 import { generateCredential } from '../sigv4/credentials';
-import { SERVICE } from '../sigv4/verify';
+import { signRequest, SigningCredential } from '../sigv4/sign';
 import { createXksHandler, HandlerServices } from './pipeline';
 
 const PREFIX = '/xks-proxy-warm-up';
@@ -48,8 +48,9 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
   const failures: Record<string, number> = {};
   const answered: Record<string, number> = {};
   if (requests <= 0) return { requests: 0, answered, failures, ms: 0 };
-  const credential = generateCredential();
-  const runtime = warmUpRuntime(svc.runtime(), credential);
+  const { accessKeyId, secretAccessKey } = generateCredential();
+  const runtime = warmUpRuntime(svc.runtime().config, accessKeyId, secretAccessKey);
+  const credential: SigningCredential = { accessKeyId, secret: Buffer.from(secretAccessKey) };
   const handler = createXksHandler({
     ...svc,
     engine: standInEngine(svc.engine),
@@ -67,7 +68,10 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
   server.on('checkContinue', handler.checkContinue);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
+    // Exclusive: in a cluster worker, listen(0) otherwise asks the primary for a socket, and every worker
+    // gets the same one (same port), so one worker's warm-up connection could be accepted by another
+    // worker's warm-up server, which knows only its own random credential: a 401 (issue 21).
+    server.listen({ port: 0, host: '127.0.0.1', exclusive: true }, resolve);
   });
   const agent = new http.Agent({ keepAlive: true, maxSockets: PARALLEL });
   const port = (server.address() as AddressInfo).port;
@@ -112,25 +116,24 @@ function standInEngine(real: CryptoEngine): CryptoEngine {
   };
 }
 
-function warmUpRuntime(real: RuntimeConfig, credential: { accessKeyId: string; secretAccessKey: string }): RuntimeConfig {
-  const group = { name: KEY_ID, status: 'ENABLED' as const, rules: [{ id: KEY_ID, effect: 'allow' as const, conditions: [] }] };
-  const version = { version: 1, label: KEY_ID };
-  const key: KeyRuntime = {
-    id: KEY_ID,
-    group,
-    usage: new Set(['ENCRYPT', 'DECRYPT']),
-    usageList: ['ENCRYPT', 'DECRYPT'],
-    status: 'ENABLED',
-    pendingDeletion: false,
-    versions: new Map([[1, version]]),
-    current: version,
-  };
-  const keyStore: KeyStoreRuntime = hidden(
-    { name: KEY_ID, pathPrefix: PREFIX, regions: new Set([REGION]), status: 'ENABLED' as const, requestsPerSecond: 0, keys: new Map([[KEY_ID, key]]) },
-    'secrets',
-    new Map([[credential.accessKeyId, Buffer.from(credential.secretAccessKey)]]),
+/**
+ * The warm-up's own configuration, built and checked by the loader like any other: the real settings
+ * (server, limits, ...), one key store at a prefix of its own with the one credential, one allow-all
+ * group with one key. No environment is read: the credential is inline, and the HSM PINs are
+ * placeholders (the stand-in engine never logs in). No group is quorum-protected, so governance has
+ * nothing to check.
+ */
+function warmUpRuntime(real: ProxyConfig, accessKeyId: string, secretAccessKey: string): RuntimeConfig {
+  const { hsm: _hsm, hsms, keyStores: _keyStores, groups: _groups, governance: _governance, ...settings } = real;
+  return buildRuntimeConfig(
+    {
+      ...settings,
+      hsms: hsms.map((h) => ({ ...h, pin: { value: 'unused' } })),
+      keyStores: [{ name: KEY_ID, pathPrefix: PREFIX, regions: [REGION], credentials: [{ accessKeyId, secretAccessKey: { value: secretAccessKey } }], groups: [KEY_ID] }],
+      groups: [{ name: KEY_ID, policy: { rules: [{ id: KEY_ID, effect: 'allow' }] }, keys: [{ id: KEY_ID, label: KEY_ID }] }],
+    },
+    {},
   );
-  return hidden(hidden({ config: real.config, keyStores: new Map([[PREFIX, keyStore]]) }, 'hsmPin', ''), 'hsmPins', new Map<string, string>());
 }
 
 const metadata = (kmsOperation: string): Record<string, string> => ({
@@ -167,10 +170,10 @@ function warmUpRequest(kind: number, sealed: Sealed | undefined): [string, strin
   }
 }
 
-function post(agent: http.Agent, port: number, path: string, body: string, credential: { accessKeyId: string; secretAccessKey: string }): Promise<{ status: number; json: unknown }> {
-  const signed = aws4.sign({ host: `127.0.0.1:${port}`, path, method: 'POST', service: SERVICE, region: REGION, body, headers: { 'content-type': 'application/json' } }, credential);
+function post(agent: http.Agent, port: number, path: string, body: string, credential: SigningCredential): Promise<{ status: number; json: unknown }> {
+  const headers = signRequest({ method: 'POST', host: `127.0.0.1:${port}`, path, body, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } }, credential, REGION);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers: signed.headers, agent }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers, agent }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -9,7 +9,7 @@ import { createHmac, hash, timingSafeEqual } from 'node:crypto';
  */
 
 export const SERVICE = 'kms-xks-proxy';
-const ALGORITHM = 'AWS4-HMAC-SHA256';
+export const ALGORITHM = 'AWS4-HMAC-SHA256';
 const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -86,7 +86,8 @@ function headerValues(rawHeaders: readonly string[]): Map<string, string[]> {
   return map;
 }
 
-const canonicalValue = (v: string): string => v.trim().replace(/\s+/g, ' ');
+/** A header value as it enters the canonical request: trimmed, inner whitespace runs made one space. */
+export const canonicalValue = (v: string): string => v.trim().replace(/\s+/g, ' ');
 
 /** Parses x-amz-date (YYYYMMDDTHHMMSSZ) to epoch ms, or NaN. */
 export function parseAmzDate(v: string): number {
@@ -203,6 +204,22 @@ export function preverifySigV4(rawHeaders: readonly string[], policy: SigV4Polic
   };
 }
 
+/**
+ * The string to sign (spec Appendix A) over a canonical request whose headers are already canonical.
+ * The path goes in as given: the router admits only unreserved characters, which canonicalise to themselves.
+ * Shared with the proxy's own signer (sign.ts), so that both build it byte for byte alike.
+ */
+export function stringToSign(method: string, path: string, canonicalHeaders: string, signedHeaders: string, payloadHash: string, amzDate: string, region: string): string {
+  const canonicalRequest = `${method}\n${path}\n\n${canonicalHeaders}\n${signedHeaders}\n${payloadHash}`;
+  const scope = `${amzDate.slice(0, 8)}/${region}/${SERVICE}/aws4_request`;
+  return `${ALGORITHM}\n${amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
+}
+
+/** HMAC-SHA256 of the string to sign under the (cached) signing key of the credential's scope. */
+export function signatureOf(accessKeyId: string, secret: Buffer, date: string, region: string, toSign: string): Buffer {
+  return createHmac('sha256', signingKey(accessKeyId, secret, date, region)).update(toSign).digest();
+}
+
 /** The checks that need the body: its hash, then the signature over the canonical request. */
 export function completeSigV4(pre: SigV4Headers, req: Pick<SigV4Request, 'method' | 'path' | 'body'>): SigV4Result {
   const payloadHash = sha256Hex(req.body);
@@ -210,10 +227,8 @@ export function completeSigV4(pre: SigV4Headers, req: Pick<SigV4Request, 'method
   if (claimed && (claimed.length !== 1 || claimed[0] !== payloadHash)) return fail('body_hash', 'x-amz-content-sha256 does not match the body');
   if (!HEX64.test(pre.signature)) return fail('signature', 'signature does not match');
 
-  const canonicalRequest = `${req.method}\n${req.path}\n\n${pre.canonicalHeaders}\n${pre.signedHeaders}\n${payloadHash}`;
-  const scope = `${pre.date}/${pre.region}/${SERVICE}/aws4_request`;
-  const stringToSign = `${ALGORITHM}\n${pre.amzDate}\n${scope}\n${sha256Hex(canonicalRequest)}`;
-  const expected = createHmac('sha256', signingKey(pre.accessKeyId, pre.secret, pre.date, pre.region)).update(stringToSign).digest();
+  const toSign = stringToSign(req.method, req.path, pre.canonicalHeaders, pre.signedHeaders, payloadHash, pre.amzDate, pre.region);
+  const expected = signatureOf(pre.accessKeyId, pre.secret, pre.date, pre.region, toSign);
   const provided = Buffer.from(pre.signature, 'hex');
   if (!timingSafeEqual(expected, provided)) return fail('signature', 'signature does not match');
   return { ok: true, accessKeyId: pre.accessKeyId, region: pre.region };
