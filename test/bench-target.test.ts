@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- --target ...` against a deployed proxy: here a real proxy on the test token,
  * serving TLS with client certificates required (mTLS), benchmarked by the compiled bench
- * (dist/bench/run.js, built by `npx tsc`) as a separate process, briefly and at a low rate.
+ * (dist-bench/bench/run.js, built before the run by test/support/global-setup.ts) as a separate process, briefly and at a low rate.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +11,7 @@ import type { ProxyApp } from '../src/app';
 import { makePki, Pki } from './support/pki';
 import { keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
 
-const BENCH = join(__dirname, '..', 'dist', 'bench', 'run.js');
+const BENCH = join(__dirname, '..', 'dist-bench', 'bench', 'run.js');
 const cred = newCredential();
 let pki: Pki;
 let app: ProxyApp;
