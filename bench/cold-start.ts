@@ -2,7 +2,7 @@
  * Cold start: the first seconds of a fresh proxy hit by full traffic the moment it turns ready, as a
  * replica that just passed its readiness probe behind a load balancer is (issue 11).
  *
- *   npm run build && node dist/bench/cold-start.js [--trials 5] [--rate 1800] [--connections 200] [--seconds 3]
+ *   npm run build:bench && node dist-bench/bench/cold-start.js [--trials 5] [--rate 1800] [--connections 200] [--seconds 3]
  *     [--workers 1] [--log-level info] [--set server.warmUpRequests=0] [--root DIR] [--out bench/results]
  *
  * Sets up one SoftHSM2 demo token (softhsm/setup-token.sh), makes real ciphertexts through a throwaway

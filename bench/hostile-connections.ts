@@ -2,7 +2,7 @@
  * Hostile connections: what unauthenticated clients that send most of a body and then stall cost
  * the proxy in memory, optionally under a real cgroup memory limit.
  *
- *   npm run build && node dist/bench/hostile-connections.js --connections 10000 --cgroup 512M
+ *   npm run build:bench && node dist-bench/bench/hostile-connections.js --connections 10000 --cgroup 512M
  *
  * Starts the proxy (dist/src/main.js of --root, default this checkout) on a fresh SoftHSM2 demo
  * token, opens --connections plain-HTTP connections to an XKS path, each sending headers with

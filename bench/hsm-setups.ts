@@ -6,7 +6,7 @@
  *     keep-alive connection, with hsm.asyncCalls true and false.
  * Every target is set up first, then measured in interleaved rounds.
  *
- *   npm run build && node dist/bench/hsm-setups.js [--requests 2000] [--setups softhsm,p11kit,nss]
+ *   npm run build:bench && node dist-bench/bench/hsm-setups.js [--requests 2000] [--setups softhsm,p11kit,nss]
  *
  * Loopback only. Prints one JSON line per measurement and a table; a setup that fails is reported and skipped.
  */

@@ -522,7 +522,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
     }),
     notes: () => {
       const out: string[] = [];
-      if (opt.cpuProf && existsSync(profDir)) out.push(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(' ')}  (node dist/bench/profile-summary.js FILE)`);
+      if (opt.cpuProf && existsSync(profDir)) out.push(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(' ')}  (node dist-bench/bench/profile-summary.js FILE)`);
       const l = log();
       if (l.errors + l.warnings > 0) {
         out.push(`warning: the proxy logged ${l.errors} error and ${l.warnings} warning lines, first: ${l.first ?? ''}${opt.keep ? ` (${logFile})` : ' (--keep keeps the log)'}`);

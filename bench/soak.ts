@@ -11,7 +11,7 @@
  * bodies, slow headers, oversized bodies): the valid traffic must come through exactly as without them.
  * Their audit lines name key HOSTILE_KEY_ID and are left out of the one-line-per-answer check.
  *
- *   npm run build && node dist/bench/soak.js --duration 120 --rate 1800 [--hostile 0.1]
+ *   npm run build:bench && node dist-bench/bench/soak.js --duration 120 --rate 1800 [--hostile 0.1]
  *
  * Loopback only; the run stops by itself. Prints a JSON report; exits 1 on any mismatch or lost answer.
  */
