@@ -53,7 +53,7 @@ import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../testbed/
 import { checkTarget, remoteTarget, TargetError, TargetOptions } from './lib/target';
 import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
 
-const USAGE = `usage: npm run bench -- [options]     (after npm run build)
+const USAGE = `usage: npm run bench -- [options]     (builds dist/ and dist-bench/ first)
 
   --mode fixed|max|both|overload|hostile   what to run (default both; overload and hostile: see below)
   --rates 1800,3600,5400     offered rates for fixed mode, req/s
