@@ -11,18 +11,24 @@
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
-# node-gyp needs python3, make and g++ to compile pkcs11js.
+# node-gyp needs python3, make and g++ to compile pkcs11js; SoftHSM2 is the module its postinstall checks
+# the built binary on (scripts/pkcs11js-gcm-probe.js), in this stage only.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
+ && apt-get install -y --no-install-recommends python3 make g++ softhsm2 \
  && rm -rf /var/lib/apt/lists/*
 # Use the headers shipped with the image's Node instead of downloading them.
 ENV npm_config_nodedir=/usr/local
 WORKDIR /src
 # Lockfile first so the dependency layer is cached across source changes.
-# scripts/ holds the postinstall step that patches pkcs11js for PKCS#11 v2.30 GCM parameters.
+# patches/ and scripts/: the postinstall that patches pkcs11js (PKCS#11 v2.30 GCM parameters), builds it
+# once and checks the binary. --ignore-scripts: this npm (10) does not read package.json's allowScripts,
+# and would build pkcs11js unpatched first with the package's own install script.
 COPY package.json package-lock.json ./
+COPY patches ./patches
 COPY scripts ./scripts
-RUN npm ci --no-audit --no-fund
+RUN npm ci --no-audit --no-fund --ignore-scripts \
+ && npm run postinstall
+# The product only: tsconfig.json compiles src/ (bench/, test/ and testbed/ are not in the context).
 COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build \

@@ -1,4 +1,4 @@
-// The HSM setup of this run (test/hsm/setups.ts). The suites that exercise the four operations, the
+// The HSM setup of this run (testbed/hsm-setups.ts). The suites that exercise the four operations, the
 // errors and the HSM faults run on every setup; the others (xks-admin on SoftHSM2, chart, Dockerfile,
 // soak, ...) only on SoftHSM2 in process.
 const setup = process.env.XKS_TEST_HSM_SETUP ?? 'softhsm';
@@ -13,7 +13,8 @@ const suites = (names) => names.map((name) => `**/test/${name}.test.ts`);
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
+  // test/: the product's suites; bench/test/: the bench's own (its bookkeeping, and the soak run).
+  roots: ['<rootDir>/test', '<rootDir>/bench'],
   testMatch: load ? suites(LOAD) : setup === 'softhsm' ? ['**/*.test.ts'] : suites(EVERY_SETUP),
   testPathIgnorePatterns: load ? ['/node_modules/'] : ['/node_modules/', ...LOAD.map((name) => `/test/${name}\\.test\\.ts$`)],
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'test/tsconfig.json' }] },

@@ -3,7 +3,7 @@
  * an XKS encrypt answer) to any POST, after reading the request body. No parsing, no signature
  * check, no HSM: what node:http alone costs on this machine, measured with the same load.
  *
- *   node dist/bench/baseline-server.js --port PORT [--workers N]
+ *   node dist-bench/bench/baseline-server.js --port PORT [--workers N]
  */
 import cluster from 'node:cluster';
 import http from 'node:http';

@@ -2,7 +2,7 @@
  * Cold start: the first seconds of a fresh proxy hit by full traffic the moment it turns ready, as a
  * replica that just passed its readiness probe behind a load balancer is (issue 11).
  *
- *   npm run build && node dist/bench/cold-start.js [--trials 5] [--rate 1800] [--connections 200] [--seconds 3]
+ *   npm run build:bench && node dist-bench/bench/cold-start.js [--trials 5] [--rate 1800] [--connections 200] [--seconds 3]
  *     [--workers 1] [--log-level info] [--set server.warmUpRequests=0] [--root DIR] [--out bench/results]
  *
  * Sets up one SoftHSM2 demo token (softhsm/setup-token.sh), makes real ciphertexts through a throwaway
@@ -25,7 +25,9 @@ import { performance } from 'node:perf_hooks';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { KMS_TIMEOUT_MS, runLoad, RunStats } from './lib/load';
-import { freePortPair, httpStatus, installCleanup, startChild, stopAll, stopChild } from './lib/processes';
+import { httpStatus, installCleanup, startChild, stopAll, stopChild } from './lib/processes';
+import { freePortPair } from '../testbed/ports';
+import { ROOT } from './lib/paths';
 import { gitDescribe, logTail } from './lib/run-info';
 import { Credential, localEndpoint, makeCiphertexts, post, Sealed, SignedPool } from './lib/workload';
 
@@ -43,7 +45,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { root: resolve(__dirname, '..', '..'), trials: 5, rate: 1800, connections: 200, seconds: 3, workers: 1, logLevel: 'info', out: 'bench/results', pool: 2000, sets: [] };
+  const o: Options = { root: ROOT, trials: 5, rate: 1800, connections: 200, seconds: 3, workers: 1, logLevel: 'info', out: 'bench/results', pool: 2000, sets: [] };
   const num = (name: string, s: string, min: number): number => {
     const n = Number(s);
     if (!Number.isFinite(n) || n < min) throw new Error(`${name}: expected a number >= ${min}, got "${s}"`);

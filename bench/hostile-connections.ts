@@ -2,7 +2,7 @@
  * Hostile connections: what unauthenticated clients that send most of a body and then stall cost
  * the proxy in memory, optionally under a real cgroup memory limit.
  *
- *   npm run build && node dist/bench/hostile-connections.js --connections 10000 --cgroup 512M
+ *   npm run build:bench && node dist-bench/bench/hostile-connections.js --connections 10000 --cgroup 512M
  *
  * Starts the proxy (dist/src/main.js of --root, default this checkout) on a fresh SoftHSM2 demo
  * token, opens --connections plain-HTTP connections to an XKS path, each sending headers with
@@ -26,7 +26,9 @@ import tls from 'node:tls';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { freePortPair, httpStatus, installCleanup, startChild, stopAll, treeRssBytes, waitFor } from './lib/processes';
+import { httpStatus, installCleanup, startChild, stopAll, treeRssBytes, waitFor } from './lib/processes';
+import { freePortPair } from '../testbed/ports';
+import { ROOT } from './lib/paths';
 
 interface Options {
   root: string;
@@ -42,7 +44,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { root: resolve(__dirname, '..', '..'), connections: 10_000, declared: 65_536, send: 65_535, holdS: 20, afterS: 10, reconnect: true, tls: false, sets: [] };
+  const o: Options = { root: ROOT, connections: 10_000, declared: 65_536, send: 65_535, holdS: 20, afterS: 10, reconnect: true, tls: false, sets: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const v = (): string => argv[++i] ?? '';

@@ -1,12 +1,12 @@
 /**
- * Latency of one encrypt per HSM setup (test/hsm/setups.ts): SoftHSM2 in process, NSS softoken, and
+ * Latency of one encrypt per HSM setup (testbed/hsm-setups.ts): SoftHSM2 in process, NSS softoken, and
  * SoftHSM2 behind p11-kit remoting. For each setup it times, one request at a time:
  *   - the PKCS#11 calls alone (C_EncryptInit + C_Encrypt of 32 bytes, from this process), and
  *   - signed XKS encrypts through a real proxy process (node dist/src/main.js, one worker), over one
  *     keep-alive connection, with hsm.asyncCalls true and false.
  * Every target is set up first, then measured in interleaved rounds.
  *
- *   npm run build && node dist/bench/hsm-setups.js [--requests 2000] [--setups softhsm,p11kit,nss]
+ *   npm run build:bench && node dist-bench/bench/hsm-setups.js [--requests 2000] [--setups softhsm,p11kit,nss]
  *
  * Loopback only. Prints one JSON line per measurement and a table; a setup that fails is reported and skipped.
  */
@@ -19,9 +19,11 @@ import * as pkcs11js from 'pkcs11js';
 import { stringify } from 'yaml';
 import { generateKek } from '../src/engine/token';
 import { generateCredential } from '../src/sigv4/credentials';
-import { createSetup, openSetupSession, SETUPS, setupName, stopSetup, type HsmSetup, type SetupName } from '../test/hsm/setups';
-import { freePortPair, httpStatus, installCleanup, startChild, stopAll, stopChild, waitFor } from './lib/processes';
+import { createSetup, openSetupSession, SETUPS, setupName, stopSetup, type HsmSetup, type SetupName } from '../testbed/hsm-setups';
+import { httpStatus, installCleanup, startChild, stopAll, stopChild, waitFor } from './lib/processes';
+import { freePortPair } from '../testbed/ports';
 import { encryptBody, signRequest } from './lib/workload';
+import { productJs } from './lib/paths';
 
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,7 +31,7 @@ const arg = (name: string, def: string): string => {
 };
 const requests = Number(arg('requests', '2000'));
 const setups = arg('setups', SETUPS.join(',')).split(',').map((s) => setupName(s));
-const mainJs = join(__dirname, '..', 'src', 'main.js');
+const mainJs = productJs('main.js');
 const ROUNDS = 10;
 
 interface Stats {

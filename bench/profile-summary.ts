@@ -3,7 +3,7 @@
  * proxy's CPU time goes, by function (self time), by source area, and the inclusive time of the
  * proxy's own functions (dist/src).
  *
- *   node dist/bench/profile-summary.js FILE.cpuprofile [--top 30]
+ *   node dist-bench/bench/profile-summary.js FILE.cpuprofile [--top 30]
  */
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';

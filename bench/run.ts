@@ -41,17 +41,19 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { KMS_TIMEOUT_MS, runLoad, RunStats, Pacing } from './lib/load';
-import { cpuList, freePortPair, httpStatus, installCleanup, ownCpus, pinProcess, startChild, stopAll, threadAffinity, treeAffinity, waitFor } from './lib/processes';
+import { cpuList, httpStatus, installCleanup, ownCpus, pinProcess, startChild, stopAll, threadAffinity, treeAffinity, waitFor } from './lib/processes';
+import { freePortPair } from '../testbed/ports';
+import { benchJs, productJs, ROOT } from './lib/paths';
 import { gitDescribe, logTail } from './lib/run-info';
 import { BAR_MULTIPLE, verdict } from './lib/overload';
 import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
 import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
 import { makeBenchFleet } from './lib/fleet';
-import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../test/hsm/setups';
+import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../testbed/hsm-setups';
 import { checkTarget, kmsCheck, KmsCheck, remoteTarget, TargetError, TargetOptions } from './lib/target';
 import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
 
-const USAGE = `usage: npm run bench -- [options]     (after npm run build)
+const USAGE = `usage: npm run bench -- [options]     (builds dist/ and dist-bench/ first)
 
   --mode fixed|max|both|overload|hostile   what to run (default both; overload and hostile: see below)
   --rates 1800,3600,5400     offered rates for fixed mode, req/s
@@ -352,8 +354,6 @@ function pinObserved(pin: Pin | undefined, proxyPid: number | undefined): Record
 
 const pinText = (pin: Pin | undefined): string => (pin ? `, pinned: proxy on CPU ${pin.proxy}, load generator on CPU ${pin.bench}` : '');
 
-// dist/bench/run.js when compiled; bench/run.ts if run from source.
-const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
 const note = (msg: string): void => void process.stderr.write(`bench: ${msg}\n`);
 
 
@@ -420,9 +420,9 @@ let lost: HsmSetup | undefined;
 
 /** The demo token, the proxy (and the baseline) on 127.0.0.1. */
 async function startLocal(opt: Options, dir: string, outDir: string, stamp: string): Promise<Prepared> {
-  const mainJs = join(root, 'dist', 'src', 'main.js');
-  const baselineJs = join(root, 'dist', 'bench', 'baseline-server.js');
-  if (!existsSync(mainJs) || !existsSync(baselineJs)) throw new Error('run "npm run build" first');
+  const mainJs = productJs('main.js');
+  const baselineJs = benchJs('baseline-server.js');
+  if (!existsSync(mainJs) || !existsSync(baselineJs)) throw new Error('run "npm run build:bench" first');
   // Pinned first, so that the token setup and every thread started later stay on the bench's CPUs.
   let pin: Pin | undefined;
   try {
@@ -437,7 +437,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   // ---- demo token and config: setup-token's output with server.* overridden
   const port = await freePortPair();
   note(`setting up a SoftHSM2 token in ${dir}`);
-  execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('bash', [join(ROOT, 'softhsm', 'setup-token.sh'), dir, String(port)], { stdio: ['ignore', 'ignore', 'inherit'] });
   const config = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
   config.server = { ...config.server, host: '127.0.0.1', port, workers: opt.workers === 'auto' && !pin ? 'auto' : workers };
   if (opt.audit) config.audit = { ...(config.audit ?? {}), file: join(dir, 'audit.log') };
@@ -527,7 +527,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
     }),
     notes: () => {
       const out: string[] = [];
-      if (opt.cpuProf && existsSync(profDir)) out.push(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(' ')}  (node dist/bench/profile-summary.js FILE)`);
+      if (opt.cpuProf && existsSync(profDir)) out.push(`profiles: ${readdirSync(profDir).map((f) => join(profDir, f)).join(' ')}  (node dist-bench/bench/profile-summary.js FILE)`);
       const l = log();
       if (l.errors + l.warnings > 0) {
         out.push(`warning: the proxy logged ${l.errors} error and ${l.warnings} warning lines, first: ${l.first ?? ''}${opt.keep ? ` (${logFile})` : ' (--keep keeps the log)'}`);
@@ -560,7 +560,7 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
   const t: StressTarget = { endpoint: p.proxy, basePath: p.basePath, cred: p.cred, keys: p.keys, pid: proxy.pid, opsPort: p.opsPort, files: p.files };
   const common: StressOptions = { mix: opt.mix, pool: opt.pool, pacing: opt.pacing, warmupS: opt.warmup, rampS: opt.ramp, durationS: opt.duration, note };
   const who = opt.target ? `proxy at ${opt.target.url}` : `proxy workers ${p.workers}${pinText(p.pin)}`;
-  const head = { timestamp: new Date().toISOString(), git: gitDescribe(root), machine: { node: process.version, cpus: os.availableParallelism(), loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) }, options: opt };
+  const head = { timestamp: new Date().toISOString(), git: gitDescribe(ROOT), machine: { node: process.version, cpus: os.availableParallelism(), loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) }, options: opt };
   const out: string[] = [''];
   let body: Record<string, unknown>;
   let svg: string;
@@ -713,7 +713,7 @@ async function main(): Promise<void> {
 
     const result = {
       timestamp: new Date().toISOString(),
-      git: gitDescribe(root),
+      git: gitDescribe(ROOT),
       machine: { node: process.version, cpus: os.availableParallelism(), cpuModel: os.cpus()[0]?.model, loadavg: os.loadavg().map((v) => Math.round(v * 100) / 100) },
       options: opt,
       pin,

@@ -7,7 +7,7 @@ import { loadConfigFile } from '../src/config/load';
 import { createLogger } from '../src/log';
 import { runProcess } from '../src/process';
 import { findTokenSlot } from '../src/engine/module';
-import { faultyModule, slotLoss } from '../src/testing/faulty-module';
+import { faultyModule, slotLoss } from '../testbed/faulty-module';
 
 async function main(): Promise<void> {
   const file = process.argv[process.argv.indexOf('--config') + 1] as string;

@@ -11,23 +11,22 @@
  * bodies, slow headers, oversized bodies): the valid traffic must come through exactly as without them.
  * Their audit lines name key HOSTILE_KEY_ID and are left out of the one-line-per-answer check.
  *
- *   npm run build && node dist/bench/soak.js --duration 120 --rate 1800 [--hostile 0.1]
+ *   npm run build:bench && node dist-bench/bench/soak.js --duration 120 --rate 1800 [--hostile 0.1]
  *
  * Loopback only; the run stops by itself. Prints a JSON report; exits 1 on any mismatch or lost answer.
  */
 import { execFile, execFileSync, fork, ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import aws4 from 'aws4';
 import { parse, stringify } from 'yaml';
 import { HOSTILE_KEY_ID, HostileReport, HostileTraffic } from './lib/hostile';
 import { localEndpoint } from './lib/workload';
+import { benchJs, productJs, ROOT } from './lib/paths';
 
-// bench/ when run from source (jest), dist/bench/ when compiled.
-const root = existsSync(join(__dirname, '..', 'package.json')) ? join(__dirname, '..') : join(__dirname, '..', '..');
 /** The key of the run's traffic, made on both HSMs of the fleet by xks-admin key create. */
 const MAIN_KEY = 'soak-key';
 const arg = (name: string, def: number): number => {
@@ -87,7 +86,7 @@ export interface SoakOptions {
 
 export async function soak(durationS: number, rate: number, opts: SoakOptions = {}): Promise<SoakReport> {
   const dir = mkdtempSync(join(tmpdir(), 'xks-soak-'));
-  execFileSync('bash', [join(root, 'softhsm', 'setup-token.sh'), dir, '0'], { stdio: 'ignore' });
+  execFileSync('bash', [join(ROOT, 'softhsm', 'setup-token.sh'), dir, '0'], { stdio: 'ignore' });
   const configFile = join(dir, 'config.yaml');
   const config = parse(readFileSync(configFile, 'utf8'));
   config.server.port = 0;
@@ -113,7 +112,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   // Asynchronous, so the load keeps flowing (and its latency stays honest) while the CLI runs.
   const adminWith = (extraEnv: Record<string, string>, ...args: string[]): Promise<string> =>
     new Promise((resolve, reject) =>
-      execFile('node', [join(root, 'dist', 'src', 'tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv } }, (e, out) => (e ? reject(e) : resolve(out))),
+      execFile('node', [productJs('tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv } }, (e, out) => (e ? reject(e) : resolve(out))),
     );
   const admin = (...args: string[]): Promise<string> => adminWith({}, ...args);
   await adminWith({ XKS_HSM_PIN: second.pin }, 'hsm', 'generate-key', '--module', config.hsms[0].modulePath, '--token', second.tokenLabel, '--label', config.hsms[0].healthKeyLabel);
@@ -121,7 +120,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   await admin('key', 'create', MAIN_KEY, '--group', 'demo-keys');
   await admin('key', 'create', 'soak-victim', '--group', 'demo-keys');
 
-  const child: ChildProcess = fork(join(root, 'dist', 'bench', 'soak-proxy.js'), ['--config', configFile], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child: ChildProcess = fork(benchJs('soak-proxy.js'), ['--config', configFile], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m: { type: string; port: number }) => (m.type === 'ready' ? resolve(m.port) : reject(new Error('proxy failed'))));
     child.once('exit', () => reject(new Error('proxy exited during start')));

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { freePortPair } from '../bench/lib/processes';
+import { freePortPair } from '../testbed/ports';
 import { configSchema } from '../src/config/schema';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig, b64 } from './support/proxy';
 

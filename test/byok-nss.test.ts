@@ -1,17 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createSetup } from './hsm/setups';
+import { createSetup, nssMissing } from '../testbed/hsm-setups';
 import { StoreHarness } from './admin-harness';
+import { describeWhenPresent } from './support/suites';
 
 /**
  * BYOK with RSAES-OAEP-SHA256, KMS's default, end to end on NSS softoken: SoftHSM2 2.6 unwraps OAEP only
  * with SHA-1 (test/byok.test.ts), NSS does SHA-256 with MGF1-SHA256. The suite brings its own NSS
  * database; the rest of the run may be on any setup. Setup (Debian): apt-get install libnss3 libnss3-tools.
  */
-const NSS = process.env.NSS_SOFTOKN_MODULE ?? '/usr/lib/x86_64-linux-gnu/libsoftokn3.so';
-const present = existsSync(NSS) && existsSync('/usr/bin/certutil');
-if (!present) console.warn(`byok-nss: skipped, ${NSS} or certutil is absent (apt-get install libnss3 libnss3-tools)`);
 
 const h = new StoreHarness();
 const ok = (...a: string[]) => h.ok(...a);
@@ -29,7 +27,7 @@ async function params(name: string, ...extra: string[]): Promise<{ label: string
   return { label: out.wrappingKey as string, pem };
 }
 
-(present ? describe : describe.skip)('BYOK with RSAES-OAEP-SHA256 on NSS softoken', () => {
+describeWhenPresent(nssMissing())('BYOK with RSAES-OAEP-SHA256 on NSS softoken', () => {
   const material = randomBytes(32);
 
   beforeAll(async () => {

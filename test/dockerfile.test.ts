@@ -81,6 +81,24 @@ describe('Dockerfile', () => {
     expect([...order].sort((a, b) => a - b)).toEqual(order);
   });
 
+  test('build stage: pkcs11js is built once, by the postinstall, from the patched source, and checked on SoftHSM2', () => {
+    const r = runs(build);
+    // npm ci would otherwise run pkcs11js's own build first (the image's npm 10 ignores allowScripts).
+    expect(r).toMatch(/npm ci\b[^\n]*--ignore-scripts[^\n]*&& npm run postinstall/);
+    expect(r).toMatch(/apt-get install[^\n]*\bsofthsm2\b/);
+    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    expect(pkg.scripts.postinstall).toBe('patch-package && node scripts/build-pkcs11js.js');
+    expect(pkg.dependencies.pkcs11js).toMatch(/^\d+\.\d+\.\d+$/); // exact: the patch is for one version
+    expect(existsSync(path.join(root, 'patches', `pkcs11js+${pkg.dependencies.pkcs11js}.patch`))).toBe(true);
+    // Both are in place before npm ci's postinstall needs them.
+    const copied = ops(build, 'COPY').map((c) => c.split(/\s+/)[0]);
+    const npmCi = build.body.findIndex((i) => i.op === 'RUN' && i.args.includes('npm ci'));
+    for (const dir of ['patches', 'scripts']) {
+      const at = build.body.findIndex((i) => i.op === 'COPY' && i.args.split(/\s+/)[0] === dir);
+      expect({ dir, copied: copied.includes(dir), before: at < npmCi }).toEqual({ dir, copied: true, before: true });
+    }
+  });
+
   test('runtime stage: no compiler, no npm install, only package.json, node_modules and dist from the build stage', () => {
     const r = runs(runtime);
     expect(r).not.toMatch(/\bg\+\+|\bmake\b|python3/);
@@ -131,6 +149,10 @@ describe('Dockerfile', () => {
     const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8'));
     expect(pkg.scripts.build).toMatch(/^tsc\b/);
     expect(tsconfig.compilerOptions).toMatchObject({ rootDir: '.', outDir: 'dist' });
+    // The product only: bench/ and testbed/ build to dist-bench/ (tsconfig.bench.json), test/ runs under jest.
+    expect(tsconfig.include).toEqual(['src']);
+    const fromContext = ops(build, 'COPY').filter((c) => !c.startsWith('--from')).flatMap((c) => c.split(/\s+/).slice(0, -1));
+    expect(fromContext.sort()).toEqual(['package-lock.json', 'package.json', 'patches', 'scripts', 'src', 'tsconfig.json']);
     expect(existsSync(path.join(root, 'src', 'main.ts'))).toBe(true);
     expect(pkg.dependencies).toHaveProperty('pkcs11js');
   });
@@ -140,7 +162,7 @@ describe('Dockerfile', () => {
       .split('\n')
       .map((l) => l.trim())
       .filter((l) => l && !l.startsWith('#'));
-    for (const p of ['node_modules', 'dist', '.git', 'test', '.demo']) expect(ignored).toContain(p);
+    for (const p of ['node_modules', 'dist', 'dist-bench', '.git', 'test', 'bench', 'testbed', '.demo']) expect(ignored).toContain(p);
     const contextSources = stages
       .flatMap((s) => ops(s, 'COPY'))
       .filter((c) => !c.startsWith('--from'))

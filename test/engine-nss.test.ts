@@ -1,27 +1,26 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as pkcs11js from 'pkcs11js';
-import { bindingSendsV230 } from '../src/engine/gcm';
 import type { HsmConfig } from '../src/engine/module';
 import type { Pkcs11Engine } from '../src/engine/pkcs11-engine';
 import { generateKek, openTokenSession } from '../src/engine/token';
+import { nssMissing, softokenPath } from '../testbed/hsm-setups';
 import { hsmConfig, kindOf, openEngine } from './support/engine';
+import { describeWhenPresent } from './support/suites';
 
 /**
  * The engine on NSS softoken, a second PKCS#11 implementation with other habits than SoftHSM2: it needs
  * libraryParameters, does single-part GCM only (also on empty input) and checks ulIvBits.
  * Setup (Debian): apt-get install libnss3 libnss3-tools.
  */
-const NSS = process.env.NSS_SOFTOKN_MODULE ?? '/usr/lib/x86_64-linux-gnu/libsoftokn3.so';
-const present = existsSync(NSS) && existsSync('/usr/bin/certutil');
-if (!present) console.warn(`engine-nss: skipped, ${NSS} or certutil is absent (apt-get install libnss3 libnss3-tools)`);
-if (present && !bindingSendsV230()) console.warn('engine-nss: the v2.30 GCM test is skipped, pkcs11js is not patched (node scripts/patch-pkcs11js.js)');
+const missing = nssMissing();
+const NSS = missing ? '' : softokenPath();
 const EMPTY = Buffer.alloc(0);
 
-(present ? describe : describe.skip)('engine on NSS softoken', () => {
+describeWhenPresent(missing)('engine on NSS softoken', () => {
   const dir = mkdtempSync(join(tmpdir(), 'xks-nss-'));
   const pin = randomBytes(8).toString('hex');
   let nss: (over?: Partial<HsmConfig>) => HsmConfig;
@@ -74,7 +73,9 @@ const EMPTY = Buffer.alloc(0);
     expect((await engine.healthCheck()).status).toBe('ACTIVE');
   });
 
-  (bindingSendsV230() ? it : it.skip)('gcmParams v230 sends the 40-byte v2.30 CK_GCM_PARAMS, which NSS takes, and interoperates with v2.40', async () => {
+  // The pkcs11js patch (patches/), by what the built binary does: NSS takes the 40-byte v2.30 structure and
+  // reads its IV and AAD where they are, so the v2.40 side decrypts what the v2.30 side sealed.
+  it('gcmParams v230 sends the 40-byte v2.30 CK_GCM_PARAMS, which NSS takes, and interoperates with v2.40', async () => {
     const { engine: v230 } = await open(nss({ gcmParams: 'v230' }));
     expect(v230.status()).toEqual({ state: 'connected' });
     const sealed = await v230.encrypt('nss-key', Buffer.from('layout'), Buffer.from('a'));

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ProxyApp } from '../src/app';
 import { XKS_ERROR_STATUS, XksErrorName } from '../src/errors';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { b64, get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
 
 const P = '/t/kms/xks/v1';

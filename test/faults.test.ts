@@ -1,5 +1,5 @@
 import type { ProxyApp } from '../src/app';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { testHsm } from './support/hsm';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 import { until } from './support/promises';

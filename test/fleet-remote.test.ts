@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
-import { createSetup, HsmSetup, restartSetup, stopSetup } from './hsm/setups';
+import { createSetup, HsmSetup, restartSetup, stopSetup } from '../testbed/hsm-setups';
 import { roundTrip, until } from './fleet-helpers';
 import { testHsm } from './support/hsm';
 import { get, newCredential, send } from './support/proxy';

@@ -16,7 +16,7 @@ import { loadConfigFile } from '../src/config/load';
 import { silentLogger } from '../src/log';
 import { FleetToken, openFleetToken } from '../src/engine/replicate';
 import { findSecretKeys, generateKek } from '../src/engine/token';
-import { faultyModule, slotLoss } from '../src/testing/faulty-module';
+import { faultyModule, slotLoss } from '../testbed/faulty-module';
 import { roundTrip, until } from './fleet-helpers';
 import { testHsm } from './support/hsm';
 import { get, keyStoreWithKeys, newCredential, send } from './support/proxy';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { ProxyApp } from '../src/app';
 import { destroyKeys, generateKek, TokenSession } from '../src/engine/token';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { testHsm } from './support/hsm';
 import { keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
 import { until } from './support/promises';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ProxyApp } from '../src/app';
 import { buildRuntimeConfig } from '../src/config/load';
 import { createLogger } from '../src/log';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { testHsm } from './support/hsm';
 import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
 

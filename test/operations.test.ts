@@ -1,7 +1,7 @@
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { ProxyApp } from '../src/app';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { makePki, Pki } from './support/pki';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ProxyApp } from '../src/app';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
 
 /**

@@ -7,7 +7,7 @@ import aws4 from 'aws4';
 import { ProxyApp } from '../src/app';
 import { buildRuntimeConfig } from '../src/config/load';
 import { createLogger } from '../src/log';
-import { faultyModule } from '../src/testing/faulty-module';
+import { faultyModule } from '../testbed/faulty-module';
 import { b64, Credential, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
 
 /**

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The test command (README): installs what is missing, builds, and runs the jest suites once per HSM
-# setup (test/hsm/setups.ts): every suite on SoftHSM2 in process; the suites of the four operations,
-# the errors and the HSM faults also on NSS softoken and on SoftHSM2 behind p11-kit remoting
-# (jest.config.js chooses). XKS_TEST_HSM_SETUPS="softhsm p11kit" runs a subset; arguments go to jest.
+# The test command (README): installs what is missing and runs the jest suites once per HSM setup
+# (testbed/hsm-setups.ts): every suite on SoftHSM2 in process; the suites of the four operations, the
+# errors and the HSM faults also on NSS softoken and on SoftHSM2 behind p11-kit remoting (jest.config.js
+# chooses). Each jest run first builds dist/ and dist-bench/ from the current source (its global setup).
+# XKS_TEST_HSM_SETUPS="softhsm p11kit" runs a subset; arguments go to jest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash softhsm/install-deps.sh
-bash test/hsm/install-deps.sh
+bash testbed/install-deps.sh
 bash helm/install-tools.sh >/dev/null
-[[ -d node_modules/pkcs11js && -d node_modules/kubernetes-models ]] || npm ci
-npm run --silent build
+# node_modules missing or older than the lockfile: install it as CI does.
+[[ node_modules/.package-lock.json -nt package-lock.json ]] || npm ci
+# The pkcs11js patch applied and the built binary checked on SoftHSM2 (quick when already so).
+npm run --silent postinstall
 
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
@@ -19,7 +22,11 @@ failed=()
 more=()
 (($#)) && more=(--passWithNoTests)
 runs=()
-for setup in ${XKS_TEST_HSM_SETUPS:-softhsm p11kit nss}; do
+all_setups="softhsm p11kit nss"
+chosen=${XKS_TEST_HSM_SETUPS:-$all_setups}
+not_run=()
+for setup in $all_setups; do [[ " $chosen " == *" $setup "* ]] || not_run+=("$setup"); done
+for setup in $chosen; do
   echo "=== HSM setup: $setup" >&2
   XKS_TEST_HSM_SETUP=$setup npx jest --ci --json --outputFile="$results/$setup.json" "${more[@]}" "$@" || failed+=("$setup")
   runs+=("$setup")
@@ -30,19 +37,7 @@ for setup in ${XKS_TEST_HSM_SETUPS:-softhsm p11kit nss}; do
     runs+=("softhsm-load")
   fi
 done
-node -e '
-  const { existsSync, readFileSync } = require("node:fs");
-  const [dir, ...setups] = process.argv.slice(1);
-  let passed = 0, failed = 0;
-  for (const setup of setups) {
-    const file = `${dir}/${setup}.json`;
-    const r = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : { numPassedTests: 0, numFailedTests: 1 };
-    passed += r.numPassedTests;
-    failed += r.numFailedTests;
-    console.log(`${setup}: ${r.numPassedTests} passed, ${r.numFailedTests} failed${existsSync(file) ? "" : " (no results: the run did not start)"}`);
-  }
-  console.log(`total: ${passed} passed, ${failed} failed`);
-' "$results" "${runs[@]}"
+node test/support/run-summary.js "$results" "${runs[*]}" "${not_run[*]:-}"
 if ((${#failed[@]})); then
   echo "failed on: ${failed[*]}" >&2
   exit 1

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createReplicated, openFleetToken, prepareReplicationTarget, trustReplicationKey } from '../../src/engine/replicate';
 import { destroyKeys, generateKek } from '../../src/engine/token';
-import type { HsmSetup } from '../../test/hsm/setups';
+import type { HsmSetup } from '../../testbed/hsm-setups';
 
 /** The demo keys softhsm/setup-token.sh makes, which a fleet bench needs on every HSM. */
 const DEMO_KEY_LABELS = ['xks-demo-key-1', 'xks-demo-key-2'];

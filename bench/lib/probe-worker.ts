@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { opsProbe, ProbeStats, sampleProbe } from './overload';
+import { benchJs } from './paths';
 import { Credential, Endpoint, post } from './workload';
 
 export interface ProbeSpec {
@@ -36,10 +37,10 @@ export function healthProbe(s: ProbeSpec): () => Promise<string> {
     );
 }
 
-// Compiled: next to this file. From source (ts-node, jest): the compiled copy under dist/.
+// Compiled: next to this file. From source (jest): the compiled copy under dist-bench/.
 const workerFile = (): string => {
   const here = join(__dirname, 'probe-worker.js');
-  return existsSync(here) ? here : join(__dirname, '..', '..', 'dist', 'bench', 'lib', 'probe-worker.js');
+  return existsSync(here) ? here : benchJs('lib', 'probe-worker.js');
 };
 
 /** Starts the probes on their own thread; resolves once they run. */

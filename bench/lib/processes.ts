@@ -1,11 +1,10 @@
 /**
- * Child processes of the benchmark (proxy, baseline): free ports, start, readiness, CPU accounting,
+ * Child processes of the benchmark (proxy, baseline): start, readiness, CPU accounting,
  * and a stop that always runs (normal end, error, SIGINT/SIGTERM, process exit).
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 
 const children = new Set<ChildProcess>();
 
@@ -74,30 +73,6 @@ export function installCleanup(onSignal: () => Promise<void>): void {
         .finally(() => process.exit(130));
     });
   }
-}
-
-function listenOn(port: number): Promise<net.Server | null> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(null));
-    s.listen(port, '127.0.0.1', () => resolve(s));
-  });
-}
-
-/** A free port p with p+1 free too (the proxy's ops listener). */
-export async function freePortPair(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const a = await listenOn(0);
-    if (!a) continue;
-    const port = (a.address() as net.AddressInfo).port;
-    const b = port < 65535 ? await listenOn(port + 1) : null;
-    await new Promise((r) => a.close(r));
-    if (b) {
-      await new Promise((r) => b.close(r));
-      return port;
-    }
-  }
-  throw new Error('no free port pair on 127.0.0.1');
 }
 
 export function httpStatus(port: number, path: string, method = 'GET'): Promise<number> {

@@ -220,7 +220,7 @@ const hsmSchema = z
     sessionPoolSize: z.number().int().min(1).max(256).default(32),
     /**
      * CK_GCM_PARAMS layout: v2.40 (48 bytes, ulIvBits = 96: SoftHSM2, NSS, most HSMs); v2.30 (40 bytes, no
-     * ulIvBits: older firmware). v230 needs pkcs11js patched by scripts/patch-pkcs11js.js (npm install runs it).
+     * ulIvBits: older firmware). v230 needs pkcs11js patched (patches/, applied and checked by npm ci).
      */
     gcmParams: z.enum(['v240', 'v230']).default('v240'),
     /**

@@ -66,7 +66,7 @@ export class HsmConnection {
   /** Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes GCM. */
   static open(mod: Pkcs11Module, hsm: HsmConfig, deps: ConnectionDeps, gcm: Gcm): HsmConnection {
     if (hsm.gcmParams === 'v230' && !bindingSendsV230()) {
-      throw new Misconfiguration('gcmParams v230: this pkcs11js build sends the v2.40 layout; run scripts/patch-pkcs11js.js (npm install does)');
+      throw new Misconfiguration('gcmParams v230: this pkcs11js binary was not seen to send the v2.30 layout; npm ci patches, builds and checks it (with softhsm2 installed)');
     }
     initializeModule(mod, hsm);
     const slot = findTokenSlot(mod, hsm.tokenLabel);

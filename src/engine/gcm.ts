@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import * as pkcs11js from 'pkcs11js';
 import { EngineError } from './errors';
 import { nextIv } from './iv-source';
 import type { Pkcs11Module } from './module';
 import { ckrName, STANDARD_TAG_FAILURES } from './pkcs11-errors';
+import { observedGcmLayout } from './pkcs11js-build';
 import type { GcmResult } from './types';
 
 type Handle = pkcs11js.Handle;
@@ -30,18 +29,13 @@ export interface GcmBehaviour {
 }
 
 /**
- * Whether this pkcs11js can send the v2.30 layout. Version 2.1.7 builds the 48-byte v2.40 structure for
+ * Whether this pkcs11js binary sends the v2.30 layout. Version 2.1.7 builds the 48-byte v2.40 structure for
  * CK_PARAMS_AES_GCM too, with ulIvBits uninitialised (NSS then answers CKR_MECHANISM_PARAM_INVALID at
- * random); scripts/patch-pkcs11js.js, run at npm install, makes it the 40-byte v2.30 structure and leaves
- * this mark in the source it rebuilt from. Without it, v230 is refused at connect rather than sent wrong.
+ * random); patches/pkcs11js+2.1.7.patch makes it the 40-byte v2.30 structure, and the install checks what
+ * the built binary sends (src/engine/pkcs11js-build.ts). Unless seen, v230 is refused at connect rather than sent wrong.
  */
 export function bindingSendsV230(): boolean {
-  try {
-    const source = join(dirname(require.resolve('pkcs11js/package.json')), 'src', 'params.cpp');
-    return readFileSync(source, 'utf8').includes('CK_GCM_PARAMS_V230');
-  } catch {
-    return false;
-  }
+  return observedGcmLayout() === 'v230';
 }
 
 /**

@@ -2,7 +2,7 @@ import type { HsmConfig } from '../../src/engine/module';
 import { EngineDeps, Pkcs11Engine } from '../../src/engine/pkcs11-engine';
 import { ProxyEvents, ProxyEventMap } from '../../src/events';
 import { silentLogger } from '../../src/log';
-import { faultyModule } from '../../src/testing/faulty-module';
+import { faultyModule } from '../../testbed/faulty-module';
 
 /** An hsm config section with the schema's defaults, for suites that drive the engine without a proxy. */
 export function hsmConfig(over: Partial<HsmConfig> & Pick<HsmConfig, 'modulePath' | 'tokenLabel'>): HsmConfig {

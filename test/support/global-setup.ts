@@ -1,14 +1,18 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import { generateKek, kekTemplate } from '../../src/engine/token';
-import { createSetup, openSetupSession, setupName, stopSetup, type HsmSetup } from '../hsm/setups';
+import { createSetup, openSetupSession, setupName, stopSetup, type HsmSetup } from '../../testbed/hsm-setups';
 import type { TestHsm } from './hsm';
 
 /** Creates one real token for the whole run (XKS_TEST_HSM_SETUP: softhsm, nss or p11kit), with the keys the suites use. */
 export default async function globalSetup(): Promise<void> {
+  // Suites that start the proxy, xks-admin or the bench as processes run dist/ and dist-bench/: bring them
+  // up to date with the source first (tsc's build mode skips what is current), so no suite tests an old build.
+  execFileSync('npm', ['run', '--silent', 'build:bench'], { cwd: join(__dirname, '..', '..'), stdio: 'inherit' });
   const name = setupName();
   const dir = mkdtempSync(join(tmpdir(), `xks-test-${name}-`));
   const file = join(dir, 'hsm.json');

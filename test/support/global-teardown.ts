@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { stopSetup, type HsmSetup } from '../hsm/setups';
+import { stopSetup, type HsmSetup } from '../../testbed/hsm-setups';
 
 export default async function globalTeardown(): Promise<void> {
   const file = process.env.XKS_TEST_HSM;

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
-import type { HsmSetup } from '../hsm/setups';
+import type { HsmSetup } from '../../testbed/hsm-setups';
 
-export { SOFTHSM_MODULE as MODULE } from '../hsm/setups';
+export { SOFTHSM_MODULE as MODULE } from '../../testbed/hsm-setups';
 
-/** The token this run uses (test/hsm/setups.ts, chosen by XKS_TEST_HSM_SETUP) and the key values the tests know. */
+/** The token this run uses (testbed/hsm-setups.ts, chosen by XKS_TEST_HSM_SETUP) and the key values the tests know. */
 export interface TestHsm extends HsmSetup {
   knownKeyHex: string;
   transportKeyHex: string;

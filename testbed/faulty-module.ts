@@ -1,4 +1,4 @@
-// Test and soak harness only: the production entry point never loads this module.
+// Tests and the soak run only (testbed/ is never built into the product).
 import * as pkcs11js from 'pkcs11js';
 
 /**

@@ -5,7 +5,7 @@
 # private source list (the system's apt configuration and state are left as they are).
 # Cached: once built, a run only prints the prefix. Prints the prefix on stdout, progress on stderr.
 #
-# usage: test/hsm/p11-kit.sh        (XKS_P11KIT_PREFIX overrides where it goes)
+# usage: testbed/p11-kit.sh        (XKS_P11KIT_PREFIX overrides where it goes)
 set -euo pipefail
 log() { echo "p11-kit: $*" >&2; }
 

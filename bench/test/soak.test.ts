@@ -1,9 +1,9 @@
-import { soak } from '../bench/soak';
+import { soak } from '../soak';
 
 /**
  * The soak run in its short CI configuration (bench/soak.ts runs it longer): mixed traffic through
  * config reloads, credential rotation, a key disabled and enabled, HSM errors, a slow HSM and the loss
- * of one HSM of a fleet of two (which must fail no request), then SIGTERM under load. Needs the build (test/run.sh builds first).
+ * of one HSM of a fleet of two (which must fail no request), then SIGTERM under load. Runs the build that test/support/global-setup.ts makes first.
  */
 it('loses nothing and returns nothing wrong under faults and changes', async () => {
   const r = await soak(8, 600);

@@ -1,17 +1,18 @@
 /**
  * The stress modes of the bench (`--mode overload`, `--mode hostile`), run for a second or two each at
  * a low load against a real proxy on a fresh SoftHSM2 token, as separate processes of the compiled
- * bench (dist/bench/run.js, built by `npx tsc`). What is checked is the bench's bookkeeping, which
+ * bench (dist-bench/bench/run.js, which test/support/global-setup.ts builds first). What is checked is the bench's bookkeeping, which
  * must hold on any proxy and any box; the figures themselves belong in bench/README.md.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RunStats } from '../bench/lib/load';
-import { overloadStep, StatusCollector, verdict } from '../bench/lib/overload';
+import type { RunStats } from '../lib/load';
+import { overloadStep, StatusCollector, verdict } from '../lib/overload';
+import { benchJs } from '../lib/paths';
 
-const BENCH = join(__dirname, '..', 'dist', 'bench', 'run.js');
+const BENCH = benchJs('run.js');
 let dir: string;
 
 beforeAll(() => {

@@ -1,4 +1,4 @@
-import { goodputBound } from '../../bench/lib/overload';
+import { goodputBound } from '../lib/overload';
 
 /** The bench's open-loop bound (bench/README.md, "The cost of a refusal"): what no admission policy can beat. */
 describe('goodputBound', () => {

@@ -10,7 +10,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { openTokenSession, type TokenSession } from '../../src/engine/token';
+import { openTokenSession, type TokenSession } from '../src/engine/token';
 
 export const SETUPS = ['softhsm', 'nss', 'p11kit'] as const;
 export type SetupName = (typeof SETUPS)[number];
@@ -37,8 +37,8 @@ export interface HsmSetup {
   serverLog?: string;
 }
 
-// test/hsm/ from source (jest), dist/test/hsm/ when compiled (bench).
-const root = existsSync(join(__dirname, '..', '..', 'package.json')) ? join(__dirname, '..', '..') : join(__dirname, '..', '..', '..');
+// testbed/ from source (jest), dist-bench/testbed/ when compiled (bench): the scripts stay in testbed/.
+const here = existsSync(join(__dirname, 'p11-kit.sh')) ? __dirname : join(__dirname, '..', '..', 'testbed');
 
 export function setupName(value = process.env.XKS_TEST_HSM_SETUP ?? 'softhsm'): SetupName {
   if (!(SETUPS as readonly string[]).includes(value)) throw new Error(`XKS_TEST_HSM_SETUP must be one of ${SETUPS.join(', ')}, not "${value}"`);
@@ -108,11 +108,23 @@ function softhsmToken(dir: string): SoftHsmToken {
 }
 
 /** Where Debian's libnss3 puts the softoken (multiarch directory), or NSS_SOFTOKN_MODULE. */
-function softokenPath(): string {
+function findSoftoken(): string | undefined {
   const candidates = [process.env.NSS_SOFTOKN_MODULE, `/usr/lib/${multiarch()}/libsoftokn3.so`, '/usr/lib64/libsoftokn3.so', '/usr/lib/libsoftokn3.so'];
-  const found = candidates.find((p): p is string => p !== undefined && existsSync(p));
-  if (!found) throw new Error('nss: libsoftokn3.so not found (apt-get install libnss3 libnss3-tools, or set NSS_SOFTOKN_MODULE)');
+  return candidates.find((p): p is string => p !== undefined && existsSync(p));
+}
+
+export function softokenPath(): string {
+  const found = findSoftoken();
+  if (!found) throw new Error(`nss: ${nssMissing()}`);
   return found;
+}
+
+/** Why the nss setup cannot run on this machine, or undefined when it can. */
+export function nssMissing(): string | undefined {
+  if (!findSoftoken()) return 'NSS softoken libsoftokn3.so is absent (apt-get install libnss3, or set NSS_SOFTOKN_MODULE)';
+  const path = (process.env.PATH ?? '').split(':');
+  if (!path.some((dir) => existsSync(join(dir, 'certutil')))) return 'certutil is absent (apt-get install libnss3-tools)';
+  return undefined;
 }
 
 function multiarch(): string {
@@ -146,9 +158,9 @@ function nss(dir: string): HsmSetup {
   };
 }
 
-/** Builds p11-kit >= 0.25 once (test/hsm/p11-kit.sh caches it) and returns its prefix. */
+/** Builds p11-kit >= 0.25 once (testbed/p11-kit.sh caches it) and returns its prefix. */
 function p11kitPrefix(): string {
-  return execFileSync('bash', [join(root, 'test', 'hsm', 'p11-kit.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  return execFileSync('bash', [join(here, 'p11-kit.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
 }
 
 async function p11kitServer(dir: string, token: SoftHsmToken): Promise<HsmSetup> {
