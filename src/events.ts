@@ -1,5 +1,6 @@
 import dc from 'node:diagnostics_channel';
 import type { HealthReport } from './engine/types';
+import type { RefusalReason } from './governance/quorum';
 
 /**
  * What the proxy's parts announce. Producers (engine, health monitor, config reloader, listener, request
@@ -18,8 +19,8 @@ export interface ProxyEventMap {
   /** Every deep health check result. */
   'health.report': { report: HealthReport };
   'config.reload': { ok: boolean };
-  /** A config refused because its governance root is not the pinned one or a quorum-protected group lacks its approvals. */
-  'governance.refusal': { reason: 'quorum' | 'trust-root'; group?: string };
+  /** A config refused by governance (src/governance/quorum.ts RefusalReason: approvals, pinned root, rollback, ...). */
+  'governance.refusal': { reason: RefusalReason; group?: string };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
   /** A new connection closed on arrival because server.maxConnections were open. */

@@ -2,6 +2,7 @@ import client from 'prom-client';
 import type { PoolStats } from './engine/types';
 import type { XksErrorName } from './errors';
 import type { ProxyEvents } from './events';
+import { pinnedRoots } from './governance/quorum';
 
 /** State read when Prometheus scrapes (see attach). */
 export interface MetricsState {
@@ -158,6 +159,20 @@ export class Metrics {
     help: 'Configs refused for lacking their quorum approvals or not matching the pinned governance root',
     labelNames: ['reason'] as const,
     registers: [this.registry],
+  });
+  /** More than 1 while a governance root change is in progress: the old root's rules still pass until it leaves the pin. */
+  readonly pinnedRoots = new client.Gauge({
+    name: 'xks_governance_pinned_roots',
+    help: 'Governance roots pinned in XKS_GOVERNANCE_TRUST(_FILE); above 1, remove the old root once the root change is done',
+    registers: [this.registry],
+    aggregator: 'max',
+    collect() {
+      try {
+        this.set(pinnedRoots(process.env)?.size ?? 0);
+      } catch {
+        /* an unreadable pin file: every config is refused and says why */
+      }
+    },
   });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;

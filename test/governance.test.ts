@@ -1,7 +1,9 @@
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseDocument } from 'yaml';
+import { loadConfigFile } from '../src/config/load';
 import { generateApproverKey, signApproval } from '../src/governance/signatures';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
 import { b64, Credential, keyMetadata, send } from './support/proxy';
@@ -38,6 +40,34 @@ async function metric(name: string): Promise<string> {
   const r = await fetch(`http://127.0.0.1:${app.opsPort}/metrics`);
   return (await r.text()).split('\n').filter((l) => l.startsWith(name)).join('\n');
 }
+
+/**
+ * Starts the built proxy (a real restart: nothing remembered in memory) on a copy of `text` without the
+ * audit file the in-process proxy writes; resolves when it exits or once it listens (then stops it).
+ */
+async function startMain(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string; opsPort?: number; metrics?: string }> {
+  const doc = parseDocument(text);
+  doc.deleteIn(['audit']);
+  const file = join(dir, `restart-${randomBytes(3).toString('hex')}.yaml`);
+  writeFileSync(file, doc.toString());
+  const child = spawn('node', [join(__dirname, '..', 'dist', 'src', 'main.js'), '--config', file], { env: { ...process.env, XKS_GOVERNANCE_TRUST: pin, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  for (let i = 0; i < 300 && child.exitCode === null && !output.includes('xks-proxy listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  if (child.exitCode !== null || !output.includes('xks-proxy listening')) return { code: await exited, output };
+  const opsPort = (JSON.parse(output.split('\n').find((l) => l.includes('xks-proxy listening'))!) as { opsPort: number }).opsPort;
+  const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  child.kill('SIGTERM');
+  return { code: await exited, output, opsPort, metrics };
+}
+
+/** The HSM label of the key's current version, as the store says. */
+const currentLabel = (): string => {
+  const k = loadConfigFile(configFile).config.groups.find((g) => g.name === 'g')!.keys.find((x) => x.id === keyId)!;
+  return (k.versions ?? [{ version: 1, label: k.label! }]).reduce((a, b) => (b.version > a.version ? b : a)).label;
+};
 
 beforeAll(async () => {
   await h.init();
@@ -201,5 +231,80 @@ describe('quorum approvals verified by the proxy', () => {
 
   it('the admin audit chain verifies', async () => {
     expect(await admin('audit', 'verify', join(dir, 'audit.log.admin'))).toMatchObject({ code: 0, out: { ok: true } });
+  });
+});
+
+describe('what a config writer without a quorum tried, refused', () => {
+  it('rollback: the config saved before a governed change, copied back, is refused on reload and at restart', async () => {
+    const before = readFileSync(configFile, 'utf8');
+    const disable = await governed(['bob', 'carol'], 'key', 'disable', keyId);
+    expect(disable.apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+    const after = readFileSync(configFile, 'utf8');
+    writeFileSync(configFile, before); // every approval in it is valid: it was the approved state
+    expect(reloader.reload('test')).toBe(false);
+    expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+    expect(await metric('xks_governance_refusals_total')).toMatch(/reason="rollback"} 1/);
+    expect(adminAudit().at(-1)).toMatchObject({ action: 'governance-refusal', reason: 'rollback', group: 'g' });
+    // A restart remembers nothing in memory: the newest accepted state is in the HSM.
+    const restart = await startMain(before);
+    expect(restart.code).toBe(78);
+    expect(restart.output).toMatch(/group \\"g\\": state epoch \d+ is older than the newest accepted \(epoch \d+\)/);
+    writeFileSync(configFile, after);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await governed(['bob', 'carol'], 'key', 'enable', keyId)).apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).status).toBe(200);
+  });
+
+  it('shadow: a second entry naming a protected key\'s HSM key is refused at load and reload, naming both', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const label = currentLabel();
+    const doc = parseDocument(good);
+    doc.addIn(['groups'], doc.createNode({ name: 'shadow', policy: { rules: [{ id: 'all', effect: 'allow' }] }, keys: [{ id: 'shadow-kek', label }] }));
+    doc.addIn(['keyStores', 0, 'groups'], 'shadow');
+    writeFileSync(configFile, doc.toString());
+    expect(reloader.reload('test')).toBe(false);
+    expect(() => loadConfigFile(configFile)).toThrow(new RegExp(`HSM key "${label}" .*key "shadow-kek" \\(group "shadow"\\).*key "${keyId}" \\(group "g"\\)`));
+    const shadow = await send(app.port, `${P}/keys/shadow-kek/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('x')), encryptionAlgorithm: 'AES_GCM' }, cred);
+    expect(shadow.body).toMatchObject({ errorName: 'KeyNotFoundException' });
+    writeFileSync(configFile, good);
+    expect(reloader.reload('test')).toBe(true);
+  });
+
+  it('audit: one anchors file serves the request chain and the admin chain; a cut tail is caught', async () => {
+    const anchors = join(dir, 'anchors.jsonl');
+    for (const f of ['audit.log', 'audit.log.admin']) {
+      const head = await ok('audit', 'head', join(dir, f));
+      expect(head.chain).toBe(f);
+      appendFileSync(anchors, `${JSON.stringify(head)}\n`);
+    }
+    for (const f of ['audit.log', 'audit.log.admin']) expect(await admin('audit', 'verify', join(dir, f), '--anchors', anchors)).toMatchObject({ code: 0, out: { ok: true } });
+    const file = join(dir, 'audit.log.admin');
+    const text = readFileSync(file, 'utf8');
+    // The harness drops the output of a failing command; verify prints its verdict there with exit 1.
+    const verify = (...a: string[]) => {
+      const r = spawnSync('node', [join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js'), 'audit', 'verify', ...a], { encoding: 'utf8' });
+      return { code: r.status, out: JSON.parse(r.stdout) as Record<string, unknown> };
+    };
+    writeFileSync(file, text.trimEnd().split('\n').slice(0, -1).join('\n') + '\n');
+    try {
+      expect(verify(file)).toMatchObject({ code: 0 }); // a cut tail leaves a valid chain
+      expect(verify(file, '--anchors', anchors)).toMatchObject({ code: 1, out: { ok: false, reason: expect.stringMatching(/chain audit.log.admin ends at seq \d+ but was anchored at seq \d+/) } });
+    } finally {
+      writeFileSync(file, text);
+    }
+  });
+
+  it('a pin that still holds the old governance root is warned about at start and exported', async () => {
+    const other = 'ab'.repeat(32);
+    const r = await startMain(readFileSync(configFile, 'utf8'), { XKS_GOVERNANCE_TRUST: `${pin},${other}` });
+    expect(r.opsPort).toBeDefined();
+    expect(r.output).toMatch(/"level":40,.*XKS_GOVERNANCE_TRUST pins 2 governance roots/);
+    expect(r.metrics).toMatch(/^xks_governance_pinned_roots 2$/m);
+    const one = await startMain(readFileSync(configFile, 'utf8'));
+    expect(one.output).not.toMatch(/pins \d+ governance roots/);
+    expect(one.metrics).toMatch(/^xks_governance_pinned_roots 1$/m);
   });
 });

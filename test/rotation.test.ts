@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { readUsage, UsageRecorder } from '../src/governance/usage';
 import { ConfigStore, keyPath } from '../src/store/config-store';
@@ -56,12 +56,12 @@ describe('rotation policies', () => {
   const sealed: Record<string, Sealed> = {};
 
   it('counts encryptions per key version durably across a restart, and exports the usage ratio', async () => {
-    let recorder = new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 60_000, replica: 'pod-a' });
+    let recorder = new UsageRecorder(app.events, () => app.runtime, { dir: usageDir, registry: app.metrics.registry, flushMs: 60_000, replica: 'pod-a' });
     sealed.used = await encrypt(used, 'counted');
     await encrypt(used, 'counted');
     sealed.timed = await encrypt(timed, 'timed');
     recorder.dispose(); // a restart: the next process writes a file of its own
-    recorder = new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 60_000, replica: 'pod-a' });
+    recorder = new UsageRecorder(app.events, () => app.runtime, { dir: usageDir, registry: app.metrics.registry, flushMs: 60_000, replica: 'pod-a' });
     await encrypt(used, 'counted');
     await send(app.port, `${P}/keys/${used}/decrypt`, {}, cred); // not an encryption
     recorder.flush();
@@ -77,6 +77,21 @@ describe('rotation policies', () => {
   it('lists what is due: the scheduled and the used-up key, not the fresh one', async () => {
     const out = await ok('key', 'rotate-due', '--dry-run');
     expect((out.due as { keyId: string }[]).map((d) => d.keyId).sort()).toEqual([timed, used].sort());
+  });
+
+  it('deleting the usage files, or repointing usageDir, does not make a key look less used', async () => {
+    const due = async (...more: string[]) => ((await ok('key', 'rotate-due', '--dry-run', ...more)).due as { keyId: string }[]).map((d) => d.keyId);
+    expect(await due()).toContain(used);
+    for (const f of readdirSync(usageDir)) rmSync(join(usageDir, f));
+    expect(await due()).toContain(used);
+    const empty = join(dir, 'empty-usage');
+    mkdirSync(empty);
+    new ConfigStore(configFile).update((doc) => doc.setIn(['governance', 'usageDir'], empty));
+    expect(await due()).toContain(used);
+    expect(await due('--usage-dir', empty)).toContain(used);
+    new ConfigStore(configFile).update((doc) => doc.deleteIn(['governance', 'usageDir']));
+    expect(await due()).toContain(used);
+    new ConfigStore(configFile).update((doc) => doc.setIn(['governance', 'usageDir'], usageDir));
   });
 
   it('rotates what is due; new encrypts use the new version, old ciphertexts still decrypt', async () => {

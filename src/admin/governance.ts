@@ -3,11 +3,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSyn
 import { join } from 'node:path';
 import { ConfigError } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
+import { Claim, claimsOf, judgeClaims, Mark } from '../governance/epochs';
+import { readMarks, recordMarks } from '../governance/high-water';
 import { generateApproverKey, publicKeyOf, signApproval } from '../governance/signatures';
-import { countsTowardsQuorum } from '../governance/quorum';
+import { countsTowardsQuorum, GovernanceError } from '../governance/quorum';
 import { governanceRootHash, groupStateHash } from '../governance/state';
 import { groupIndex } from '../store/config-store';
 import type { AdminContext } from './context';
+import { onEveryHsm } from './fleet';
 import { Approval, StagedChange } from './staged-store';
 
 /** A pending change: the command to run, the group states it produces, and the signatures collected. */
@@ -71,11 +74,26 @@ function dryRun(ctx: AdminContext, run: Command, p: Pick<Proposal, 'command' | '
   return { groups, governanceRoot: root !== governanceRootHash(before) ? root : undefined, after };
 }
 
+/** The revisions a change gives its groups (epoch, predecessor, expiry), as its approvers sign them. */
+function claimsOfChange(staged: { groups: Record<string, string>; after: ProxyConfig }): Claim[] {
+  return claimsOf(staged.after).filter((c) => c.group in staged.groups);
+}
+
+/** Proposals and their approvals expire (governance.approvalTtlHours, default 72): a stale one is proposed again. */
+function expiryProblem(p: Proposal, claims: readonly Claim[]): string | undefined {
+  const now = Date.now();
+  // A proposal file dated ahead would give its approvals a longer life than the TTL.
+  if (Date.parse(p.proposedAt) > now + 300_000) return `it claims to be proposed at ${p.proposedAt}, in the future`;
+  const expired = claims.find((c) => c.expiresAt !== undefined && Date.parse(c.expiresAt) < now);
+  return expired ? `it expired at ${expired.expiresAt}; propose it again` : undefined;
+}
+
 export function proposeChange(ctx: AdminContext, run: Command, as: string, command: string[], options: Record<string, string | boolean>): object {
-  const { groups, governanceRoot } = dryRun(ctx, run, { command, options });
+  const { groups, governanceRoot, after } = dryRun(ctx, run, { command, options });
   if (Object.keys(groups).length === 0 && !governanceRoot) {
     throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
   }
+  const expiresAt = claimsOf(after).find((c) => c.group in groups)?.expiresAt;
   const p: Proposal = {
     id: randomBytes(6).toString('hex'),
     proposedBy: as,
@@ -88,7 +106,7 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
   };
   writeProposal(ctx, p);
   ctx.audit({ action: 'change-propose', change: p.id, by: as, command: command.join(' '), groups: Object.entries(p.groups).map(([g, h]) => `${g}:${h}`).join(' ') });
-  return { ...p, note: governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${governanceRoot} before it applies` : undefined };
+  return { ...p, expiresAt, note: governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${governanceRoot} before it applies` : undefined };
 }
 
 /**
@@ -106,6 +124,8 @@ export function approveChange(ctx: AdminContext, run: Command, id: string, as: s
     ctx.audit({ action: 'change-approve-refused', change: id, by: as, command: p.command.join(' '), reason });
     throw new ConfigError(`change ${id}: ${reason}`);
   };
+  const stale = expiryProblem(p, claimsOfChange(staged));
+  if (stale) return refuse(stale);
   const config = ctx.store.read();
   const admin = config.governance.administrators.find((a) => a.name === as);
   if (!admin) return refuse(`no administrator named "${as}"`);
@@ -130,9 +150,30 @@ export function approveChange(ctx: AdminContext, run: Command, id: string, as: s
   return { change: id, approvedBy: as, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) };
 }
 
-/** Runs the command for real with the collected signatures; the store's own quorum check decides. */
+/**
+ * Runs the command for real with the collected signatures; the store's own quorum check decides. Before, the
+ * change must be newer than what the HSMs say was last accepted (a store rolled back by hand is refused here,
+ * not only later by the proxy); after, the new states are recorded there, so that the proxy refuses the old
+ * file from now on, even before it has loaded the new one.
+ */
 export function applyChange(ctx: AdminContext, run: Command, id: string, as: string): object {
   const p = readProposal(ctx, id);
+  const claims = claimsOfChange(dryRun(ctx, run, p));
+  const refuse = (reason: string): never => {
+    ctx.audit({ action: 'change-refused', change: id, by: as, command: p.command.join(' '), error: reason.slice(0, 400) });
+    throw new ConfigError(`change ${id}: ${reason}`);
+  };
+  const stale = expiryProblem(p, claims);
+  if (stale) return refuse(stale);
+  if (claims.length > 0) {
+    const marks: Mark[] = [];
+    try {
+      onEveryHsm(ctx, (t) => marks.push(...readMarks(t)));
+      judgeClaims(claims, marks, new Date());
+    } catch (e) {
+      return refuse(e instanceof GovernanceError ? e.message : `cannot read the newest accepted states from the HSMs: ${(e as Error).message}`);
+    }
+  }
   ctx.store.mode = { kind: 'apply', approvals: p.approvals };
   let out: unknown;
   try {
@@ -146,8 +187,16 @@ export function applyChange(ctx: AdminContext, run: Command, id: string, as: str
   }
   unlinkSync(proposalFile(ctx, id));
   const approvers = [...new Set(Object.values(p.approvals).flatMap((l) => l.map((a) => a.approver)))];
-  ctx.audit({ action: 'change-apply', change: id, by: as, command: p.command.join(' '), approvers: approvers.join(' '), proposedBy: p.proposedBy });
-  return { change: id, applied: p.command.join(' '), approvers, result: out };
+  let highWater = 'recorded on every HSM';
+  try {
+    if (claims.length > 0) onEveryHsm(ctx, (t) => recordMarks(t, claims));
+  } catch (e) {
+    // Written already: the proxy records the states itself when it loads them (within their expiry).
+    highWater = `not recorded (${(e as Error).message}); the proxy records it when it loads the config`;
+  }
+  const epochs = claims.map((c) => `${c.group}:${c.epoch}`).join(' ');
+  ctx.audit({ action: 'change-apply', change: id, by: as, command: p.command.join(' '), approvers: approvers.join(' '), proposedBy: p.proposedBy, epochs, highWater });
+  return { change: id, applied: p.command.join(' '), approvers, epochs, highWater, result: out };
 }
 
 export function listChanges(ctx: AdminContext): object[] {
