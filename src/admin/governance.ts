@@ -117,15 +117,15 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
 export function approveChange(ctx: AdminContext, run: Command, id: string, as: string, privateKeyFile: string): object {
   const p = readProposal(ctx, id);
   const staged = dryRun(ctx, run, p);
-  for (const [group, hash] of Object.entries(p.groups)) {
-    if (staged.groups[group] !== hash) throw new ConfigError(`change ${id}: the store changed since it was proposed (group "${group}" would now be ${staged.groups[group] ?? 'unchanged'}); propose it again`);
-  }
   const refuse = (reason: string): never => {
     ctx.audit({ action: 'change-approve-refused', change: id, by: as, command: p.command.join(' '), reason });
     throw new ConfigError(`change ${id}: ${reason}`);
   };
   const stale = expiryProblem(p, claimsOfChange(staged));
   if (stale) return refuse(stale);
+  for (const [group, hash] of Object.entries(p.groups)) {
+    if (staged.groups[group] !== hash) throw new ConfigError(`change ${id}: the store changed since it was proposed (group "${group}" would now be ${staged.groups[group] ?? 'unchanged'}); propose it again`);
+  }
   const config = ctx.store.read();
   const admin = config.governance.administrators.find((a) => a.name === as);
   if (!admin) return refuse(`no administrator named "${as}"`);
