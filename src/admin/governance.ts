@@ -241,7 +241,7 @@ export function governancePin(ctx: AdminContext, doc: unknown, build: (d: unknow
   return {
     governanceRoot: governanceRootHash(config),
     administrators: config.governance.administrators.map((a) => `${a.name}:${a.role}`),
-    quorums: config.groups.filter((g) => g.quorum).map((g) => ({ group: g.name, ...g.quorum, stateHash: groupStateHash(config, g) })),
+    quorums: config.groups.filter((g) => g.quorum).map((g) => ({ group: g.name, ...g.quorum, epoch: g.revision?.epoch ?? 0, stateHash: groupStateHash(config, g) })),
     configFile: ctx.configFile,
   };
 }

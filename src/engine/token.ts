@@ -60,15 +60,18 @@ export function kekTemplate(label: string, objectId?: Buffer): pkcs11js.Template
   ];
 }
 
-export function findSecretKeys(t: TokenSession, label?: string): Handle[] {
-  const template: pkcs11js.Template = [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }];
-  if (label !== undefined) template.push({ type: pkcs11js.CKA_LABEL, value: label });
-  t.mod.C_FindObjectsInit(t.session, template);
+/** Every object matching the template, with the label when given. */
+function findAll(t: TokenSession, template: pkcs11js.Template, label?: string): Handle[] {
+  t.mod.C_FindObjectsInit(t.session, label === undefined ? template : [...template, { type: pkcs11js.CKA_LABEL, value: label }]);
   try {
     return t.mod.C_FindObjects(t.session, 10_000);
   } finally {
     t.mod.C_FindObjectsFinal(t.session);
   }
+}
+
+export function findSecretKeys(t: TokenSession, label?: string): Handle[] {
+  return findAll(t, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }], label);
 }
 
 /** Generates a non-extractable AES-256 key inside the HSM; refuses to create a second key with the same label. */
@@ -120,15 +123,7 @@ export function oaep(hash: OaepHash): pkcs11js.Mechanism {
 }
 
 export function findObjects(t: TokenSession, cls: number, label: string): Handle[] {
-  t.mod.C_FindObjectsInit(t.session, [
-    { type: pkcs11js.CKA_CLASS, value: cls },
-    { type: pkcs11js.CKA_LABEL, value: label },
-  ]);
-  try {
-    return t.mod.C_FindObjects(t.session, 100);
-  } finally {
-    t.mod.C_FindObjectsFinal(t.session);
-  }
+  return findAll(t, [{ type: pkcs11js.CKA_CLASS, value: cls }], label);
 }
 
 /**
@@ -183,14 +178,9 @@ export function destroyWrappingKeyPair(t: TokenSession, label: string): number {
 
 /** Labels of the token's private keys starting with `prefix` (the import wrapping keys). */
 export function wrappingKeyLabels(t: TokenSession, prefix: string): string[] {
-  t.mod.C_FindObjectsInit(t.session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
-  let handles: Handle[];
-  try {
-    handles = t.mod.C_FindObjects(t.session, 10_000);
-  } finally {
-    t.mod.C_FindObjectsFinal(t.session);
-  }
-  return handles.map((h) => keyLabel(t, h)).filter((l) => l.startsWith(prefix));
+  return findAll(t, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])
+    .map((h) => keyLabel(t, h))
+    .filter((l) => l.startsWith(prefix));
 }
 
 /** What the HSM says about an unwrapped key's length: SoftHSM2 2.6 records no CKA_VALUE_LEN for unwrapped keys (0). */
@@ -279,13 +269,7 @@ export function findDataObjects(t: TokenSession, application: string, label?: st
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
     { type: pkcs11js.CKA_APPLICATION, value: application },
   ];
-  if (label !== undefined) template.push({ type: pkcs11js.CKA_LABEL, value: label });
-  t.mod.C_FindObjectsInit(t.session, template);
-  try {
-    return t.mod.C_FindObjects(t.session, 10_000);
-  } finally {
-    t.mod.C_FindObjectsFinal(t.session);
-  }
+  return findAll(t, template, label);
 }
 
 export function dataObjectValue(t: TokenSession, object: Handle): Buffer {
