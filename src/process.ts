@@ -26,9 +26,12 @@ export async function runProcess(opts: ProcessOptions): Promise<{ app: ProxyApp;
   const stop = (signal: string): void => {
     log.info({ signal }, 'stopping');
     reloader.dispose();
-    usage.dispose();
     app.stop().then(
-      () => process.exit(0),
+      () => {
+        // After the drain, so that its encryptions are counted, and its HSM calls delay no request.
+        usage.dispose();
+        process.exit(0);
+      },
       (e) => {
         log.error({ err: (e as Error).message }, 'error while stopping');
         process.exit(1);

@@ -211,8 +211,12 @@ export class UsageRecorder {
   flush(): void {
     if (this.file && this.dirty) {
       const tmp = `${this.file}.tmp`;
-      writeFileSync(tmp, JSON.stringify({ encryptions: Object.fromEntries(this.counts), hsm: true, at: new Date().toISOString() }));
-      renameSync(tmp, this.file);
+      try {
+        writeFileSync(tmp, JSON.stringify({ encryptions: Object.fromEntries(this.counts), hsm: true, at: new Date().toISOString() }));
+        renameSync(tmp, this.file);
+      } catch (e) {
+        this.opts.logger?.warn({ err: (e as Error).message }, 'cannot write the usage file; the HSMs still count');
+      }
     }
     let allWritten = true;
     for (const m of this.members) {
