@@ -24,6 +24,8 @@ export interface Proposal {
   groups: Record<string, string>;
   /** Set when the change alters the administrators or a quorum policy: the pin must allow it. */
   governanceRoot?: string;
+  /** When its approvals stop counting (governance.approvalTtlHours after proposedAt). */
+  expiresAt?: string;
   approvals: Record<string, Approval[]>;
 }
 
@@ -102,11 +104,12 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
     options,
     groups,
     governanceRoot,
+    expiresAt,
     approvals: {},
   };
   writeProposal(ctx, p);
   ctx.audit({ action: 'change-propose', change: p.id, by: as, command: command.join(' '), groups: Object.entries(p.groups).map(([g, h]) => `${g}:${h}`).join(' ') });
-  return { ...p, expiresAt, note: governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${governanceRoot} before it applies` : undefined };
+  return { ...p, note: governanceRoot ? `this change alters the governance root: XKS_GOVERNANCE_TRUST must list ${governanceRoot} before it applies` : undefined };
 }
 
 /**
@@ -204,7 +207,7 @@ export function listChanges(ctx: AdminContext): object[] {
   return readdirSync(changesDir(ctx))
     .filter((f) => f.endsWith('.json'))
     .map((f) => readProposal(ctx, f.slice(0, -5)))
-    .map((p) => ({ id: p.id, proposedBy: p.proposedBy, proposedAt: p.proposedAt, command: p.command.join(' '), groups: p.groups, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) }));
+    .map((p) => ({ id: p.id, proposedBy: p.proposedBy, proposedAt: p.proposedAt, expiresAt: p.expiresAt, command: p.command.join(' '), groups: p.groups, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) }));
 }
 
 export function showChange(ctx: AdminContext, id: string): Proposal {

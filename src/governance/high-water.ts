@@ -32,7 +32,13 @@ function parseMark(value: Buffer): Mark | undefined {
 
 function readStored(t: TokenSession): Stored[] {
   return findDataObjects(t, APPLICATION).flatMap((handle) => {
-    const m = parseMark(dataObjectValue(t, handle));
+    let value: Buffer;
+    try {
+      value = dataObjectValue(t, handle);
+    } catch {
+      return []; // pruned by another process between find and read: only ever an older epoch
+    }
+    const m = parseMark(value);
     return m ? [{ ...m, handle }] : [];
   });
 }

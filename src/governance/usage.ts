@@ -84,15 +84,28 @@ interface Stored extends Snapshot {
   handle: pkcs11js.Handle;
 }
 
-function readSnapshots(t: TokenSession): Stored[] {
-  return findDataObjects(t, APPLICATION).flatMap((handle) => {
+/**
+ * Every snapshot on the token. One that vanishes between find and read was replaced by its writer meanwhile,
+ * so the list is read again (whose find then has the newer one) rather than missing that writer.
+ */
+function readSnapshots(t: TokenSession, attempts = 3): Stored[] {
+  let vanished = false;
+  const list = findDataObjects(t, APPLICATION).flatMap((handle) => {
+    let value: Buffer;
     try {
-      const s = JSON.parse(dataObjectValue(t, handle).toString('utf8')) as Snapshot;
+      value = dataObjectValue(t, handle);
+    } catch {
+      vanished = true;
+      return [];
+    }
+    try {
+      const s = JSON.parse(value.toString('utf8')) as Snapshot;
       return typeof s.writer === 'string' && Number.isSafeInteger(s.seq) && typeof s.counts === 'object' ? [{ ...s, handle }] : [];
     } catch {
       return [];
     }
   });
+  return vanished && attempts > 1 ? readSnapshots(t, attempts - 1) : list;
 }
 
 function latestPerWriter<T extends Snapshot>(snapshots: readonly T[]): Map<string, T> {
