@@ -84,20 +84,23 @@ export interface HsmMember {
  * recorded needs one member to say so, and the others are caught up where they answer.
  */
 export function checkAndRecord(members: readonly HsmMember[], claims: readonly Claim[], now: Date): void {
-  const open: { id: string; token: TokenSession }[] = [];
+  const open: { id: string; token: TokenSession; marks: Mark[] }[] = [];
   const failed: string[] = [];
   try {
     for (const m of members) {
+      let token: TokenSession | undefined;
       try {
-        open.push({ id: m.id, token: openFleetToken(m.target, m.pin) });
+        token = openFleetToken(m.target, m.pin);
+        open.push({ id: m.id, token, marks: readMarks(token) });
       } catch (e) {
+        if (token && !open.some((o) => o.token === token)) token.close();
         failed.push(`${m.id}: ${(e as Error).message}`);
       }
     }
     if (open.length === 0) {
       throw new GovernanceError(`cannot read the newest accepted governance states from any HSM (${failed.join('; ')}); quorum-protected groups are accepted only against them`, 'high-water');
     }
-    const mustRecord = judgeClaims(claims, open.flatMap((o) => readMarks(o.token)), now);
+    const mustRecord = judgeClaims(claims, open.flatMap((o) => o.marks), now);
     for (const o of open) {
       try {
         recordMarks(o.token, claims.map(markOf));
