@@ -1,6 +1,7 @@
 import dc from 'node:diagnostics_channel';
 import type { HealthReport } from './engine/types';
 import type { ClientRefusal } from './http/client-verdict';
+import type { RefusalReason } from './governance/quorum';
 
 /**
  * What the proxy's parts announce. Producers (engine, health monitor, config reloader, listener, request
@@ -20,8 +21,8 @@ export interface ProxyEventMap {
   'health.report': { report: HealthReport };
   /** ok false: refused, the running configuration kept; restartRequired names the restart-only settings it would change. */
   'config.reload': { ok: boolean; restartRequired?: readonly string[] };
-  /** A config refused because its governance root is not the pinned one or a quorum-protected group lacks its approvals. */
-  'governance.refusal': { reason: 'quorum' | 'trust-root'; group?: string };
+  /** A config refused by governance (src/governance/quorum.ts RefusalReason: approvals, pinned root, rollback, ...). */
+  'governance.refusal': { reason: RefusalReason; group?: string };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
   /** mTLS refused a client certificate (it got a handshake_failure alert); the reason is a small fixed set. */

@@ -2,6 +2,7 @@ import client from 'prom-client';
 import type { PoolStats } from './engine/types';
 import { RETRYABLE_ERRORS, XKS_ERROR_STATUS, XksErrorName } from './errors';
 import type { ProxyEvents } from './events';
+import { pinnedRoots, REFUSAL_REASONS } from './governance/quorum';
 import type { AuthFailureKind } from './sigv4/verify';
 import type { Operation } from './xks/operations';
 
@@ -181,9 +182,23 @@ export class Metrics {
   });
   readonly governanceRefusals = new client.Counter({
     name: 'xks_governance_refusals_total',
-    help: 'Configs refused for lacking their quorum approvals or not matching the pinned governance root',
+    help: 'Configs refused by governance, by reason: quorum (approvals missing), trust-root (root not pinned), rollback (older than the newest accepted state), expired (approvals past their TTL), high-water (the HSMs could not confirm or record the newest state), key-owner (an HSM key named by a second entry)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
+  });
+  /** More than 1 while a governance root change is in progress: the old root's rules still pass until it leaves the pin. */
+  readonly pinnedRoots = new client.Gauge({
+    name: 'xks_governance_pinned_roots',
+    help: 'Governance roots pinned in XKS_GOVERNANCE_TRUST(_FILE); above 1, remove the old root once the root change is done',
+    registers: [this.registry],
+    aggregator: 'max',
+    collect() {
+      try {
+        this.set(pinnedRoots(process.env)?.size ?? 0);
+      } catch {
+        /* an unreadable pin file: every config is refused and says why */
+      }
+    },
   });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
@@ -191,6 +206,7 @@ export class Metrics {
   constructor(collectDefault = true) {
     if (collectDefault) client.collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     for (const result of RELOAD_RESULTS) this.configReloads.inc({ result }, 0);
+    for (const reason of REFUSAL_REASONS) this.governanceRefusals.inc({ reason }, 0);
     this.restartPending.set(0);
   }
 

@@ -1,5 +1,6 @@
 import { AppOptions, ProxyApp } from './app';
 import { ConfigReloader } from './config/reloader';
+import { pinWarning } from './governance/quorum';
 import { UsageRecorder } from './governance/usage';
 
 export interface ProcessOptions extends AppOptions {
@@ -17,15 +18,20 @@ export async function runProcess(opts: ProcessOptions): Promise<{ app: ProxyApp;
   const app = await ProxyApp.start(opts);
   const reloader = new ConfigReloader(opts.file, opts.runtime, (next) => app.setRuntime(next), log, app.events);
   reloader.watch();
-  const usageDir = opts.runtime.config.governance.usageDir;
-  const usage = usageDir ? new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry }) : undefined;
+  // Counted in the HSM whatever the config says, so that no edit of it can hide how much a key was used.
+  const usage = new UsageRecorder(app.events, () => app.runtime, { dir: opts.runtime.config.governance.usageDir, registry: app.metrics.registry, logger: log });
+  const pinned = pinWarning(process.env);
+  if (pinned) log.warn(pinned);
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stop = (signal: string): void => {
     log.info({ signal }, 'stopping');
     reloader.dispose();
-    usage?.dispose();
     app.stop().then(
-      () => process.exit(0),
+      () => {
+        // After the drain, so that its encryptions are counted, and its HSM calls delay no request.
+        usage.dispose();
+        process.exit(0);
+      },
       (e) => {
         log.error({ err: (e as Error).message }, 'error while stopping');
         process.exit(1);

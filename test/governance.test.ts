@@ -1,8 +1,17 @@
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseDocument } from 'yaml';
+import * as pkcs11js from 'pkcs11js';
+import { Document, parseDocument } from 'yaml';
+import { buildRuntimeConfig, loadConfigFile } from '../src/config/load';
+import { openFleetToken } from '../src/engine/replicate';
+import { findSecretKeys, generateKek } from '../src/engine/token';
+import { Claim } from '../src/governance/epochs';
+import { checkAndRecord, HsmMember, readMarks } from '../src/governance/high-water';
 import { generateApproverKey, signApproval } from '../src/governance/signatures';
+import { groupStateHash } from '../src/governance/state';
+import { testHsm } from './support/hsm';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
 import { b64, Credential, keyMetadata, send } from './support/proxy';
 import { PREFIX as P, StoreHarness } from './admin-harness';
@@ -39,7 +48,52 @@ async function metric(name: string): Promise<string> {
   return (await r.text()).split('\n').filter((l) => l.startsWith(name)).join('\n');
 }
 
+/**
+ * Starts the built proxy (a real restart: nothing remembered in memory) on a copy of `text` without the
+ * audit file the in-process proxy writes; resolves when it exits or once it listens (then stops it).
+ */
+async function startMain(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string; opsPort?: number; metrics?: string }> {
+  const doc = parseDocument(text);
+  doc.deleteIn(['audit']);
+  const file = join(dir, `restart-${randomBytes(3).toString('hex')}.yaml`);
+  writeFileSync(file, doc.toString());
+  const child = spawn('node', [join(__dirname, '..', 'dist', 'src', 'main.js'), '--config', file], { env: { ...process.env, XKS_GOVERNANCE_TRUST: pin, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  for (let i = 0; i < 300 && child.exitCode === null && !output.includes('xks-proxy listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  if (child.exitCode !== null || !output.includes('xks-proxy listening')) return { code: await exited, output };
+  const opsPort = (JSON.parse(output.split('\n').find((l) => l.includes('xks-proxy listening'))!) as { opsPort: number }).opsPort;
+  const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  child.kill('SIGTERM');
+  return { code: await exited, output, opsPort, metrics };
+}
+
+/** The HSM label of the key's current version, as the store says. */
+const currentLabel = (): string => {
+  const k = loadConfigFile(configFile).config.groups.find((g) => g.name === 'g')!.keys.find((x) => x.id === keyId)!;
+  return (k.versions ?? [{ version: 1, label: k.label! }]).reduce((a, b) => (b.version > a.version ? b : a)).label;
+};
+
+/** Signs group g of `doc` as approvers bob and carol would (the test holds their private keys). */
+function signAsQuorum(doc: Document): void {
+  const staged = buildRuntimeConfig(doc.toJS(), process.env, { quorum: false }).config;
+  const hash = groupStateHash(staged, staged.groups[0]!);
+  doc.setIn(['groups', 0, 'approvals'], doc.createNode(['bob', 'carol'].map((a) => ({ approver: a, signature: signApproval(readFileSync(keys[a]!, 'utf8'), 'g', hash) }))));
+}
+
+/** The test token, and a second token of its own made before this process loads the module, as a fleet's HSMs. */
+const hsmA = (): HsmMember => {
+  const t = testHsm();
+  return { id: 'a', target: { modulePath: t.modulePath, tokenLabel: t.tokenLabel, environment: t.environment }, pin: t.pin };
+};
+let hsmB: HsmMember;
+
 beforeAll(async () => {
+  const t = testHsm();
+  hsmB = { id: 'b', target: { modulePath: t.modulePath, tokenLabel: `gov-b-${suffix}`, environment: t.environment }, pin: randomBytes(8).toString('hex') };
+  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', hsmB.target.tokenLabel, '--pin', hsmB.pin, '--so-pin', randomBytes(8).toString('hex')], { env: { ...process.env, ...t.environment }, stdio: 'ignore' });
   await h.init();
   ({ dir, configFile, cred } = h);
   await ok('key', 'create', keyId, '--group', 'g');
@@ -201,5 +255,166 @@ describe('quorum approvals verified by the proxy', () => {
 
   it('the admin audit chain verifies', async () => {
     expect(await admin('audit', 'verify', join(dir, 'audit.log.admin'))).toMatchObject({ code: 0, out: { ok: true } });
+  });
+});
+
+describe('what a config writer without a quorum tried, refused', () => {
+  it('rollback: the config saved before a governed change, copied back, is refused on reload and at restart', async () => {
+    const before = readFileSync(configFile, 'utf8');
+    const disable = await governed(['bob', 'carol'], 'key', 'disable', keyId);
+    expect(disable.apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+    const after = readFileSync(configFile, 'utf8');
+    writeFileSync(configFile, before); // every approval in it is valid: it was the approved state
+    expect(reloader.reload('test')).toBe(false);
+    expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+    expect(await metric('xks_governance_refusals_total')).toMatch(/reason="rollback"} 1/);
+    expect(adminAudit().at(-1)).toMatchObject({ action: 'governance-refusal', reason: 'rollback', group: 'g' });
+    // A restart remembers nothing in memory: the newest accepted state is in the HSM.
+    const restart = await startMain(before);
+    expect(restart.code).toBe(78);
+    expect(restart.output).toMatch(/group \\"g\\": state epoch \d+ is older than the newest accepted \(epoch \d+\)/);
+    writeFileSync(configFile, after);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await governed(['bob', 'carol'], 'key', 'enable', keyId)).apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).status).toBe(200);
+  });
+
+  it('shadow: a second entry naming a protected key\'s HSM key is refused at load and reload, naming both', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const label = currentLabel();
+    const doc = parseDocument(good);
+    doc.addIn(['groups'], doc.createNode({ name: 'shadow', policy: { rules: [{ id: 'all', effect: 'allow' }] }, keys: [{ id: 'shadow-kek', label }] }));
+    doc.addIn(['keyStores', 0, 'groups'], 'shadow');
+    writeFileSync(configFile, doc.toString());
+    expect(reloader.reload('test')).toBe(false);
+    expect(() => loadConfigFile(configFile)).toThrow(new RegExp(`HSM key "${label}" .*key "shadow-kek" \\(group "shadow"\\).*key "${keyId}" \\(group "g"\\)`));
+    const shadow = await send(app.port, `${P}/keys/shadow-kek/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('x')), encryptionAlgorithm: 'AES_GCM' }, cred);
+    expect(shadow.body).toMatchObject({ errorName: 'KeyNotFoundException' });
+    writeFileSync(configFile, good);
+    expect(reloader.reload('test')).toBe(true);
+  });
+
+  it('audit: one anchors file serves the request chain and the admin chain; a cut tail is caught', async () => {
+    const anchors = join(dir, 'anchors.jsonl');
+    for (const f of ['audit.log', 'audit.log.admin']) {
+      const head = await ok('audit', 'head', join(dir, f));
+      expect(head.chain).toBe(f);
+      appendFileSync(anchors, `${JSON.stringify(head)}\n`);
+    }
+    for (const f of ['audit.log', 'audit.log.admin']) expect(await admin('audit', 'verify', join(dir, f), '--anchors', anchors)).toMatchObject({ code: 0, out: { ok: true } });
+    const file = join(dir, 'audit.log.admin');
+    const text = readFileSync(file, 'utf8');
+    // The harness drops the output of a failing command; verify prints its verdict there with exit 1.
+    const verify = (...a: string[]) => {
+      const r = spawnSync('node', [join(__dirname, '..', 'dist', 'src', 'tools', 'admin.js'), 'audit', 'verify', ...a], { encoding: 'utf8' });
+      return { code: r.status, out: JSON.parse(r.stdout) as Record<string, unknown> };
+    };
+    writeFileSync(file, text.trimEnd().split('\n').slice(0, -1).join('\n') + '\n');
+    try {
+      expect(verify(file)).toMatchObject({ code: 0 }); // a cut tail leaves a valid chain
+      expect(verify(file, '--anchors', anchors)).toMatchObject({ code: 1, out: { ok: false, reason: expect.stringMatching(/chain audit.log.admin ends at seq \d+ but was anchored at seq \d+/) } });
+    } finally {
+      writeFileSync(file, text);
+    }
+  });
+
+  it('approvals expire: a fully approved state first seen after its expiry is refused, as is one that does not follow the accepted state', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const current = loadConfigFile(configFile).config.groups[0]!;
+    const stateNow = groupStateHash(loadConfigFile(configFile).config, current);
+    const forged = (revision: object) => {
+      const doc = parseDocument(good);
+      doc.setIn(['groups', 0, 'policy', 'rules'], doc.createNode([{ id: 'all', effect: 'allow' }, { id: 'no-r', effect: 'deny', principals: ['arn:aws:iam::111122223333:role/r'] }]));
+      doc.setIn(['groups', 0, 'revision'], doc.createNode(revision));
+      signAsQuorum(doc);
+      writeFileSync(configFile, doc.toString());
+    };
+    // A proposal approved in full and never applied, applied by hand after its approvals' life.
+    forged({ epoch: current.revision!.epoch + 1, previous: stateNow, expiresAt: new Date(Date.now() - 60_000).toISOString() });
+    expect(reloader.reload('test')).toBe(false);
+    expect(() => loadConfigFile(configFile)).toThrow(/refused by governance: group "g": the approvals of state epoch \d+ expired at .* before the proxy first accepted it/);
+    expect(await metric('xks_governance_refusals_total')).toMatch(/reason="expired"} 1/);
+    forged({ epoch: current.revision!.epoch + 1, previous: 'ab'.repeat(32), expiresAt: new Date(Date.now() + 3_600_000).toISOString() });
+    expect(() => loadConfigFile(configFile)).toThrow(/state epoch \d+ follows abababababababab\.\.\., not the state accepted at epoch \d+/);
+    writeFileSync(configFile, good);
+    expect(reloader.reload('test')).toBe(true);
+  });
+
+  it('approve and apply refuse a proposal past its life, and one dated in the future', async () => {
+    const p = await ok('change', 'propose', '--as', 'alice', 'key', 'disable', keyId);
+    expect(Date.parse(p.expiresAt as string) - Date.parse(p.proposedAt as string)).toBe(72 * 3_600_000);
+    const file = join(`${configFile}.changes`, `${p.id as string}.json`);
+    const proposal = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    writeFileSync(file, JSON.stringify({ ...proposal, proposedAt: new Date(Date.now() - 73 * 3_600_000).toISOString() }));
+    expect((await admin('change', 'approve', p.id as string, '--as', 'bob', '--key', keys.bob!)).err).toMatch(/change [0-9a-f]{12}: it expired at .*; propose it again/);
+    expect((await admin('change', 'apply', p.id as string, '--as', 'alice')).err).toMatch(/it expired at/);
+    writeFileSync(file, JSON.stringify({ ...proposal, proposedAt: new Date(Date.now() + 86_400_000).toISOString() }));
+    expect((await admin('change', 'approve', p.id as string, '--as', 'bob', '--key', keys.bob!)).err).toMatch(/in the future/);
+    rmSync(file);
+  });
+
+  it('an HSM key is the object recorded for it: another key given its label later is not used', async () => {
+    await ok('group', 'create', 'plain', '--allow-all');
+    await ok('group', 'assign', 'plain', '--key-store', 'ks');
+    await ok('key', 'create', `plain-${suffix}`, '--group', 'plain');
+    expect(reloader.reload('test')).toBe(true);
+    const label = `xks-plain-${suffix}-v1`;
+    const plain = () => send(app.port, `${P}/keys/plain-${suffix}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('x')), encryptionAlgorithm: 'AES_GCM' }, cred);
+    expect((await plain()).status).toBe(200);
+    const recorded = loadConfigFile(configFile).config.groups.find((g) => g.name === 'plain')!.keys[0]!.versions![0]!.objectId;
+    expect(recorded).toMatch(/^[0-9a-f]{32}$/);
+    const t = openFleetToken(hsmA().target, hsmA().pin);
+    try {
+      const [key] = findSecretKeys(t, label);
+      expect((t.mod.C_GetAttributeValue(t.session, key!, [{ type: pkcs11js.CKA_ID }])[0]!.value as Buffer).toString('hex')).toBe(recorded);
+      t.mod.C_DestroyObject(t.session, key!);
+      generateKek(t, label); // same label, another object (no CKA_ID, or another one)
+    } finally {
+      t.close();
+    }
+    // The proxy's cached handle is stale now: it looks the label up again and refuses what it finds.
+    expect((await plain()).body).toMatchObject({ errorName: 'InternalException' });
+  });
+
+  it('the newest accepted state is recorded on every HSM of a fleet, and a change waits for all of them', () => {
+    const group = `fleet-${suffix}`;
+    const claim = (epoch: number, state: string, previous?: string): Claim => ({ group, epoch, state, previous, expiresAt: new Date(Date.now() + 3_600_000).toISOString() });
+    const [s0, s1, s2] = ['0', '1', '2'].map((c) => c.repeat(64)) as [string, string, string];
+    const marksOn = (m: HsmMember) => {
+      const t = openFleetToken(m.target, m.pin);
+      try {
+        return readMarks(t).filter((x) => x.group === group).map((x) => x.epoch).sort();
+      } finally {
+        t.close();
+      }
+    };
+    // An upgrade: a state without a revision (epoch 0) is recorded as it is, on both HSMs.
+    checkAndRecord([hsmA(), hsmB], [{ group, epoch: 0, state: s0 }], new Date());
+    expect([marksOn(hsmA()), marksOn(hsmB)]).toEqual([[0], [0]]);
+    expect(() => checkAndRecord([hsmA(), hsmB], [{ group, epoch: 0, state: s1 }], new Date())).toThrow(/state 1111111111111111\.\.\. is not the one accepted at epoch 0/);
+    const down: HsmMember = { ...hsmB, pin: 'not-the-pin' };
+    expect(() => checkAndRecord([hsmA(), down], [claim(1, s1, s0)], new Date())).toThrow(/the new state of group "fleet-[0-9a-f]+" could not be recorded on every HSM \(b: CKR_PIN_INCORRECT.*\); it is accepted once all hold it/);
+    checkAndRecord([hsmA(), hsmB], [claim(1, s1, s0)], new Date());
+    expect([marksOn(hsmA()), marksOn(hsmB)]).toEqual([[0, 1], [0, 1]]);
+    // Either HSM alone now refuses the older state; one that answers is enough to keep the current one.
+    expect(() => checkAndRecord([hsmB], [{ group, epoch: 0, state: s0 }], new Date())).toThrow(/state epoch 0 is older than the newest accepted \(epoch 1\)/);
+    expect(() => checkAndRecord([down, hsmA()], [claim(1, s1, s0)], new Date())).not.toThrow();
+    expect(() => checkAndRecord([down], [claim(1, s1, s0)], new Date())).toThrow(/cannot read the newest accepted governance states from any HSM/);
+    checkAndRecord([hsmA(), hsmB], [claim(2, s2, s1)], new Date());
+    expect(marksOn(hsmB)).toEqual([1, 2]); // older epochs pruned
+  });
+
+  it('a pin that still holds the old governance root is warned about at start and exported', async () => {
+    const other = 'ab'.repeat(32);
+    const r = await startMain(readFileSync(configFile, 'utf8'), { XKS_GOVERNANCE_TRUST: `${pin},${other}` });
+    expect(r.opsPort).toBeDefined();
+    expect(r.output).toMatch(/"level":40,.*XKS_GOVERNANCE_TRUST pins 2 governance roots/);
+    expect(r.metrics).toMatch(/^xks_governance_pinned_roots 2$/m);
+    const one = await startMain(readFileSync(configFile, 'utf8'));
+    expect(one.output).not.toMatch(/pins \d+ governance roots/);
+    expect(one.metrics).toMatch(/^xks_governance_pinned_roots 1$/m);
   });
 });

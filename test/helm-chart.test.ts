@@ -743,7 +743,7 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
     );
     // xks_key_version_usage_ratio_max exists where governance.usageDir is set (README "Rotation policies").
     usageDir = mkdtempSync(path.join(tmpdir(), 'xks-usage-'));
-    usage = new UsageRecorder(usageDir, app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 60_000 });
+    usage = new UsageRecorder(app.events, () => app.runtime, { dir: usageDir, registry: app.metrics.registry, flushMs: 60_000 });
     usage.flush();
     const text = (await get(app.opsPort as number, '/metrics')).text;
     for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {

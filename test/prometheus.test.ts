@@ -112,7 +112,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     const runtime = loadConfigFile(configFile);
     app = await ProxyApp.start({ runtime, logger: silentLogger });
     reloader = new ConfigReloader(configFile, runtime, (next) => app.setRuntime(next), silentLogger, app.events);
-    usage = new UsageRecorder(path.join(dir, 'usage'), app.events, () => app.runtime.config, { registry: app.metrics.registry, flushMs: 500 });
+    usage = new UsageRecorder(app.events, () => app.runtime, { dir: path.join(dir, 'usage'), registry: app.metrics.registry, flushMs: 500 });
 
     promPort = await freePort();
     const promConfig = {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { Anchor, ChainHead, verifyAuditText, VerifyResult } from '../audit/verify';
 
 /** `-` is stdin, so a log pipeline's export can be piped in (kubectl logs ... | xks-admin audit verify -). */
@@ -18,12 +19,14 @@ function readAnchors(file: string): Anchor[] {
     });
 }
 
-export function verifyAudit(source: string, opts: { partial?: boolean; anchors?: string }): VerifyResult {
-  return verifyAuditText(readInput(source), { partial: opts.partial, anchors: opts.anchors ? readAnchors(opts.anchors) : undefined });
+/** A plain audit file's chain is named by the file (`--chain` names it otherwise, e.g. a copy or stdin). */
+export function verifyAudit(source: string, opts: { partial?: boolean; anchors?: string; chain?: string }): VerifyResult {
+  const chain = opts.chain ?? (source === '-' ? undefined : basename(source));
+  return verifyAuditText(readInput(source), { partial: opts.partial, anchors: opts.anchors ? readAnchors(opts.anchors) : undefined, chain });
 }
 
 /** The last line of every chain, for storing off-host; fails like verify when a chain is broken. */
-export function auditHeads(source: string, opts: { partial?: boolean }): VerifyResult | ChainHead[] {
+export function auditHeads(source: string, opts: { partial?: boolean; chain?: string }): VerifyResult | ChainHead[] {
   const r = verifyAudit(source, opts);
   return r.ok ? r.chains : r;
 }

@@ -4,7 +4,7 @@ import { ConfigError } from '../config/load';
 import type { KeyUsage } from '../config/schema';
 import { destroyWrappingKeyPair, generateWrappingKeyPair, OaepHash, unwrapKekRsa, wrappingKeyLabels } from '../engine/token';
 import type { AdminContext } from './context';
-import { addKey, versionLabel } from './keys';
+import { addKey, newVersion, objectIdBytes, versionLabel } from './keys';
 
 /**
  * Import wrapping keys carry their OAEP hash and expiry in the label, so any admin command can check
@@ -72,11 +72,12 @@ export function importKeyRsa(ctx: AdminContext, o: { group: string; id: string; 
     ctx.audit({ action: 'key-import-refused', keyId: o.id, wrappingKey: o.wrappingKey, reason: 'expired' });
     throw new ConfigError(`import parameters ${o.wrappingKey} expired at ${expires.toISOString()}; run key import-params again`);
   }
-  const label = versionLabel(o.id, 1);
+  const v = newVersion(ctx, versionLabel(o.id, 1));
+  const label = v.label;
   let lengthChecked = false;
-  addKey(ctx, o.group, o.id, o.usage, label, () =>
+  addKey(ctx, o.group, o.id, o.usage, v, () =>
     ctx.withToken((t) => {
-      lengthChecked = unwrapKekRsa(t, o.wrappingKey, o.wrapped, label, parsed.hash).lengthChecked;
+      lengthChecked = unwrapKekRsa(t, o.wrappingKey, o.wrapped, label, parsed.hash, objectIdBytes(v)).lengthChecked;
       destroyWrappingKeyPair(t, o.wrappingKey);
     }),
   );

@@ -12,7 +12,7 @@ export class AdminContext {
     readonly configFile: string,
     readonly now: () => Date = () => new Date(),
   ) {
-    this.store = new GovernedStore(configFile);
+    this.store = new GovernedStore(configFile, () => this.now());
   }
 
   get secretsDir(): string {

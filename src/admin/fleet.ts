@@ -26,13 +26,13 @@ export function withFleet<T>(ctx: AdminContext, fn: (tokens: FleetToken[]) => T)
  * A new key version on every HSM: generated on the first and replicated to the others under their
  * trusted replication keys (src/engine/replicate.ts), never in clear outside an HSM.
  */
-export function makeKeyVersion(ctx: AdminContext, label: string): void {
+export function makeKeyVersion(ctx: AdminContext, label: string, objectId: Buffer): void {
   if (fleetOf(ctx).length === 1) {
-    ctx.withToken((t) => generateKek(t, label));
+    ctx.withToken((t) => generateKek(t, label, objectId));
     return;
   }
   try {
-    withFleet(ctx, (tokens) => createReplicated(tokens, label));
+    withFleet(ctx, (tokens) => createReplicated(tokens, label, objectId));
   } catch (e) {
     throw new Error(
       `${(e as Error).message}; replication needs the security officer's step once per pair of HSMs ` +
@@ -49,16 +49,16 @@ export function onEveryHsm(ctx: AdminContext, fn: (t: TokenSession) => void): vo
 }
 
 /** BYOK into every HSM: the same wrapped material unwrapped in each (each needs the wrapping key). */
-export function importKeyVersion(ctx: AdminContext, label: string, wrappingKey: string, wrapped: Buffer, mechanism: WrapMechanism): void {
+export function importKeyVersion(ctx: AdminContext, label: string, wrappingKey: string, wrapped: Buffer, mechanism: WrapMechanism, objectId: Buffer): void {
   if (fleetOf(ctx).length === 1) {
-    ctx.withToken((t) => unwrapKek(t, wrappingKey, wrapped, label, mechanism));
+    ctx.withToken((t) => unwrapKek(t, wrappingKey, wrapped, label, mechanism, objectId));
     return;
   }
   withFleet(ctx, (tokens) => {
     const done: TokenSession[] = [];
     for (const { id, token } of tokens) {
       try {
-        unwrapKek(token, wrappingKey, wrapped, label, mechanism);
+        unwrapKek(token, wrappingKey, wrapped, label, mechanism, objectId);
         done.push(token);
       } catch (e) {
         throw new Error(`HSM ${id}: ${(e as Error).message}${done.length ? ` (the key version is already on ${done.length} other HSM(s); remove it there or retry on this one)` : ''}`);

@@ -3,11 +3,14 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSyn
 import { join } from 'node:path';
 import { ConfigError } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
+import { Claim, claimsOf, judgeClaims, Mark } from '../governance/epochs';
+import { readMarks, recordMarks } from '../governance/high-water';
 import { generateApproverKey, publicKeyOf, signApproval } from '../governance/signatures';
-import { countsTowardsQuorum } from '../governance/quorum';
+import { countsTowardsQuorum, GovernanceError } from '../governance/quorum';
 import { governanceRootHash, groupStateHash } from '../governance/state';
 import { groupIndex } from '../store/config-store';
 import type { AdminContext } from './context';
+import { onEveryHsm } from './fleet';
 import { Approval, StagedChange } from './staged-store';
 
 /** A pending change: the command to run, the group states it produces, and the signatures collected. */
@@ -21,6 +24,8 @@ export interface Proposal {
   groups: Record<string, string>;
   /** Set when the change alters the administrators or a quorum policy: the pin must allow it. */
   governanceRoot?: string;
+  /** When its approvals stop counting (governance.approvalTtlHours after proposedAt). */
+  expiresAt?: string;
   approvals: Record<string, Approval[]>;
 }
 
@@ -71,11 +76,26 @@ function dryRun(ctx: AdminContext, run: Command, p: Pick<Proposal, 'command' | '
   return { groups, governanceRoot: root !== governanceRootHash(before) ? root : undefined, after };
 }
 
+/** The revisions a change gives its groups (epoch, predecessor, expiry), as its approvers sign them. */
+function claimsOfChange(staged: { groups: Record<string, string>; after: ProxyConfig }): Claim[] {
+  return claimsOf(staged.after).filter((c) => c.group in staged.groups);
+}
+
+/** Proposals and their approvals expire (governance.approvalTtlHours, default 72): a stale one is proposed again. */
+function expiryProblem(p: Proposal, claims: readonly Claim[]): string | undefined {
+  const now = Date.now();
+  // A proposal file dated ahead would give its approvals a longer life than the TTL.
+  if (Date.parse(p.proposedAt) > now + 300_000) return `it claims to be proposed at ${p.proposedAt}, in the future`;
+  const expired = claims.find((c) => c.expiresAt !== undefined && Date.parse(c.expiresAt) < now);
+  return expired ? `it expired at ${expired.expiresAt}; propose it again` : undefined;
+}
+
 export function proposeChange(ctx: AdminContext, run: Command, as: string, command: string[], options: Record<string, string | boolean>): object {
-  const { groups, governanceRoot } = dryRun(ctx, run, { command, options });
+  const { groups, governanceRoot, after } = dryRun(ctx, run, { command, options });
   if (Object.keys(groups).length === 0 && !governanceRoot) {
     throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
   }
+  const expiresAt = claimsOf(after).find((c) => c.group in groups)?.expiresAt;
   const p: Proposal = {
     id: randomBytes(6).toString('hex'),
     proposedBy: as,
@@ -84,6 +104,7 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
     options,
     groups,
     governanceRoot,
+    expiresAt,
     approvals: {},
   };
   writeProposal(ctx, p);
@@ -99,13 +120,15 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
 export function approveChange(ctx: AdminContext, run: Command, id: string, as: string, privateKeyFile: string): object {
   const p = readProposal(ctx, id);
   const staged = dryRun(ctx, run, p);
-  for (const [group, hash] of Object.entries(p.groups)) {
-    if (staged.groups[group] !== hash) throw new ConfigError(`change ${id}: the store changed since it was proposed (group "${group}" would now be ${staged.groups[group] ?? 'unchanged'}); propose it again`);
-  }
   const refuse = (reason: string): never => {
     ctx.audit({ action: 'change-approve-refused', change: id, by: as, command: p.command.join(' '), reason });
     throw new ConfigError(`change ${id}: ${reason}`);
   };
+  const stale = expiryProblem(p, claimsOfChange(staged));
+  if (stale) return refuse(stale);
+  for (const [group, hash] of Object.entries(p.groups)) {
+    if (staged.groups[group] !== hash) throw new ConfigError(`change ${id}: the store changed since it was proposed (group "${group}" would now be ${staged.groups[group] ?? 'unchanged'}); propose it again`);
+  }
   const config = ctx.store.read();
   const admin = config.governance.administrators.find((a) => a.name === as);
   if (!admin) return refuse(`no administrator named "${as}"`);
@@ -130,9 +153,30 @@ export function approveChange(ctx: AdminContext, run: Command, id: string, as: s
   return { change: id, approvedBy: as, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) };
 }
 
-/** Runs the command for real with the collected signatures; the store's own quorum check decides. */
+/**
+ * Runs the command for real with the collected signatures; the store's own quorum check decides. Before, the
+ * change must be newer than what the HSMs say was last accepted (a store rolled back by hand is refused here,
+ * not only later by the proxy); after, the new states are recorded there, so that the proxy refuses the old
+ * file from now on, even before it has loaded the new one.
+ */
 export function applyChange(ctx: AdminContext, run: Command, id: string, as: string): object {
   const p = readProposal(ctx, id);
+  const claims = claimsOfChange(dryRun(ctx, run, p));
+  const refuse = (reason: string): never => {
+    ctx.audit({ action: 'change-refused', change: id, by: as, command: p.command.join(' '), error: reason.slice(0, 400) });
+    throw new ConfigError(`change ${id}: ${reason}`);
+  };
+  const stale = expiryProblem(p, claims);
+  if (stale) return refuse(stale);
+  if (claims.length > 0) {
+    const marks: Mark[] = [];
+    try {
+      onEveryHsm(ctx, (t) => marks.push(...readMarks(t)));
+      judgeClaims(claims, marks, new Date());
+    } catch (e) {
+      return refuse(e instanceof GovernanceError ? e.message : `cannot read the newest accepted states from the HSMs: ${(e as Error).message}`);
+    }
+  }
   ctx.store.mode = { kind: 'apply', approvals: p.approvals };
   let out: unknown;
   try {
@@ -146,8 +190,16 @@ export function applyChange(ctx: AdminContext, run: Command, id: string, as: str
   }
   unlinkSync(proposalFile(ctx, id));
   const approvers = [...new Set(Object.values(p.approvals).flatMap((l) => l.map((a) => a.approver)))];
-  ctx.audit({ action: 'change-apply', change: id, by: as, command: p.command.join(' '), approvers: approvers.join(' '), proposedBy: p.proposedBy });
-  return { change: id, applied: p.command.join(' '), approvers, result: out };
+  let highWater = 'recorded on every HSM';
+  try {
+    if (claims.length > 0) onEveryHsm(ctx, (t) => recordMarks(t, claims));
+  } catch (e) {
+    // Written already: the proxy records the states itself when it loads them (within their expiry).
+    highWater = `not recorded (${(e as Error).message}); the proxy records it when it loads the config`;
+  }
+  const epochs = claims.map((c) => `${c.group}:${c.epoch}`).join(' ');
+  ctx.audit({ action: 'change-apply', change: id, by: as, command: p.command.join(' '), approvers: approvers.join(' '), proposedBy: p.proposedBy, epochs, highWater });
+  return { change: id, applied: p.command.join(' '), approvers, epochs, highWater, result: out };
 }
 
 export function listChanges(ctx: AdminContext): object[] {
@@ -155,7 +207,7 @@ export function listChanges(ctx: AdminContext): object[] {
   return readdirSync(changesDir(ctx))
     .filter((f) => f.endsWith('.json'))
     .map((f) => readProposal(ctx, f.slice(0, -5)))
-    .map((p) => ({ id: p.id, proposedBy: p.proposedBy, proposedAt: p.proposedAt, command: p.command.join(' '), groups: p.groups, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) }));
+    .map((p) => ({ id: p.id, proposedBy: p.proposedBy, proposedAt: p.proposedAt, expiresAt: p.expiresAt, command: p.command.join(' '), groups: p.groups, approvals: Object.fromEntries(Object.entries(p.approvals).map(([g, l]) => [g, l.map((a) => a.approver)])) }));
 }
 
 export function showChange(ctx: AdminContext, id: string): Proposal {
@@ -192,7 +244,7 @@ export function governancePin(ctx: AdminContext, doc: unknown, build: (d: unknow
   return {
     governanceRoot: governanceRootHash(config),
     administrators: config.governance.administrators.map((a) => `${a.name}:${a.role}`),
-    quorums: config.groups.filter((g) => g.quorum).map((g) => ({ group: g.name, ...g.quorum, stateHash: groupStateHash(config, g) })),
+    quorums: config.groups.filter((g) => g.quorum).map((g) => ({ group: g.name, ...g.quorum, epoch: g.revision?.epoch ?? 0, stateHash: groupStateHash(config, g) })),
     configFile: ctx.configFile,
   };
 }

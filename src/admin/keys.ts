@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ConfigError } from '../config/load';
 import type { KeyConfig, KeyUsage, ProxyConfig } from '../config/schema';
 import { destroyKeys, WrapMechanism } from '../engine/token';
@@ -8,6 +9,21 @@ import type { AdminContext } from './context';
 type Usage = KeyUsage;
 
 export const versionLabel = (id: string, version: number): string => `xks-${id}-v${version}`;
+
+/** A new key version as the store records it: label, when it was made, and the CKA_ID its HSM object gets. */
+export interface NewVersion {
+  label: string;
+  createdAt: string;
+  /** Hex; derived from label and time, so that a governed change's approvers reproduce it (a dry run makes no key). */
+  objectId: string;
+}
+
+export function newVersion(ctx: AdminContext, label: string): NewVersion {
+  const createdAt = ctx.now().toISOString();
+  return { label, createdAt, objectId: createHash('sha256').update(`xks-proxy key object\n${label}\n${createdAt}`).digest('hex').slice(0, 32) };
+}
+
+export const objectIdBytes = (v: NewVersion): Buffer => Buffer.from(v.objectId, 'hex');
 const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];
 
 function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; key: KeyConfig } {
@@ -15,12 +31,12 @@ function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; ke
   return { path: ['groups', p.group, 'keys', p.key], key: config.groups[p.group]!.keys[p.key]! };
 }
 
-export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], label: string, makeInHsm: () => void): void {
+export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], version: NewVersion, makeInHsm: () => void): void {
   ctx.store.update(
     (doc, config) => {
       const gi = groupIndex(config, group);
-      // The versions form records when version 1 was made, which rotation schedules count from.
-      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, label, createdAt: ctx.now().toISOString() }], usage }));
+      // The versions form records when version 1 was made (rotation schedules count from it) and its CKA_ID.
+      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, ...version }], usage }));
     },
     makeInHsm,
   );
@@ -28,18 +44,18 @@ export function addKey(ctx: AdminContext, group: string, id: string, usage: Usag
 
 /** Generates a KEK inside the HSM and adds it to a group. The config is checked before the HSM is touched. */
 export function createKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[] }): object {
-  const label = versionLabel(o.id, 1);
-  addKey(ctx, o.group, o.id, o.usage, label, () => makeKeyVersion(ctx, label));
-  ctx.audit({ action: 'key-create', keyId: o.id, group: o.group, label });
-  return { created: o.id, group: o.group, label, version: 1 };
+  const v = newVersion(ctx, versionLabel(o.id, 1));
+  addKey(ctx, o.group, o.id, o.usage, v, () => makeKeyVersion(ctx, v.label, objectIdBytes(v)));
+  ctx.audit({ action: 'key-create', keyId: o.id, group: o.group, label: v.label });
+  return { created: o.id, group: o.group, label: v.label, version: 1 };
 }
 
 /** BYOK: unwraps customer key material under an existing HSM wrapping key, then adds it to a group. */
 export function importKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[]; wrapped: Buffer; wrappingKey: string; mechanism: WrapMechanism }): object {
-  const label = versionLabel(o.id, 1);
-  addKey(ctx, o.group, o.id, o.usage, label, () => importKeyVersion(ctx, label, o.wrappingKey, o.wrapped, o.mechanism));
-  ctx.audit({ action: 'key-import', keyId: o.id, group: o.group, label, wrappingKey: o.wrappingKey });
-  return { imported: o.id, group: o.group, label, version: 1 };
+  const v = newVersion(ctx, versionLabel(o.id, 1));
+  addKey(ctx, o.group, o.id, o.usage, v, () => importKeyVersion(ctx, v.label, o.wrappingKey, o.wrapped, o.mechanism, objectIdBytes(v)));
+  ctx.audit({ action: 'key-import', keyId: o.id, group: o.group, label: v.label, wrappingKey: o.wrappingKey });
+  return { imported: o.id, group: o.group, label: v.label, version: 1 };
 }
 
 export function setKeyStatus(ctx: AdminContext, id: string, status: 'ENABLED' | 'DISABLED'): object {
@@ -51,18 +67,19 @@ export function setKeyStatus(ctx: AdminContext, id: string, status: 'ENABLED' | 
 /** New key material in the HSM as the next version; new encrypts use it, old ciphertexts name theirs. */
 export function rotateKey(ctx: AdminContext, id: string): object {
   let next = 0;
-  let label = '';
+  let made: NewVersion | undefined;
   ctx.store.update(
     (doc, config) => {
       const { path, key } = keyAt(config, id);
       const versions = versionsOf(key);
       next = Math.max(...versions.map((v) => v.version)) + 1;
-      label = versionLabel(id, next);
+      made = newVersion(ctx, versionLabel(id, next));
       doc.deleteIn([...path, 'label']);
-      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, label, createdAt: ctx.now().toISOString() }]));
+      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, ...made }]));
     },
-    () => makeKeyVersion(ctx, label),
+    () => made && makeKeyVersion(ctx, made.label, objectIdBytes(made)),
   );
+  const label = made?.label ?? '';
   ctx.audit({ action: 'key-rotate', keyId: id, version: next, label });
   return { keyId: id, currentVersion: next, label };
 }

@@ -1,8 +1,9 @@
 import { ConfigError } from '../config/load';
 import type { KeyConfig } from '../config/schema';
-import { readUsage, UsageCounts } from '../governance/usage';
+import { hsmUsage, maxUsage, readUsage, UsageCounts } from '../governance/usage';
 import { keyPath } from '../store/config-store';
 import type { AdminContext } from './context';
+import { onEveryHsm } from './fleet';
 import { rotateKey } from './keys';
 
 const DAY_MS = 86_400_000;
@@ -50,6 +51,21 @@ export function dueReason(key: KeyConfig, usage: UsageCounts, now: Date): string
 }
 
 /**
+ * Encryptions per key version: per label the largest of what each HSM of the fleet holds (written there by the
+ * proxies, out of a config writer's reach) and what the usage files say, so that deleting or repointing the files
+ * cannot make a key look less used. An HSM that cannot be read fails the command rather than count zero.
+ */
+function usageCounts(ctx: AdminContext, dir: string | undefined): UsageCounts {
+  const counts: UsageCounts[] = dir ? [readUsage(dir)] : [];
+  try {
+    onEveryHsm(ctx, (t) => counts.push(hsmUsage(t)));
+  } catch (e) {
+    throw new ConfigError(`cannot read the usage counts from the HSM: ${(e as Error).message}`);
+  }
+  return maxUsage(...counts);
+}
+
+/**
  * Rotates every key whose policy says it is due. Encrypts then use the new version; older versions
  * stay for decrypt only (the proxy never encrypts with anything but the newest). Keys in
  * quorum-protected groups are not rotated here: they are listed for `change propose key rotate ID`.
@@ -57,7 +73,7 @@ export function dueReason(key: KeyConfig, usage: UsageCounts, now: Date): string
 export function rotateDue(ctx: AdminContext, opts: { dryRun?: boolean; usageDir?: string }): object {
   const config = ctx.store.read();
   const dir = opts.usageDir ?? config.governance.usageDir;
-  const usage = dir ? readUsage(dir) : new Map<string, number>();
+  const usage = usageCounts(ctx, dir);
   const now = ctx.now();
   const rotated: object[] = [];
   const needsQuorum: object[] = [];
@@ -78,5 +94,5 @@ export function rotateDue(ctx: AdminContext, opts: { dryRun?: boolean; usageDir?
       }
     }
   }
-  return opts.dryRun ? { due } : { rotated, needsQuorum, usageCounted: dir !== undefined };
+  return opts.dryRun ? { due } : { rotated, needsQuorum, usageFrom: dir ? ['hsm', dir] : ['hsm'] };
 }

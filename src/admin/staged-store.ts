@@ -1,6 +1,7 @@
 import type { Document } from 'yaml';
 import { buildRuntimeConfig, RuntimeConfig } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
+import { DEFAULT_APPROVAL_TTL_HOURS, groupContentHash, groupStateHash } from '../governance/state';
 import { ConfigStore, groupIndex } from '../store/config-store';
 
 export interface Approval {
@@ -22,8 +23,32 @@ export class StagedChange extends Error {
   }
 }
 
+/**
+ * Each protected group whose content the change alters gets its next revision: epoch + 1, the hash of the state
+ * it replaces, and when its approvals expire (counted from `now`, the proposal's time, so that approvers and
+ * apply reproduce it). The approvals then sign the revision with the rest, so none of it can be edited later.
+ */
+function stampRevisions(doc: Document, before: ProxyConfig, now: Date): void {
+  const after = buildRuntimeConfig(doc.toJS(), process.env, { quorum: false }).config;
+  const ttlMs = (after.governance.approvalTtlHours ?? DEFAULT_APPROVAL_TTL_HOURS) * 3_600_000;
+  after.groups.forEach((g, i) => {
+    if (!g.quorum) return;
+    const old = before.groups.find((b) => b.name === g.name);
+    if (old?.quorum && groupContentHash(before, old) === groupContentHash(after, g)) return;
+    const revision = { epoch: (old?.revision?.epoch ?? 0) + 1, previous: old ? groupStateHash(before, old) : undefined, expiresAt: new Date(now.getTime() + ttlMs).toISOString() };
+    doc.setIn(['groups', i, 'revision'], doc.createNode(revision));
+  });
+}
+
 export class GovernedStore extends ConfigStore {
   mode: StoreMode = { kind: 'direct' };
+
+  constructor(
+    file: string,
+    private readonly now: () => Date,
+  ) {
+    super(file);
+  }
 
   override update(change: (doc: Document, config: ProxyConfig) => void, commit?: () => void): RuntimeConfig {
     const mode = this.mode;
@@ -31,6 +56,7 @@ export class GovernedStore extends ConfigStore {
     return super.update(
       (doc, config) => {
         change(doc, config);
+        stampRevisions(doc, config, this.now());
         if (mode.kind === 'dry-run') {
           // Validated like a real change except for the approvals it is about to collect.
           throw new StagedChange(buildRuntimeConfig(doc.toJS(), process.env, { quorum: false }).config);

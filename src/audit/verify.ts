@@ -25,17 +25,22 @@ export interface Anchor {
 }
 
 export type VerifyResult =
-  | { ok: true; lines: number; chains: ChainHead[]; otherLines: number; duplicates: number }
+  | { ok: true; lines: number; chains: ChainHead[]; otherLines: number; duplicates: number; anchorsChecked: number }
   | { ok: false; line: number; chain?: string; reason: string };
 
 export interface VerifyOptions {
   /** Accept a chain whose first lines are gone (log retention); its first line is then trusted. */
   partial?: boolean;
   anchors?: Anchor[];
+  /**
+   * Name of the one chain of a plain audit file, whose lines carry no chain field: its file name, so that one
+   * anchors file holds the heads of all of a process's chains (audit.log, audit.log.worker1, audit.log.admin).
+   */
+  chain?: string;
 }
 
-/** Chain name of a plain audit file, whose lines carry no chain field. */
-export const FILE_CHAIN = '(file)';
+/** Chain name of plain audit lines read without a name (stdin). */
+export const UNNAMED_CHAIN = '(stdin)';
 
 const MARKER = `{"stream":"${AUDIT_STREAM}"`;
 
@@ -128,12 +133,15 @@ export function verifyAuditText(text: string, opts: VerifyOptions = {}): VerifyR
     }
     const entry = parseEntry(found);
     if (!entry) return { ok: false, line: i + 1, reason: collected ? 'audit line is not JSON (damaged or cut?)' : 'not JSON' };
-    const chain = collected ? String(entry.chain) : FILE_CHAIN;
+    const chain = collected ? String(entry.chain) : (opts.chain ?? UNNAMED_CHAIN);
     let list = chains.get(chain);
     if (!list) chains.set(chain, (list = []));
     list.push({ line: i + 1, entry });
   }
-  for (const a of opts.anchors ?? []) {
+  // Collected lines hold every chain of the pods they came from, so an anchored chain missing from them was cut
+  // whole; a plain file is one chain, checked against its own anchors only.
+  const anchors = collected ? (opts.anchors ?? []) : (opts.anchors ?? []).filter((a) => a.chain === (opts.chain ?? UNNAMED_CHAIN));
+  for (const a of anchors) {
     if (!chains.has(a.chain)) return { ok: false, line: 0, chain: a.chain, reason: `anchored chain ${a.chain} has no lines in the input` };
   }
   const heads: ChainHead[] = [];
@@ -141,10 +149,10 @@ export function verifyAuditText(text: string, opts: VerifyOptions = {}): VerifyR
   for (const [chain, list] of chains) {
     // A pipeline may reorder lines across streams; within a chain the sequence number orders them.
     if (collected) list.sort((a, b) => a.entry.seq - b.entry.seq);
-    const r = checkChain(chain, list, opts, collected);
-    if ('reason' in r) return { ok: false, line: r.line, chain: collected ? chain : undefined, reason: r.reason };
+    const r = checkChain(chain, list, { ...opts, anchors }, collected);
+    if ('reason' in r) return { ok: false, line: r.line, chain, reason: r.reason };
     heads.push(r.head);
     duplicates += r.duplicates;
   }
-  return { ok: true, lines: heads.reduce((n, h) => n + h.lines, 0), chains: heads, otherLines, duplicates };
+  return { ok: true, lines: heads.reduce((n, h) => n + h.lines, 0), chains: heads, otherLines, duplicates, anchorsChecked: anchors.length };
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { compileRule, CompiledRule } from '../policy/evaluate';
+import { guardAgainstRollback } from '../governance/high-water';
 import { checkGovernanceReferences, GovernanceError, RefusalReason, verifyGovernance } from '../governance/quorum';
 import { configSchema, GroupConfig, KeyStoreConfig, KeyUsage, ProxyConfig, SecretSource, SECRET_ACCESS_KEY } from './schema';
 
@@ -152,6 +153,42 @@ function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv
   return hidden(runtime, 'secrets', secrets as ReadonlyMap<string, Buffer>);
 }
 
+/** Runs a governance check, reporting its refusal as the ConfigError the loaders and the reloader count and audit. */
+function governed<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    if (e instanceof GovernanceError) throw new ConfigError(`refused by governance: ${e.message}`, { reason: e.reason, group: e.group });
+    throw e;
+  }
+}
+
+/**
+ * Under governance an HSM key belongs to one key entry: its label (and its CKA_ID where the store recorded one)
+ * may be named by one key version of one group only, and not be a health-check key. A second entry would reach
+ * a protected key's material around the group's status, policy and usage (a "shadow").
+ */
+function checkKeyOwners(config: ProxyConfig): void {
+  if (config.governance.administrators.length === 0 && !config.groups.some((g) => g.quorum)) return;
+  const owners = new Map<string, string>();
+  for (const h of config.hsms) owners.set(`HSM key "${h.healthKeyLabel}"`, `the health check of HSM "${h.id}"`);
+  for (const g of config.groups) {
+    for (const k of g.keys) {
+      for (const v of k.versions ?? [{ version: 1, label: k.label as string, objectId: undefined }]) {
+        const who = `key "${k.id}" (group "${g.name}") version ${v.version}`;
+        for (const name of [`HSM key "${v.label}"`, v.objectId === undefined ? undefined : `HSM key with CKA_ID ${v.objectId}`]) {
+          if (name === undefined) continue;
+          const other = owners.get(name);
+          if (other !== undefined) {
+            throw new GovernanceError(`${name} is named by ${who} and by ${other}: an HSM key belongs to one key entry`, 'key-owner', g.name);
+          }
+          owners.set(name, who);
+        }
+      }
+    }
+  }
+}
+
 /**
  * Validates a parsed document and resolves its secrets; throws ConfigError naming the offending field.
  * `quorum: false` skips the governance check only for xks-admin's dry runs of a proposed change.
@@ -162,14 +199,8 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
   const config = parsed.data;
   const badReference = checkGovernanceReferences(config);
   if (badReference) throw new ConfigError(`invalid configuration: ${badReference}`);
-  if (opts.quorum !== false) {
-    try {
-      verifyGovernance(config, env);
-    } catch (e) {
-      if (e instanceof GovernanceError) throw new ConfigError(`refused by governance: ${e.message}`, { reason: e.reason, group: e.group });
-      throw e;
-    }
-  }
+  if (opts.quorum !== false) governed(() => verifyGovernance(config, env));
+  governed(() => checkKeyOwners(config));
   const seen = new Map<string, string>();
   config.keyStores.forEach((ks, i) =>
     ks.credentials.forEach((c) => {
@@ -202,6 +233,17 @@ export function readConfigText(file: string): string {
   }
 }
 
+/**
+ * The proxy's load, at start and on every reload: validation as buildRuntimeConfig, then the quorum-protected
+ * groups' states against the newest ones accepted, which the HSMs hold (src/governance/high-water.ts).
+ */
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
-  return buildRuntimeConfig(parseConfigText(readConfigText(file), file), env);
+  return loadConfigText(readConfigText(file), file, env);
+}
+
+/** loadConfigFile on text already read (the reloader keeps the text to count one refusal per content). */
+export function loadConfigText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): RuntimeConfig {
+  const runtime = buildRuntimeConfig(parseConfigText(text, file), env);
+  governed(() => guardAgainstRollback(runtime));
+  return runtime;
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { FSWatcher, Stats, statSync, unwatchFile, watch, watchFile } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { auditRefusal } from '../governance/refusal';
-import { buildRuntimeConfig, ConfigError, parseConfigText, readConfigText, RuntimeConfig } from './load';
+import { ConfigError, loadConfigText, readConfigText, RuntimeConfig } from './load';
 import { restartChanges } from './reload-rules';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
@@ -106,7 +106,7 @@ export class ConfigReloader {
     this.loadedMtimeMs = statSync(this.file, { throwIfNoEntry: false })?.mtimeMs ?? NaN;
     try {
       text = readConfigText(this.file);
-      next = buildRuntimeConfig(parseConfigText(text, this.file));
+      next = loadConfigText(text, this.file);
     } catch (e) {
       const governance = (e as ConfigError).governance;
       if (!this.firstRefusal(text, (e as Error).message)) return false;

@@ -38,6 +38,8 @@ const keyVersionSchema = z
     hsms: z.array(z.string().min(1)).min(1).optional(),
     /** When the version was made (xks-admin records it): rotation schedules count from it. */
     createdAt: z.iso.datetime({ offset: true }).optional(),
+    /** CKA_ID (hex) xks-admin gave the HSM key at create/import: the proxy uses only the object that carries it. */
+    objectId: z.string().regex(/^(?:[0-9a-f]{2}){1,32}$/, 'must be hex, 1-32 bytes').optional(),
   })
   .strict();
 
@@ -73,6 +75,20 @@ const quorumSchema = z
   .strict()
   .refine((q) => new Set(q.approvers).size === q.approvers.length, { message: 'approvers must be unique' })
   .refine((q) => q.approvals <= q.approvers.length, { message: 'approvals cannot exceed the number of approvers' });
+
+/**
+ * Where a quorum-protected group's state sits in its history (xks-admin change apply writes it): the proxy
+ * refuses a state older than the newest it accepted, and a new state whose approvals expired.
+ */
+const revisionSchema = z
+  .object({
+    epoch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+    /** State hash of the state this one replaces. */
+    previous: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+    /** After this, the approvals no longer make the state acceptable for the first time. */
+    expiresAt: z.iso.datetime({ offset: true }),
+  })
+  .strict();
 
 /** An approver's Ed25519 signature over the group's canonical state hash. */
 const approvalSchema = z
@@ -136,6 +152,7 @@ const groupSchema = z
     keys: z.array(keySchema).default([]),
     /** Changes to this group need M approvals (src/governance); the proxy refuses a state without them. */
     quorum: quorumSchema.optional(),
+    revision: revisionSchema.optional(),
     approvals: z.array(approvalSchema).optional(),
   })
   .strict()
@@ -176,7 +193,8 @@ const keyStoreSchema = z
     path: ['credentials'],
   });
 
-const DNS_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+// No lookahead: the chart's values.schema.json carries this pattern, and Helm checks it with Go's RE2.
+const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 const tlsSchema = z
   .object({
@@ -189,7 +207,7 @@ const tlsSchema = z
      * certificate matches by its subjectAltName DNS entries, as a TLS client checks a server's (a wildcard
      * stands for one leftmost label); its subject CN counts only when it has no DNS name there.
      */
-    allowedClientSubjects: z.array(z.string().regex(DNS_NAME, 'must be a DNS name, e.g. cks.kms.us-east-1.amazonaws.com')).default([]),
+    allowedClientSubjects: z.array(z.string().max(253).regex(DNS_NAME, 'must be a DNS name, e.g. cks.kms.us-east-1.amazonaws.com')).default([]),
     minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
   })
   .strict()
@@ -351,6 +369,8 @@ export const configSchema = z
          * summed by `xks-admin key rotate-due`); a volume all replicas share. Unset: no counting.
          */
         usageDir: z.string().min(1).optional().meta(RESTART),
+        /** How long a proposed change can collect approvals and be applied (default 72). Part of the pinned root. */
+        approvalTtlHours: z.number().int().min(1).max(720).optional(),
       })
       .strict()
       .refine((g) => new Set(g.administrators.map((a) => a.name)).size === g.administrators.length, {

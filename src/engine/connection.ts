@@ -22,6 +22,8 @@ export interface ConnectionDeps {
   events?: ProxyEvents;
   /** The HSM's id in events (a fleet member's id); the token label when absent. */
   hsmId?: string;
+  /** The CKA_ID recorded for a key version label, which the key found by that label must carry. */
+  objectIdOf?: (label: string) => Buffer | undefined;
 }
 
 /** A failure at connect that retrying alone will not fix: the message names what the operator must change. */
@@ -82,7 +84,7 @@ export class HsmConnection {
       } catch (e) {
         if (ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
       }
-      const keys = new KeyLookup(mod);
+      const keys = new KeyLookup(mod, deps.objectIdOf);
       let healthKey = keys.find(first, hsm.healthKeyLabel);
       if (healthKey === undefined) {
         deps.logger.warn({ label: hsm.healthKeyLabel }, 'health-check key not found; using a session key generated in the HSM');

@@ -111,8 +111,8 @@ export function trustReplicationKey(so: TokenSession, targetId: string, key: Rep
  * extractable (under CKA_WRAP_WITH_TRUSTED) until it has been wrapped, and modifiable so that it can
  * then be made non-extractable; SoftHSM2 also refuses CKA_MODIFIABLE in an unwrap template.
  */
-const aesKey = (label: string): pkcs11js.Template =>
-  kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_EXTRACTABLE && a.type !== pkcs11js.CKA_MODIFIABLE);
+const aesKey = (label: string, objectId?: Buffer): pkcs11js.Template =>
+  kekTemplate(label, objectId).filter((a) => a.type !== pkcs11js.CKA_EXTRACTABLE && a.type !== pkcs11js.CKA_MODIFIABLE);
 
 export interface FleetToken {
   id: string;
@@ -124,7 +124,7 @@ export interface FleetToken {
  * replication keys; the source copy is then made non-extractable. On a failure, the copies made so far
  * are destroyed so that the fleet is not left half-provisioned. Returns the ids that hold the key.
  */
-export function createReplicated(tokens: readonly FleetToken[], label: string): string[] {
+export function createReplicated(tokens: readonly FleetToken[], label: string, objectId?: Buffer): string[] {
   const [source, ...targets] = tokens;
   if (!source) throw new Error('no HSM to create the key on');
   for (const { id, token } of tokens) {
@@ -134,7 +134,7 @@ export function createReplicated(tokens: readonly FleetToken[], label: string): 
   const wrapping = targets.map((t) => ({ ...t, trusted: one(source.token, pkcs11js.CKO_PUBLIC_KEY, `${REPLICATION_KEY_LABEL}-${t.id}`, `trusted replication key for HSM ${t.id}`) }));
   const made: { token: TokenSession; key: Handle }[] = [];
   try {
-    const template = aesKey(label);
+    const template = aesKey(label, objectId);
     template.push(
       { type: pkcs11js.CKA_VALUE_LEN, value: 32 },
       { type: pkcs11js.CKA_EXTRACTABLE, value: targets.length > 0 },
@@ -146,7 +146,7 @@ export function createReplicated(tokens: readonly FleetToken[], label: string): 
       const wrapped = source.token.mod.C_WrapKey(source.token.session, OAEP, t.trusted, key, Buffer.alloc(1024));
       const unwrapKey = one(t.token, pkcs11js.CKO_PRIVATE_KEY, REPLICATION_KEY_LABEL, `replication private key on HSM ${t.id}`);
       const copy = t.token.mod.C_UnwrapKey(t.token.session, OAEP, unwrapKey, wrapped, [
-        ...aesKey(label),
+        ...aesKey(label, objectId),
         { type: pkcs11js.CKA_EXTRACTABLE, value: false },
         { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
       ]);

@@ -37,9 +37,14 @@ export function openTokenSession(target: ModuleTarget, pin: string): TokenSessio
   }
 }
 
-/** Attributes of every root KEK: AES-256, on the token, never readable or exportable. */
-export function kekTemplate(label: string): pkcs11js.Template {
+/**
+ * Attributes of every root KEK: AES-256, on the token, never readable or exportable. `objectId` becomes
+ * its CKA_ID, which the store records beside the label so that the proxy uses this very object.
+ */
+export function kekTemplate(label: string, objectId?: Buffer): pkcs11js.Template {
+  const id: pkcs11js.Template = objectId ? [{ type: pkcs11js.CKA_ID, value: objectId }] : [];
   return [
+    ...id,
     { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
     { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
     { type: pkcs11js.CKA_TOKEN, value: true },
@@ -55,10 +60,9 @@ export function kekTemplate(label: string): pkcs11js.Template {
   ];
 }
 
-export function findSecretKeys(t: TokenSession, label?: string): Handle[] {
-  const template: pkcs11js.Template = [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }];
-  if (label !== undefined) template.push({ type: pkcs11js.CKA_LABEL, value: label });
-  t.mod.C_FindObjectsInit(t.session, template);
+/** Every object matching the template, with the label when given. */
+function findAll(t: TokenSession, template: pkcs11js.Template, label?: string): Handle[] {
+  t.mod.C_FindObjectsInit(t.session, label === undefined ? template : [...template, { type: pkcs11js.CKA_LABEL, value: label }]);
   try {
     return t.mod.C_FindObjects(t.session, 10_000);
   } finally {
@@ -66,10 +70,14 @@ export function findSecretKeys(t: TokenSession, label?: string): Handle[] {
   }
 }
 
+export function findSecretKeys(t: TokenSession, label?: string): Handle[] {
+  return findAll(t, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }], label);
+}
+
 /** Generates a non-extractable AES-256 key inside the HSM; refuses to create a second key with the same label. */
-export function generateKek(t: TokenSession, label: string): Handle {
+export function generateKek(t: TokenSession, label: string, objectId?: Buffer): Handle {
   if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
-  const template = kekTemplate(label);
+  const template = kekTemplate(label, objectId);
   template.push({ type: pkcs11js.CKA_VALUE_LEN, value: 32 });
   return t.mod.C_GenerateKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined as never }, template);
 }
@@ -92,7 +100,7 @@ export type WrapMechanism = 'aes-key-wrap' | 'aes-key-wrap-pad';
  * BYOK: unwraps key material (RFC 3394 / RFC 5649) under an existing HSM key that allows UNWRAP,
  * straight into a non-extractable KEK. The plaintext key never exists outside the HSM here.
  */
-export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, mechanism: WrapMechanism): Handle {
+export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, mechanism: WrapMechanism, objectId?: Buffer): Handle {
   if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
   // Both RFC 3394 and RFC 5649 wrap a 256-bit key into exactly 40 bytes, and unwrapping checks integrity,
   // so the length is known here (SoftHSM2 does not record CKA_VALUE_LEN for unwrapped keys).
@@ -101,7 +109,7 @@ export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffe
   if (!wrappingKey || more.length > 0) throw new Error(`need exactly one wrapping key labelled "${wrappingLabel}"`);
   const mech = mechanism === 'aes-key-wrap' ? pkcs11js.CKM_AES_KEY_WRAP : pkcs11js.CKM_AES_KEY_WRAP_PAD;
   // SoftHSM2 refuses CKA_MODIFIABLE in an unwrap template; SENSITIVE/EXTRACTABLE cannot be relaxed later anyway.
-  const template = kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
+  const template = kekTemplate(label, objectId).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
   return t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined as never }, wrappingKey, wrapped, template);
 }
 
@@ -115,15 +123,7 @@ export function oaep(hash: OaepHash): pkcs11js.Mechanism {
 }
 
 export function findObjects(t: TokenSession, cls: number, label: string): Handle[] {
-  t.mod.C_FindObjectsInit(t.session, [
-    { type: pkcs11js.CKA_CLASS, value: cls },
-    { type: pkcs11js.CKA_LABEL, value: label },
-  ]);
-  try {
-    return t.mod.C_FindObjects(t.session, 100);
-  } finally {
-    t.mod.C_FindObjectsFinal(t.session);
-  }
+  return findAll(t, [{ type: pkcs11js.CKA_CLASS, value: cls }], label);
 }
 
 /**
@@ -178,14 +178,9 @@ export function destroyWrappingKeyPair(t: TokenSession, label: string): number {
 
 /** Labels of the token's private keys starting with `prefix` (the import wrapping keys). */
 export function wrappingKeyLabels(t: TokenSession, prefix: string): string[] {
-  t.mod.C_FindObjectsInit(t.session, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }]);
-  let handles: Handle[];
-  try {
-    handles = t.mod.C_FindObjects(t.session, 10_000);
-  } finally {
-    t.mod.C_FindObjectsFinal(t.session);
-  }
-  return handles.map((h) => keyLabel(t, h)).filter((l) => l.startsWith(prefix));
+  return findAll(t, [{ type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY }])
+    .map((h) => keyLabel(t, h))
+    .filter((l) => l.startsWith(prefix));
 }
 
 /** What the HSM says about an unwrapped key's length: SoftHSM2 2.6 records no CKA_VALUE_LEN for unwrapped keys (0). */
@@ -215,7 +210,7 @@ function unwrapFailure(e: unknown, hash: OaepHash): Error {
  *   mechanism (SoftHSM2 2.6). The second part is RFC 3394 rather than the mechanism's RFC 5649: 40 bytes
  *   of RFC 3394 are exactly a 32-byte key, with integrity, where 40 bytes of RFC 5649 could be 25 to 32.
  */
-export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, hash: OaepHash): { key: Handle; lengthChecked: boolean } {
+export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Buffer, label: string, hash: OaepHash, objectId?: Buffer): { key: Handle; lengthChecked: boolean } {
   if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
   const [wrappingKey, ...more] = findObjects(t, pkcs11js.CKO_PRIVATE_KEY, wrappingLabel);
   if (!wrappingKey || more.length > 0) throw new Error(`need exactly one wrapping key pair labelled "${wrappingLabel}" (expired or already used?)`);
@@ -224,7 +219,7 @@ export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Bu
   if (wrapped.length !== block && wrapped.length !== block + 40) {
     throw new Error(`wrapped key material must be ${block} bytes (RSAES-OAEP of an AES-256 key) or ${block + 40} (RSA-AES key wrap), got ${wrapped.length}`);
   }
-  const template = kekTemplate(label).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
+  const template = kekTemplate(label, objectId).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
   if (wrapped.length === block + 40) {
     let ephemeral: Handle;
     try {
@@ -262,4 +257,38 @@ export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Bu
     throw new Error(`the unwrapped key material is ${bytes} bytes; an AES-256 key (32 bytes) is required`);
   }
   return { key, lengthChecked: bytes === 32 };
+}
+
+/**
+ * Token data objects (CKO_DATA) of one application, private to the logged-in user: only a session that
+ * logged in with the PIN can find, read, create or destroy them. The proxy keeps there what whoever
+ * writes its config must not be able to rewrite (src/governance/high-water.ts, usage.ts).
+ */
+export function findDataObjects(t: TokenSession, application: string, label?: string): Handle[] {
+  const template: pkcs11js.Template = [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+    { type: pkcs11js.CKA_APPLICATION, value: application },
+  ];
+  return findAll(t, template, label);
+}
+
+export function dataObjectValue(t: TokenSession, object: Handle): Buffer {
+  const [attr] = t.mod.C_GetAttributeValue(t.session, object, [{ type: pkcs11js.CKA_VALUE }]);
+  return (attr?.value as Buffer | undefined) ?? Buffer.alloc(0);
+}
+
+/**
+ * A private token object, written once: it can be destroyed but never changed (CKA_MODIFIABLE false; SoftHSM2
+ * refuses a new CKA_VALUE on data objects anyway), so a newer record is a new object.
+ */
+export function createDataObject(t: TokenSession, application: string, label: string, value: Buffer): Handle {
+  return t.mod.C_CreateObject(t.session, [
+    { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_DATA },
+    { type: pkcs11js.CKA_TOKEN, value: true },
+    { type: pkcs11js.CKA_PRIVATE, value: true },
+    { type: pkcs11js.CKA_MODIFIABLE, value: false },
+    { type: pkcs11js.CKA_APPLICATION, value: application },
+    { type: pkcs11js.CKA_LABEL, value: label },
+    { type: pkcs11js.CKA_VALUE, value },
+  ]);
 }

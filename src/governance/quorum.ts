@@ -3,7 +3,13 @@ import type { GroupConfig, ProxyConfig } from '../config/schema';
 import { parsePublicKey, verifyApproval } from './signatures';
 import { governanceRootHash, groupStateHash } from './state';
 
-export type RefusalReason = 'quorum' | 'trust-root';
+/**
+ * Why governance refused a config: missing approvals, a root that is not pinned, a state older than the newest
+ * accepted, approvals that expired before their state was first accepted, the newest accepted states not
+ * readable or recordable in the HSMs, or an HSM key named by a second key entry.
+ */
+export const REFUSAL_REASONS = ['quorum', 'trust-root', 'rollback', 'expired', 'high-water', 'key-owner'] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 /** A config refused by governance: counted and audited apart from a merely malformed file. */
 export class GovernanceError extends Error {
@@ -38,6 +44,16 @@ export function pinnedRoots(env: NodeJS.ProcessEnv): Set<string> | undefined {
   const roots = text.split(/[\s,]+/).filter(Boolean).map((r) => r.toLowerCase());
   for (const r of roots) if (!/^[0-9a-f]{64}$/.test(r)) throw new GovernanceError('XKS_GOVERNANCE_TRUST holds a value that is not a SHA-256 hex digest', 'trust-root');
   return new Set(roots);
+}
+
+/**
+ * While the pin holds several roots (a root change in progress) a config under any of them is accepted, so
+ * the old root's administrators and quorums still count: a warning for the log, undefined otherwise.
+ */
+export function pinWarning(env: NodeJS.ProcessEnv): string | undefined {
+  const size = pinnedRoots(env)?.size ?? 0;
+  if (size < 2) return undefined;
+  return `XKS_GOVERNANCE_TRUST pins ${size} governance roots: a config under any of them is accepted, so an old root's administrators and weaker quorums still count; remove the old root once the root change is done`;
 }
 
 /** Whether a signature by `name` can count towards the quorum of `groupName` in this config. */

@@ -3,8 +3,10 @@ import { canonicalJson, sha256Hex } from './canonical';
 
 /**
  * What a quorum protects in one group: everything that decides who may use its keys and how (policy,
- * status, keys with status/usage/versions/labels/deletion/rotation, the key stores that reach it, the
- * quorum policy itself), after defaults are applied. The approvals are left out: they sign this.
+ * status, keys with status/usage/versions/labels/object ids/deletion/rotation, the key stores that reach
+ * it, the quorum policy itself) and where the state sits in its history (revision), after defaults are
+ * applied. The approvals are left out: they sign this. A state written before revisions existed hashes
+ * as it did then (an absent member is dropped), so its approvals stay valid across the upgrade.
  */
 export function groupState(config: ProxyConfig, group: GroupConfig): unknown {
   const { approvals: _signatures, ...rest } = group;
@@ -19,6 +21,15 @@ export function groupStateHash(config: ProxyConfig, group: GroupConfig): string 
   return sha256Hex(canonicalJson(groupState(config, group)));
 }
 
+/** The state without its revision: whether a change alters what the group allows, not just where it sits in history. */
+export function groupContentHash(config: ProxyConfig, group: GroupConfig): string {
+  const { revision: _revision, ...rest } = group;
+  return groupStateHash(config, rest as GroupConfig);
+}
+
+/** The default life of a proposal and its approvals when governance.approvalTtlHours is not set. */
+export const DEFAULT_APPROVAL_TTL_HOURS = 72;
+
 /**
  * The governance root: the administrators and every group's quorum policy. Its hash is pinned outside
  * the config (XKS_GOVERNANCE_TRUST), so whoever can write the config can neither add approvers, swap
@@ -32,6 +43,8 @@ export function governanceRoot(config: ProxyConfig): unknown {
       .filter((g) => g.quorum)
       .map((g) => ({ group: g.name, approvals: g.quorum!.approvals, approvers: [...g.quorum!.approvers].sort() }))
       .sort((a, b) => (a.group < b.group ? -1 : 1)),
+    // Only when set, so that roots pinned before the setting existed still match.
+    approvalTtlHours: config.governance.approvalTtlHours,
   };
 }
 

@@ -69,11 +69,14 @@ Governance (quorum-protected groups; see README "Governance"):
   change list | change show ID
 
 Other:
-  audit verify FILE|- [--partial] [--anchors FILE]
-                                           check hash chains: an audit file, or collected log lines
-                                           (stdin with -) holding the audit streams of many pods
-  audit head FILE|- [--partial]            verify, then print each chain's last seq and hash as one
-                                           JSON line: append it to an off-host anchors file
+  audit verify FILE|- [--partial] [--anchors FILE] [--chain NAME]
+                                           check hash chains: an audit file (its chain is named by the
+                                           file's name, or NAME), or collected log lines (stdin with -)
+                                           holding the audit streams of many pods
+  audit head FILE|- [--partial] [--chain NAME]
+                                           verify, then print each chain's last seq and hash as one
+                                           JSON line: append it to an off-host anchors file (one file
+                                           for all chains: audit.log, audit.log.worker<N>, audit.log.admin)
   hsm generate-key --label L               generate a KEK without touching the store
   hsm list-keys                            labels of the token's secret keys
   hsm trust-replication --source ID --target ID
@@ -106,6 +109,7 @@ const parsed = parseArgs({
     target: { type: 'string' },
     partial: { type: 'boolean' },
     anchors: { type: 'string' },
+    chain: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
     as: { type: 'string' },
     key: { type: 'string' },
@@ -267,12 +271,12 @@ function run(positionals: string[]): unknown {
     case 'change show':
       return showChange(context(), id());
     case 'audit verify': {
-      const result = verifyAudit(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial, anchors: opts.anchors });
+      const result = verifyAudit(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial, anchors: opts.anchors, chain: opts.chain });
       if (!result.ok) process.exitCode = 1;
       return result;
     }
     case 'audit head': {
-      const heads = auditHeads(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial });
+      const heads = auditHeads(need(arg, 'FILE (or - for stdin)'), { partial: opts.partial, chain: opts.chain });
       if (!Array.isArray(heads)) {
         process.exitCode = 1;
         return heads;
