@@ -33,7 +33,7 @@ export interface ProxyProcess {
   rewrite(config: ProxyConfigInput): void;
   /** The pid of the worker that logged the request with this kmsRequestId (the request log, level info). */
   servedBy(kmsRequestId: string): Promise<number>;
-  /** SIGTERM, then waits for the exit; removes the directory. */
+  /** SIGTERM, then waits for the exit and the end of its output; removes the directory. */
   stop(): Promise<void>;
 }
 
@@ -48,10 +48,11 @@ export async function startProxyProcess(config: ProxyConfigInput, env: NodeJS.Pr
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.resume();
-  const exited = new Promise((r) => child.once('exit', r));
+  // 'close', not 'exit': stdout is read to its end first.
+  const closed = new Promise((r) => child.once('close', r));
   const stop = async (): Promise<void> => {
     child.kill('SIGTERM');
-    await exited;
+    await closed;
     rmSync(dir, { recursive: true, force: true });
   };
   const ready = await until(() => get(opsPort, '/readyz').then((r) => r.status === 200, () => false), Boolean, 15_000, 100);
