@@ -9,6 +9,7 @@ import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
 import { OverloadGuard, OverloadOptions } from './http/overload';
 import { createXksHandler, HandlerServices } from './http/pipeline';
+import { LocalQuotas, Quotas } from './http/quota';
 import { warmUpRequestPath } from './http/warm-up';
 import { createListener, Listener } from './http/listener';
 import type { Logger } from './log';
@@ -19,8 +20,8 @@ import { VERSION } from './version';
 export interface AppOptions {
   runtime: RuntimeConfig;
   logger: Logger;
-  /** Worker processes sharing the key stores' quotas. */
-  workers?: number;
+  /** The key stores' request quotas (default: this process's own; a cluster worker leases from the primary). */
+  quotas?: Quotas;
   /** Serve /metrics, /livez and /readyz from this process (false in cluster workers: the primary does). */
   opsServer?: boolean;
   /** Wraps the PKCS#11 module, for fault injection in tests. */
@@ -122,7 +123,7 @@ export class ProxyApp {
       logger,
       metrics,
       runtime: () => app.runtimeNow,
-      workers: opts.workers ?? 1,
+      quotas: opts.quotas ?? new LocalQuotas(),
       readiness: () => app.readiness(),
       draining: () => app.stopping,
       audit,

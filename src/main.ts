@@ -6,6 +6,8 @@ import { AggregatorRegistry } from 'prom-client';
 import type { ProxyApp } from './app';
 import { ConfigError, loadConfigFile, RuntimeConfig } from './config/load';
 import { createLogger, Logger } from './log';
+import { QuotaLedger } from './http/quota';
+import { answerLease, isLeaseGrant, isLeaseRequest, LeasedQuotas } from './http/quota-lease';
 import { createOpsHandler } from './ops';
 import { runProcess } from './process';
 
@@ -55,7 +57,23 @@ function joinCluster(app: ProxyApp): void {
   setInterval(report, 1000).unref();
 }
 
-/** Cluster primary: forks workers, restarts crashed ones, serves aggregated metrics and readiness. */
+/** A cluster worker's quotas: leased from the primary's ledger over the cluster's IPC channel. */
+function leaseFromPrimary(): LeasedQuotas {
+  const quotas = new LeasedQuotas((request) => {
+    if (!process.connected || !process.send) return false;
+    process.send(request);
+    return true;
+  });
+  process.on('message', (m: unknown) => {
+    if (isLeaseGrant(m)) quotas.granted(m);
+  });
+  return quotas;
+}
+
+/**
+ * Cluster primary: forks workers, restarts crashed ones, serves aggregated metrics and readiness, and
+ * holds every key store's quota for all its workers (src/http/quota-lease.ts).
+ */
 async function runPrimary(runtime: RuntimeConfig, log: Logger, workers: number): Promise<void> {
   // Workers accept from the shared socket themselves. Node's default on Linux (round robin) has the
   // primary accept and hand each connection to a worker, one at a time per worker, each hand-off
@@ -71,11 +89,15 @@ async function runPrimary(runtime: RuntimeConfig, log: Logger, workers: number):
     process.env.UV_TCP_SINGLE_ACCEPT ??= '1';
   }
   const ready = new Map<number, boolean>();
+  const quotas = new QuotaLedger();
   let stopping = false;
   const fork = (): void => {
     const w = cluster.fork();
     w.on('message', (m: { xks?: string; ready?: boolean }) => {
-      if (m?.xks === 'ready') ready.set(w.id, m.ready === true);
+      if (isLeaseRequest(m)) {
+        const grant = answerLease(quotas, m);
+        if (grant && w.isConnected()) w.send(grant);
+      } else if (m?.xks === 'ready') ready.set(w.id, m.ready === true);
     });
   };
   cluster.on('exit', (w, code, signal) => {
@@ -126,7 +148,7 @@ async function main(): Promise<void> {
     file,
     runtime,
     logger: log,
-    workers,
+    quotas: cluster.isWorker ? leaseFromPrimary() : undefined,
     opsServer: !cluster.isWorker,
     auditSuffix: cluster.isWorker ? `.worker${cluster.worker?.id ?? 0}` : undefined,
   });

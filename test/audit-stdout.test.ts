@@ -4,14 +4,13 @@
  * `xks-admin audit verify -` picks them out of the mixed output, verifies each worker's chain on its
  * own, and names the line of a tampered entry.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { freePortPair } from '../testbed/ports';
 import { configSchema } from '../src/config/schema';
-import { get, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig, b64 } from './support/proxy';
+import { keyMetadata, keyStoreWithKeys, newCredential, send, testConfig, b64 } from './support/proxy';
+import { startProxyProcess } from './support/proxy-process';
 
 const DIST = join(__dirname, '..', 'dist', 'src');
 const cred = newCredential();
@@ -23,44 +22,31 @@ function admin(args: string[], input?: string): { code: number | null; out: stri
 
 let dir: string;
 let output = '';
-let requestIds: string[] = [];
+const requestIds: string[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'xks-audit-stdout-'));
-  const port = await freePortPair();
-  const opsPort = port + 1;
   const config = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])], {
-    server: { port, workers: 2 },
-    ops: { port: opsPort },
+    server: { workers: 2 },
     audit: { stdout: true },
   } as never);
-  writeFileSync(join(dir, 'config.yaml'), stringify(config));
-  const child = spawn('node', [join(DIST, 'main.js'), '--config', join(dir, 'config.yaml')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, POD_NAME: 'xks-proxy-0', XKS_LOG_LEVEL: 'info' },
-  });
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.resume();
-  const exited = new Promise((r) => child.once('exit', r));
+  // Each worker accepting its own connections may take all of them; round robin hands new connections
+  // to the workers in turn, so that both answer some and write a chain of their own.
+  const proxy = await startProxyProcess(config, { POD_NAME: 'xks-proxy-0', NODE_CLUSTER_SCHED_POLICY: 'rr' });
   try {
-    let ready = false;
-    for (let i = 0; i < 150 && !ready; i++) {
-      ready = await get(opsPort, '/readyz').then((r) => r.status === 200, () => false);
-      if (!ready) await new Promise((r) => setTimeout(r, 100));
-    }
-    if (!ready) throw new Error(`proxy did not become ready:\n${output}`);
-    // Separate connections, so both workers answer some.
+    // Separate connections: the workers take them in turn.
     const answers = await Promise.all(
       Array.from({ length: 24 }, (_, i) => {
         const m = keyMetadata('Encrypt', { kmsRequestId: `audit-stdout-${i}` });
         requestIds.push(m.kmsRequestId as string);
-        return send(port, '/t/kms/xks/v1/keys/k/encrypt', { requestMetadata: m, plaintext: b64('hello'), encryptionAlgorithm: 'AES_GCM' }, cred);
+        return send(proxy.port, '/t/kms/xks/v1/keys/k/encrypt', { requestMetadata: m, plaintext: b64('hello'), encryptionAlgorithm: 'AES_GCM' }, cred);
       }),
     );
     expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+    expect(new Set(await Promise.all(requestIds.map((id) => proxy.servedBy(id)))).size).toBe(2);
   } finally {
-    child.kill('SIGTERM');
-    await exited;
+    await proxy.stop();
+    output = proxy.output();
   }
 }, 60_000);
 

@@ -42,7 +42,7 @@ export class FloodLog<K extends string> {
   admit(keyStore: string, kind: K): boolean {
     const now = this.now();
     let s = this.stores.get(keyStore);
-    if (!s) this.stores.set(keyStore, (s = { detailed: new RateLimiter(this.opts.perSecond), suppressed: new Map(), since: now }));
+    if (!s) this.stores.set(keyStore, (s = { detailed: new RateLimiter(this.opts.perSecond, now), suppressed: new Map(), since: now }));
     if (s.detailed.tryTake(now)) return true;
     if (s.suppressed.size === 0) s.since = now;
     s.suppressed.set(kind, (s.suppressed.get(kind) ?? 0) + 1);

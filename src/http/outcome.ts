@@ -4,33 +4,35 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { METADATA_FIELDS } from '../xks/requests';
 import { AuthenticationFailed } from './auth-failures';
-import type { FinishedContext } from './context';
+import { authorizationOf, Finished, metadataOf } from './context';
 import { Shed } from './overload';
 
 /**
- * Response listeners: each reads the finished request context (its outcome above all) and does one
- * job. A new consumer of finished requests (a tracing span, say) is one more listener here.
+ * Response listeners: each reads a finished request (its outcome above all, and the stage it reached)
+ * and does one job. A new consumer of finished requests (a tracing span, say) is one more listener here.
  */
-export type ResponseListener = (ctx: FinishedContext) => void;
+export type ResponseListener = (finished: Finished) => void;
 
 /**
  * What the request log and the audit trail record: request metadata and outcome only, never a body
  * field other than requestMetadata. Built once per request, shared by both.
  */
-export function requestSummary(ctx: FinishedContext): AuditEvent {
-  if (ctx.summary) return ctx.summary;
-  const { outcome } = ctx;
-  const entry: AuditEvent = {
-    keyStore: ctx.keyStore.name,
-    operation: ctx.route.operation,
-    keyId: ctx.route.keyId,
-    keyVersion: ctx.keyVersion,
-    group: ctx.group,
-    decision: ctx.decision ? (ctx.decision.allowed ? 'allow' : 'deny') : undefined,
-    policyRule: ctx.decision?.rule,
-  };
-  for (const f of METADATA_FIELDS) entry[f.name] = ctx.metadata?.[f.name];
+export function requestSummary(finished: Finished): AuditEvent {
+  if (finished.summary) return finished.summary;
+  const { routed, reached, outcome } = finished;
   const { error } = outcome;
+  const authorization = authorizationOf(reached, error);
+  const entry: AuditEvent = {
+    keyStore: routed.keyStore.name,
+    operation: routed.route.operation,
+    keyId: routed.route.keyId,
+    keyVersion: reached.stage === 'executing' ? reached.keyVersion : undefined,
+    group: authorization?.key.group.name,
+    decision: authorization ? (authorization.decision.allowed ? 'allow' : 'deny') : undefined,
+    policyRule: authorization?.decision.rule,
+  };
+  const metadata = metadataOf(reached);
+  for (const f of METADATA_FIELDS) entry[f.name] = metadata?.[f.name];
   entry.status = outcome.status;
   entry.outcome = outcome.clientAborted === 'body' ? 'ClientAborted' : (error?.errorName ?? 'success');
   entry.errorMessage = error?.message;
@@ -43,13 +45,13 @@ export function requestSummary(ctx: FinishedContext): AuditEvent {
   if (error instanceof Shed) entry.signatureChecked = false;
   entry.clientAborted = outcome.clientAborted;
   entry.ms = Math.round(outcome.seconds * 100000) / 100;
-  ctx.summary = entry;
+  finished.summary = entry;
   return entry;
 }
 
 export const countRequest =
   (metrics: Metrics): ResponseListener =>
-  ({ keyStore, route, outcome }) => {
+  ({ routed: { keyStore, route }, outcome }) => {
     if (outcome.clientAborted) metrics.clientAborts.inc({ key_store: keyStore.name, stage: outcome.clientAborted });
     // Nothing was processed for a client that left mid-body: no outcome of the proxy's, and its
     // latency is how long the client stalled.
@@ -62,15 +64,16 @@ export const countRequest =
 
 export const logRequest =
   (logger: Logger): ResponseListener =>
-  (ctx) => {
-    if (!ctx.outcome.suppressed) logger.info({ ...requestSummary(ctx), delivered: ctx.outcome.delivered }, 'xks request');
+  (finished) => {
+    if (!finished.outcome.suppressed) logger.info({ ...requestSummary(finished), delivered: finished.outcome.delivered }, 'xks request');
   };
 
-function append(audit: AuditLog, logger: Logger, event: AuditEvent): void {
+/** An audit write that fails is logged; the request it records is answered regardless. */
+export function appendAudit(audit: AuditLog, logger: Logger, event: AuditEvent): void {
   try {
     audit.append(event);
   } catch (e) {
-    logger.error({ err: (e as Error).message }, 'audit log write failed');
+    logger.error({ err: e instanceof Error ? e.message : String(e) }, 'audit log write failed');
   }
 }
 
@@ -81,15 +84,15 @@ function append(audit: AuditLog, logger: Logger, event: AuditEvent): void {
  * the request. A line with no such follow-up was handed to the connection in full.
  */
 export const auditRequest = (audit: AuditLog, logger: Logger): { beforeAnswer: ResponseListener; afterAnswer: ResponseListener } => ({
-  beforeAnswer: (ctx) => {
-    if (ctx.outcome.suppressed) return;
-    const delivered = ctx.outcome.clientAborted === 'body' ? false : undefined;
-    append(audit, logger, { event: 'key-operation', ...requestSummary(ctx), delivered });
+  beforeAnswer: (finished) => {
+    if (finished.outcome.suppressed) return;
+    const delivered = finished.outcome.clientAborted === 'body' ? false : undefined;
+    appendAudit(audit, logger, { event: 'key-operation', ...requestSummary(finished), delivered });
   },
-  afterAnswer: (ctx) => {
-    const { outcome } = ctx;
+  afterAnswer: (finished) => {
+    const { outcome } = finished;
     if (outcome.suppressed || outcome.delivered !== false || outcome.clientAborted === 'body') return;
-    const s = requestSummary(ctx);
-    append(audit, logger, { event: 'answer-not-delivered', keyStore: s.keyStore, operation: s.operation, keyId: s.keyId, kmsRequestId: s.kmsRequestId, status: s.status });
+    const s = requestSummary(finished);
+    appendAudit(audit, logger, { event: 'answer-not-delivered', keyStore: s.keyStore, operation: s.operation, keyId: s.keyId, kmsRequestId: s.kmsRequestId, status: s.status });
   },
 });

@@ -1,7 +1,8 @@
 import { XksError } from '../errors';
 import { isEngineError } from '../engine/errors';
 import type { Metrics } from '../metrics';
-import type { RequestContext } from './context';
+import type { Deadline } from '../deadline';
+import type { PreAuthenticated, Routed } from './context';
 import { declaresMoreThan, readBody } from './reply';
 
 export type ShedReason = 'hsm_wait' | 'event_loop';
@@ -111,9 +112,16 @@ export class OverloadGuard {
   }
 }
 
-/** A request refused because the proxy is overloaded: a ThrottlingException that knows which queue was full. */
+/**
+ * A request refused because the proxy is overloaded: a ThrottlingException that knows which queue was
+ * full, and what became of the body: read and dropped (the connection stays open), left unread (it
+ * closes), or the client left while it was being dropped (no one to answer; it still counts as a shed).
+ */
 export class Shed extends XksError {
-  constructor(readonly reason: ShedReason) {
+  constructor(
+    readonly reason: ShedReason,
+    readonly body: 'drained' | 'unread' | 'client-left',
+  ) {
     super('ThrottlingException', 'the proxy is overloaded; retry later');
   }
 }
@@ -130,24 +138,22 @@ export class Shed extends XksError {
  * reading and the connection closes. GetHealthStatus passes, so that KMS's health view reflects the
  * HSM, not load.
  */
-export function shedOnEventLoopOverload(ctx: RequestContext): void | Promise<void> {
-  const guard = ctx.server.overload;
-  if (!guard?.eventLoopOverloaded() || ctx.route.operation === 'GetHealthStatus') return;
-  guard.shed(ctx.keyStore.name, 'event_loop');
-  const refusal = new Shed('event_loop');
-  ctx.refusal = refusal;
-  const max = ctx.runtime.config.server.maxBodyBytes;
-  if (ctx.expectsContinue || declaresMoreThan(ctx.req, max)) return Promise.reject(refusal);
-  return readBody(ctx.req, max, false).then((read) => {
-    ctx.bodyRead = read !== null;
-    throw refusal;
-  });
+export function shedOnEventLoopOverload({ routed }: PreAuthenticated): Promise<never> | undefined {
+  const guard = routed.server.overload;
+  if (!guard?.eventLoopOverloaded() || routed.route.operation === 'GetHealthStatus') return undefined;
+  guard.shed(routed.keyStore.name, 'event_loop');
+  const max = routed.runtime.config.server.maxBodyBytes;
+  if (routed.expectsContinue || declaresMoreThan(routed.req, max)) return Promise.reject(new Shed('event_loop', 'unread'));
+  return readBody(routed.req, max, false).then(shedAfterDrain, shedClientLeft);
 }
+
+const shedAfterDrain = (read: Buffer | null): Promise<never> => Promise.reject(new Shed('event_loop', read === null ? 'unread' : 'drained'));
+const shedClientLeft = (): Promise<never> => Promise.reject(new Shed('event_loop', 'client-left'));
 
 /**
  * Counts a request the session pool refused (engine 'busy') as shed. One whose deadline had already
  * passed is not: it is answered DependencyTimeoutException, and counted as that.
  */
-export function noteHsmShed(ctx: RequestContext, e: unknown): void {
-  if (isEngineError(e) && e.kind === 'busy' && !ctx.deadline?.expired) ctx.server.overload?.shed(ctx.keyStore.name, 'hsm_wait');
+export function noteHsmShed(routed: Routed, deadline: Deadline, e: unknown): void {
+  if (isEngineError(e) && e.kind === 'busy' && !deadline.expired) routed.server.overload?.shed(routed.keyStore.name, 'hsm_wait');
 }

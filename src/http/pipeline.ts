@@ -1,29 +1,18 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { XksError, isXksError } from '../errors';
-import type { KeyStoreRuntime } from '../config/load';
 import { isEngineError } from '../engine/errors';
 import { fromEngineError } from '../xks/engine-errors';
+import { OPERATIONS } from '../xks/operations';
 import { AuthenticationFailed } from './auth-failures';
 import { FloodLog } from './flood-log';
-import { createContext, FinishedContext, Outcome, RequestContext } from './context';
-import { auditRequest, countRequest, logRequest, ResponseListener } from './outcome';
-import { Shed, shedOnEventLoopOverload } from './overload';
-import { RateLimiter } from './quota';
+import { bodyWasRead, Finished, Flight, Outcome, Routed, Stage } from './context';
+import { appendAudit, auditRequest, countRequest, logRequest, ResponseListener } from './outcome';
+import { Shed } from './overload';
 import { ClientClosed, errorReply, hasBody, Reply, sendJson } from './reply';
-import type { HandlerServices, PipelineServices } from './services';
-import { admit, authenticate, authorize, execute, parse, preAuthenticate, readRequestBody, routeRequest } from './steps';
+import type { HandlerServices } from './services';
+import { routeRequest, serve } from './steps';
 
 export type { HandlerServices } from './services';
-
-type Step = (ctx: RequestContext) => void | Promise<void>;
-
-/**
- * The XKS request path, in order (route comes first, outside the list: it decides whether there is a
- * request context at all). execute runs last, under the deadline. A new check is one more step here;
- * a new consumer of finished requests is one more response listener (src/http/outcome.ts); a new
- * non-XKS endpoint belongs on the ops port (src/ops.ts), not here.
- */
-const STEPS: readonly Step[] = [preAuthenticate, shedOnEventLoopOverload, readRequestBody, authenticate, admit, parse, authorize];
 
 /**
  * Failed authentications and shed requests get this many detailed log and audit lines per key store
@@ -45,23 +34,18 @@ export type XksHandler = RequestListener & {
   flush(): void;
 };
 
-async function run(ctx: RequestContext): Promise<object> {
-  for (const step of STEPS) {
-    const pending = step(ctx);
-    if (pending) await pending;
-  }
-  return execute(ctx);
-}
-
 /** XksError passes; an engine failure maps to its spec error; anything else is a bug, logged, and InternalException. */
-function toXksError(e: unknown, ctx: RequestContext): XksError {
+function toXksError(e: unknown, routed: Routed): XksError {
   if (isXksError(e)) return e;
   if (isEngineError(e)) return fromEngineError(e);
-  ctx.server.logger.error({ err: e instanceof Error ? e.message : String(e), operation: ctx.route.operation }, 'unexpected error');
+  routed.server.logger.error({ err: e instanceof Error ? e.message : String(e), operation: routed.route.operation }, 'unexpected error');
   return new XksError('InternalException', 'internal error');
 }
 
-const clientGone = (ctx: RequestContext): boolean => ctx.res.destroyed || ctx.req.socket.destroyed;
+const clientGone = (routed: Routed): boolean => routed.res.destroyed || routed.req.socket.destroyed;
+
+/** Whether the whole body was read: by the stage the request reached, or drained by a shed that refused it. */
+const bodyRead = (reached: Stage, e: unknown): boolean => bodyWasRead(reached) || (e instanceof Shed && e.body === 'drained');
 
 /** Calls back once the answer was handed to the connection in full (true), or cut off by a close (false). */
 function whenSettled(res: ServerResponse, sent: boolean, settled: (delivered: boolean) => void): void {
@@ -86,16 +70,6 @@ function answerUnread(req: IncomingMessage, res: ServerResponse, reply: Reply, d
 }
 
 export function createXksHandler(svc: HandlerServices): XksHandler {
-  const quotas = new WeakMap<KeyStoreRuntime, RateLimiter>();
-  const server: PipelineServices = {
-    ...svc,
-    quotaFor(ks) {
-      if (ks.requestsPerSecond <= 0) return undefined;
-      let q = quotas.get(ks);
-      if (!q) quotas.set(ks, (q = new RateLimiter(ks.requestsPerSecond / svc.workers)));
-      return q;
-    },
-  };
   // Listeners that need to know whether the answer was delivered run once it is known; the audit's
   // main line is written before the answer leaves (src/http/outcome.ts, auditRequest).
   const listeners: ResponseListener[] = [countRequest(svc.metrics), logRequest(svc.logger)];
@@ -111,11 +85,7 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
       summaryEveryMs: SUMMARY_EVERY_MS,
       summary: (s) => {
         svc.logger.warn(s, message);
-        try {
-          svc.audit?.append({ event, ...s });
-        } catch (e) {
-          svc.logger.error({ err: (e as Error).message }, 'audit log write failed');
-        }
+        if (svc.audit) appendAudit(svc.audit, svc.logger, { event, ...s });
       },
     });
   const authFailures = floodLog('auth-failures-suppressed', 'authentication failures suppressed');
@@ -124,27 +94,38 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     error instanceof AuthenticationFailed ? !authFailures.admit(keyStore, error.kind) : error instanceof Shed ? !sheds.admit(keyStore, error.reason) : false;
 
   /** `reply` undefined: the client left before its body was read, and there is no one to answer. */
-  function finish(ctx: RequestContext, reply: Reply | undefined, error: XksError | undefined): void {
-    const seconds = (performance.now() - ctx.started) / 1000;
-    const gone = reply === undefined || clientGone(ctx);
-    const sent = !gone && !ctx.res.headersSent;
+  function finish({ routed, reached }: Flight, reply: Reply | undefined, error: XksError | undefined): void {
+    const seconds = (performance.now() - routed.started) / 1000;
+    const gone = reply === undefined || clientGone(routed);
+    const sent = !gone && !routed.res.headersSent;
     const outcome: Outcome = {
       status: reply?.status,
       error,
       seconds,
       clientAborted: reply === undefined ? 'body' : gone ? 'answer' : undefined,
       delivered: undefined,
-      suppressed: suppress(ctx.keyStore.name, error),
+      suppressed: suppress(routed.keyStore.name, error),
     };
-    ctx.outcome = outcome;
-    for (const listener of beforeAnswer) listener(ctx as FinishedContext);
-    if (sent) sendJson(ctx.res, reply as Reply, svc.draining() || !ctx.bodyRead);
-    whenSettled(ctx.res, sent, (delivered) => {
+    const finished: Finished = { routed, reached, outcome, summary: undefined };
+    for (const listener of beforeAnswer) listener(finished);
+    if (sent) sendJson(routed.res, reply, svc.draining() || !bodyRead(reached, error));
+    whenSettled(routed.res, sent, (delivered) => {
       outcome.delivered = delivered;
       // Closed while the answer was on its way: processed, but the client never had it.
       if (!delivered) outcome.clientAborted ??= 'answer';
-      for (const listener of listeners) listener(ctx as FinishedContext);
+      for (const listener of listeners) listener(finished);
     });
+  }
+
+  /**
+   * A client gone while its body was read (or drained for a shed) leaves no one to answer: its outcome
+   * is ClientAborted, but a shed already decided still counts as that shed (bounded lines for a shed).
+   */
+  function refuse(flight: Flight, e: unknown): void {
+    const shed = e instanceof Shed ? e : undefined;
+    if (e instanceof ClientClosed || shed?.body === 'client-left' || (!bodyRead(flight.reached, e) && clientGone(flight.routed))) return finish(flight, undefined, shed);
+    const error = toXksError(e, flight.routed);
+    finish(flight, errorReply(error), error);
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
@@ -154,30 +135,24 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
       answerUnread(req, res, { status: ok ? 200 : 503, payload: { status: ok ? 'ok' : 'unavailable' } }, false);
       return;
     }
-    const runtime = svc.runtime();
-    const routed = routeRequest(req, runtime);
+    const routed = routeRequest(svc, req, res, started, svc.runtime(), expectsContinue);
     if ('status' in routed) {
       answerUnread(req, res, routed, svc.draining());
       return;
     }
-    const ctx = createContext(server, req, res, started, runtime, routed.route, routed.keyStore, expectsContinue);
-    run(ctx).then(
-      (payload) => finish(ctx, { status: 200, payload }, undefined),
-      (e: unknown) => {
-        // A client gone while its body was read (or drained for a refusal): no one to answer, but a
-        // refusal already decided still counts as that refusal (bounded lines for a shed).
-        if (e instanceof ClientClosed || (!ctx.bodyRead && clientGone(ctx))) return finish(ctx, undefined, ctx.refusal);
-        const error = toXksError(e, ctx);
-        finish(ctx, errorReply(error), error);
-      },
+    const flight: Flight = { routed, reached: routed };
+    serve(flight, OPERATIONS[routed.route.operation]).then(
+      (payload) => finish(flight, { status: 200, payload }, undefined),
+      (e: unknown) => refuse(flight, e),
     );
   }
 
-  const handler = ((req, res) => handle(req, res, false)) as XksHandler;
-  handler.checkContinue = (req, res) => handle(req, res, true);
-  handler.flush = () => {
-    authFailures.flush();
-    sheds.flush();
-  };
-  return handler;
+  const handler: RequestListener = (req, res) => handle(req, res, false);
+  return Object.assign(handler, {
+    checkContinue: (req: IncomingMessage, res: ServerResponse) => handle(req, res, true),
+    flush: () => {
+      authFailures.flush();
+      sheds.flush();
+    },
+  });
 }

@@ -1,11 +1,11 @@
 import type { AuditLog } from '../audit/log';
-import type { KeyStoreRuntime, RuntimeConfig } from '../config/load';
+import type { RuntimeConfig } from '../config/load';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import type { Readiness } from '../ops';
 import type { OperationServices } from '../xks/operations';
 import type { OverloadGuard } from './overload';
-import type { RateLimiter } from './quota';
+import type { Quotas } from './quota';
 
 /** What the XKS request pipeline needs from the process. */
 export interface HandlerServices extends OperationServices {
@@ -13,8 +13,8 @@ export interface HandlerServices extends OperationServices {
   metrics: Metrics;
   /** The configuration in force now; reloads swap it between requests. */
   runtime(): RuntimeConfig;
-  /** Processes sharing the key stores' quotas. */
-  workers: number;
+  /** The key stores' request quotas: this process's own, or a cluster worker's leases from the primary. */
+  quotas: Quotas;
   /** The same answer as the ops port's /readyz; GET /healthz on the XKS port reports its `ready`. */
   readiness(): Readiness;
   /** One hash-chained line per processed request. */
@@ -23,9 +23,4 @@ export interface HandlerServices extends OperationServices {
   draining(): boolean;
   /** Event-loop overload and shed counting; without it nothing is shed for event-loop delay. */
   overload?: OverloadGuard;
-}
-
-export interface PipelineServices extends HandlerServices {
-  /** This process's share of the key store's quota; undefined when it has none. */
-  quotaFor(keyStore: KeyStoreRuntime): RateLimiter | undefined;
 }

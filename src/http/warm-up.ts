@@ -61,7 +61,6 @@ export async function warmUpRequestPath(svc: HandlerServices, requests: number):
     metrics: new Metrics(false),
     audit: undefined,
     overload: undefined,
-    workers: 1,
     draining: () => false,
   });
   const server = http.createServer(handler);

@@ -1,18 +1,20 @@
 import { XksError } from '../errors';
-import { effectiveStatus, KeyRuntime, KeyVersion } from '../config/load';
+import { effectiveStatus, KeyStoreRuntime, KeyVersion } from '../config/load';
 import type { Deadline } from '../deadline';
 import { isEngineError } from '../engine/errors';
 import type { CryptoEngine } from '../engine/types';
 import type { HealthMonitor } from '../health/monitor';
-import type { KeyNeed } from './authorize';
+import { Authorization, authorizeKey, Grant, KeyNeed } from './authorize';
 import { cdiv, decodeMetadata, encodeMetadata, hsmAad } from './ciphertext-format';
 import {
   DecryptInput,
   EncryptInput,
+  Json,
   Limits,
   RequestMetadata,
   parseDecryptRequest,
   parseEncryptRequest,
+  parseExternalKeyId,
   parseHealthRequest,
   parseMetadataRequest,
 } from './requests';
@@ -33,31 +35,43 @@ export interface OperationServices {
   limits: Limits;
 }
 
-/** The part of the request context an operation reads, and the one field it records (never data). */
-export interface OperationContext {
-  /** Set by authorization for key operations. */
-  key: KeyRuntime | undefined;
+/** What every operation's parsed request carries: its requestMetadata, which the log, the audit and the policy read. */
+export interface OperationRequest {
+  readonly metadata: RequestMetadata;
+}
+
+/** What an operation runs under, and the one field it records (never data). */
+export interface Execution {
   /** Handed to the engine only so that a wait for an HSM session stops when the budget is spent. */
-  deadline: Deadline | undefined;
+  readonly deadline: Deadline;
+  /** The key version used, for the request log and audit: set before the HSM call, so that a failed call names it too. */
   keyVersion: number | undefined;
 }
 
 /**
- * One XKS operation as the pipeline drives it: parse the body, say what the key must allow for this
- * request (the pipeline authorizes), then execute. The pipeline applies the deadline and converts errors.
+ * One XKS operation, generic over its parsed request R and what authorization grants it G: the request
+ * path (src/http/steps.ts) parses with it, authorizes with it, then executes with it, each step handing
+ * the next the typed value, and applies the deadline and converts errors itself.
  */
-export interface OperationSpec<R> {
-  parse(body: Record<string, unknown>, limits: Limits): R & { metadata: RequestMetadata };
-  /** 'none': no key is involved (GetHealthStatus). */
-  need(request: R): KeyNeed | 'none';
-  execute(svc: OperationServices, request: R, ctx: OperationContext): Promise<object>;
+export interface OperationSpec<R extends OperationRequest, G extends Grant> {
+  parse(body: Json, limits: Limits): R;
+  /** Secondary authorization, once the body is valid; `keyId` is the path's, not yet validated. */
+  authorize(request: R, keyId: string | undefined, keyStore: KeyStoreRuntime): G;
+  execute(svc: OperationServices, request: R, grant: G, run: Execution): Promise<object>;
 }
+
+/** A key operation's authorization: the key id, then the key and its policy for what this request needs. */
+const authorizeFor =
+  <R extends OperationRequest>(need: (request: R) => KeyNeed) =>
+  (request: R, keyId: string | undefined, keyStore: KeyStoreRuntime): Authorization =>
+    authorizeKey(keyStore, parseExternalKeyId(keyId), request.metadata, need(request));
 
 const b64 = (b: Buffer): string => b.toString('base64');
 
-const getHealthStatus: OperationSpec<{ metadata: RequestMetadata }> = {
+const getHealthStatus: OperationSpec<OperationRequest, undefined> = {
   parse: (body) => ({ metadata: parseHealthRequest(body) }),
-  need: () => 'none',
+  // Never subject to policy: KMS's health view must reflect the HSM, not a tenant's rules.
+  authorize: () => undefined,
   async execute(svc) {
     const report = await svc.health.get();
     if (report.status === 'UNAVAILABLE') {
@@ -77,16 +91,15 @@ const getHealthStatus: OperationSpec<{ metadata: RequestMetadata }> = {
   },
 };
 
-const getKeyMetadata: OperationSpec<{ metadata: RequestMetadata }> = {
+const getKeyMetadata: OperationSpec<OperationRequest, Authorization> = {
   parse: parseMetadataRequest,
-  need: () => 'exists',
-  async execute(svc, _request, ctx) {
-    const key = ctx.key as KeyRuntime;
+  authorize: authorizeFor(() => 'exists'),
+  async execute(svc, _request, { key }, run) {
     // The answer reflects the HSM, not only the config: every version's object must still be on the
     // token (a missing one is KeyNotFoundException, an unreachable HSM the engine's unavailable error).
     for (const version of key.versions.values()) {
       try {
-        await svc.engine.checkKey(version.label, ctx.deadline);
+        await svc.engine.checkKey(version.label, run.deadline);
       } catch (e) {
         if (isEngineError(e) && e.kind === 'key-not-found') {
           throw new XksError('KeyNotFoundException', `the HSM has no key material for version ${version.version} of external key ${key.id}`);
@@ -103,16 +116,16 @@ const ENCRYPT: KeyNeed = ['ENCRYPT'];
 const ENCRYPT_VERIFIED: KeyNeed = ['ENCRYPT', 'DECRYPT'];
 const DECRYPT: KeyNeed = ['DECRYPT'];
 
-const encrypt: OperationSpec<EncryptInput> = {
+const encrypt: OperationSpec<EncryptInput, Authorization> = {
   parse: parseEncryptRequest,
-  need: (req) => (req.wantCdiv ? ENCRYPT_VERIFIED : ENCRYPT),
-  async execute(svc, req, ctx) {
-    const version = (ctx.key as KeyRuntime).current;
-    ctx.keyVersion = version.version;
+  authorize: authorizeFor((req) => (req.wantCdiv ? ENCRYPT_VERIFIED : ENCRYPT)),
+  async execute(svc, req, { key }, run) {
+    const version = key.current;
+    run.keyVersion = version.version;
     const metadata = encodeMetadata(version.version);
     const aad = hsmAad(req.aad, metadata);
     try {
-      const sealed = await svc.engine.encrypt(version.label, req.plaintext, aad, ctx.deadline);
+      const sealed = await svc.engine.encrypt(version.label, req.plaintext, aad, run.deadline);
       const response: Record<string, string> = {
         ciphertext: b64(sealed.ciphertext),
         ciphertextMetadata: b64(metadata),
@@ -122,7 +135,7 @@ const encrypt: OperationSpec<EncryptInput> = {
       if (req.wantCdiv) {
         // Appendix C: hash what we will return first, then prove it decrypts, so a later corruption cannot hide.
         const value = cdiv({ aad: req.aad, metadata, iv: sealed.iv, ciphertext: sealed.ciphertext, tag: sealed.tag });
-        await verifyRoundTrip(svc, ctx, version, aad, sealed, req.plaintext);
+        await verifyRoundTrip(svc, run.deadline, version, aad, sealed, req.plaintext);
         response.ciphertextDataIntegrityValue = b64(value);
       }
       return response;
@@ -137,7 +150,7 @@ const isTagMismatch = (e: unknown): boolean => isEngineError(e) && e.kind === 't
 
 async function verifyRoundTrip(
   svc: OperationServices,
-  ctx: OperationContext,
+  deadline: Deadline,
   version: KeyVersion,
   aad: Buffer,
   sealed: { iv: Buffer; ciphertext: Buffer; tag: Buffer },
@@ -145,7 +158,7 @@ async function verifyRoundTrip(
 ): Promise<void> {
   let opened: Buffer;
   try {
-    opened = await svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, ctx.deadline);
+    opened = await svc.engine.decrypt(version.label, sealed.iv, aad, sealed.ciphertext, sealed.tag, deadline);
   } catch (e) {
     if (isTagMismatch(e)) throw new XksError('InternalException', 'the HSM output did not decrypt during integrity verification');
     throw e;
@@ -155,11 +168,10 @@ async function verifyRoundTrip(
   if (!same) throw new XksError('InternalException', 'the HSM output did not round-trip during integrity verification');
 }
 
-const decrypt: OperationSpec<DecryptInput> = {
+const decrypt: OperationSpec<DecryptInput, Authorization> = {
   parse: parseDecryptRequest,
-  need: () => DECRYPT,
-  async execute(svc, req, ctx) {
-    const key = ctx.key as KeyRuntime;
+  authorize: authorizeFor(() => DECRYPT),
+  async execute(svc, req, { key }, run) {
     let version = key.current;
     if (req.ciphertextMetadata) {
       const v = decodeMetadata(req.ciphertextMetadata);
@@ -167,9 +179,9 @@ const decrypt: OperationSpec<DecryptInput> = {
       if (!found) throw new XksError('InvalidCiphertextException', 'ciphertextMetadata is corrupted or names an unknown key version');
       version = found;
     }
-    ctx.keyVersion = version.version;
+    run.keyVersion = version.version;
     const aad = hsmAad(req.aad, req.ciphertextMetadata);
-    const plaintext = await svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, ctx.deadline);
+    const plaintext = await svc.engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, run.deadline);
     const response = { plaintext: b64(plaintext) };
     plaintext.fill(0);
     return response;
@@ -181,4 +193,4 @@ export const OPERATIONS = {
   GetKeyMetadata: getKeyMetadata,
   Encrypt: encrypt,
   Decrypt: decrypt,
-} as const satisfies Record<Operation, OperationSpec<unknown>>;
+} as const satisfies Record<Operation, OperationSpec<OperationRequest, Grant>>;

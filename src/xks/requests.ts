@@ -51,7 +51,10 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 
 const invalid = (msg: string): XksError => new XksError('ValidationException', msg);
 
-type Json = Record<string, unknown>;
+/** A JSON object as parsed: its fields are validated one by one. */
+export type Json = Record<string, unknown>;
+
+const isJsonObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A body whose keys repeat is refused: JSON.parse keeps the last, and a policy or log could read another. */
 export function parseJsonObject(body: Buffer): Json {
@@ -62,12 +65,12 @@ export function parseJsonObject(body: Buffer): Json {
   } catch {
     throw invalid('request body is not valid JSON');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('request body must be a JSON object');
+  if (!isJsonObject(value)) throw invalid('request body must be a JSON object');
   const repeated = findDuplicateKey(text);
   if (repeated !== undefined) {
     throw invalid(/^[A-Za-z0-9_]{1,64}$/.test(repeated) ? `request body has a duplicate key "${repeated}"` : 'request body has a duplicate key');
   }
-  return value as Json;
+  return value;
 }
 
 function optionalString(obj: Json, field: string, where: string, max: number): string | undefined {
@@ -84,23 +87,40 @@ function requiredString(obj: Json, field: string, where: string, max: number): s
   return v;
 }
 
+type FieldRead = { name: MetadataField; maxLength: number; required: boolean };
+
+const fieldsRead = (operation: MetadataOperation): readonly FieldRead[] =>
+  METADATA_FIELDS.map(({ name, maxLength, requiredFor }) => ({ name, maxLength, required: requiredFor.some((o: MetadataOperation) => o === operation) })).filter(
+    (f) => f.required || operation !== 'GetHealthStatus',
+  );
+
+/** The fields each operation reads, in METADATA_FIELDS order: all of them, but for GetHealthStatus only those it requires. */
+const FIELDS_READ: Readonly<Record<MetadataOperation, readonly FieldRead[]>> = {
+  GetHealthStatus: fieldsRead('GetHealthStatus'),
+  GetKeyMetadata: fieldsRead('GetKeyMetadata'),
+  Encrypt: fieldsRead('Encrypt'),
+  Decrypt: fieldsRead('Decrypt'),
+};
+
+const hasRequiredFields = (m: Partial<RequestMetadata>): m is RequestMetadata => m.kmsOperation !== undefined && m.kmsRequestId !== undefined;
+
 /** Validates requestMetadata against METADATA_FIELDS for one operation. */
 export function parseRequestMetadata(body: Json, operation: MetadataOperation): RequestMetadata {
   const rm = body.requestMetadata;
   if (rm === undefined || rm === null) throw invalid('requestMetadata is required');
-  if (typeof rm !== 'object' || Array.isArray(rm)) throw invalid('requestMetadata must be an object');
-  const obj = rm as Json;
+  if (!isJsonObject(rm)) throw invalid('requestMetadata must be an object');
   const where = 'requestMetadata.';
-  const out: Partial<Record<MetadataField, string>> = {};
-  const health = operation === 'GetHealthStatus';
-  for (const f of METADATA_FIELDS) {
-    const required = (f.requiredFor as readonly MetadataOperation[]).includes(operation);
-    if (health && !required) continue;
-    out[f.name] = required ? requiredString(obj, f.name, where, f.maxLength) : optionalString(obj, f.name, where, f.maxLength);
+  const out: Partial<RequestMetadata> = {};
+  for (const f of FIELDS_READ[operation]) {
+    out[f.name] = f.required ? requiredString(rm, f.name, where, f.maxLength) : optionalString(rm, f.name, where, f.maxLength);
   }
-  return out as RequestMetadata;
+  // Every operation requires these two (METADATA_FIELDS), so this holds once the loop passed.
+  if (!hasRequiredFields(out)) throw invalid('requestMetadata.kmsOperation and kmsRequestId are required');
+  return out;
 }
 
+function decodeBase64(obj: Json, field: string, required: true, maxBytes: number, unsupportedAbove?: number): Buffer;
+function decodeBase64(obj: Json, field: string, required: false, maxBytes: number, unsupportedAbove?: number): Buffer | undefined;
 function decodeBase64(obj: Json, field: string, required: boolean, maxBytes: number, unsupportedAbove?: number): Buffer | undefined {
   const v = obj[field];
   if (v === undefined || v === null) {
@@ -147,7 +167,7 @@ export function parseMetadataRequest(body: Json): { metadata: RequestMetadata } 
 export function parseEncryptRequest(body: Json, limits: Limits): EncryptInput {
   const metadata = parseRequestMetadata(body, 'Encrypt');
   requireAesGcm(body);
-  const plaintext = decodeBase64(body, 'plaintext', true, limits.maxPlaintextBytes, limits.maxPlaintextBytes) as Buffer;
+  const plaintext = decodeBase64(body, 'plaintext', true, limits.maxPlaintextBytes, limits.maxPlaintextBytes);
   const aad = decodeBase64(body, 'additionalAuthenticatedData', false, limits.maxAadBytes, limits.maxAadBytes);
   const alg = body.ciphertextDataIntegrityValueAlgorithm;
   if (alg !== undefined && alg !== null && alg !== 'SHA_256') throw invalid('ciphertextDataIntegrityValueAlgorithm must be SHA_256');
@@ -157,12 +177,12 @@ export function parseEncryptRequest(body: Json, limits: Limits): EncryptInput {
 export function parseDecryptRequest(body: Json, limits: Limits): DecryptInput {
   const metadata = parseRequestMetadata(body, 'Decrypt');
   requireAesGcm(body);
-  const ciphertext = decodeBase64(body, 'ciphertext', true, limits.maxPlaintextBytes, limits.maxPlaintextBytes) as Buffer;
+  const ciphertext = decodeBase64(body, 'ciphertext', true, limits.maxPlaintextBytes, limits.maxPlaintextBytes);
   const ciphertextMetadata = decodeBase64(body, 'ciphertextMetadata', false, 20);
   const aad = decodeBase64(body, 'additionalAuthenticatedData', false, limits.maxAadBytes, limits.maxAadBytes);
-  const iv = decodeBase64(body, 'initializationVector', true, 16) as Buffer;
+  const iv = decodeBase64(body, 'initializationVector', true, 16);
   if (iv.length !== 12 && iv.length !== 16) throw invalid('initializationVector must be 12 or 16 bytes');
-  const tag = decodeBase64(body, 'authenticationTag', true, 16) as Buffer;
+  const tag = decodeBase64(body, 'authenticationTag', true, 16);
   if (tag.length !== 16) throw invalid('authenticationTag must be 16 bytes');
   return { metadata, ciphertext, ciphertextMetadata, aad, iv, tag };
 }
