@@ -7,6 +7,7 @@
  */
 import cluster from 'node:cluster';
 import http from 'node:http';
+import { baselineHandler } from './lib/baseline';
 
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -15,28 +16,8 @@ const arg = (name: string, def: string): string => {
 const port = Number(arg('port', '0'));
 const workers = Math.max(1, Number(arg('workers', '1')));
 
-const BODY = Buffer.from(
-  JSON.stringify({
-    ciphertext: 'q1VxuDOeIthPWzKx2KcG2bkM8Xx8bWqI0wZ9Kc3dJ6w=',
-    ciphertextMetadata: 'AAE=',
-    initializationVector: 'y8/a9ng2Bmx1ocsf',
-    authenticationTag: 'pMmT+V9Mr2SvJ3y1mY3CZQ==',
-  }),
-);
-const HEADERS = { 'content-type': 'application/json', 'content-length': String(BODY.length) };
-
 function serve(): void {
-  const server = http.createServer((req, res) => {
-    req.on('data', () => undefined);
-    req.on('end', () => {
-      if (req.method !== 'POST') {
-        res.writeHead(405).end();
-        return;
-      }
-      res.writeHead(200, HEADERS);
-      res.end(BODY);
-    });
-  });
+  const server = http.createServer(baselineHandler);
   server.keepAliveTimeout = 65_000;
   server.listen(port, '127.0.0.1');
   process.once('SIGTERM', () => server.close(() => process.exit(0)));

@@ -8,6 +8,7 @@ import type { CryptoEngine } from './engine/types';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
 import { OverloadGuard, OverloadOptions } from './http/overload';
+import { ReadGate } from './http/read-gate';
 import { createXksHandler, HandlerServices } from './http/pipeline';
 import { LocalQuotas, Quotas } from './http/quota';
 import { warmUpRequestPath } from './http/warm-up';
@@ -90,6 +91,10 @@ export class ProxyApp {
     // error KMS shows its caller). A standing queue is one that outlasts a whole deadline.
     const shedAfter = cfg.limits.eventLoopShedMs ?? cfg.limits.deadlineMs / 2;
     const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: shedAfter === 0 ? Infinity : shedAfter, intervalMs: cfg.limits.deadlineMs });
+    // Pausing reads engages well before shedding (a quarter of its delay): waiting in a socket buffer
+    // costs nothing, a refusal costs CPU (src/http/read-gate.ts).
+    const gate = new ReadGate({ targetMs: overload.target / 4, staleAfterMs: cfg.limits.deadlineMs });
+    overload.onSample((lateMs) => gate.sample(lateMs));
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
@@ -97,6 +102,7 @@ export class ProxyApp {
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
       known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
+      gate: () => gate.stats(),
     });
     // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
     // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that
@@ -128,6 +134,7 @@ export class ProxyApp {
       draining: () => app.stopping,
       audit,
       overload,
+      gate,
     };
     // Only an optimisation: whatever goes wrong in it is logged, and the proxy starts anyway.
     try {
@@ -178,6 +185,11 @@ export class ProxyApp {
 
   get port(): number {
     return (this.xks.server.address() as AddressInfo).port;
+  }
+
+  /** The XKS port's server (bench/stage-costs.ts drives requests into it without a network). */
+  get xksServer(): http.Server {
+    return this.xks.server;
   }
 
   get opsPort(): number | undefined {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Instructions per request through the proxy's handler (and the bare node:http handler), counted by
+# valgrind's callgrind: the same figure whatever else runs on the machine, so two builds compare
+# exactly. Runs bench/stage-costs.js --only e2e|bare under callgrind with two request counts and
+# divides the difference (setup, warm-up and exit cancel out). About 5 minutes on the 2-core VM.
+#   npm run build:bench && bash bench/callgrind.sh [e2e|bare|both] [low high]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+which=${1:-both}
+low=${2:-2000}
+high=${3:-6000}
+command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+count() { # target requests -> instructions
+  valgrind --tool=callgrind --callgrind-out-file="$out/cg.$1.$2" node "$root/dist-bench/bench/stage-costs.js" --only "$1" --requests "$2" >"$out/log.$1.$2" 2>&1 ||
+    { tail -20 "$out/log.$1.$2" >&2; exit 1; }
+  grep -q '"statuses":{"200":' "$out/log.$1.$2" || { echo "callgrind.sh: $1 answered other than 200:" >&2; grep statuses "$out/log.$1.$2" >&2; exit 1; }
+  sed -n 's/.*I *refs: *//p' "$out/log.$1.$2" | tr -d ,
+}
+targets=(e2e bare)
+[[ $which == both ]] || targets=("$which")
+for t in "${targets[@]}"; do
+  b=$(count "$t" "$high")
+  a=$(count "$t" "$low")
+  echo "$t: $(( (b - a) / (high - low) )) instructions per request ($low: $a, $high: $b)"
+done
