@@ -65,7 +65,12 @@ export const countRequest =
 export const logRequest =
   (logger: Logger): ResponseListener =>
   (finished) => {
-    if (!finished.outcome.suppressed) logger.info({ ...requestSummary(finished), delivered: finished.outcome.delivered }, 'xks request');
+    if (finished.outcome.suppressed) return;
+    // The audit's line (the other reader of the summary) was written before the answer left, so the
+    // shared entry can take `delivered` now instead of being copied for it.
+    const entry = requestSummary(finished);
+    entry.delivered = finished.outcome.delivered;
+    logger.info(entry, 'xks request');
   };
 
 /** An audit write that fails is logged; the request it records is answered regardless. */

@@ -15,12 +15,13 @@ export function sendJson(res: ServerResponse, reply: Reply, close = false): void
   // A keep-alive client could send its next request just as the socket closes, and the reset would
   // also discard this answer: "Connection: close" makes the client stop using the socket first.
   if (close) res.shouldKeepAlive = false;
-  res.writeHead(reply.status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-    ...reply.headers,
-  });
-  res.end(body);
+  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  if (reply.headers) Object.assign(headers, reply.headers);
+  res.writeHead(reply.status, headers);
+  // write() then end() without a chunk: the head and body leave in one write(2). end(body) corks the
+  // socket and adds an empty chunk, so every answer went out through writev with two buffers.
+  res.write(body);
+  res.end();
 }
 
 /** Whether the request declares a body larger than `max` (refused before anything is read). */

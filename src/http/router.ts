@@ -1,9 +1,9 @@
 import type { Operation } from '../xks/operations';
 
 export type Route =
-  | { kind: 'xks'; pathPrefix: string; operation: Operation; keyId: string | undefined }
+  | { readonly kind: 'xks'; readonly pathPrefix: string; readonly operation: Operation; readonly keyId: string | undefined }
   /** Under /kms/xks/v1 but no such operation. */
-  | { kind: 'invalid' };
+  | { readonly kind: 'invalid' };
 
 export type XksRoute = Extract<Route, { kind: 'xks' }>;
 
@@ -17,7 +17,28 @@ const URI_CHARS = /^[A-Za-z0-9/._-]*$/;
  * only known to be one path segment here; a key operation validates it before it looks the key up
  * (src/xks/operations.ts).
  */
+/**
+ * Routes already computed, by request target. KMS sends the same few paths over and over (a key store's
+ * keys times four operations), so most requests cost a map lookup instead of two regular expressions.
+ * Only XKS paths of a plausible length are kept, at most MAX_ROUTES of them (about 1 MB): a client sending
+ * endless distinct paths only empties it now and then.
+ */
+const routes = new Map<string, Route>();
+const MAX_ROUTES = 4096;
+const MAX_CACHED_URL = 512;
+
 export function route(url: string): Route {
+  const known = routes.get(url);
+  if (known) return known;
+  const r = parseRoute(url);
+  if (r.kind === 'xks' && url.length <= MAX_CACHED_URL) {
+    if (routes.size >= MAX_ROUTES) routes.clear();
+    routes.set(url, r);
+  }
+  return r;
+}
+
+function parseRoute(url: string): Route {
   if (!URI_CHARS.test(url)) return { kind: 'invalid' };
   const m = XKS_PATH.exec(url);
   if (!m) return { kind: 'invalid' };

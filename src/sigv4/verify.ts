@@ -54,19 +54,33 @@ interface ParsedAuthorization {
 
 function parseAuthorization(header: string): ParsedAuthorization | string {
   if (!header.startsWith(ALGORITHM + ' ')) return 'Authorization is not AWS4-HMAC-SHA256';
-  const fields = new Map<string, string>();
-  for (const part of header.slice(ALGORITHM.length + 1).split(',')) {
-    const item = part.trim();
+  let credential: string | undefined;
+  let signedHeaders: string | undefined;
+  let signature: string | undefined;
+  let fields = 0;
+  // One pass over "Credential=..., SignedHeaders=..., Signature=...", without a Map or an array of parts.
+  for (let at = ALGORITHM.length + 1; at <= header.length; ) {
+    let end = header.indexOf(',', at);
+    if (end < 0) end = header.length;
+    const item = header.slice(at, end).trim();
+    at = end + 1;
     const eq = item.indexOf('=');
     if (eq <= 0) return 'malformed Authorization header';
     const name = item.slice(0, eq);
-    if (fields.has(name)) return `duplicate ${name} in Authorization header`;
-    fields.set(name, item.slice(eq + 1));
+    const value = item.slice(eq + 1);
+    fields++;
+    if (name === 'Credential') {
+      if (credential !== undefined) return `duplicate ${name} in Authorization header`;
+      credential = value;
+    } else if (name === 'SignedHeaders') {
+      if (signedHeaders !== undefined) return `duplicate ${name} in Authorization header`;
+      signedHeaders = value;
+    } else if (name === 'Signature') {
+      if (signature !== undefined) return `duplicate ${name} in Authorization header`;
+      signature = value;
+    }
   }
-  const credential = fields.get('Credential');
-  const signedHeaders = fields.get('SignedHeaders');
-  const signature = fields.get('Signature');
-  if (!credential || !signedHeaders || !signature || fields.size !== 3) {
+  if (!credential || !signedHeaders || !signature || fields !== 3) {
     return 'Authorization header needs exactly Credential, SignedHeaders and Signature';
   }
   const scope = credential.split('/');
@@ -91,14 +105,22 @@ export const canonicalValue = (v: string): string => v.trim().replace(/\s+/g, ' 
 
 /** Parses x-amz-date (YYYYMMDDTHHMMSSZ) to epoch ms, or NaN. */
 export function parseAmzDate(v: string): number {
+  // Requests signed within the same second carry the same value: the last one parsed is kept.
+  if (v === lastAmzDate) return lastAmzDateMs;
   const m = AMZ_DATE.exec(v);
   if (!m) return NaN;
   const [y, mo, d, h, mi, s] = m.slice(1).map(Number) as [number, number, number, number, number, number];
   const t = Date.UTC(y, mo - 1, d, h, mi, s);
   // Date.UTC rolls 2023-02-30 over to March; require every field to survive the round trip.
   const back = new Date(t);
-  return back.getUTCDate() === d && back.getUTCMonth() === mo - 1 && h < 24 && mi < 60 && s < 60 ? t : NaN;
+  const ms = back.getUTCDate() === d && back.getUTCMonth() === mo - 1 && h < 24 && mi < 60 && s < 60 ? t : NaN;
+  lastAmzDate = v;
+  lastAmzDateMs = ms;
+  return ms;
 }
+
+let lastAmzDate = '';
+let lastAmzDateMs = NaN;
 
 const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data).digest();
 

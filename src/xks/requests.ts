@@ -47,7 +47,25 @@ export interface Limits {
   maxAadBytes: number;
 }
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** The standard Base64 alphabet (RFC 4648 section 4), by character code. */
+const BASE64_ALPHABET = new Uint8Array(128);
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') BASE64_ALPHABET[c.charCodeAt(0)] = 1;
+
+/**
+ * Standard Base64 with padding: whole 4-character groups of the alphabet, the last one ending in at most
+ * two '='. (The regex saying the same cost more per request than decoding the field.)
+ */
+export function isStandardBase64(v: string): boolean {
+  const n = v.length;
+  if (n % 4 !== 0) return false;
+  let end = n;
+  if (n > 0 && v.charCodeAt(n - 1) === 0x3d) end -= v.charCodeAt(n - 2) === 0x3d ? 2 : 1;
+  for (let i = 0; i < end; i++) {
+    const c = v.charCodeAt(i);
+    if (c > 127 || BASE64_ALPHABET[c] === 0) return false;
+  }
+  return true;
+}
 
 const invalid = (msg: string): XksError => new XksError('ValidationException', msg);
 
@@ -135,7 +153,7 @@ function decodeBase64(obj: Json, field: string, required: boolean, maxBytes: num
       ? new XksError('UnsupportedOperationException', `${field} exceeds the ${limit} bytes this proxy supports`)
       : invalid(`${field} exceeds ${limit} bytes`);
   }
-  if (!BASE64.test(v)) throw invalid(`${field} is not valid standard Base64`);
+  if (!isStandardBase64(v)) throw invalid(`${field} is not valid standard Base64`);
   const buf = Buffer.from(v, 'base64');
   if (buf.length > limit) {
     throw unsupportedAbove !== undefined

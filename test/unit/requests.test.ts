@@ -1,5 +1,7 @@
+import fc from 'fast-check';
 import { XksError } from '../../src/errors';
 import {
+  isStandardBase64,
   parseDecryptRequest,
   parseEncryptRequest,
   parseHealthRequest,
@@ -355,5 +357,21 @@ describe('error statuses', () => {
   it('maps malformed input to 400 and oversized input to 501', () => {
     expect(thrown(() => parseEncryptRequest(encryptBody({ plaintext: 'A' }), limits)).status).toBe(400);
     expect(thrown(() => parseEncryptRequest(encryptBody({ plaintext: b64(4301) }), limits)).status).toBe(501);
+  });
+});
+
+describe('isStandardBase64', () => {
+  // The regular expression the proxy used before: the same language, checked another way.
+  const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+  test('accepts exactly what the standard padded alphabet allows', () => {
+    for (const v of ['', 'AA==', 'AAA=', 'AAAA', 'ab+/', Buffer.from('hello world').toString('base64')]) expect([v, isStandardBase64(v)]).toEqual([v, true]);
+    for (const v of ['A', 'AA=', '====', 'A===', '=AAA', 'AA=A', 'AAA', 'AA-_', 'AAAA\n', 'AAA\u00e9', 'AAAA====']) expect([v, isStandardBase64(v)]).toEqual([v, false]);
+  });
+
+  test('agrees with the regular expression on any string of the alphabet, padding and a few others', () => {
+    const chars = fc.constantFrom(...'ABCXYZabcxyz0189+/=-_ \n\u00e9');
+    fc.assert(fc.property(fc.array(chars, { maxLength: 24 }).map((a) => a.join('')), (v) => isStandardBase64(v) === BASE64.test(v)), { numRuns: 20_000 });
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (b) => isStandardBase64(Buffer.from(b).toString('base64'))));
   });
 });

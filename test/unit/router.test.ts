@@ -51,3 +51,21 @@ describe('route', () => {
     expect(route(url)).toEqual({ kind: 'invalid' });
   });
 });
+
+describe('route cache', () => {
+  test('a path seen before routes the same, and paths that are no XKS path stay unrouted however often they come', () => {
+    const url = '/cache-test/kms/xks/v1/keys/k-1/encrypt';
+    const first = route(url);
+    expect(route(url)).toEqual(first);
+    expect(route(url)).toEqual({ kind: 'xks', pathPrefix: '/cache-test', operation: 'Encrypt', keyId: 'k-1' });
+    for (let i = 0; i < 3; i++) expect(route('/cache-test/kms/xks/v1/keys/k-1/sign')).toEqual({ kind: 'invalid' });
+    const long = `/${'a'.repeat(600)}/kms/xks/v1/health`;
+    expect(route(long)).toEqual({ kind: 'xks', pathPrefix: `/${'a'.repeat(600)}`, operation: 'GetHealthStatus', keyId: undefined });
+    expect(route(long)).toEqual(route(long));
+  });
+
+  test('stays correct past its size bound', () => {
+    for (let i = 0; i < 5000; i++) expect(route(`/p/kms/xks/v1/keys/key-${i}/decrypt`)).toMatchObject({ keyId: `key-${i}` });
+    expect(route('/p/kms/xks/v1/keys/key-7/decrypt')).toMatchObject({ keyId: 'key-7', operation: 'Decrypt' });
+  });
+});
