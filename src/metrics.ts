@@ -27,6 +27,8 @@ export interface MetricsState {
   credentials(): readonly { keyStore: string; createdAt?: string }[];
   /** Key store names and HSM ids of the configuration in force: their series start at 0. */
   known?(): { keyStores: readonly string[]; hsmIds: readonly string[] };
+  /** The read gate's connections (src/http/read-gate.ts): read, and paused while the event loop is behind. */
+  gate?(): { reading: number; paused: number };
 }
 
 /**
@@ -114,6 +116,18 @@ export class Metrics {
       this.pool.set({ state: 'in_use' }, s.inUse);
       this.pool.set({ state: 'idle' }, s.idle);
       this.pool.set({ state: 'waiting' }, s.waiting);
+    },
+  });
+  readonly connections = new client.Gauge({
+    name: 'xks_connections',
+    help: 'XKS connections that have sent a request, by state: read, or paused (not read while the event loop is behind; their requests wait in the socket buffer)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const g = this.state?.gate?.();
+      if (!g) return;
+      this.connections.set({ state: 'read' }, g.reading);
+      this.connections.set({ state: 'paused' }, g.paused);
     },
   });
   readonly credentialAge = new client.Gauge({

@@ -53,6 +53,8 @@ export class OverloadGuard {
    * timer is right now is how long the turn has kept everything behind it waiting.
    */
   private due = performance.now();
+  /** Called with every sample's lateness (ms): the read gate adjusts to it. */
+  private readonly watchers: ((lateMs: number) => void)[] = [];
 
   constructor(
     private readonly metrics?: Metrics,
@@ -85,6 +87,7 @@ export class OverloadGuard {
 
   /** One timer observation: it fired `lateMs` after `due`. Public for tests, which feed it by hand. */
   sample(lateMs: number, due: number): void {
+    for (const w of this.watchers) w(lateMs);
     if (lateMs <= this.targetMs) {
       this.lateSince = undefined;
       this.lateSamples = 0;
@@ -94,6 +97,25 @@ export class OverloadGuard {
     this.lateSince ??= due;
     this.lateSamples++;
     this.standing = this.lateSamples >= 2 && due + lateMs - this.lateSince >= this.intervalMs;
+  }
+
+  /** Calls fn with the lateness of every sample (every sampleMs while the loop keeps up, once per loop turn when not). */
+  onSample(fn: (lateMs: number) => void): void {
+    this.watchers.push(fn);
+  }
+
+  /** The sampler's target: how late the loop may run before it counts as behind. */
+  get target(): number {
+    return this.targetMs;
+  }
+
+  /**
+   * How far behind the event loop is now: how late the sampler's pending timer is. Whatever is read in
+   * this loop turn arrived before the turn began, so it has waited at least this long (0 when the
+   * sampler is not running).
+   */
+  behindMs(now = performance.now()): number {
+    return this.timer === undefined ? 0 : Math.max(0, now - this.due);
   }
 
   /** A standing event-loop queue now, or a loop turn that has already run past the target (see `due`). */
@@ -140,7 +162,10 @@ export class Shed extends XksError {
  */
 export function shedOnEventLoopOverload({ routed }: PreAuthenticated): Promise<never> | undefined {
   const guard = routed.server.overload;
-  if (!guard?.eventLoopOverloaded() || routed.route.operation === 'GetHealthStatus') return undefined;
+  if (!guard) return undefined;
+  // Read from a connection the read gate paused past the deadline (src/http/read-gate.ts): refused unread too.
+  const stale = routed.server.gate?.takeStale(routed.req.socket) === true;
+  if ((!stale && !guard.eventLoopOverloaded()) || routed.route.operation === 'GetHealthStatus') return undefined;
   guard.shed(routed.keyStore.name, 'event_loop');
   const max = routed.runtime.config.server.maxBodyBytes;
   if (routed.expectsContinue || declaresMoreThan(routed.req, max)) return Promise.reject(new Shed('event_loop', 'unread'));

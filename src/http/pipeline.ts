@@ -114,6 +114,8 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
       // Closed while the answer was on its way: processed, but the client never had it.
       if (!delivered) outcome.clientAborted ??= 'answer';
       for (const listener of listeners) listener(finished);
+      // The connection's request is done: the read gate decides whether to read its next one now.
+      if (delivered) svc.gate?.answered(routed.req.socket, outcome.status === 200);
     });
   }
 
@@ -129,7 +131,9 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
-    const started = performance.now();
+    const now = performance.now();
+    // The request has waited at least as long as the event loop is behind: its budget counts from then.
+    const started = svc.overload ? now - svc.overload.behindMs(now) : now;
     if (req.method === 'GET' && req.url === '/healthz') {
       const ok = svc.readiness().ready;
       answerUnread(req, res, { status: ok ? 200 : 503, payload: { status: ok ? 'ok' : 'unavailable' } }, false);
@@ -140,6 +144,7 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
       answerUnread(req, res, routed, svc.draining());
       return;
     }
+    svc.gate?.opened(req.socket);
     const flight: Flight = { routed, reached: routed };
     serve(flight, OPERATIONS[routed.route.operation]).then(
       (payload) => finish(flight, { status: 200, payload }, undefined),

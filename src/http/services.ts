@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics';
 import type { Readiness } from '../ops';
 import type { OperationServices } from '../xks/operations';
 import type { OverloadGuard } from './overload';
+import type { ReadGate } from './read-gate';
 import type { Quotas } from './quota';
 
 /** What the XKS request pipeline needs from the process. */
@@ -23,4 +24,6 @@ export interface HandlerServices extends OperationServices {
   draining(): boolean;
   /** Event-loop overload and shed counting; without it nothing is shed for event-loop delay. */
   overload?: OverloadGuard;
+  /** Pauses connections while the event loop is behind (src/http/read-gate.ts); without it every connection is read. */
+  gate?: ReadGate;
 }

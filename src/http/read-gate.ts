@@ -1,0 +1,199 @@
+import type { Socket } from 'node:net';
+
+/**
+ * Under CPU saturation, the proxy stops reading from connections instead of reading requests only to
+ * refuse them.
+ *
+ * Why: with a fast in-process HSM the proxy's own CPU is the bottleneck, and there a 429 is no way out:
+ * reading a request and refusing it costs a quarter to a half of serving it (node:http's parse and the
+ * socket writes), so past about twice its capacity a proxy that reads everything spends its CPU on
+ * refusals and serves less and less (issue 11). A connection the proxy does not read costs nothing: its
+ * bytes wait in the kernel's socket buffer, and its client waits.
+ *
+ * How: an adaptive limit on the connections being read, driven by the event loop's delay (the queue of a
+ * CPU-bound proxy), like TCP's congestion window (additive increase, multiplicative decrease). While the
+ * loop keeps up the limit is off. When the loop falls behind for two samples in a row, the limit drops
+ * below the number of connections being read, and a connection over it whose answer has just left is
+ * paused (socket.pause(): libuv stops reading it) instead of reading its next request. Once the loop
+ * keeps up again the limit grows, and paused connections are resumed, the most recently paused first:
+ * under a standing overload the connections being served keep being served within the deadline (what
+ * KMS measures), while the others wait, rather than every request waiting its turn behind all the others
+ * (a closed loop of 600 connections at 2,300 answers a second is 260 ms for each, all past KMS's 250).
+ * New connections are always read: a load balancer's health check comes on a new connection.
+ *
+ * The proxy cannot see how long a request has waited in a paused connection's socket buffer (the
+ * client's clock started when it sent; the proxy's starts when it reads). A connection paused for longer
+ * than the deadline therefore gets its next request refused unread (429, the body drained) rather than
+ * served late: its client has most likely given up on it (KMS after 250 ms), and a refusal costs a
+ * fraction of serving. These refusals are rationed to a share of the answers served, so that refusing
+ * never again takes the CPU the served requests need; a paused connection waits longer for its 429 when
+ * many are paused.
+ */
+export interface ReadGateOptions {
+  /** Event-loop delay (ms) above which the loop counts as behind. */
+  targetMs: number;
+  /** The limit never goes below this many connections being read. */
+  minReading?: number;
+  /** A connection paused this long has its next request refused unread (the request deadline). */
+  staleAfterMs: number;
+  /** Refusals of stale connections allowed per answer served (a share of the served rate). */
+  staleShare?: number;
+  now?: () => number;
+}
+
+/** A paused connection; current while the gate's map holds this very entry for its socket. */
+interface Paused {
+  readonly socket: Socket;
+  readonly since: number;
+}
+
+const DECREASE = 0.8;
+const INCREASE = 0.1;
+
+export class ReadGate {
+  private readonly targetMs: number;
+  private readonly minReading: number;
+  private readonly staleAfterMs: number;
+  private readonly staleShare: number;
+  private readonly now: () => number;
+  /** Connections the gate knows: null while read, their entry while paused. */
+  private readonly states = new Map<Socket, Paused | null>();
+  /** Paused connections, oldest first: resumed from the end (newest), refused from the start (oldest). */
+  private paused: Paused[] = [];
+  private pausedFrom = 0;
+  /** Connections open and not paused, and connections paused. */
+  private reading = 0;
+  private waiting = 0;
+  /** The most connections that may be read; Infinity while the event loop keeps up. */
+  private limit = Infinity;
+  private lateSamples = 0;
+  /** Stale refusals earned by answers served, not yet spent. */
+  private staleCredit = 0;
+  /** Connections resumed only to have their next request refused, and when. */
+  private readonly refuseNext = new WeakMap<Socket, number>();
+  /** Connections paused since the start. */
+  pausedTotal = 0;
+
+  constructor(opts: ReadGateOptions) {
+    this.targetMs = opts.targetMs;
+    this.minReading = opts.minReading ?? 8;
+    this.staleAfterMs = opts.staleAfterMs;
+    this.staleShare = opts.staleShare ?? 0.1;
+    this.now = opts.now ?? (() => performance.now());
+  }
+
+  /** A connection's first request: from now on the gate counts it (a connection that never sends costs nothing). */
+  opened(socket: Socket): void {
+    if (this.states.has(socket)) return;
+    this.states.set(socket, null);
+    this.reading++;
+    socket.once('close', () => this.closed(socket));
+  }
+
+  /**
+   * An answer on this connection has left (its request is done): over the limit, the connection is
+   * paused before its next request is read. `served`: the answer was a 200 (it earns stale refusals).
+   */
+  answered(socket: Socket, served: boolean): void {
+    if (served) this.staleCredit = Math.min(this.staleCredit + this.staleShare, 64);
+    const state = this.states.get(socket);
+    if (state === undefined || socket.destroyed) return;
+    // Paused, yet it delivered a request: something resumed it (node:http reading a pipelined request).
+    if (state !== null) this.markReading(socket);
+    if (this.reading > this.limit) this.pause(socket);
+  }
+
+  /**
+   * Whether this request is to be refused unread: its connection was paused past the deadline and
+   * resumed to refuse what it had waiting. Asks once per resume; a request that comes later than a
+   * deadline after the resume was sent after it, and is read as any other.
+   */
+  takeStale(socket: Socket): boolean {
+    const at = this.refuseNext.get(socket);
+    if (at === undefined) return false;
+    this.refuseNext.delete(socket);
+    return this.now() - at <= this.staleAfterMs;
+  }
+
+  /** One sample of the event loop's delay (ms): adjusts the limit, then resumes or refuses paused connections. */
+  sample(lagMs: number): void {
+    if (lagMs > this.targetMs) {
+      this.lateSamples++;
+      // Two samples in a row: a standing queue, not a burst or one descheduled moment.
+      if (this.lateSamples >= 2) this.limit = Math.max(this.minReading, Math.floor(Math.min(this.limit, this.reading) * DECREASE));
+    } else {
+      this.lateSamples = 0;
+      if (lagMs <= this.targetMs / 2 && this.limit !== Infinity) {
+        // Nothing waits and there is room: the overload is over.
+        if (this.waiting === 0 && this.reading < this.limit) this.limit = Infinity;
+        else this.limit += Math.max(1, Math.ceil(this.limit * INCREASE));
+      }
+    }
+    this.resumeWithinLimit();
+    this.refuseStale();
+  }
+
+  /** Connections being read and paused, and the limit (Infinity: off). */
+  stats(): { reading: number; paused: number; limit: number } {
+    return { reading: this.reading, paused: this.waiting, limit: this.limit };
+  }
+
+  private current(p: Paused): boolean {
+    return this.states.get(p.socket) === p;
+  }
+
+  private pause(socket: Socket): void {
+    const entry: Paused = { socket, since: this.now() };
+    this.states.set(socket, entry);
+    this.reading--;
+    this.waiting++;
+    this.pausedTotal++;
+    this.paused.push(entry);
+    socket.pause();
+  }
+
+  /** A paused connection read again. */
+  private markReading(socket: Socket): void {
+    this.states.set(socket, null);
+    this.reading++;
+    this.waiting--;
+  }
+
+  /** Newest first: the connections just served keep being served. */
+  private resumeWithinLimit(): void {
+    while (this.reading < this.limit && this.paused.length > this.pausedFrom) {
+      const entry = this.paused.pop() as Paused;
+      if (!this.current(entry)) continue;
+      this.markReading(entry.socket);
+      entry.socket.resume();
+    }
+  }
+
+  /** Oldest first, within the credit earned by served answers. */
+  private refuseStale(): void {
+    const now = this.now();
+    while (this.staleCredit >= 1 && this.paused.length > this.pausedFrom) {
+      const entry = this.paused[this.pausedFrom] as Paused;
+      if (this.current(entry)) {
+        if (now - entry.since < this.staleAfterMs) break;
+        this.staleCredit -= 1;
+        this.refuseNext.set(entry.socket, now);
+        this.markReading(entry.socket);
+        entry.socket.resume();
+      }
+      this.pausedFrom++;
+    }
+    if (this.pausedFrom > 1024 && this.pausedFrom * 2 > this.paused.length) {
+      this.paused = this.paused.slice(this.pausedFrom);
+      this.pausedFrom = 0;
+    }
+  }
+
+  private closed(socket: Socket): void {
+    const state = this.states.get(socket);
+    this.states.delete(socket);
+    // A paused one stays in the list until it comes up; its entry is no longer current then.
+    if (state === null) this.reading--;
+    else if (state !== undefined) this.waiting--;
+  }
+}

@@ -1,0 +1,145 @@
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { ReadGate } from '../../src/http/read-gate';
+
+/** What the gate uses of a socket: pause, resume, 'close', destroyed. */
+class FakeSocket extends EventEmitter {
+  paused = false;
+  destroyed = false;
+  pause(): this {
+    this.paused = true;
+    return this;
+  }
+  resume(): this {
+    this.paused = false;
+    return this;
+  }
+  close(): void {
+    this.destroyed = true;
+    this.emit('close');
+  }
+}
+
+const asSocket = (s: FakeSocket): Socket => s as unknown as Socket;
+
+function setup(n: number, opts: { minReading?: number; staleAfterMs?: number; staleShare?: number } = {}) {
+  let now = 0;
+  const gate = new ReadGate({ targetMs: 20, minReading: opts.minReading ?? 2, staleAfterMs: opts.staleAfterMs ?? 200, staleShare: opts.staleShare, now: () => now });
+  const sockets = Array.from({ length: n }, () => new FakeSocket());
+  for (const s of sockets) gate.opened(asSocket(s));
+  /** Every socket answered once, in order (a closed-loop round). */
+  const round = (served = true): void => sockets.forEach((s) => !s.destroyed && !s.paused && gate.answered(asSocket(s), served));
+  return { gate, sockets, round, advance: (ms: number) => (now += ms) };
+}
+
+describe('ReadGate', () => {
+  it('reads every connection while the event loop keeps up, and a single late sample changes nothing', () => {
+    const { gate, sockets, round } = setup(10);
+    gate.sample(5);
+    round();
+    gate.sample(500);
+    round();
+    expect(sockets.filter((s) => s.paused)).toHaveLength(0);
+    expect(gate.stats()).toEqual({ reading: 10, paused: 0, limit: Infinity });
+  });
+
+  it('pauses connections over the limit once the loop stays behind, at their answer, never mid-request', () => {
+    const { gate, sockets, round } = setup(10);
+    gate.sample(50);
+    gate.sample(50);
+    // The limit is down (10 x 0.8), but nothing is paused until a connection's answer has left.
+    expect(gate.stats()).toMatchObject({ reading: 10, limit: 8 });
+    expect(sockets.filter((s) => s.paused)).toHaveLength(0);
+    round();
+    expect(sockets.filter((s) => s.paused)).toHaveLength(2);
+    expect(gate.stats()).toMatchObject({ reading: 8, paused: 2 });
+    // Further decreases, down to the floor.
+    for (let i = 0; i < 20; i++) gate.sample(50);
+    round();
+    expect(gate.stats()).toMatchObject({ reading: 2, paused: 8, limit: 2 });
+  });
+
+  it('resumes the most recently paused connections first once the loop keeps up, and turns itself off when nothing waits', () => {
+    const { gate, sockets, round } = setup(6);
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    round();
+    const pausedOrder = sockets.filter((s) => s.paused);
+    expect(pausedOrder).toHaveLength(4);
+    gate.sample(5); // limit 2 -> 3: one comes back, the last one paused
+    expect(pausedOrder.map((s) => s.paused)).toEqual([true, true, true, false]);
+    for (let i = 0; i < 10; i++) gate.sample(5);
+    expect(sockets.filter((s) => s.paused)).toHaveLength(0);
+    expect(gate.stats().limit).toBe(Infinity);
+  });
+
+  it('keeps serving the connections it serves under a standing overload (no rotation), so their answers stay fast', () => {
+    const { gate, sockets, round } = setup(8);
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    round();
+    const served = sockets.filter((s) => !s.paused);
+    // The loop hovers around its target: the limit moves a little, the same connections keep it.
+    for (let i = 0; i < 50; i++) {
+      gate.sample(i % 2 ? 50 : 8);
+      round();
+    }
+    expect(served.every((s) => !s.paused)).toBe(true);
+  });
+
+  it('has a connection paused past the deadline refused unread, within a share of the served answers, oldest first', () => {
+    const { gate, sockets, round, advance } = setup(6, { staleShare: 0.5 });
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    round(false);
+    const paused = sockets.filter((s) => s.paused);
+    expect(paused).toHaveLength(4);
+    advance(250);
+    // Two served answers earn one refusal (share 0.5).
+    gate.answered(asSocket(sockets.find((s) => !s.paused)!), true);
+    gate.answered(asSocket(sockets.find((s) => !s.paused)!), true);
+    gate.sample(50);
+    const resumed = paused.filter((s) => !s.paused);
+    expect(resumed).toEqual([paused[0]]);
+    expect(gate.takeStale(asSocket(paused[0]!))).toBe(true);
+    // Once only; other connections are not marked.
+    expect(gate.takeStale(asSocket(paused[0]!))).toBe(false);
+    expect(gate.takeStale(asSocket(paused[1]!))).toBe(false);
+  });
+
+  it('does not refuse a paused connection before the deadline, nor a request sent long after the resume', () => {
+    const { gate, sockets, round, advance } = setup(4, { staleShare: 1 });
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    round(false);
+    const paused = sockets.filter((s) => s.paused);
+    gate.answered(asSocket(sockets.find((s) => !s.paused)!), true);
+    advance(100);
+    gate.sample(50);
+    expect(paused.every((s) => s.paused)).toBe(true);
+    advance(150);
+    gate.sample(50);
+    expect(paused[0]!.paused).toBe(false);
+    advance(300);
+    expect(gate.takeStale(asSocket(paused[0]!))).toBe(false);
+  });
+
+  it('forgets closed connections, paused or not', () => {
+    const { gate, sockets, round } = setup(6);
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    round();
+    for (const s of sockets) s.close();
+    expect(gate.stats()).toMatchObject({ reading: 0, paused: 0 });
+    for (let i = 0; i < 10; i++) gate.sample(5);
+    expect(gate.stats().limit).toBe(Infinity);
+  });
+
+  it('counts a paused connection that delivered a request anyway (resumed by node:http) as read', () => {
+    const { gate, sockets } = setup(3);
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    for (const s of sockets) gate.answered(asSocket(s), true);
+    expect(gate.stats()).toMatchObject({ reading: 2, paused: 1 });
+    const p = sockets.find((s) => s.paused)!;
+    p.paused = false; // resumed behind the gate's back
+    gate.answered(asSocket(p), true);
+    // Counted as read again, and over the limit it is paused again.
+    expect(gate.stats()).toMatchObject({ reading: 2, paused: 1 });
+    expect(p.paused).toBe(true);
+  });
+});
