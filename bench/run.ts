@@ -20,8 +20,11 @@
  *         first step's p99; max req/s of proxy / baseline is the headline ratio.
  *  overload   the proxy's capacity for the mix (closed-loop ramp over --capacity-steps, or --capacity),
  *         then each of --multiples x capacity offered open loop for --duration s, with --payload small
- *         and/or large encrypts; per step goodput, 429s and their latency, 503s, /readyz and health
- *         probes, RSS; a verdict against issue 11's bar (bench/lib/overload.ts).
+ *         and/or large encrypts; per step goodput, 429s and their latency, 503s, /readyz, /healthz and
+ *         health probes, RSS; a verdict against issue 22's bar (bench/lib/overload.ts).
+ *  flood  closed loop: --capacity-connections (200) connections give the capacity, then
+ *         --flood-connections (600) each resend the moment they are answered (large payload by default);
+ *         the same columns and verdict.
  *  hostile    the mix at the first --rates value alone, then with --hostile-share of that rate in
  *         hostile connections on top (bench/lib/hostile.ts): the valid requests' p99, lost requests,
  *         RSS, log and audit growth. The audit log is on in this mode.
@@ -45,9 +48,9 @@ import { cpuList, httpStatus, installCleanup, ownCpus, pinProcess, startChild, s
 import { freePortPair } from '../testbed/ports';
 import { benchJs, productJs, ROOT } from './lib/paths';
 import { gitDescribe, logTail } from './lib/run-info';
-import { BAR_MULTIPLE, verdict } from './lib/overload';
+import { BAR_MULTIPLE, GOODPUT_BAR, verdict } from './lib/overload';
 import { chart, FixedPoint, fixedTable, hostileChart, hostileTable, kmsCheckTable, MaxResult, maxTable, overloadChart, overloadTable } from './lib/report';
-import { runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
+import { FloodResult, runFlood, runHostile, runOverload, StressOptions, StressTarget } from './lib/stress';
 import { makeBenchFleet } from './lib/fleet';
 import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../testbed/hsm-setups';
 import { checkTarget, kmsCheck, KmsCheck, remoteTarget, TargetError, TargetOptions } from './lib/target';
@@ -55,7 +58,7 @@ import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, 
 
 const USAGE = `usage: npm run bench -- [options]     (builds dist/ and dist-bench/ first)
 
-  --mode fixed|max|both|overload|hostile   what to run (default both; overload and hostile: see below)
+  --mode fixed|max|both|overload|flood|hostile   what to run (default both; overload, flood and hostile: see below)
   --rates 1800,3600,5400     offered rates for fixed mode, req/s
   --duration 10              seconds per fixed-rate run
   --connections 100          keep-alive connections in fixed mode
@@ -96,6 +99,10 @@ Overload (--mode overload; --duration is the length of each step, --steps/--step
   --max-connections 800      most connections of an open-loop step (it uses rate x 300 ms, at least --connections;
                              keep it under the proxy's server.maxConnections, 1024 by default)
 
+Flood (--mode flood; closed loop, --duration per step, large payload unless --payload says otherwise):
+  --capacity-connections 200 connections whose goodput is the capacity
+  --flood-connections 600    connections of the flood, each resending the moment it is answered
+
 Hostile (--mode hostile; rate = the first --rates value, --duration per step):
   --hostile-share 0.1        hostile connections per second, as a share of the rate
 
@@ -113,8 +120,8 @@ Against a deployed proxy (no local proxy or SoftHSM2, no baseline):
 /** A bad command line: reported without a stack trace. */
 class UsageError extends Error {}
 
-type Mode = 'fixed' | 'max' | 'both' | 'overload' | 'hostile';
-const MODES: readonly Mode[] = ['fixed', 'max', 'both', 'overload', 'hostile'];
+type Mode = 'fixed' | 'max' | 'both' | 'overload' | 'flood' | 'hostile';
+const MODES: readonly Mode[] = ['fixed', 'max', 'both', 'overload', 'flood', 'hostile'];
 
 interface Options {
   mode: Mode;
@@ -147,6 +154,9 @@ interface Options {
   capacitySteps: number[];
   capacityStepDuration: number;
   maxConnections: number;
+  /** --mode flood: closed-loop connections of the capacity step and of the flood. */
+  capacityConnections: number;
+  floodConnections: number;
   hostileShare: number;
   /** HSMs in the proxy's fleet (1: the single hsm section). */
   hsms: number;
@@ -162,6 +172,8 @@ interface Pin {
   proxyCpus: number;
 }
 
+const BAR_TEXT = `bar (issue 22): at ${BAR_MULTIPLE}x capacity, >= ${GOODPUT_BAR * 100}% of capacity answered 200 within 250 ms as the client measures it; /readyz (ops port) and /healthz (XKS port) answer 200 throughout`;
+
 /** KMS's default request quota per external key store. */
 const KMS_RATE = 1800;
 
@@ -172,8 +184,9 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
-    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, hostileShare: 0.1, hsms: 1, hsmLoss: false,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, capacityConnections: 200, floodConnections: 600, hostileShare: 0.1, hsms: 1, hsmLoss: false,
   };
+  let payloadGiven = false;
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
   let durationGiven = false;
   let kmsCheckGiven = false;
@@ -256,8 +269,11 @@ function parseArgs(argv: string[]): Options {
         const v = value();
         if (v !== 'small' && v !== 'large' && v !== 'both') throw new UsageError('--payload: small, large or both');
         o.payloads = v === 'both' ? ['small', 'large'] : [v];
+        payloadGiven = true;
         break;
       }
+      case 'capacity-connections': o.capacityConnections = Math.round(num(value(), name, 1)); break;
+      case 'flood-connections': o.floodConnections = Math.round(num(value(), name, 1)); break;
       case 'capacity': o.capacity = num(value(), name, 1); break;
       case 'capacity-steps': o.capacitySteps = nums(value(), name).map(Math.round); break;
       case 'capacity-step-duration': o.capacityStepDuration = num(value(), name, 1); break;
@@ -302,7 +318,9 @@ function parseArgs(argv: string[]): Options {
     o.baseline = false;
   }
   // The stress modes measure the proxy alone; the hostile one reports how much audit it writes.
-  if (o.mode === 'overload' || o.mode === 'hostile') o.baseline = false;
+  if (o.mode === 'overload' || o.mode === 'flood' || o.mode === 'hostile') o.baseline = false;
+  // The flood of issue 22 is of the largest requests XKS allows.
+  if (o.mode === 'flood' && !payloadGiven) o.payloads = ['large'];
   if (o.mode === 'hostile' && !o.target) o.audit = true;
   return o;
 }
@@ -586,7 +604,25 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
         ? ['us/429 -: no price for a served request (--capacity skips the measurement and no step was >= 95% 200s; add a light multiple such as 0.3 first)']
         : []),
       '',
-      `bar (issue 11): at ${BAR_MULTIPLE}x capacity, >= 80% of capacity answered 200 within 250 ms, the excess refused with 429 in a few ms`,
+      BAR_TEXT,
+      ...verdicts.map((v) => v.line),
+      '',
+    );
+  } else if (opt.mode === 'flood') {
+    const runs: FloodResult[] = [];
+    for (const payload of opt.payloads) {
+      runs.push(await runFlood(t, { ...common, payload, capacityConnections: opt.capacityConnections, floodConnections: opt.floodConnections }));
+    }
+    const steps = runs.flatMap((r) => r.steps);
+    const verdicts = opt.payloads.map((pl) => verdict(pl, steps));
+    body = { flood: { steps }, verdicts: verdicts.map(({ payload, pass, line }) => ({ payload, pass, line })) };
+    svg = overloadChart(`xks-proxy closed-loop flood, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, steps);
+    out.push(
+      `FLOOD  closed loop (each connection sends its next request when its answer arrives), ${who}; ${opt.capacityConnections} connections give the capacity, then ${opt.floodConnections}; ` +
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured); latency in ms from the client's write; readyz/healthz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
+      overloadTable(steps),
+      '',
+      BAR_TEXT,
       ...verdicts.map((v) => v.line),
       '',
     );
@@ -632,7 +668,7 @@ async function main(): Promise<void> {
       if (r.status !== 200) throw new Error(`pre-check ${s.op} ${s.path}: HTTP ${r.status} ${JSON.stringify(r.json)}`);
     }
     note(`pool: ${pool.size} signed requests ${JSON.stringify(pool.counts)}; every operation answered 200`);
-    if (opt.mode === 'overload' || opt.mode === 'hostile') {
+    if (opt.mode === 'overload' || opt.mode === 'flood' || opt.mode === 'hostile') {
       await stress(opt, p, outDir, stamp);
       return;
     }

@@ -10,16 +10,20 @@
  * the schedule slipped anyway; then the offered rate was not fully offered and `sentRate` shows it.
  */
 import http from 'node:http';
+import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { KMS_TIMEOUT_MS, RunStats } from './load';
 import { treeRssBytes } from './processes';
-import type { Payload } from './workload';
+import type { Endpoint, Payload } from './workload';
 
-/** The issue's bar: at 3x capacity, at least 80% of capacity is still answered 200 within the deadline... */
-export const GOODPUT_BAR = 0.8;
+/**
+ * The bar (issue 22): at 3x capacity, at least 70% of capacity is still answered 200 within KMS's
+ * deadline as the client measures it, with readiness (/readyz, /healthz) answered 200 throughout. (Issue
+ * 11's bar also wanted the excess refused with 429 in a few ms; where the proxy's CPU is the bottleneck
+ * a refusal costs too much for that, so the proxy stops reading instead: see bench/README.md.)
+ */
+export const GOODPUT_BAR = 0.7;
 export const BAR_MULTIPLE = 3;
-/** ...and the excess is refused "in a few milliseconds": 429s' p99 at most this. */
-export const SHED_FAST_MS = 10;
 /** How often readiness, health and memory are sampled during a step. */
 export const SAMPLE_EVERY_MS = 200;
 
@@ -159,9 +163,15 @@ export function sampleProbe(probe: () => Promise<string>): { stop: () => Promise
 
 /** GET on the ops port, as a kubelet probe would (1 s timeout, its default). */
 export function opsProbe(port: number, path: string, timeoutMs = 1000): () => Promise<string> {
+  return getProbe({ host: '127.0.0.1', port }, path, timeoutMs);
+}
+
+/** GET on a new connection each time (over TLS when the endpoint has it), as a load balancer's target check. */
+export function getProbe(to: { host: string; port: number; tls?: Endpoint['tls'] }, path: string, timeoutMs = 1000): () => Promise<string> {
+  const get = to.tls ? https.get : http.get;
   return () =>
     new Promise((resolve) => {
-      const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
+      const req = get({ host: to.host, port: to.port, path, agent: false, timeout: timeoutMs, ...to.tls }, (res) => {
         res.resume();
         res.on('end', () => resolve(String(res.statusCode)));
       });
@@ -220,6 +230,8 @@ export interface OverloadStep {
   errorNames: Record<string, number>;
   late: number;
   readyz: ProbeStats | null;
+  /** GET /healthz on the XKS port; null in results of builds before it was probed. */
+  healthz: ProbeStats | null;
   health: ProbeStats;
   rss: RssStats | null;
   /** What the step's 429s cost the proxy (local proxy with a price for a served request; else null). */
@@ -232,8 +244,7 @@ export function overloadStep(
   base: { payload: Payload; multiple: number; capacity: number; offeredRate: number },
   run: RunStats,
   c: StatusCollector,
-  readyz: ProbeStats | null,
-  health: ProbeStats,
+  probes: { readyz: ProbeStats | null; healthz: ProbeStats | null; health: ProbeStats },
   rss: RssStats | null,
   /** Server CPU per served request (µs) and where it was measured, to price the refusals. */
   served?: { us: number; from: string },
@@ -258,8 +269,9 @@ export function overloadStep(
     timeouts: run.timeouts,
     errorNames: run.errorNames,
     late: run.late,
-    readyz,
-    health,
+    readyz: probes.readyz,
+    healthz: probes.healthz,
+    health: probes.health,
     rss,
     refusal: refusalCost(base.multiple, base.capacity > 0 ? sentRate / base.capacity : 0, run, c, served),
     run,
@@ -274,25 +286,31 @@ export interface Verdict {
   line: string;
 }
 
-/** The issue's bar, per payload. */
+/** The bar, per payload: goodput at 3x capacity (or the nearest multiple above), readiness throughout. */
 export function verdict(payload: Payload, steps: OverloadStep[]): Verdict {
   const step = steps.filter((s) => s.payload === payload && s.multiple >= BAR_MULTIPLE).sort((a, b) => a.multiple - b.multiple)[0];
   if (!step) return { payload, pass: false, line: `verdict ${payload}: no step at >= ${BAR_MULTIPLE}x capacity, nothing to judge (add ${BAR_MULTIPLE} to --multiples)` };
-  const problems: string[] = [];
-  if (step.goodput < GOODPUT_BAR * step.capacity) problems.push(`goodput ${step.goodput}/s is ${(step.goodputShare * 100).toFixed(0)}% of capacity ${step.capacity}/s (bar ${GOODPUT_BAR * 100}%)`);
-  if (step.shed.n > 0 && step.shed.p99 > SHED_FAST_MS) problems.push(`429s' p99 ${step.shed.p99} ms (bar ${SHED_FAST_MS} ms)`);
-  const excess = Math.max(0, step.sentRate - step.goodput) * step.measuredS;
-  const shedShare = excess > 0 ? step.shed.n / excess : 1;
-  if (shedShare < 0.5) problems.push(`only ${(shedShare * 100).toFixed(0)}% of the excess refused with 429 (${step.unavailable.n} x 503, ${step.errors + step.timeouts} without answer)`);
-  // Slow answers hold connections past their next slot, so a proxy that queues instead of shedding also
-  // makes the schedule slip: a note, not a verdict (the load generator may be short of CPU as well).
+  const problems = judge(step);
+  // Slow answers hold connections past their next slot, so a proxy that queues also makes the schedule
+  // slip: a note, not a verdict (the load generator may be short of CPU as well).
   const note = step.late > step.run.requests * 0.01 ? ` (note: the schedule slipped ${step.late} times, only ${step.sentRate}/s were sent: answers held connections too long, or the load generator lacked CPU)` : '';
-  const at = `${step.multiple}x capacity (${step.offeredRate} req/s offered, ${step.sentRate}/s sent)`;
+  const at = step.offeredRate > 0 ? `${step.multiple}x capacity (${step.offeredRate} req/s offered, ${step.sentRate}/s sent)` : `${step.connections} connections (${step.multiple}x the capacity's, closed loop, ${step.sentRate}/s sent)`;
   const r = step.refusal;
-  const bound = r?.cost != null && r.bound != null ? `; ${boundText(step.multiple, step.sentRate / step.capacity, r)}` : '';
+  const bound = r?.cost != null && r.bound != null && step.offeredRate > 0 ? `; ${boundText(step.multiple, step.sentRate / step.capacity, r)}` : '';
+  const refused = step.shed.n > 0 ? `, ${step.shed.n} x 429 (p50 ${step.shed.p50} ms)` : '';
   return problems.length
     ? { payload, step, pass: false, line: `verdict ${payload}: FAIL at ${at}: ${problems.join('; ')}${note}${bound}` }
-    : { payload, step, pass: true, line: `verdict ${payload}: PASS at ${at}: goodput ${step.goodput}/s = ${(step.goodputShare * 100).toFixed(0)}% of capacity, excess shed with 429 in p99 ${step.shed.p99} ms${note}${bound}` };
+    : { payload, step, pass: true, line: `verdict ${payload}: PASS at ${at}: goodput ${step.goodput}/s = ${(step.goodputShare * 100).toFixed(0)}% of capacity${refused}, readiness 200 throughout${note}${bound}` };
+}
+
+/** What misses the bar in one step: goodput, and any readiness probe that was not answered 200. */
+export function judge(step: OverloadStep): string[] {
+  const problems: string[] = [];
+  if (step.goodput < GOODPUT_BAR * step.capacity) problems.push(`goodput ${step.goodput}/s is ${(step.goodputShare * 100).toFixed(0)}% of capacity ${step.capacity}/s (bar ${GOODPUT_BAR * 100}%)`);
+  for (const [name, probe] of [['/readyz', step.readyz], ['/healthz', step.healthz]] as const) {
+    if (probe && probe.okShare < 1) problems.push(`${name} answered 200 to ${(probe.okShare * 100).toFixed(1)}% of probes (${JSON.stringify(probe.answers)})`);
+  }
+  return problems;
 }
 
 /** "a refusal costs 31% of a served request; at 3x offered open loop that bounds goodput at 14% of capacity ..." */

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { opsProbe, ProbeStats, sampleProbe } from './overload';
+import { getProbe, opsProbe, ProbeStats, sampleProbe } from './overload';
 import { benchJs } from './paths';
 import { Credential, Endpoint, post } from './workload';
 
@@ -24,6 +24,8 @@ export interface ProbeSpec {
 
 export interface ProbeResults {
   readyz: ProbeStats | null;
+  /** GET /healthz on the XKS port (a load balancer's target check), a new connection each time. */
+  healthz: ProbeStats;
   health: ProbeStats;
 }
 
@@ -75,11 +77,12 @@ if (!isMainThread && parentPort) {
   const tls = data.endpoint.tls && Object.fromEntries(Object.entries(data.endpoint.tls).map(([k, v]) => [k, typeof v === 'string' ? v : Buffer.from(v as Uint8Array)]));
   const spec: ProbeSpec = { ...data, endpoint: { ...data.endpoint, tls } };
   const readyz = spec.opsPort ? sampleProbe(opsProbe(spec.opsPort, '/readyz')) : undefined;
+  const healthz = sampleProbe(getProbe(spec.endpoint, '/healthz'));
   const health = sampleProbe(healthProbe(spec));
   port.postMessage('started');
   port.once('message', () => {
     void (async () => {
-      const r: ProbeResults = { readyz: readyz ? await readyz.stop() : null, health: await health.stop() };
+      const r: ProbeResults = { readyz: readyz ? await readyz.stop() : null, healthz: await healthz.stop(), health: await health.stop() };
       port.postMessage(r);
     })();
   });

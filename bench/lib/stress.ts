@@ -48,7 +48,7 @@ const pause = (ms = 500): Promise<void> => new Promise((r) => setTimeout(r, ms))
  * Readiness, health and memory sampled over one step. The probes run on their own thread (the load
  * generator saturates this one); the memory sampler reads /proc and stays here.
  */
-async function samplers(t: StressTarget): Promise<{ stop: () => Promise<{ readyz: ProbeStats | null; health: ProbeStats; rss: ReturnType<ReturnType<typeof sampleRss>['stop']> | null }> }> {
+async function samplers(t: StressTarget): Promise<{ stop: () => Promise<{ readyz: ProbeStats | null; healthz: ProbeStats; health: ProbeStats; rss: ReturnType<ReturnType<typeof sampleRss>['stop']> | null }> }> {
   const probes = await startProbes({ endpoint: t.endpoint, basePath: t.basePath, cred: t.cred, opsPort: t.opsPort });
   const rss = t.pid ? sampleRss(t.pid) : undefined;
   return {
@@ -150,23 +150,66 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
         rampS: o.rampS,
         onResponse: c.push,
       });
-      const { readyz, health, rss } = await side.stop();
+      const { rss, ...probes } = await side.stop();
       // A given capacity was not measured: the first step that was (nearly) all 200s prices a served request.
       if (cap.servedUs === null && t.pid && c.countAll(200) >= 0.95 * c.totalAll() && run.cpu.serverUsPerReq > 0) {
         cap.servedUs = run.cpu.serverUsPerReq;
         cap.servedUsFrom = `${multiple}x step`;
       }
-      const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, readyz, health, rss, cap.servedUs !== null ? { us: cap.servedUs, from: cap.servedUsFrom ?? '' } : undefined);
+      const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, probes, rss, cap.servedUs !== null ? { us: cap.servedUs, from: cap.servedUsFrom ?? '' } : undefined);
       result.steps.push(step);
       o.note(
         `overload ${payload} ${multiple}x (${offeredRate} req/s, ${step.connections} conns): goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}%), ` +
-          `429 ${step.shed.n} (p99 ${step.shed.p99} ms${step.refusal?.usPer429 != null ? `, ${step.refusal.usPer429} us each` : ''}), 503 ${step.unavailable.n}, ok p99 ${step.ok.p99} ms, readyz ${readyz ? readyz.okShare : '-'}, health ${health.okShare}`,
+          `429 ${step.shed.n} (p99 ${step.shed.p99} ms${step.refusal?.usPer429 != null ? `, ${step.refusal.usPer429} us each` : ''}), 503 ${step.unavailable.n}, ok p99 ${step.ok.p99} ms, readyz ${probes.readyz ? probes.readyz.okShare : '-'}, healthz ${probes.healthz.okShare}, health ${probes.health.okShare}`,
       );
       // Let queues drain and sockets close before the next step.
       await pause(1500);
     }
   }
   return result;
+}
+
+export interface FloodOptions extends StressOptions {
+  payload: Payload;
+  /** Closed-loop connections whose goodput is the capacity (200), and of the flood (600). */
+  capacityConnections: number;
+  floodConnections: number;
+}
+
+export interface FloodResult {
+  /** The capacity step (multiple 1) and the flood (multiple = flood / capacity connections), closed loop. */
+  steps: [OverloadStep, OverloadStep];
+}
+
+/**
+ * A closed-loop flood: `capacityConnections` connections, each sending its next request the moment its
+ * answer arrives, measure capacity (200s within KMS's 250 ms, as the client times them, per second);
+ * then `floodConnections` do the same. Each request's latency runs from the moment the client wrote it,
+ * so time spent unread in a paused connection's socket buffer counts, as it does for KMS.
+ */
+export async function runFlood(t: StressTarget, o: FloodOptions): Promise<FloodResult> {
+  const pool = await poolFor(t, o, o.payload);
+  o.note(`flood ${o.payload}: pool of ${pool.size} signed requests`);
+  if (o.warmupS > 0) await runLoad({ label: 'proxy', endpoint: t.endpoint, connections: 16, durationS: o.warmupS, pacing: o.pacing, pool });
+  const closedLoop = async (connections: number, capacity: number | undefined): Promise<OverloadStep> => {
+    const c = new StatusCollector(Math.min(o.rampS, o.durationS / 2) * 1000);
+    const side = await samplers(t);
+    const run = await runLoad({ label: 'proxy', endpoint: t.endpoint, connections, durationS: o.durationS, pacing: o.pacing, pool, serverPid: t.pid, rampS: o.rampS, onResponse: c.push });
+    const { rss, ...probes } = await side.stop();
+    const measuredS = Math.max(0.001, run.durationS - run.rampS);
+    const cap = capacity ?? Math.round(c.good() / measuredS);
+    const step = overloadStep({ payload: o.payload, multiple: Math.round((connections / o.capacityConnections) * 100) / 100, capacity: cap, offeredRate: 0 }, run, c, probes, rss);
+    o.note(
+      `flood ${o.payload} ${connections} conns: goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}% of ${cap}), 200 p99 ${step.ok.p99} ms, ` +
+        `429 ${step.shed.n} (p50 ${step.shed.p50} ms), 503 ${step.unavailable.n}, no answer ${step.errors + step.timeouts}, readyz ${probes.readyz ? probes.readyz.okShare : '-'}, healthz ${probes.healthz.okShare}, health ${probes.health.okShare}`,
+    );
+    return step;
+  };
+  const capacity = await closedLoop(o.capacityConnections, undefined);
+  if (capacity.goodput <= 0) throw new Error(`flood ${o.payload}: no 200 within the deadline at ${o.capacityConnections} connections: see the proxy's log`);
+  await pause(1500);
+  const flood = await closedLoop(o.floodConnections, capacity.goodput);
+  return { steps: [capacity, flood] };
 }
 
 export interface HostileOptions extends StressOptions {

@@ -1,0 +1,31 @@
+// scratch: one proxy, a few requests over a real socket, for strace
+const { execFileSync } = require('child_process');
+const fs = require('fs'); const os = require('os'); const path = require('path');
+const yaml = require('yaml');
+const { ProxyApp } = require('../dist-bench/src/app');
+const { loadConfigFile } = require('../dist-bench/src/config/load');
+const { createLogger } = require('../dist-bench/src/log');
+const pino = require('pino');
+const { SignedPool, localEndpoint, makeCiphertexts } = require('../dist-bench/bench/lib/workload');
+const http = require('http');
+(async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xks-st-'));
+  execFileSync('bash', ['softhsm/setup-token.sh', dir, '0'], { stdio: 'ignore' });
+  const c = yaml.parse(fs.readFileSync(path.join(dir, 'config.yaml'), 'utf8'));
+  c.server.port = 0; c.ops.enabled = false; c.hsm.asyncCalls = false;
+  fs.writeFileSync(path.join(dir, 'c.yaml'), yaml.stringify(c));
+  const logger = createLogger('info', pino.destination({ dest: fs.openSync(path.join(dir, 'log'), 'a'), sync: false, minLength: 4096 }));
+  const app = await ProxyApp.start({ runtime: loadConfigFile(path.join(dir, 'c.yaml')), logger });
+  const p = JSON.parse(fs.readFileSync(path.join(dir, 'secrets/primary.json')));
+  const cred = { accessKeyId: p.XksProxyAuthenticationCredential.AccessKeyId, secretAccessKey: p.XksProxyAuthenticationCredential.RawSecretAccessKey };
+  const ep = localEndpoint(app.port);
+  const sealed = await makeCiphertexts(ep, p.XksProxyUriPath, cred, 8);
+  const pool = new SignedPool(ep, cred, 'realistic', 200, p.XksProxyUriPath, sealed);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const one = () => new Promise((res) => { const r = pool.next(); const q = http.request({ host: '127.0.0.1', port: app.port, path: r.path, method: 'POST', headers: r.headers, agent }, (s) => { s.resume(); s.on('end', res); }); q.end(r.body); });
+  for (let i = 0; i < 50; i++) await one();
+  process.stderr.write('MARK-START\n');
+  for (let i = 0; i < 5; i++) await one();
+  process.stderr.write('MARK-END\n');
+  await app.stop(100); fs.rmSync(dir, { recursive: true, force: true });
+})();
