@@ -198,6 +198,54 @@ describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => 
   }, 20_000);
 });
 
+describe('a proxy whose CPU is the bottleneck (inline HSM calls), flooded by closed-loop connections', () => {
+  const { faults, create } = faultyModule();
+  let app: ProxyApp;
+  beforeAll(async () => {
+    app = await startProxy(
+      // The production defaults of the event-loop guard (testConfig turns it off): shed at 100 ms, the read gate at 25.
+      testConfig([keyStoreWithKeys('g', '/g', [cred], [{ id: 'k', label: 'test-key-1' }])], { hsm: { asyncCalls: false, sessionPoolSize: 4 }, limits: { eventLoopShedMs: 100 } } as never),
+      create,
+    );
+  });
+  afterAll(() => app.stop(1000));
+
+  it('stops reading the connections it cannot serve instead of reading and refusing their requests; readiness stays 200', async () => {
+    // 10 ms of the event loop per customer encrypt: 100 closed-loop connections are a second of work per
+    // round, far more than the clients' own cost, so the proxy (not the load generator) is the bottleneck.
+    faults.inspect = (method, args) => {
+      if (method === 'C_EncryptInit' && (args[1] as { parameter: { aad: Buffer } }).parameter.aad.length > 0) {
+        const end = performance.now() + 10;
+        while (performance.now() < end);
+      }
+      return undefined;
+    };
+    const probes: number[] = [];
+    const paused: number[] = [];
+    const flood = floodFromChild(app.port, '/g/kms/xks/v1/keys/k/encrypt', enc, 100, 4000);
+    await sleep(1000);
+    for (let i = 0; i < 10; i++) {
+      const [ready, healthz, metrics] = await Promise.all([get(app.opsPort as number, '/readyz'), get(app.port, '/healthz'), get(app.opsPort as number, '/metrics')]);
+      probes.push(ready.status, healthz.status);
+      paused.push(Number(/xks_connections\{state="paused"\} (\d+)/.exec(metrics.text)?.[1] ?? 0));
+      await sleep(200);
+    }
+    const counts = await flood;
+    faults.inspect = undefined;
+    const ok = counts['200'] ?? 0;
+    const refused = counts['429 the proxy is overloaded; retry later'] ?? 0;
+    console.log('CPU-bound flood:', JSON.stringify({ counts, paused }));
+    expect(Math.max(...paused)).toBeGreaterThan(50);
+    // Reading and refusing was the old answer to this flood: over ten refusals per request served (92 served,
+    // 1287 refused on a loaded box). Now the refusals are the first round's (read before the gate closed) and
+    // those of connections paused past the deadline (cheaper than serving them late).
+    expect(ok).toBeGreaterThan(100);
+    expect(refused).toBeLessThan(3 * ok);
+    expect(Object.keys(counts).filter((k) => k !== '200' && !k.startsWith('429'))).toEqual([]);
+    expect(probes.every((st) => st === 200)).toBe(true);
+  }, 30_000);
+});
+
 /** Closed-loop clients in a child process: counts of "status" or "status errorMessage" per answer. */
 function floodFromChild(port: number, path: string, payload: unknown, connections: number, ms: number): Promise<Record<string, number>> {
   const script = `

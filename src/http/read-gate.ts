@@ -24,10 +24,10 @@ import type { Socket } from 'node:net';
  * The proxy cannot see how long a request has waited in a paused connection's socket buffer (the
  * client's clock started when it sent; the proxy's starts when it reads). A connection paused for longer
  * than the deadline therefore gets its next request refused unread (429, the body drained) rather than
- * served late: its client has most likely given up on it (KMS after 250 ms), and a refusal costs a
- * fraction of serving. These refusals are rationed to a share of the answers served, so that refusing
- * never again takes the CPU the served requests need; a paused connection waits longer for its 429 when
- * many are paused.
+ * served late, whether it is resumed because there is room again or to be refused: its client has most
+ * likely given up on it (KMS after 250 ms), and a refusal costs a fraction of serving. Resuming only to
+ * refuse is rationed to a share of the answers served, so that refusing never again takes the CPU the
+ * served requests need; a paused connection waits longer for its 429 when many are paused.
  */
 export interface ReadGateOptions {
   /** Event-loop delay (ms) above which the loop counts as behind. */
@@ -38,6 +38,8 @@ export interface ReadGateOptions {
   staleAfterMs: number;
   /** Refusals of stale connections allowed per answer served (a share of the served rate). */
   staleShare?: number;
+  /** How far behind the event loop is right now, ms (OverloadGuard.behindMs): an answer in a late loop turn pauses its connection. */
+  behind?: () => number;
   now?: () => number;
 }
 
@@ -48,6 +50,7 @@ interface Paused {
 }
 
 const DECREASE = 0.8;
+const MIN_FACTOR = 0.1;
 const INCREASE = 0.1;
 
 export class ReadGate {
@@ -55,6 +58,7 @@ export class ReadGate {
   private readonly minReading: number;
   private readonly staleAfterMs: number;
   private readonly staleShare: number;
+  private readonly behind: () => number;
   private readonly now: () => number;
   /** Connections the gate knows: null while read, their entry while paused. */
   private readonly states = new Map<Socket, Paused | null>();
@@ -76,9 +80,10 @@ export class ReadGate {
 
   constructor(opts: ReadGateOptions) {
     this.targetMs = opts.targetMs;
-    this.minReading = opts.minReading ?? 8;
+    this.minReading = opts.minReading ?? 2;
     this.staleAfterMs = opts.staleAfterMs;
     this.staleShare = opts.staleShare ?? 0.1;
+    this.behind = opts.behind ?? (() => 0);
     this.now = opts.now ?? (() => performance.now());
   }
 
@@ -91,8 +96,10 @@ export class ReadGate {
   }
 
   /**
-   * An answer on this connection has left (its request is done): over the limit, the connection is
-   * paused before its next request is read. `served`: the answer was a 200 (it earns stale refusals).
+   * An answer on this connection has left (its request is done): over the limit, or while this very loop
+   * turn has already run late (a burst read all at once, before any sample could lower the limit), the
+   * connection is paused before its next request is read. `served`: the answer was a 200 (it earns stale
+   * refusals).
    */
   answered(socket: Socket, served: boolean): void {
     if (served) this.staleCredit = Math.min(this.staleCredit + this.staleShare, 64);
@@ -100,7 +107,7 @@ export class ReadGate {
     if (state === undefined || socket.destroyed) return;
     // Paused, yet it delivered a request: something resumed it (node:http reading a pipelined request).
     if (state !== null) this.markReading(socket);
-    if (this.reading > this.limit) this.pause(socket);
+    if (this.reading > this.limit || this.behind() > this.targetMs) this.pause(socket);
   }
 
   /**
@@ -115,12 +122,19 @@ export class ReadGate {
     return this.now() - at <= this.staleAfterMs;
   }
 
-  /** One sample of the event loop's delay (ms): adjusts the limit, then resumes or refuses paused connections. */
+  /**
+   * One sample of the event loop's delay (ms): adjusts the limit, then resumes or refuses paused
+   * connections. Two late samples in a row (a standing queue, not one descheduled moment) lower the limit
+   * in proportion to how late the loop is (a loop turn 4 times too long: a quarter of the connections),
+   * at least by a fifth; each sample on time raises it by a tenth.
+   */
   sample(lagMs: number): void {
     if (lagMs > this.targetMs) {
       this.lateSamples++;
-      // Two samples in a row: a standing queue, not a burst or one descheduled moment.
-      if (this.lateSamples >= 2) this.limit = Math.max(this.minReading, Math.floor(Math.min(this.limit, this.reading) * DECREASE));
+      if (this.lateSamples >= 2) {
+        const factor = Math.max(MIN_FACTOR, Math.min(DECREASE, this.targetMs / lagMs));
+        this.limit = Math.max(this.minReading, Math.floor(Math.min(this.limit, this.reading) * factor));
+      }
     } else {
       this.lateSamples = 0;
       if (lagMs <= this.targetMs / 2 && this.limit !== Infinity) {
@@ -129,7 +143,9 @@ export class ReadGate {
         else this.limit += Math.max(1, Math.ceil(this.limit * INCREASE));
       }
     }
-    this.resumeWithinLimit();
+    // Resuming only to refuse is rationed while the loop is behind; once it keeps up, there is CPU for it.
+    const rationed = lagMs > this.targetMs / 2;
+    this.resumeWithinLimit(rationed);
     this.refuseStale();
   }
 
@@ -159,11 +175,25 @@ export class ReadGate {
     this.waiting--;
   }
 
-  /** Newest first: the connections just served keep being served. */
-  private resumeWithinLimit(): void {
+  /**
+   * Newest first: the connections just served keep being served. One paused past the deadline has its
+   * next request refused unread all the same: served now, it would be served too late to count.
+   */
+  private resumeWithinLimit(rationed: boolean): void {
+    const now = this.now();
     while (this.reading < this.limit && this.paused.length > this.pausedFrom) {
-      const entry = this.paused.pop() as Paused;
-      if (!this.current(entry)) continue;
+      const entry = this.paused[this.paused.length - 1] as Paused;
+      if (!this.current(entry)) {
+        this.paused.pop();
+        continue;
+      }
+      if (now - entry.since >= this.staleAfterMs) {
+        // Every one below has waited longer still: each is resumed only to be refused, on credit while rationed.
+        if (rationed && this.staleCredit < 1) break;
+        if (rationed) this.staleCredit -= 1;
+        this.refuseNext.set(entry.socket, now);
+      }
+      this.paused.pop();
       this.markReading(entry.socket);
       entry.socket.resume();
     }

@@ -45,14 +45,18 @@ describe('ReadGate', () => {
 
   it('pauses connections over the limit once the loop stays behind, at their answer, never mid-request', () => {
     const { gate, sockets, round } = setup(10);
-    gate.sample(50);
-    gate.sample(50);
-    // The limit is down (10 x 0.8), but nothing is paused until a connection's answer has left.
+    gate.sample(25);
+    gate.sample(25);
+    // The limit is down (10 x 0.8: at most a fifth off when only a little late), but nothing is paused
+    // until a connection's answer has left.
     expect(gate.stats()).toMatchObject({ reading: 10, limit: 8 });
     expect(sockets.filter((s) => s.paused)).toHaveLength(0);
     round();
     expect(sockets.filter((s) => s.paused)).toHaveLength(2);
     expect(gate.stats()).toMatchObject({ reading: 8, paused: 2 });
+    // Far behind (a loop turn 5 times the target): down in proportion, to a fifth.
+    gate.sample(100);
+    expect(gate.stats()).toMatchObject({ limit: 2 });
     // Further decreases, down to the floor.
     for (let i = 0; i < 20; i++) gate.sample(50);
     round();
@@ -141,5 +145,48 @@ describe('ReadGate', () => {
     // Counted as read again, and over the limit it is paused again.
     expect(gate.stats()).toMatchObject({ reading: 2, paused: 1 });
     expect(p.paused).toBe(true);
+  });
+});
+
+describe('ReadGate in a loop turn that has already run late', () => {
+  it('pauses a connection answered in it at once, before any sample lowered the limit, and resumes it once the loop keeps up', () => {
+    let behind = 0;
+    const gate = new ReadGate({ targetMs: 20, staleAfterMs: 200, behind: () => behind, now: () => 0 });
+    const sockets = Array.from({ length: 4 }, () => new FakeSocket());
+    for (const s of sockets) gate.opened(asSocket(s));
+    gate.answered(asSocket(sockets[0]!), true);
+    behind = 30; // a burst read in one turn: the later answers of the turn leave late
+    gate.answered(asSocket(sockets[1]!), true);
+    gate.answered(asSocket(sockets[2]!), true);
+    expect(sockets.map((s) => s.paused)).toEqual([false, true, true, false]);
+    behind = 0;
+    gate.sample(5);
+    expect(sockets.every((s) => !s.paused)).toBe(true);
+  });
+});
+
+describe('ReadGate resuming a connection paused past the deadline', () => {
+  it('has its next request refused, not served late; while the loop is behind only on credit earned by served answers', () => {
+    let now = 0;
+    const gate = new ReadGate({ targetMs: 20, minReading: 2, staleAfterMs: 200, staleShare: 1, now: () => now });
+    const sockets = Array.from({ length: 4 }, () => new FakeSocket());
+    for (const s of sockets) gate.opened(asSocket(s));
+    for (let i = 0; i < 10; i++) gate.sample(50);
+    for (const s of sockets) gate.answered(asSocket(s), false);
+    const [early, late] = sockets.filter((s) => s.paused);
+    const [gone, serving] = sockets.filter((s) => !s.paused);
+    now = 250;
+    gone!.close(); // room for one more
+    gate.sample(15); // still somewhat behind, and no credit: nothing is read
+    expect(late!.paused).toBe(true);
+    gate.answered(asSocket(serving!), true);
+    gate.sample(15); // the newest paused, past the deadline, on the credit of one served answer
+    expect(late!.paused).toBe(false);
+    expect(gate.takeStale(asSocket(late!))).toBe(true);
+    expect(early!.paused).toBe(true);
+    // Once the loop keeps up, no credit is needed: nothing stays paused for want of served answers.
+    for (let i = 0; i < 10; i++) gate.sample(1);
+    expect(early!.paused).toBe(false);
+    expect(gate.takeStale(asSocket(early!))).toBe(true);
   });
 });
