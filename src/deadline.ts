@@ -15,7 +15,9 @@ export class Deadline {
     private readonly ms: number,
     private readonly startedAt = performance.now(),
   ) {
-    this.timer = setTimeout(() => this.expire(), Math.max(0, ms - (performance.now() - startedAt)));
+    // Whole milliseconds: node keeps one timer list per duration, and a fractional one made a list (and a
+    // priority-queue entry) per request.
+    this.timer = setTimeout(() => this.expire(), Math.max(0, Math.ceil(ms - (performance.now() - startedAt))));
   }
 
   get expired(): boolean {

@@ -27,7 +27,7 @@ export function createLogger(level = process.env.XKS_LOG_LEVEL ?? 'info', destin
       base: { service: 'xks-proxy', pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
-        paths: ['pin', 'secret', 'secretAccessKey', 'plaintext', 'authorization'],
+        paths: [...REDACTED_KEYS],
         censor: '[redacted]',
       },
     },
@@ -37,3 +37,36 @@ export function createLogger(level = process.env.XKS_LOG_LEVEL ?? 'info', destin
 
 /** A logger that drops everything, for tests and tools. */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * A writer of one kind of info line, for the request log (a line per request): the same line pino writes
+ * for `logger.info(fields, msg)` (level, time, the logger's bindings, the fields, msg), serialized with one
+ * JSON.stringify and written to the logger's own destination. pino's serializer walks the fields one by one
+ * (key lookups, escaping loops) and cost five times JSON.stringify for the request summary's 20-odd fields:
+ * about 10 us a request on the 2-core VM. Only for fields that need none of pino's per-key work: no
+ * serializers, and no key the redact list names (`redacted` below; test/unit/log.test.ts checks both lines
+ * agree).
+ */
+export function infoLine(logger: Logger, msg: string): (fields: object) => void {
+  const stream: unknown = Reflect.get(logger, pino.symbols.streamSym);
+  const time: unknown = Reflect.get(logger, pino.symbols.timeSym);
+  // Not a pino logger as this module makes them: the plain call, which is always right.
+  if (!isStream(stream) || !isTimeFunction(time) || typeof Reflect.get(logger, pino.symbols.chindingsSym) !== 'string') {
+    return (fields) => logger.info(fields, msg);
+  }
+  const end = `,"msg":${JSON.stringify(msg)}}\n`;
+  const head = `{"level":${logger.levels.values.info}`;
+  return (fields) => {
+    if (!logger.isLevelEnabled('info')) return;
+    const body = JSON.stringify(fields);
+    // The bindings are read per line, as pino does: a child's, or new ones, are never missed.
+    const bindings: unknown = Reflect.get(logger, pino.symbols.chindingsSym);
+    stream.write(`${head}${time()}${typeof bindings === 'string' ? bindings : ''}${body.length > 2 ? `,${body.slice(1, -1)}` : ''}${end}`);
+  };
+}
+
+const isStream = (v: unknown): v is pino.DestinationStream => typeof v === 'object' && v !== null && 'write' in v && typeof v.write === 'function';
+const isTimeFunction = (v: unknown): v is () => string => typeof v === 'function';
+
+/** Top-level keys the redact list covers: a line written by infoLine must never carry one. */
+export const REDACTED_KEYS: readonly string[] = ['pin', 'secret', 'secretAccessKey', 'plaintext', 'authorization'];

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 
@@ -16,7 +16,8 @@ export const AUDIT_STREAM = 'xks-audit';
 export type AuditEvent = Record<string, string | number | boolean | undefined>;
 
 export function chainDigest(prev: string, body: string): string {
-  return createHash('sha256').update(prev).update('\n').update(body).digest('hex');
+  // One-shot: the same bytes as hashing prev, '\n' and body in turn, without a Hash object per line.
+  return hash('sha256', `${prev}\n${body}`, 'hex');
 }
 
 /** Reads the last line of a file without reading the whole file. */

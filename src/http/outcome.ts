@@ -1,6 +1,6 @@
 import { RETRYABLE_ERRORS } from '../errors';
 import type { AuditEvent, AuditLog } from '../audit/log';
-import type { Logger } from '../log';
+import { infoLine, type Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { METADATA_FIELDS } from '../xks/requests';
 import { AuthenticationFailed } from './auth-failures';
@@ -62,16 +62,17 @@ export const countRequest =
     metrics.observeRequest(keyStore.name, route.operation, errorName, errorName ? RETRYABLE_ERRORS.has(errorName) : false, outcome.seconds);
   };
 
-export const logRequest =
-  (logger: Logger): ResponseListener =>
-  (finished) => {
+export const logRequest = (logger: Logger): ResponseListener => {
+  const line = infoLine(logger, 'xks request');
+  return (finished) => {
     if (finished.outcome.suppressed) return;
     // The audit's line (the other reader of the summary) was written before the answer left, so the
     // shared entry can take `delivered` now instead of being copied for it.
     const entry = requestSummary(finished);
     entry.delivered = finished.outcome.delivered;
-    logger.info(entry, 'xks request');
+    line(entry);
   };
+};
 
 /** An audit write that fails is logged; the request it records is answered regardless. */
 export function appendAudit(audit: AuditLog, logger: Logger, event: AuditEvent): void {

@@ -147,8 +147,15 @@ function startExecution<R extends OperationRequest, G extends Grant>(authorized:
   return { stage: 'executing', routed, request: authorized.request, grant: authorized.grant, deadline, keyVersion: undefined };
 }
 
-function execute<R extends OperationRequest, G extends Grant>(run: Executing<R, G>, op: OperationSpec<R, G>): Promise<object> {
+async function execute<R extends OperationRequest, G extends Grant>(run: Executing<R, G>, op: OperationSpec<R, G>): Promise<object> {
   const { deadline } = run;
-  const work = op.execute(run.routed.server, run.request, run.grant, run).catch((e: unknown) => (noteHsmShed(run.routed, deadline, e), Promise.reject(e)));
-  return deadline.race(work).finally(() => deadline.clear());
+  try {
+    return await deadline.race(op.execute(run.routed.server, run.request, run.grant, run));
+  } catch (e) {
+    // The deadline's own expiry is no HSM shed (noteHsmShed checks); the session pool's refusal is.
+    noteHsmShed(run.routed, deadline, e);
+    throw e;
+  } finally {
+    deadline.clear();
+  }
 }
