@@ -112,10 +112,13 @@ describe('epochs: what the proxy accepts against the newest recorded state', () 
     expect(() => judgeClaims([claim(4, s('c'))], marks, now)).toThrow(/state cccccccccccccccc\.\.\. is not the one accepted at epoch 4/);
   });
 
-  it('a newer state: accepted before its approvals expire, when it follows the newest state (or skips some)', () => {
+  it('a newer state: accepted before its approvals expire, as the next epoch naming the newest state', () => {
     expect(judgeClaims([claim(5, s('c'), { previous: s('b') })], marks, now)).toHaveLength(1);
     expect(() => judgeClaims([claim(5, s('c'), { previous: s('a') })], marks, now)).toThrow(/follows aaaaaaaaaaaaaaaa\.\.\., not the state accepted at epoch 4/);
-    expect(judgeClaims([claim(7, s('c'), { previous: s('e') })], marks, now)).toHaveLength(1); // states in between never loaded here
+    expect(() => judgeClaims([claim(5, s('c'))], marks, now)).toThrow(/state epoch 5 follows no recorded state, not the state accepted at epoch 4/);
+    // Further ahead: its chain back cannot be checked, so a branch forked from an older state would pass.
+    expect(() => judgeClaims([claim(7, s('c'), { previous: s('e') })], marks, now)).toThrow(/state epoch 7 is not the next after the newest accepted \(epoch 4\)/);
+    expect(() => judgeClaims([claim(6, s('c'), { previous: s('b') })], marks, now)).toThrow(GovernanceError);
     const expired = () => judgeClaims([claim(5, s('c'), { previous: s('b'), expiresAt: at(4).toISOString() })], marks, now);
     expect(expired).toThrow(/approvals of state epoch 5 expired at 2026-01-05T00:00:00.000Z before the proxy first accepted it/);
     try {
