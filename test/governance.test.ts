@@ -10,6 +10,8 @@ import { findSecretKeys, generateKek } from '../src/engine/token';
 import { Claim } from '../src/governance/epochs';
 import { checkAndRecord, HsmMember, readMarks } from '../src/governance/high-water';
 import { generateApproverKey, signApproval } from '../src/governance/signatures';
+import { watchGovernedStates } from '../src/governance/watch';
+import { silentLogger } from '../src/log';
 import { groupStateHash } from '../src/governance/state';
 import { testHsm } from './support/hsm';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
@@ -457,6 +459,36 @@ describe('what a config writer without a quorum tried, refused', () => {
     expect(reloader.reload('test')).toBe(true);
     expect(accepted().epoch).toBe(now.epoch + 2);
     expect(readMarksOf(hsmA(), 'g')).toEqual([now.epoch + 1, now.epoch + 2]);
+  });
+
+  it('an approved change whose file the writer swaps back before the proxy read it: the old file is refused, the running state shows behind', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const rollbacks = async () => Number((await metric('xks_governance_refusals_total')).match(/reason="rollback"} (\d+)/)![1]);
+    const before = await rollbacks();
+    const watch = watchGovernedStates(app.events, () => app.runtime, silentLogger);
+    try {
+      watch.check();
+      expect(await metric('xks_governance_states_behind')).toBe('xks_governance_states_behind 0');
+      const off = await governed(['bob', 'carol'], 'key', 'disable', keyId);
+      expect(off.apply.code).toBe(0);
+      const applied = readFileSync(configFile, 'utf8');
+      writeFileSync(configFile, good); // the state this proxy runs: a reload used to take it without asking the HSM
+      expect(reloader.reload('test')).toBe(false);
+      expect(await rollbacks()).toBe(before + 1);
+      expect(adminAudit().at(-1)).toMatchObject({ action: 'governance-refusal', reason: 'rollback', group: 'g' });
+      // A process that never even sees a change (a ConfigMap put back before the kubelet synced it) says so too.
+      watch.check();
+      expect(await metric('xks_governance_states_behind')).toBe('xks_governance_states_behind 1');
+      writeFileSync(configFile, applied);
+      expect(reloader.reload('test')).toBe(true);
+      watch.check();
+      expect(await metric('xks_governance_states_behind')).toBe('xks_governance_states_behind 0');
+      expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+      expect((await governed(['bob', 'carol'], 'key', 'enable', keyId)).apply.code).toBe(0);
+      expect(reloader.reload('test')).toBe(true);
+    } finally {
+      watch.stop();
+    }
   });
 
   it('a pin that still holds the old governance root is warned about at start and exported', async () => {

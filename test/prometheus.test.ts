@@ -43,6 +43,7 @@ const EXPECTED_EMPTY: Record<string, string> = {
   'alert XksProxyHsmOutOfFleet': 'one HSM, its breaker never opens',
   'alert XksProxyClientAborts': 'no client leaves before its answer',
   'alert XksProxyGovernanceOldRootPinned': 'no governance root is pinned here (and the alert waits a day)',
+  'alert XksProxyGovernanceStateBehind': 'no group is quorum-protected here (and the alert waits 15 minutes)',
 };
 
 const { bins } = requireTools('prometheus.test.ts', ['prometheus']);
