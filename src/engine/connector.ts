@@ -1,5 +1,6 @@
+import { ControlThread } from './control-thread';
 import { EngineError } from './errors';
-import type { Gcm } from './gcm';
+import type { Gcm, IvSource } from './gcm';
 import { ConnectionDeps, HsmConnection, Misconfiguration } from './connection';
 import type { HsmConfig, ModuleLease, Pkcs11Module } from './module';
 import { describeFailure, isMisconfiguration } from './pkcs11-errors';
@@ -12,6 +13,8 @@ const MISCONFIGURED_BACKOFF_CAP_MS = 30_000;
 /**
  * Owns the loaded module and its current connection: connects, notices loss, reconnects with backoff,
  * and says which state it is in (misconfigured = a permanent failure, with the call and return value).
+ * Connecting runs on a control thread of its own (src/engine/control-thread.ts): while one HSM logs in for
+ * seconds, the event loop serves probes, health answers and the other HSMs of a fleet.
  */
 export class Connector {
   private conn: HsmConnection | null = null;
@@ -20,8 +23,11 @@ export class Connector {
   private state: EngineStatus = { state: 'disconnected', reason: 'not connected yet' };
   private lastInfo: EkmInfo;
   private wake: (() => void) | undefined;
+  /** What the last connection learned: the next one tries it first. */
+  private learnedIv: IvSource | undefined;
 
   private readonly mod: Pkcs11Module;
+  private readonly control: ControlThread;
 
   constructor(
     private readonly lease: ModuleLease,
@@ -30,17 +36,25 @@ export class Connector {
     private readonly gcm: Gcm,
   ) {
     this.mod = lease.mod;
+    this.control = new ControlThread(hsm.modulePath, lease.mod);
     this.lastInfo = { vendor: hsm.vendor ?? 'unknown', id: hsm.tokenLabel, model: 'unknown' };
   }
 
-  /** Connects now; if that fails the engine still starts (not ready) and keeps retrying, so a proxy started before its HSM comes up by itself. */
-  start(): void {
+  /**
+   * Connects (resolves once the first attempt is over); if that fails the engine still starts (not ready)
+   * and keeps retrying, so a proxy started before its HSM comes up by itself.
+   */
+  async start(): Promise<void> {
     try {
-      this.connected(HsmConnection.open(this.mod, this.hsm, this.deps, this.gcm));
+      this.connected(await this.open());
     } catch {
       // Retried at once (a passing glitch), and that attempt's failure is what gets logged and reported.
-      this.scheduleReconnect();
+      await this.scheduleReconnect();
     }
+  }
+
+  private open(): Promise<HsmConnection> {
+    return HsmConnection.open(this.mod, this.control, this.hsm, this.deps, this.gcm, this.learnedIv);
   }
 
   /** The live connection, or unavailable. */
@@ -70,15 +84,23 @@ export class Connector {
     this.lease.connected = false;
     this.deps.logger.error({ err: describeFailure(cause) }, 'HSM connection lost; reconnecting');
     this.setState({ state: 'disconnected', reason: describeFailure(cause) });
-    this.scheduleReconnect(conn);
+    void this.scheduleReconnect(conn);
   }
 
   private connected(conn: HsmConnection): void {
     this.conn = conn;
     this.lease.connected = true;
     this.lastInfo = conn.info;
+    this.learnedIv = conn.gcm.ivSource;
     this.deps.logger.info(
-      { token: conn.info.id, model: conn.info.model, sessions: conn.pool.size, tagFailures: [...conn.gcm.tagFailures], emptyPlaintext: conn.gcm.emptyPlaintext },
+      {
+        token: conn.info.id,
+        model: conn.info.model,
+        sessions: conn.pool.size,
+        ivSource: conn.gcm.ivSource,
+        tagFailures: [...conn.gcm.tagFailures],
+        emptyPlaintext: conn.gcm.emptyPlaintext,
+      },
       'HSM connected',
     );
     this.setState({ state: 'connected' });
@@ -105,9 +127,11 @@ export class Connector {
     if (changed) this.deps.events?.publish('hsm.state', { hsm: this.deps.hsmId ?? this.hsm.tokenLabel, ...next });
   }
 
-  /** The first attempt is immediate (a lost connection, or a first connect that met a passing glitch). */
-  private scheduleReconnect(old?: HsmConnection): void {
-    if (this.reconnecting || this.closed) return;
+  /** The first attempt is immediate (a lost connection, or a first connect that met a passing glitch); resolves once it is over. */
+  private scheduleReconnect(old?: HsmConnection): Promise<void> {
+    if (this.reconnecting || this.closed) return Promise.resolve();
+    let attempted: () => void = () => undefined;
+    const firstAttempt = new Promise<void>((resolve) => (attempted = resolve));
     this.reconnecting = (async () => {
       if (old) await old.teardown();
       let backoff = this.hsm.reconnectBackoffMs;
@@ -116,18 +140,27 @@ export class Connector {
         if (delay > 0) await this.pause(delay);
         if (this.closed) return;
         try {
-          // Our sessions are already closed (teardown); the module is re-initialised only if nobody else uses it.
-          this.lease.finalizeIfAlone();
-          this.connected(HsmConnection.open(this.mod, this.hsm, this.deps, this.gcm));
+          // Our sessions are already closed (teardown); the module is re-initialised only if nobody else uses
+          // it (a network module whose members were all lost recovers only through C_Finalize + C_Initialize).
+          if (this.lease.alone()) await this.control.call('C_Finalize').catch(() => undefined);
+          const conn = await this.open();
+          if (this.closed) {
+            await conn.teardown();
+            return;
+          }
+          this.connected(conn);
           return;
         } catch (e) {
           backoff *= 2;
           delay = this.failed(e, backoff);
         }
+        attempted();
       }
     })().finally(() => {
+      attempted();
       this.reconnecting = null;
     });
+    return firstAttempt;
   }
 
   /** A sleep that close() cuts short (the misconfigured backoff reaches 30 s). */
@@ -149,6 +182,7 @@ export class Connector {
     await this.reconnecting?.catch(() => undefined);
     if (this.conn) await this.conn.teardown();
     this.conn = null;
-    this.lease.release();
+    if (this.lease.detach()) await this.control.call('C_Finalize').catch(() => undefined);
+    await this.control.close();
   }
 }

@@ -65,25 +65,28 @@ export class ModuleLease {
     private readonly path: string,
   ) {}
 
-  /** True when no other user of the library has a working connection, so C_Finalize harms nobody. */
-  private alone(): boolean {
+  /**
+   * True when no other user of the library has a working connection, so C_Finalize harms nobody: before a
+   * reconnect, a fresh C_Initialize only when it hurts no other user (see above).
+   */
+  alone(): boolean {
     return [...this.library.leases].every((l) => l === this || !l.connected);
   }
 
-  /** Before a reconnect: a fresh C_Initialize only when it hurts no other user (see above). */
-  finalizeIfAlone(): void {
-    if (this.alone()) safeFinalize(this.mod);
-  }
-
-  /** At close: C_Finalize when this was the library's last user. */
-  release(): void {
-    if (this.released) return;
+  /** At close: true when this was the library's last user, so the caller finalizes it. */
+  detach(): boolean {
+    if (this.released) return false;
     this.released = true;
     this.connected = false;
     this.library.leases.delete(this);
-    if (this.library.leases.size > 0) return;
+    if (this.library.leases.size > 0) return false;
     libraries.delete(this.path);
-    safeFinalize(this.mod);
+    return true;
+  }
+
+  /** At close, for callers on the main thread (administration): C_Finalize when this was the last user. */
+  release(): void {
+    if (this.detach()) safeFinalize(this.mod);
   }
 }
 
@@ -120,14 +123,23 @@ export function libraryParametersForBinding(parameters: string): string {
   return `${parameters} `;
 }
 
-/** C_Initialize with OS locking (modules can crash under concurrent calls without it) and the module's own parameters. */
-export function initializeModule(mod: Pkcs11Module, target: ModuleTarget): void {
+/** C_Initialize's arguments: OS locking (modules can crash under concurrent calls without it) and the module's own parameters. */
+export function initializeArgs(target: ModuleTarget): pkcs11js.InitializationOptions {
   const args: pkcs11js.InitializationOptions = { flags: pkcs11js.CKF_OS_LOCKING_OK };
   if (target.libraryParameters !== undefined) args.libraryParameters = libraryParametersForBinding(target.libraryParameters);
+  return args;
+}
+
+/** Another user of the library (or its control thread) initialised it first: that is success. */
+export function unlessAlreadyInitialized(e: unknown): void {
+  if (ckrName(e) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw e;
+}
+
+export function initializeModule(mod: Pkcs11Module, target: ModuleTarget): void {
   try {
-    mod.C_Initialize(args);
+    mod.C_Initialize(initializeArgs(target));
   } catch (e) {
-    if (ckrName(e) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw e;
+    unlessAlreadyInitialized(e);
   }
 }
 
