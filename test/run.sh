@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): installs what is missing, builds, and runs the jest suites once per HSM
 # setup (test/hsm/setups.ts): every suite on SoftHSM2 in process; the suites of the four operations,
-# the errors and the HSM faults also on NSS softoken and on SoftHSM2 behind p11-kit remoting
-# (jest.config.js chooses). XKS_TEST_HSM_SETUPS="softhsm p11kit" runs a subset; arguments go to jest.
+# the errors and the HSM faults also on NSS softoken, on SoftHSM2 behind p11-kit remoting, and on the
+# emulated vendors (cloudhsm luna-fips nshield ha-flaky: test/hsm/vendor-emu.c) (jest.config.js
+# chooses). XKS_TEST_HSM_SETUPS="softhsm p11kit" runs a subset; arguments go to jest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,7 +20,7 @@ failed=()
 more=()
 (($#)) && more=(--passWithNoTests)
 runs=()
-for setup in ${XKS_TEST_HSM_SETUPS:-softhsm p11kit nss}; do
+for setup in ${XKS_TEST_HSM_SETUPS:-softhsm p11kit nss cloudhsm luna-fips nshield ha-flaky}; do
   echo "=== HSM setup: $setup" >&2
   XKS_TEST_HSM_SETUP=$setup npx jest --ci --json --outputFile="$results/$setup.json" "${more[@]}" "$@" || failed+=("$setup")
   runs+=("$setup")

@@ -3,20 +3,32 @@
  *   softhsm  SoftHSM2 loaded into the proxy's process;
  *   nss      NSS softoken (libsoftokn3.so) on a fresh NSS database;
  *   p11kit   SoftHSM2 in a `p11-kit server` process, reached through p11-kit-client.so over a socket:
- *            every PKCS#11 call crosses process boundaries, as with a network HSM.
+ *            every PKCS#11 call crosses process boundaries, as with a network HSM;
+ *   cloudhsm, luna-fips, nshield, ha-flaky
+ *            SoftHSM2 behind the vendor-emulation module (test/hsm/vendor-emu.c), which imposes that
+ *            HSM's documented behaviour: who chooses the GCM IV, PIN format, sessions, failures.
  * Each creates its token in a directory of its own and says how a proxy config reaches it.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openTokenSession, type TokenSession } from '../../src/engine/token';
 
-export const SETUPS = ['softhsm', 'nss', 'p11kit'] as const;
+/** The vendor-emulation profiles (test/hsm/vendor-emu.c). */
+export const EMULATED = ['cloudhsm', 'luna-fips', 'nshield', 'ha-flaky'] as const;
+export type EmulatedProfile = (typeof EMULATED)[number];
+export const SETUPS = ['softhsm', 'nss', 'p11kit', ...EMULATED] as const;
 export type SetupName = (typeof SETUPS)[number];
 
+const EMULATION = 'xks-proxy vendor emulation';
 /** C_GetInfo's manufacturerID of the module each setup loads: proves the run is on the setup it names. */
-const LIBRARY_MANUFACTURER: Record<SetupName, string> = { softhsm: 'SoftHSM', nss: 'Mozilla Foundation', p11kit: 'PKCS#11 Kit' };
+const LIBRARY_MANUFACTURER: Record<SetupName, string> = {
+  softhsm: 'SoftHSM',
+  nss: 'Mozilla Foundation',
+  p11kit: 'PKCS#11 Kit',
+  ...(Object.fromEntries(EMULATED.map((p) => [p, EMULATION])) as Record<EmulatedProfile, string>),
+};
 
 export const SOFTHSM_MODULE = process.env.SOFTHSM2_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
 
@@ -49,7 +61,61 @@ export async function createSetup(name: SetupName, dir: string): Promise<HsmSetu
   if (name === 'nss') return nss(dir);
   const token = softhsmToken(join(dir, 'softhsm'));
   if (name === 'softhsm') return { setup: name, dir, modulePath: SOFTHSM_MODULE, environment: { SOFTHSM2_CONF: token.conf }, tokenLabel: token.label, pin: token.pin, ekm: SOFTHSM_EKM };
+  if (isEmulated(name)) return emulated(name, dir, token);
   return p11kitServer(dir, token);
+}
+
+export function isEmulated(name: string): name is EmulatedProfile {
+  return (EMULATED as readonly string[]).includes(name);
+}
+
+/** The controls an emulated setup starts with: ha-flaky invalidates 2% of the sessions its crypto calls use. */
+const STARTING_CONTROLS: Record<EmulatedProfile, EmuControls> = { cloudhsm: {}, 'luna-fips': {}, nshield: {}, 'ha-flaky': { flaky_per_mille: 20 } };
+
+/**
+ * SoftHSM2 behind the vendor-emulation module, profile and control file given by environment (globalSetup
+ * exports it to the suites' processes). CloudHSM's PIN is "<crypto user>:<password>"; the module passes on
+ * the password, which is the SoftHSM2 token's PIN.
+ */
+function emulated(profile: EmulatedProfile, dir: string, token: SoftHsmToken): HsmSetup {
+  const control = join(dir, 'emu-control');
+  writeEmuControls(control, STARTING_CONTROLS[profile]);
+  return {
+    setup: profile,
+    dir,
+    modulePath: vendorEmuModule(),
+    environment: { SOFTHSM2_CONF: token.conf, XKS_EMU_PROFILE: profile, XKS_EMU_CONTROL: control },
+    tokenLabel: token.label,
+    pin: profile === 'cloudhsm' ? `xks_cu:${token.pin}` : token.pin,
+    ekm: { vendor: 'xks-proxy emulation', model: profile },
+  };
+}
+
+/** Builds the vendor-emulation module once (test/hsm/vendor-emu.sh caches it) and returns its path. */
+export function vendorEmuModule(): string {
+  return execFileSync('bash', [join(root, 'test', 'hsm', 'vendor-emu.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, SOFTHSM2_MODULE: SOFTHSM_MODULE },
+  }).trim();
+}
+
+/** What the emulation reads from its control file (test/hsm/vendor-emu.c). */
+export interface EmuControls {
+  lost?: boolean;
+  login_delay_ms?: number;
+  flaky_per_mille?: number;
+  iv_bytes?: 12 | 16;
+}
+
+/** Replaces the control file whole (a new inode each time, which is how the module notices). */
+export function writeEmuControls(file: string, controls: EmuControls): void {
+  const text = Object.entries(controls)
+    .map(([k, v]) => `${k}=${typeof v === 'boolean' ? Number(v) : v}\n`)
+    .join('');
+  const tmp = `${file}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
 }
 
 export function stopSetup(s: HsmSetup): void {
