@@ -5,7 +5,7 @@ import type { ControlThread } from './control-thread';
 import { EngineError } from './errors';
 import { bindingSendsV230, Gcm, GcmBehaviour, IvSource } from './gcm';
 import { KeyLookup } from './key-lookup';
-import { fieldText, HsmConfig, initializeArgs, Pkcs11Module, unlessAlreadyInitialized } from './module';
+import { fieldText, HsmConfig, initializeArgs, Pkcs11Module } from './module';
 import { ckrName, classify, describeFailure } from './pkcs11-errors';
 import { SessionPool } from './session-pool';
 import type { EkmInfo } from './types';
@@ -76,7 +76,7 @@ export class HsmConnection {
     if (hsm.gcmParams === 'v230' && !bindingSendsV230()) {
       throw new Misconfiguration('gcmParams v230: this pkcs11js build sends the v2.40 layout; run scripts/patch-pkcs11js.js (npm install does)');
     }
-    await control.call('C_Initialize', initializeArgs(hsm)).catch(unlessAlreadyInitialized);
+    await control.initialize(initializeArgs(hsm));
     const slot = await findTokenSlot(control, hsm.tokenLabel);
     if (slot === undefined) throw new Misconfiguration(`C_GetSlotList: no token labelled "${hsm.tokenLabel}" is present`);
     await requireAesGcm(control, slot);

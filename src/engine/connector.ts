@@ -36,7 +36,12 @@ export class Connector {
     private readonly gcm: Gcm,
   ) {
     this.mod = lease.mod;
-    this.control = new ControlThread(hsm.modulePath, lease.mod);
+    this.control = new ControlThread(hsm.modulePath, lease.mod, () =>
+      deps.logger.warn(
+        { module: hsm.modulePath },
+        "this PKCS#11 module gives each loader an instance of its own, so its logins and sessions cannot be made on a thread: they run on the event loop",
+      ),
+    );
     this.lastInfo = { vendor: hsm.vendor ?? 'unknown', id: hsm.tokenLabel, model: 'unknown' };
   }
 

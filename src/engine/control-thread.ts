@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import * as pkcs11js from 'pkcs11js';
-import type { Pkcs11Module } from './module';
+import { type Pkcs11Module, unlessAlreadyInitialized } from './module';
+import { ckrName } from './pkcs11-errors';
 
 /**
  * The PKCS#11 calls of connecting, reconnecting and replacing sessions. pkcs11js has no asynchronous form
@@ -41,22 +42,43 @@ const IDLE_MS = 10_000;
  * path. dlopen returns the library the main thread already holds (its state is process-wide), so a
  * session the worker opens and logs in is a handle the main thread's object uses for AES-GCM, and the
  * main thread never blocks on a slow login. One call at a time, in order, per thread.
+ *
+ * A module whose C_GetFunctionList gives each caller an instance of its own (p11-kit's client module
+ * does) cannot share sessions that way: initialize() finds out, and from then on the calls run inline on
+ * the main thread, as they must.
  */
 export class ControlThread {
   private worker: Worker | undefined;
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private idle: NodeJS.Timeout | undefined;
+  private inline = false;
 
   constructor(
     private readonly modulePath: string,
     /** The main thread's module object: a fault-injecting one carries a gate (OFF_THREAD_GATE). */
-    private readonly main?: Pkcs11Module,
+    private readonly main: Pkcs11Module,
+    /** Told once when the module turns out not to share its state with the thread (the calls go inline). */
+    private readonly onInline: () => void = () => undefined,
   ) {}
 
+  /** C_Initialize, then the check that the main thread's object sees the module initialised (see above). */
+  async initialize(args: pkcs11js.InitializationOptions): Promise<void> {
+    await this.call('C_Initialize', args).catch(unlessAlreadyInitialized);
+    if (this.inline || sharesState(this.main)) return;
+    await this.call('C_Finalize').catch(() => undefined);
+    await this.close();
+    this.inline = true;
+    this.onInline();
+    await this.call('C_Initialize', args).catch(unlessAlreadyInitialized);
+  }
+
   call<K extends ControlMethod>(method: K, ...args: Parameters<Pkcs11Module[K]>): Promise<ReturnType<Pkcs11Module[K]>> {
+    if (this.inline) {
+      return new Promise((resolve) => resolve((this.main[method] as (...a: unknown[]) => ReturnType<Pkcs11Module[K]>)(...args)));
+    }
     try {
-      (this.main as unknown as Partial<Record<typeof OFF_THREAD_GATE, OffThreadGate>> | undefined)?.[OFF_THREAD_GATE]?.(method, args);
+      (this.main as unknown as Partial<Record<typeof OFF_THREAD_GATE, OffThreadGate>>)[OFF_THREAD_GATE]?.(method, args);
     } catch (e) {
       return Promise.reject(e as Error);
     }
@@ -115,6 +137,16 @@ export class ControlThread {
     this.worker = undefined;
     for (const waiter of this.pending.values()) waiter.reject(e);
     this.pending.clear();
+  }
+}
+
+/** False when the module, initialised by the thread, is not initialised for the main thread's object. */
+function sharesState(main: Pkcs11Module): boolean {
+  try {
+    main.C_GetInfo();
+    return true;
+  } catch (e) {
+    return ckrName(e) !== 'CKR_CRYPTOKI_NOT_INITIALIZED';
   }
 }
 

@@ -57,9 +57,14 @@ export function setupName(value = process.env.XKS_TEST_HSM_SETUP ?? 'softhsm'): 
   return value as SetupName;
 }
 
-export async function createSetup(name: SetupName, dir: string): Promise<HsmSetup> {
+/**
+ * `softhsmConf`: put the token in this SoftHSM2 configuration's directory instead of a new one, under a
+ * label of its own (SoftHSM2 is one instance per process, with one configuration: a process using several
+ * SoftHSM2-backed setups at once, as the bench does, needs them all in one place).
+ */
+export async function createSetup(name: SetupName, dir: string, softhsmConf?: string): Promise<HsmSetup> {
   if (name === 'nss') return nss(dir);
-  const token = softhsmToken(join(dir, 'softhsm'));
+  const token = softhsmToken(join(dir, 'softhsm'), softhsmConf, isEmulated(name) ? `xks-${name}` : 'xks-test');
   if (name === 'softhsm') return { setup: name, dir, modulePath: SOFTHSM_MODULE, environment: { SOFTHSM2_CONF: token.conf }, tokenLabel: token.label, pin: token.pin, ekm: SOFTHSM_EKM };
   if (isEmulated(name)) return emulated(name, dir, token);
   return p11kitServer(dir, token);
@@ -73,9 +78,10 @@ export function isEmulated(name: string): name is EmulatedProfile {
 const STARTING_CONTROLS: Record<EmulatedProfile, EmuControls> = { cloudhsm: {}, 'luna-fips': {}, nshield: {}, 'ha-flaky': { flaky_per_mille: 20 } };
 
 /**
- * SoftHSM2 behind the vendor-emulation module, profile and control file given by environment (globalSetup
- * exports it to the suites' processes). CloudHSM's PIN is "<crypto user>:<password>"; the module passes on
- * the password, which is the SoftHSM2 token's PIN.
+ * SoftHSM2 behind the vendor-emulation module (a file per profile), profile and control file in
+ * C_Initialize's pReserved (hsm.libraryParameters) rather than the module's environment variables, since
+ * several profiles may share a process. CloudHSM's PIN is "<crypto user>:<password>"; the module passes
+ * on the password, which is the SoftHSM2 token's PIN.
  */
 function emulated(profile: EmulatedProfile, dir: string, token: SoftHsmToken): HsmSetup {
   const control = join(dir, 'emu-control');
@@ -83,21 +89,31 @@ function emulated(profile: EmulatedProfile, dir: string, token: SoftHsmToken): H
   return {
     setup: profile,
     dir,
-    modulePath: vendorEmuModule(),
-    environment: { SOFTHSM2_CONF: token.conf, XKS_EMU_PROFILE: profile, XKS_EMU_CONTROL: control },
+    modulePath: vendorEmuModule(profile),
+    environment: { SOFTHSM2_CONF: token.conf },
+    libraryParameters: emuParameters(profile, control),
     tokenLabel: token.label,
     pin: profile === 'cloudhsm' ? `xks_cu:${token.pin}` : token.pin,
     ekm: { vendor: 'xks-proxy emulation', model: profile },
   };
 }
 
-/** Builds the vendor-emulation module once (test/hsm/vendor-emu.sh caches it) and returns its path. */
-export function vendorEmuModule(): string {
-  return execFileSync('bash', [join(root, 'test', 'hsm', 'vendor-emu.sh')], {
+/**
+ * Builds the vendor-emulation module once (test/hsm/vendor-emu.sh caches it) and returns its path: the
+ * profile's own copy, or the module whose profile comes from C_Initialize or XKS_EMU_PROFILE.
+ */
+export function vendorEmuModule(profile?: EmulatedProfile): string {
+  const module = execFileSync('bash', [join(root, 'test', 'hsm', 'vendor-emu.sh')], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, SOFTHSM2_MODULE: SOFTHSM_MODULE },
   }).trim();
+  return profile ? module.replace(/\.so$/, `-${profile}.so`) : module;
+}
+
+/** hsm.libraryParameters choosing the emulated profile and its control file. */
+export function emuParameters(profile: EmulatedProfile, controlFile: string): string {
+  return `profile=${profile} control=${controlFile}`;
 }
 
 /** What the emulation reads from its control file (test/hsm/vendor-emu.c). */
@@ -161,11 +177,14 @@ interface SoftHsmToken {
   pin: string;
 }
 
-function softhsmToken(dir: string): SoftHsmToken {
-  mkdirSync(join(dir, 'tokens'), { recursive: true });
-  const conf = join(dir, 'softhsm2.conf');
-  writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
-  const token = { conf, label: 'xks-test', pin: randomBytes(8).toString('hex') };
+function softhsmToken(dir: string, sharedConf: string | undefined, label: string): SoftHsmToken {
+  let conf = sharedConf;
+  if (conf === undefined) {
+    mkdirSync(join(dir, 'tokens'), { recursive: true });
+    conf = join(dir, 'softhsm2.conf');
+    writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
+  }
+  const token = { conf, label, pin: randomBytes(8).toString('hex') };
   execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', randomBytes(8).toString('hex')], {
     env: { ...process.env, SOFTHSM2_CONF: conf },
     stdio: 'ignore',

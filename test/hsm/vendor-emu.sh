@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the vendor-emulation PKCS#11 module (test/hsm/vendor-emu.c: SoftHSM2 underneath, one network
 # HSM's behaviour on top) with gcc against p11-kit's pkcs11.h (Debian libp11-kit-dev, installed by
-# test/hsm/install-deps.sh). Cached by the source's hash, so a run only prints the path after the first.
+# test/hsm/install-deps.sh), and one copy per profile beside it (libxks-vendor-emu-PROFILE.so): dlopen
+# shares one library per file, so profiles used at once in one process (the bench) need a file each.
+# Cached by the source's hash, so a run only prints the path after the first.
 # Prints the module's path on stdout.
 #
 # usage: test/hsm/vendor-emu.sh        (XKS_VENDOR_EMU_DIR overrides the cache directory)
@@ -19,6 +21,11 @@ if [[ ! -f $module ]]; then
   # shellcheck disable=SC2086 # cflags is a list of flags
   gcc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC $cflags -DEMU_TARGET="\"$target\"" -o "$tmp" "$here/vendor-emu.c" -ldl -lpthread
   chmod 755 "$tmp"
+  for profile in cloudhsm luna-fips nshield ha-flaky; do
+    copy=$(mktemp "$dir/.copy.XXXXXX")
+    cp "$tmp" "$copy"
+    mv -f "$copy" "$dir/libxks-vendor-emu-$profile.so"
+  done
   mv -f "$tmp" "$module"
 fi
 echo "$module"
