@@ -280,7 +280,11 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
   });
 
   test('the rendered config.yaml passes the proxy\'s own config schema', () => {
-    for (const ms of [defaults, full]) {
+    // With the per-vendor example values too (examples/values-*.yaml, README "Using your HSM").
+    const examplesDir = path.join(chartDir, 'examples');
+    const examples = readdirSync(examplesDir).map((f) => render(parse(readFileSync(path.join(examplesDir, f), 'utf8')) as object));
+    expect(examples.length).toBeGreaterThanOrEqual(3);
+    for (const ms of [defaults, full, ...examples]) {
       const r = configSchema.safeParse(proxyConfig(ms));
       expect(r.success ? 'valid' : r.error.issues).toBe('valid');
     }
