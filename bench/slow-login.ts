@@ -13,17 +13,14 @@
  * Loopback only; the proxy and this client are separate processes, so a stalled proxy event loop shows in
  * every answer it delays.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as pkcs11js from 'pkcs11js';
 import { stringify } from 'yaml';
-import { generateKek, kekTemplate, openTokenSession } from '../src/engine/token';
 import { generateCredential } from '../src/sigv4/credentials';
-import { emuParameters, SOFTHSM_MODULE, vendorEmuModule, writeEmuControls } from '../test/hsm/setups';
+import { emuParameters, SOFTHSM_MODULE, tokenWithKey, vendorEmuModule, writeEmuControls } from '../test/hsm/setups';
 import { freePortPair, httpStatus, installCleanup, startChild, stopAll, stopChild, waitFor } from './lib/processes';
 import { encryptBody, signRequest } from './lib/workload';
 
@@ -37,28 +34,6 @@ const baselineMs = arg('baseline-ms', '3000');
 const gapMs = arg('gap-ms', '10');
 const mainJs = join(__dirname, '..', 'src', 'main.js');
 const health = JSON.stringify({ requestMetadata: { kmsRequestId: 'bench', kmsOperation: 'KmsHealthCheck' } });
-
-interface Token {
-  label: string;
-  pin: string;
-}
-
-/** A token with the health key and the fleet's shared key (one value on both tokens). */
-function makeToken(conf: string, name: string, shared: Buffer): Token {
-  const token = { label: name, pin: randomBytes(8).toString('hex') };
-  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', randomBytes(8).toString('hex')], {
-    env: { ...process.env, SOFTHSM2_CONF: conf },
-    stdio: 'ignore',
-  });
-  const t = openTokenSession({ modulePath: SOFTHSM_MODULE, tokenLabel: token.label, environment: { SOFTHSM2_CONF: conf } }, token.pin);
-  try {
-    generateKek(t, 'health-key');
-    t.mod.C_CreateObject(t.session, [...kekTemplate('shared-key'), { type: pkcs11js.CKA_VALUE, value: shared }]);
-  } finally {
-    t.close();
-  }
-  return token;
-}
 
 function request(agent: http.Agent, port: number, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
@@ -110,7 +85,7 @@ async function main(): Promise<void> {
     const conf = join(dir, 'softhsm2.conf');
     writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
     const shared = randomBytes(32);
-    const [flaky, plain] = [makeToken(conf, 'ha-group', shared), makeToken(conf, 'plain', shared)] as [Token, Token];
+    const [flaky, plain] = [tokenWithKey(conf, 'ha-group', 'shared-key', shared), tokenWithKey(conf, 'plain', 'shared-key', shared)];
     const controls = join(dir, 'controls');
     writeEmuControls(controls, {});
 

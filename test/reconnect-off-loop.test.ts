@@ -1,17 +1,14 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as pkcs11js from 'pkcs11js';
 import { ProxyApp } from '../src/app';
 import { buildRuntimeConfig } from '../src/config/load';
 import type { ProxyConfigInput } from '../src/config/schema';
 import type { FleetEngine } from '../src/engine/fleet';
-import { generateKek, kekTemplate, openTokenSession } from '../src/engine/token';
 import { silentLogger } from '../src/log';
 import { roundTrip } from './fleet-helpers';
-import { vendorEmuModule, writeEmuControls } from './hsm/setups';
+import { tokenWithKey, vendorEmuModule, writeEmuControls } from './hsm/setups';
 import { MODULE, testHsm } from './support/hsm';
 import { until } from './support/promises';
 import { get, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
@@ -33,31 +30,15 @@ const dir = mkdtempSync(join(tmpdir(), 'xks-reconnect-'));
 const controls = join(dir, 'controls');
 let app: ProxyApp;
 
-/** A token in the run's SoftHSM2 directory with the health key and the fleet's shared key (one value on both). */
-function newToken(name: string, shared: Buffer): { label: string; pin: string } {
-  const token = { label: `${name}-${randomBytes(4).toString('hex')}`, pin: randomBytes(8).toString('hex') };
-  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', randomBytes(8).toString('hex')], {
-    env: { ...process.env, ...h.environment },
-    stdio: 'ignore',
-  });
-  const t = openTokenSession({ modulePath: MODULE, tokenLabel: token.label, environment: h.environment }, token.pin);
-  try {
-    generateKek(t, 'health-key');
-    t.mod.C_CreateObject(t.session, [...kekTemplate('shared-key'), { type: pkcs11js.CKA_VALUE, value: shared }]);
-  } finally {
-    t.close();
-  }
-  return token;
-}
-
 const fleet = (): FleetEngine => app.engine as FleetEngine;
 const flakyState = (): string | undefined => fleet().memberStats().find((m) => m.id === 'flaky')?.status.state;
 const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[] };
 
 beforeAll(async () => {
   const shared = randomBytes(32);
-  const flaky = newToken('ha', shared);
-  const plain = newToken('plain', shared);
+  const conf = h.environment.SOFTHSM2_CONF as string;
+  const flaky = tokenWithKey(conf, `ha-${randomBytes(4).toString('hex')}`, 'shared-key', shared);
+  const plain = tokenWithKey(conf, `plain-${randomBytes(4).toString('hex')}`, 'shared-key', shared);
   writeEmuControls(controls, {});
   const member = { sessionPoolSize: 4, healthKeyLabel: 'health-key', healthCacheMs: 200, reconnectBackoffMs: 50 };
   const config: ProxyConfigInput = {

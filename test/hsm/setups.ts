@@ -13,7 +13,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { openTokenSession, type TokenSession } from '../../src/engine/token';
+import * as pkcs11js from 'pkcs11js';
+import { generateKek, kekTemplate, openTokenSession, type TokenSession } from '../../src/engine/token';
 
 /** The vendor-emulation profiles (test/hsm/vendor-emu.c). */
 export const EMULATED = ['cloudhsm', 'luna-fips', 'nshield', 'ha-flaky'] as const;
@@ -64,7 +65,7 @@ export function setupName(value = process.env.XKS_TEST_HSM_SETUP ?? 'softhsm'): 
  */
 export async function createSetup(name: SetupName, dir: string, softhsmConf?: string): Promise<HsmSetup> {
   if (name === 'nss') return nss(dir);
-  const token = softhsmToken(join(dir, 'softhsm'), softhsmConf, isEmulated(name) ? `xks-${name}` : 'xks-test');
+  const token = softhsmToken(softhsmConf ?? newSoftHsmConf(join(dir, 'softhsm')), isEmulated(name) ? `xks-${name}` : 'xks-test');
   if (name === 'softhsm') return { setup: name, dir, modulePath: SOFTHSM_MODULE, environment: { SOFTHSM2_CONF: token.conf }, tokenLabel: token.label, pin: token.pin, ekm: SOFTHSM_EKM };
   if (isEmulated(name)) return emulated(name, dir, token);
   return p11kitServer(dir, token);
@@ -177,19 +178,37 @@ interface SoftHsmToken {
   pin: string;
 }
 
-function softhsmToken(dir: string, sharedConf: string | undefined, label: string): SoftHsmToken {
-  let conf = sharedConf;
-  if (conf === undefined) {
-    mkdirSync(join(dir, 'tokens'), { recursive: true });
-    conf = join(dir, 'softhsm2.conf');
-    writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
-  }
+/** A SoftHSM2 configuration with a token directory of its own, in dir. */
+function newSoftHsmConf(dir: string): string {
+  mkdirSync(join(dir, 'tokens'), { recursive: true });
+  const conf = join(dir, 'softhsm2.conf');
+  writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
+  return conf;
+}
+
+function softhsmToken(conf: string, label: string): SoftHsmToken {
   const token = { conf, label, pin: randomBytes(8).toString('hex') };
   execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', randomBytes(8).toString('hex')], {
     env: { ...process.env, SOFTHSM2_CONF: conf },
     stdio: 'ignore',
   });
   return token;
+}
+
+/**
+ * A SoftHSM2 token in this configuration's directory holding the health key and an AES-256 key of the
+ * given value, made sensitive and non-extractable (the tests' fleets, whose HSMs hold one key).
+ */
+export function tokenWithKey(conf: string, label: string, keyLabel: string, value: Buffer): { label: string; pin: string } {
+  const token = softhsmToken(conf, label);
+  const t = openTokenSession({ modulePath: SOFTHSM_MODULE, tokenLabel: label, environment: { SOFTHSM2_CONF: conf } }, token.pin);
+  try {
+    generateKek(t, 'health-key');
+    t.mod.C_CreateObject(t.session, [...kekTemplate(keyLabel), { type: pkcs11js.CKA_VALUE, value }]);
+  } finally {
+    t.close();
+  }
+  return { label, pin: token.pin };
 }
 
 /** Where Debian's libnss3 puts the softoken (multiarch directory), or NSS_SOFTOKN_MODULE. */

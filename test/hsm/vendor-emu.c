@@ -508,29 +508,31 @@ static CK_RV e_Encrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG data_byte
   return rv;
 }
 
-static CK_RV e_EncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG part_bytes, CK_BYTE_PTR out, CK_ULONG_PTR out_bytes) {
-  struct emu_session op;
-  CK_RV rv = enter(h, &op);
+/* Entry to a multi-part call: refused on the GCM operation of a single-part-only HSM, which ends it. */
+static CK_RV multipart(CK_SESSION_HANDLE h, int encrypting, struct emu_session *op) {
+  CK_RV rv = enter(h, op);
   if (rv != CKR_OK) return rv;
-  if (op.gcm_encrypting && single_part_only()) {
-    abort_op(h, 1);
+  if ((encrypting ? op->gcm_encrypting : op->gcm_decrypting) && single_part_only()) {
+    abort_op(h, encrypting);
     return CKR_MECHANISM_INVALID;
   }
-  return real->C_EncryptUpdate(h, part, part_bytes, out, out_bytes);
+  return CKR_OK;
+}
+
+static CK_RV e_EncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG part_bytes, CK_BYTE_PTR out, CK_ULONG_PTR out_bytes) {
+  struct emu_session op;
+  CK_RV rv = multipart(h, 1, &op);
+  return rv != CKR_OK ? rv : real->C_EncryptUpdate(h, part, part_bytes, out, out_bytes);
 }
 
 static CK_RV e_EncryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR out_bytes) {
   struct emu_session op;
-  CK_RV rv = enter(h, &op);
+  CK_RV rv = multipart(h, 1, &op);
   if (rv != CKR_OK) return rv;
-  if (!op.gcm_encrypting) return real->C_EncryptFinal(h, out, out_bytes);
-  if (single_part_only()) {
-    abort_op(h, 1);
-    return CKR_MECHANISM_INVALID;
-  }
   rv = real->C_EncryptFinal(h, out, out_bytes);
-  if (rv == CKR_OK && out != NULL) deliver_iv(&op, out, out_bytes);
-  if (rv != CKR_BUFFER_TOO_SMALL && out != NULL) end_op(h);
+  if (!op.gcm_encrypting || out == NULL || rv == CKR_BUFFER_TOO_SMALL) return rv;
+  if (rv == CKR_OK) deliver_iv(&op, out, out_bytes);
+  end_op(h);
   return rv;
 }
 
@@ -573,24 +575,14 @@ static CK_RV e_Decrypt(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG in_bytes, C
 
 static CK_RV e_DecryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG part_bytes, CK_BYTE_PTR out, CK_ULONG_PTR out_bytes) {
   struct emu_session op;
-  CK_RV rv = enter(h, &op);
-  if (rv != CKR_OK) return rv;
-  if (op.gcm_decrypting && single_part_only()) {
-    abort_op(h, 0);
-    return CKR_MECHANISM_INVALID;
-  }
-  return real->C_DecryptUpdate(h, part, part_bytes, out, out_bytes);
+  CK_RV rv = multipart(h, 0, &op);
+  return rv != CKR_OK ? rv : real->C_DecryptUpdate(h, part, part_bytes, out, out_bytes);
 }
 
 static CK_RV e_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR out_bytes) {
   struct emu_session op;
-  CK_RV rv = enter(h, &op);
-  if (rv != CKR_OK) return rv;
-  if (op.gcm_decrypting && single_part_only()) {
-    abort_op(h, 0);
-    return CKR_MECHANISM_INVALID;
-  }
-  return real->C_DecryptFinal(h, out, out_bytes);
+  CK_RV rv = multipart(h, 0, &op);
+  return rv != CKR_OK ? rv : real->C_DecryptFinal(h, out, out_bytes);
 }
 
 /* Calls that only need a live session (the HA group reachable). */
