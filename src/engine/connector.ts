@@ -3,10 +3,12 @@ import { EngineError } from './errors';
 import type { Gcm, IvSource } from './gcm';
 import { ConnectionDeps, HsmConnection, Misconfiguration } from './connection';
 import type { HsmConfig, ModuleLease, Pkcs11Module } from './module';
-import { describeFailure, isMisconfiguration } from './pkcs11-errors';
+import { classify, describeFailure, isMisconfiguration } from './pkcs11-errors';
 import type { EkmInfo, EngineStatus } from './types';
 
 const TRANSIENT_BACKOFF_CAP_MS = 5_000;
+/** Connects started over at once after a session fault (see open). */
+const CONNECT_TRIES = 4;
 /** Misconfiguration is retried (the operator may fix the HSM side without restarting us), but slowly. */
 const MISCONFIGURED_BACKOFF_CAP_MS = 30_000;
 
@@ -58,8 +60,18 @@ export class Connector {
     }
   }
 
-  private open(): Promise<HsmConnection> {
-    return HsmConnection.open(this.mod, this.control, this.hsm, this.deps, this.gcm, this.learnedIv);
+  /**
+   * One connect attempt. A session the module invalidated meanwhile (an HA group losing the member that
+   * held it, during the probe) is no reason to back off: the connect starts over at once, a few times.
+   */
+  private async open(): Promise<HsmConnection> {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await HsmConnection.open(this.mod, this.control, this.hsm, this.deps, this.gcm, this.learnedIv);
+      } catch (e) {
+        if (classify(e) !== 'session' || tries >= CONNECT_TRIES) throw e;
+      }
+    }
   }
 
   /** The live connection, or unavailable. */

@@ -210,6 +210,8 @@ export class Gcm {
     try {
       m.C_Decrypt(session, forged, Buffer.alloc(forged.length));
     } catch (e) {
+      // A session or connection fault is no answer about the tag (and must not become a "tag failure").
+      if (ckrName(e) !== undefined && classify(e) !== 'operation') throw e;
       return new Set([...STANDARD_TAG_FAILURES, ckrName(e) ?? 'CKR_ENCRYPTED_DATA_INVALID']);
     }
     throw new Error('the HSM accepted a corrupted AES-GCM tag; refusing to use it');
@@ -229,9 +231,10 @@ export class Gcm {
     m.C_EncryptInit(session, gcmMechanism(this.layout, iv, EMPTY), key);
     try {
       if (sealsEmpty(m.C_Encrypt(session, EMPTY, out))) return 'single';
-    } catch {
+    } catch (e) {
       // Refused. SoftHSM2 keeps the operation active after refusing (so it is finished below); a module
       // that ended it, as the standard says a failed call does, needs a new init first.
+      if (!refused(e)) throw e;
     }
     try {
       if (sealsEmpty(m.C_EncryptFinal(session, out))) return 'final';

@@ -75,8 +75,8 @@ export function isEmulated(name: string): name is EmulatedProfile {
   return (EMULATED as readonly string[]).includes(name);
 }
 
-/** The controls an emulated setup starts with: ha-flaky invalidates 2% of the sessions its crypto calls use. */
-const STARTING_CONTROLS: Record<EmulatedProfile, EmuControls> = { cloudhsm: {}, 'luna-fips': {}, nshield: {}, 'ha-flaky': { flaky_per_mille: 20 } };
+/** The controls an emulated setup starts with: ha-flaky invalidates the session of 1% of its crypto calls. */
+const STARTING_CONTROLS: Record<EmulatedProfile, EmuControls> = { cloudhsm: {}, 'luna-fips': {}, nshield: {}, 'ha-flaky': { flaky_per_mille: 10 } };
 
 /**
  * SoftHSM2 behind the vendor-emulation module (a file per profile), profile and control file in
