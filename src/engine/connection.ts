@@ -49,7 +49,6 @@ export class HsmConnection {
   readonly pool: SessionPool<Handle>;
   /** The reserved session, as a pool of one so that concurrent checks take turns. */
   readonly healthLane: SessionPool<Handle>;
-  inFlight = 0;
   dead = false;
 
   private constructor(
@@ -126,12 +125,16 @@ export class HsmConnection {
     return null;
   }
 
-  /** Closes the sessions once in-flight calls are back (finalizing under a running call can crash a module). */
+  /**
+   * Closes the sessions once every session handed out is back, so no call of ours runs in the module any
+   * more (closing or finalizing under a running call can crash a module).
+   */
   async teardown(): Promise<void> {
     this.dead = true;
     const reset = new EngineError('unavailable', 'the HSM connection was reset');
     const idle = [...this.pool.drain(reset), ...this.healthLane.drain(reset)];
-    for (let waited = 0; this.inFlight > 0 && waited < 5000; waited += 20) await sleep(20);
+    const handedOut = (): number => this.pool.stats().inUse + this.healthLane.stats().inUse;
+    for (let waited = 0; handedOut() > 0 && waited < 5000; waited += 20) await sleep(20);
     await closeSessions(this.control, idle);
     await this.control.call('C_CloseAllSessions', this.slot).catch(() => undefined);
   }

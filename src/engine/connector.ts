@@ -53,8 +53,10 @@ export class Connector {
    */
   async start(): Promise<void> {
     try {
+      this.lease.inUse = true;
       this.connected(await this.open());
     } catch {
+      this.lease.inUse = false;
       // Retried at once (a passing glitch), and that attempt's failure is what gets logged and reported.
       await this.scheduleReconnect();
     }
@@ -98,7 +100,6 @@ export class Connector {
   lost(conn: HsmConnection, cause: unknown): void {
     if (conn.dead) return;
     conn.dead = true;
-    this.lease.connected = false;
     this.deps.logger.error({ err: describeFailure(cause) }, 'HSM connection lost; reconnecting');
     this.setState({ state: 'disconnected', reason: describeFailure(cause) });
     void this.scheduleReconnect(conn);
@@ -106,7 +107,7 @@ export class Connector {
 
   private connected(conn: HsmConnection): void {
     this.conn = conn;
-    this.lease.connected = true;
+    this.lease.inUse = true;
     this.lastInfo = conn.info;
     this.learnedIv = conn.gcm.ivSource;
     this.deps.logger.info(
@@ -151,6 +152,8 @@ export class Connector {
     const firstAttempt = new Promise<void>((resolve) => (attempted = resolve));
     this.reconnecting = (async () => {
       if (old) await old.teardown();
+      // Only now, with no call of ours left in the module, may another user of the library finalize it.
+      this.lease.inUse = false;
       let backoff = this.hsm.reconnectBackoffMs;
       let delay = 0;
       while (!this.closed) {
@@ -160,6 +163,7 @@ export class Connector {
           // Our sessions are already closed (teardown); the module is re-initialised only if nobody else uses
           // it (a network module whose members were all lost recovers only through C_Finalize + C_Initialize).
           if (this.lease.alone()) await this.control.call('C_Finalize').catch(() => undefined);
+          this.lease.inUse = true;
           const conn = await this.open();
           if (this.closed) {
             await conn.teardown();
@@ -168,6 +172,7 @@ export class Connector {
           this.connected(conn);
           return;
         } catch (e) {
+          this.lease.inUse = false;
           backoff *= 2;
           delay = this.failed(e, backoff);
         }

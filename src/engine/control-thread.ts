@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import * as pkcs11js from 'pkcs11js';
+import { libraryLock } from './library-lock';
 import { type Pkcs11Module, unlessAlreadyInitialized } from './module';
 import { ckrName } from './pkcs11-errors';
 
@@ -34,6 +35,9 @@ interface Reply {
   error?: { message: string; code?: number; method: string; pkcs11: boolean };
 }
 
+/** Calls that act on the whole library: no other control call of it may run meanwhile (src/engine/library-lock.ts). */
+const LIBRARY_WIDE: ReadonlySet<ControlMethod> = new Set(['C_Initialize', 'C_Finalize']);
+
 /** A worker thread with no calls for this long ends; the next call starts another (about 40 ms). */
 const IDLE_MS = 10_000;
 
@@ -41,7 +45,8 @@ const IDLE_MS = 10_000;
  * Runs the control calls on a worker thread with its own pkcs11js object loaded from the same library
  * path. dlopen returns the library the main thread already holds (its state is process-wide), so a
  * session the worker opens and logs in is a handle the main thread's object uses for AES-GCM, and the
- * main thread never blocks on a slow login. One call at a time, in order, per thread.
+ * main thread never blocks on a slow login. One call at a time, in order, per thread; across the threads of
+ * one library, C_Initialize and C_Finalize run alone (src/engine/library-lock.ts).
  *
  * A module whose C_GetFunctionList gives each caller an instance of its own (p11-kit's client module
  * does) cannot share sessions that way: initialize() finds out, and from then on the calls run inline on
@@ -74,6 +79,10 @@ export class ControlThread {
   }
 
   call<K extends ControlMethod>(method: K, ...args: Parameters<Pkcs11Module[K]>): Promise<ReturnType<Pkcs11Module[K]>> {
+    return libraryLock(this.modulePath).run(LIBRARY_WIDE.has(method), () => this.send(method, args));
+  }
+
+  private send<K extends ControlMethod>(method: K, args: Parameters<Pkcs11Module[K]>): Promise<ReturnType<Pkcs11Module[K]>> {
     if (this.inline) {
       return new Promise((resolve) => resolve((this.main[method] as (...a: unknown[]) => ReturnType<Pkcs11Module[K]>)(...args)));
     }

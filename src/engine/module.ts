@@ -42,9 +42,10 @@ export function loadModule(target: ModuleTarget, create: () => Pkcs11Module = ()
  * A PKCS#11 library is process-wide: dlopen returns the same library for the same path, and C_Initialize /
  * C_Finalize act on all of its users at once. So a fleet with two tokens of one module (or two proxies in one
  * test process) shares one loaded library, and C_Finalize, which closes every session of every user, is only
- * called when no other user of the library still has a working connection: at the last close, or when a
- * reconnect finds every user lost (a network module whose server went away needs the fresh C_Initialize).
- * A reconnect while another user is connected only closes and reopens its own sessions.
+ * called when no other user of the library may be calling into it: at the last close, or when a reconnect
+ * finds every other user lost and between attempts (a network module whose server went away needs the
+ * fresh C_Initialize). A reconnect while another user is connected, or connecting, only closes and reopens
+ * its own sessions.
  */
 interface Library {
   leases: Set<ModuleLease>;
@@ -55,8 +56,12 @@ const libraries = new Map<string, Library>();
 const realModule = (): Pkcs11Module => new pkcs11js.PKCS11();
 
 export class ModuleLease {
-  /** Kept up to date by the owner's connector: whether its connection works. */
-  connected = false;
+  /**
+   * Kept up to date by the owner: whether it may be calling into the module (connected, connecting, or
+   * not yet done closing a lost connection). C_Finalize from another user would pull the library from
+   * under those calls, which run on other threads than the finalize.
+   */
+  inUse = false;
   private released = false;
 
   constructor(
@@ -70,14 +75,14 @@ export class ModuleLease {
    * reconnect, a fresh C_Initialize only when it hurts no other user (see above).
    */
   alone(): boolean {
-    return [...this.library.leases].every((l) => l === this || !l.connected);
+    return [...this.library.leases].every((l) => l === this || !l.inUse);
   }
 
   /** At close: true when this was the library's last user, so the caller finalizes it. */
   detach(): boolean {
     if (this.released) return false;
     this.released = true;
-    this.connected = false;
+    this.inUse = false;
     this.library.leases.delete(this);
     if (this.library.leases.size > 0) return false;
     libraries.delete(this.path);

@@ -154,9 +154,10 @@ export class Pkcs11Engine implements CryptoEngine {
     // The deadline decides admission (will the wait fit in it?) and drops a caller whose budget is
     // spent before a session frees: no HSM call is ever made for a request that has already failed.
     const session = await pool.acquire(deadline);
-    conn.inFlight++;
     let handBack: Handle | null = session;
     try {
+      // Torn down while this caller waited for its turn: the session is being closed.
+      if (conn.dead) throw new EngineError('unavailable', 'the HSM connection was reset');
       return await op(session, label === null ? conn.healthKey : conn.keys.handle(session, label), conn);
     } catch (e) {
       if (isEngineError(e)) throw e;
@@ -180,7 +181,6 @@ export class Pkcs11Engine implements CryptoEngine {
       if (fault === 'handle' && label !== null) conn.keys.forget(label);
     } finally {
       pool.release(session, handBack);
-      conn.inFlight--;
     }
     return this.attempt(lane, label, deadline, op, tries + 1);
   }
