@@ -249,6 +249,7 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
   });
 
   test('the rendered config.yaml passes the proxy\'s own config schema', () => {
+    // The values examples (helm/examples/, one per vendor) are checked the same way below.
     for (const ms of [defaults, full]) {
       const r = configSchema.safeParse(proxyConfig(ms));
       expect(r.success ? 'valid' : r.error.issues).toBe('valid');
