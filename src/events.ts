@@ -23,6 +23,8 @@ export interface ProxyEventMap {
   'config.reload': { ok: boolean; restartRequired?: readonly string[] };
   /** A config refused by governance (src/governance/quorum.ts RefusalReason: approvals, pinned root, rollback, ...). */
   'governance.refusal': { reason: RefusalReason; group?: string };
+  /** Quorum-protected groups whose running state is older than the newest the HSMs accepted (src/governance/watch.ts). */
+  'governance.behind': { groups: number };
   /** After each (re)load of the serving certificate. Never published without TLS. */
   'tls.certificate': { daysToExpiry: number };
   /** mTLS refused a client certificate (it got a handshake_failure alert); the reason is a small fixed set. */

@@ -214,6 +214,13 @@ export class Metrics {
       }
     },
   });
+  /** Above 0 while an approved change has not reached this process: its protected state is older than the HSMs' newest. */
+  readonly statesBehind = new client.Gauge({
+    name: 'xks_governance_states_behind',
+    help: 'Quorum-protected groups whose running state is older than the newest the HSMs accepted (a governed change that has not reached this process)',
+    registers: [this.registry],
+    aggregator: 'max',
+  });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
 
@@ -274,6 +281,7 @@ export class Metrics {
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
       bus.subscribe('tls.clientRefused', (e) => this.mtlsRefusals.inc({ reason: e.reason })),
       bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
+      bus.subscribe('governance.behind', (e) => this.statesBehind.set(e.groups)),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',

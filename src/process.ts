@@ -2,6 +2,7 @@ import { AppOptions, ProxyApp } from './app';
 import { ConfigReloader } from './config/reloader';
 import { pinWarning } from './governance/quorum';
 import { UsageRecorder } from './governance/usage';
+import { watchGovernedStates } from './governance/watch';
 
 export interface ProcessOptions extends AppOptions {
   /** The config file the runtime came from; it is watched and re-read on change and on SIGHUP. */
@@ -20,12 +21,15 @@ export async function runProcess(opts: ProcessOptions): Promise<{ app: ProxyApp;
   reloader.watch();
   // Counted in the HSM whatever the config says, so that no edit of it can hide how much a key was used.
   const usage = new UsageRecorder(app.events, () => app.runtime, { dir: opts.runtime.config.governance.usageDir, registry: app.metrics.registry, logger: log });
+  // A governed change that never reaches this process (its file swapped back unread) shows as states behind.
+  const governed = watchGovernedStates(app.events, () => app.runtime, log);
   const pinned = pinWarning(process.env);
   if (pinned) log.warn(pinned);
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stop = (signal: string): void => {
     log.info({ signal }, 'stopping');
     reloader.dispose();
+    governed.stop();
     app.stop().then(
       () => {
         // After the drain, so that its encryptions are counted, and its HSM calls delay no request.

@@ -78,7 +78,7 @@ test('live settings are applied by a reload: clockSkewSeconds, proxy.fleetSize, 
   const cfg = base();
   cfg.server = { ...cfg.server, clockSkewSeconds: 60 };
   cfg.proxy = { fleetSize: 3 };
-  const other = keyStoreWithKeys('rl2', '/rl2', [newCredential()], [{ id: 'k', label: 'test-key-1' }]);
+  const other = keyStoreWithKeys('rl2', '/rl2', [newCredential()], [{ id: 'k', label: 'test-key-2' }]);
   cfg.keyStores = [...cfg.keyStores, other.keyStore];
   cfg.groups = [...(cfg.groups ?? []), other.group];
   write(cfg);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { stringify } from 'yaml';
 import { ProxyApp } from '../src/app';
 import { loadConfigFile } from '../src/config/load';
 import { silentLogger } from '../src/log';
+import { testHsm } from './support/hsm';
 import { ClientCert, makePki, Pki } from './support/pki';
 import { Credential, keyStoreWithKeys, newCredential, startProxy, testConfig } from './support/proxy';
 
@@ -140,10 +141,10 @@ beforeAll(async () => {
     keyStoreWithKeys('conformance', PREFIX, [cred], [
       { id: KEY_ID, label: 'test-key-1' },
       { id: ENCRYPT_ONLY_KEY_ID, label: 'test-key-2', usage: ['ENCRYPT'] },
-      // The same HSM key as encrypt-only: what one encrypts, the other can decrypt.
-      { id: DECRYPT_ONLY_KEY_ID, label: 'test-key-2', usage: ['DECRYPT'] },
+      // The key whose value the tests know: what node:crypto seals, it must open (an HSM key has one owner).
+      { id: DECRYPT_ONLY_KEY_ID, label: 'known-key', usage: ['DECRYPT'] },
     ]),
-    keyStoreWithKeys('policed', POLICED, [policed], [{ id: 'k', label: 'test-key-1' }], {
+    keyStoreWithKeys('policed', POLICED, [policed], [{ id: 'k', label: 'test-key-3' }], {
       policy: {
         rules: [
           { id: 'deny-blocked-account', effect: 'deny', principalAccounts: ['444455556666'] },
@@ -303,8 +304,14 @@ function refusesEveryEncrypt(keyId: () => string): void {
 describe('a decrypt-only key (test_decrypt_only_key)', () => {
   refusesEveryEncrypt(() => DECRYPT_ONLY_KEY_ID);
 
-  it('still decrypts (what the encrypt-only key sealed under the same HSM key)', async () => {
-    const s = await sealed(ENCRYPT_ONLY_KEY_ID, PLAINTEXT2, AAD);
+  it('still decrypts (what node:crypto sealed under the same key value, over the spec AAD layout)', async () => {
+    const aad = Buffer.from(AAD, 'base64');
+    const iv = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', Buffer.from(testHsm().knownKeyHex, 'hex'), iv);
+    // len(aad) as 2 bytes big-endian || aad || len(ciphertextMetadata) as 1 byte (none here).
+    c.setAAD(Buffer.concat([Buffer.from([aad.length >> 8, aad.length & 0xff]), aad, Buffer.from([0])]));
+    const ciphertext = Buffer.concat([c.update(Buffer.from(PLAINTEXT2, 'base64')), c.final()]);
+    const s = { ciphertext: ciphertext.toString('base64'), initializationVector: iv.toString('base64'), authenticationTag: c.getAuthTag().toString('base64') };
     expect(await xks(`keys/${DECRYPT_ONLY_KEY_ID}/decrypt`, decryptBody(s, AAD))).toEqual({ status: 200, body: { plaintext: PLAINTEXT2 } });
   });
 });

@@ -59,8 +59,12 @@ describe('engine on SoftHSM2', () => {
 
   it('gcmParams v230 is refused on SoftHSM2, which takes only the 48-byte v2.40 CK_GCM_PARAMS', async () => {
     const { engine } = await open(softhsm({ gcmParams: 'v230' }), h.pin);
-    // The patched binding's 40-byte structure reaches SoftHSM2, which refuses it (an unpatched one is refused before the HSM sees it).
-    expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_EncryptInit returned CKR_ARGUMENTS_BAD' });
+    // The patched binding's 40-byte structure reaches SoftHSM2, which refuses it for every IV source the
+    // probe tries (an unpatched one is refused before the HSM sees it).
+    expect(engine.status()).toEqual({
+      state: 'misconfigured',
+      reason: expect.stringMatching(/^AES-GCM probe: the HSM refused every IV source: proxy .*: C_EncryptInit returned CKR_ARGUMENTS_BAD; hsm-writes-zeroed .*; hsm-appends .*: C_EncryptInit returned CKR_ARGUMENTS_BAD$/),
+    });
   });
 
   it('reports its failures as engine error kinds', async () => {

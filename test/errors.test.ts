@@ -43,7 +43,7 @@ beforeAll(async () => {
       keyStoreWithKeys('t', '/t', [cred], [
         { id: 'k', label: 'test-key-1' },
         { id: 'enc-only', label: 'test-key-2', usage: ['ENCRYPT'] },
-        { id: 'off', label: 'test-key-1', status: 'DISABLED' },
+        { id: 'off', label: 'test-key-3', status: 'DISABLED' },
         { id: 'no-material', label: 'no-such-label' },
         { id: 'extractable', label: 'extractable-key' },
       ], {

@@ -10,6 +10,8 @@ import { findSecretKeys, generateKek } from '../src/engine/token';
 import { Claim } from '../src/governance/epochs';
 import { checkAndRecord, HsmMember, readMarks } from '../src/governance/high-water';
 import { generateApproverKey, signApproval } from '../src/governance/signatures';
+import { watchGovernedStates } from '../src/governance/watch';
+import { silentLogger } from '../src/log';
 import { groupStateHash } from '../src/governance/state';
 import { testHsm } from './support/hsm';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
@@ -89,6 +91,14 @@ const hsmA = (): HsmMember => {
   return { id: 'a', target: { modulePath: t.modulePath, tokenLabel: t.tokenLabel, environment: t.environment }, pin: t.pin };
 };
 let hsmB: HsmMember;
+const readMarksOf = (m: HsmMember, group: string): number[] => {
+  const t = openFleetToken(m.target, m.pin);
+  try {
+    return readMarks(t).filter((x) => x.group === group).map((x) => x.epoch).sort((a, b) => a - b);
+  } finally {
+    t.close();
+  }
+};
 
 beforeAll(async () => {
   const t = testHsm();
@@ -405,6 +415,80 @@ describe('what a config writer without a quorum tried, refused', () => {
     expect(() => checkAndRecord([down], [claim(1, s1, s0)], new Date())).toThrow(/cannot read the newest accepted governance states from any HSM/);
     checkAndRecord([hsmA(), hsmB], [claim(2, s2, s1)], new Date());
     expect(marksOn(hsmB)).toEqual([1, 2]); // older epochs pruned
+  });
+
+  /** The store with group g changed by `edit` at `revision`, signed by the quorum: approvals the writer obtained or planted. */
+  const signedState = (good: string, revision: object, edit: (doc: Document) => void = () => undefined): string => {
+    const doc = parseDocument(good);
+    edit(doc);
+    doc.setIn(['groups', 0, 'revision'], doc.createNode(revision));
+    signAsQuorum(doc);
+    return doc.toString();
+  };
+  const accepted = () => {
+    const config = loadConfigFile(configFile).config;
+    return { epoch: config.groups[0]!.revision!.epoch, state: groupStateHash(config, config.groups[0]!) };
+  };
+  const soon = () => new Date(Date.now() + 3_600_000).toISOString();
+  const addRule = (id: string) => (doc: Document) => doc.addIn(['groups', 0, 'policy', 'rules'], doc.createNode({ id, effect: 'deny', principals: [`arn:aws:iam::111122223333:role/${id}`] }));
+
+  it('fork: a branch that left the accepted history, signed two epochs ahead, is refused by the proxy and by apply', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const now = accepted();
+    // Approvers who signed, on a store the writer planted, a branch from a sibling of the accepted state: its chain
+    // back to the accepted state cannot be checked, so only the next epoch, naming the accepted state, is taken.
+    writeFileSync(configFile, signedState(good, { epoch: now.epoch + 2, previous: 'cd'.repeat(32), expiresAt: soon() }, addRule('fork')));
+    expect(reloader.reload('test')).toBe(false);
+    expect(() => loadConfigFile(configFile)).toThrow(new RegExp(`group "g": state epoch ${now.epoch + 2} is not the next after the newest accepted \\(epoch ${now.epoch}\\)`));
+    // The branch one epoch ahead in the store: a change built on it is refused at apply (it would be two ahead).
+    writeFileSync(configFile, signedState(good, { epoch: now.epoch + 1, previous: 'cd'.repeat(32), expiresAt: soon() }, addRule('fork')));
+    const built = await governed(['bob', 'carol'], 'key', 'set-rotation', keyId, '--every-days', '90');
+    expect(built.apply).toMatchObject({ code: 1, err: expect.stringMatching(new RegExp(`state epoch ${now.epoch + 1} follows cdcdcdcdcdcdcdcd\\.\\.\\., not the state accepted at epoch ${now.epoch}`)) });
+    rmSync(join(`${configFile}.changes`, `${built.id}.json`));
+    writeFileSync(configFile, good);
+    expect(reloader.reload('test')).toBe(true);
+    expect(accepted()).toEqual(now);
+  });
+
+  it('apply first records a store state that no HSM holds yet but follows the accepted one (an apply whose record failed)', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const now = accepted();
+    writeFileSync(configFile, signedState(good, { epoch: now.epoch + 1, previous: now.state, expiresAt: soon() }, addRule('missed')));
+    const next = await governed(['bob', 'carol'], 'key', 'set-rotation', keyId, '--every-days', '90');
+    expect(next.apply).toMatchObject({ code: 0, out: { epochs: `g:${now.epoch + 2}` } });
+    expect(reloader.reload('test')).toBe(true);
+    expect(accepted().epoch).toBe(now.epoch + 2);
+    expect(readMarksOf(hsmA(), 'g')).toEqual([now.epoch + 1, now.epoch + 2]);
+  });
+
+  it('an approved change whose file the writer swaps back before the proxy read it: the old file is refused, the running state shows behind', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const rollbacks = async () => Number((await metric('xks_governance_refusals_total')).match(/reason="rollback"} (\d+)/)![1]);
+    const before = await rollbacks();
+    const watch = watchGovernedStates(app.events, () => app.runtime, silentLogger);
+    try {
+      watch.check();
+      expect(await metric('xks_governance_states_behind')).toBe('xks_governance_states_behind 0');
+      const off = await governed(['bob', 'carol'], 'key', 'disable', keyId);
+      expect(off.apply.code).toBe(0);
+      const applied = readFileSync(configFile, 'utf8');
+      writeFileSync(configFile, good); // the state this proxy runs: a reload used to take it without asking the HSM
+      expect(reloader.reload('test')).toBe(false);
+      expect(await rollbacks()).toBe(before + 1);
+      expect(adminAudit().at(-1)).toMatchObject({ action: 'governance-refusal', reason: 'rollback', group: 'g' });
+      // A process that never even sees a change (a ConfigMap put back before the kubelet synced it) says so too.
+      watch.check();
+      expect(await metric('xks_governance_states_behind')).toBe('xks_governance_states_behind 1');
+      writeFileSync(configFile, applied);
+      expect(reloader.reload('test')).toBe(true);
+      watch.check();
+      expect(await metric('xks_governance_states_behind')).toBe('xks_governance_states_behind 0');
+      expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+      expect((await governed(['bob', 'carol'], 'key', 'enable', keyId)).apply.code).toBe(0);
+      expect(reloader.reload('test')).toBe(true);
+    } finally {
+      watch.stop();
+    }
   });
 
   it('a pin that still holds the old governance root is warned about at start and exported', async () => {

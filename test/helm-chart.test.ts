@@ -249,6 +249,7 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
   });
 
   test('the rendered config.yaml passes the proxy\'s own config schema', () => {
+    // The values examples (helm/examples/, one per vendor) are checked the same way below.
     for (const ms of [defaults, full]) {
       const r = configSchema.safeParse(proxyConfig(ms));
       expect(r.success ? 'valid' : r.error.issues).toBe('valid');
@@ -771,7 +772,7 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
     const cm = one(ms, 'ConfigMap', 'xks-xks-proxy-dashboard');
     expect(cm.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
     const titles = dashboard.panels.map((p) => p.title).join('\n');
-    for (const want of [/Requests per second by operation/, /Latency p99 by operation.*250 ms/, /^Retryable errors/m, /^Non-retryable errors/m, /EKM health/, /HSM sessions and waiting queue/, /credential age/i, /certificate days to expiry/i, /Config reloads/, /^Shed requests/m, /^Authentication failures/m, /^HSM connection state/m, /circuit breaker open/, /^Client aborts/m, /restart pending/, /Key version usage/]) {
+    for (const want of [/Requests per second by operation/, /Latency p99 by operation.*250 ms/, /^Retryable errors/m, /^Non-retryable errors/m, /EKM health/, /HSM sessions and waiting queue/, /credential age/i, /certificate days to expiry/i, /Config reloads/, /^Shed requests/m, /^Authentication failures/m, /^HSM connection state/m, /circuit breaker open/, /^Client aborts/m, /restart pending/, /Key version usage/, /^Governance refusals/m]) {
       expect(titles).toMatch(want);
     }
     const latency = dashboard.panels.find((p) => /Latency p99/.test(p.title)) as unknown as { fieldConfig: { defaults: { thresholds: { steps: { value: number | null }[] } } } };

@@ -51,7 +51,7 @@ beforeAll(async () => {
           { id: 'present', label: 'test-key-1' },
           { id: 'never-there', label: `absent-${suffix}` },
           { id: 'deleted', label: GONE },
-          { id: 'rotated', versions: [{ version: 1, label: OLD }, { version: 2, label: 'test-key-1' }] },
+          { id: 'rotated', versions: [{ version: 1, label: OLD }, { version: 2, label: 'test-key-1-v2' }] },
         ]),
       ],
       // keyCheckCacheMs 0: every GetKeyMetadata asks the HSM, so a deletion shows at once.

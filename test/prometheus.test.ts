@@ -1,7 +1,8 @@
 /**
  * The dashboard and the alerts against a real Prometheus (Debian's package) scraping a real proxy: a
  * short signed load on a TLS proxy, plus injected failures (bad signatures, an unknown access key, an
- * unknown key, a disabled key store, a bad config edit, a restart-only config edit). Then every dashboard
+ * unknown key, a disabled key store, a bad config edit, a governed edit naming a key twice, a restart-only
+ * config edit). Then every dashboard
  * query and every alert expression is evaluated through Prometheus's HTTP API: each returns data, or is
  * listed below as expected-empty with the reason. For an alert, "data" means the expression without its
  * threshold (what the alert compares), and the full expression is reported too: the injected failures make
@@ -17,6 +18,7 @@ import { ProxyApp } from '../src/app';
 import { loadConfigFile } from '../src/config/load';
 import { ConfigReloader } from '../src/config/reloader';
 import type { ProxyConfigInput } from '../src/config/schema';
+import { generateApproverKey } from '../src/governance/signatures';
 import { UsageRecorder } from '../src/governance/usage';
 import { silentLogger } from '../src/log';
 import { makePki, Pki } from './support/pki';
@@ -40,6 +42,8 @@ const EXPECTED_EMPTY: Record<string, string> = {
   'alert XksProxyHsmMisconfigured': 'the HSM is configured right',
   'alert XksProxyHsmOutOfFleet': 'one HSM, its breaker never opens',
   'alert XksProxyClientAborts': 'no client leaves before its answer',
+  'alert XksProxyGovernanceOldRootPinned': 'no governance root is pinned here (and the alert waits a day)',
+  'alert XksProxyGovernanceStateBehind': 'no group is quorum-protected here (and the alert waits 15 minutes)',
 };
 
 const { bins } = requireTools('prometheus.test.ts', ['prometheus']);
@@ -165,6 +169,11 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
         expect(reloader.reload('test: a bad edit')).toBe(false);
       }
     }
+    // Under governance (an auditor is enough), a second entry naming k1's HSM key: a key-owner refusal.
+    const shadow = { name: 'shadow', policy: { rules: [{ id: 'all', effect: 'allow' as const }] }, keys: [{ id: 'shadow', label: 'test-key-1' }] };
+    const administrators = [{ name: 'audit', role: 'auditor' as const, publicKey: generateApproverKey().publicKey }];
+    writeFileSync(configFile, stringify({ ...base, governance: { ...base.governance, administrators }, groups: [...(base.groups ?? []), shadow] }));
+    expect(reloader.reload('test: a shadow of a key under governance')).toBe(false);
     writeFileSync(configFile, stringify({ ...base, limits: { ...base.limits, deadlineMs: 150 } }));
     expect(reloader.reload('test: a restart-only edit')).toBe(false);
     usage.flush();
@@ -207,7 +216,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
   });
 
   test('the injected failures make their alerts fire', async () => {
-    for (const alert of ['XksProxyAuthenticationFailures', 'XksProxyNonRetryableErrors', 'XksProxyConfigReloadFailed', 'XksProxyConfigRestartPending', 'XksProxyCredentialOld', 'XksProxyCertificateExpiring', 'XksProxyKeyUsageHigh']) {
+    for (const alert of ['XksProxyAuthenticationFailures', 'XksProxyNonRetryableErrors', 'XksProxyConfigReloadFailed', 'XksProxyConfigRestartPending', 'XksProxyCredentialOld', 'XksProxyCertificateExpiring', 'XksProxyKeyUsageHigh', 'XksProxyGovernanceRefusal']) {
       const rule = rules.find((r) => r.alert === alert)!;
       expect({ alert, firing: (await query(rule.expr)).length > 0 }).toEqual({ alert, firing: true });
     }

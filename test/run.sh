@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): installs what is missing and runs the jest suites once per HSM setup
 # (testbed/hsm-setups.ts): every suite on SoftHSM2 in process; the suites of the four operations, the
-# errors and the HSM faults also on NSS softoken and on SoftHSM2 behind p11-kit remoting (jest.config.js
-# chooses). Each jest run first builds dist/ and dist-bench/ from the current source (its global setup).
+# errors and the HSM faults also on NSS softoken, on SoftHSM2 behind p11-kit remoting, and on the
+# emulated vendors (cloudhsm luna-fips nshield ha-flaky: testbed/vendor-emu.c) (jest.config.js chooses).
+# Each jest run first builds dist/ and dist-bench/ from the current source (its global setup).
 # XKS_TEST_HSM_SETUPS="softhsm p11kit" runs a subset; arguments go to jest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ failed=()
 more=()
 (($#)) && more=(--passWithNoTests)
 runs=()
-all_setups="softhsm p11kit nss"
+all_setups="softhsm p11kit nss cloudhsm luna-fips nshield ha-flaky"
 chosen=${XKS_TEST_HSM_SETUPS:-$all_setups}
 not_run=()
 for setup in $all_setups; do [[ " $chosen " == *" $setup "* ]] || not_run+=("$setup"); done

@@ -24,10 +24,10 @@ beforeAll(async () => {
       keyStoreWithKeys('tenant-a', '/tenant-a', [c1, c2], [
         { id: 'key-1', label: 'test-key-1' },
         { id: 'encrypt-only', label: 'test-key-2', usage: ['ENCRYPT'] },
-        { id: 'disabled', label: 'test-key-1', status: 'DISABLED' },
+        { id: 'disabled', label: 'test-key-4', status: 'DISABLED' },
         { id: 'known', label: 'known-key' },
       ]),
-      keyStoreWithKeys('root', '', [cB], [{ id: 'key-1', label: 'test-key-2' }]),
+      keyStoreWithKeys('root', '', [cB], [{ id: 'key-1', label: 'test-key-3' }]),
     ]),
   );
 });

@@ -1,5 +1,6 @@
 // Tests and the soak run only (testbed/ is never built into the product).
 import * as pkcs11js from 'pkcs11js';
+import { OFF_THREAD_GATE, type OffThreadGate } from '../src/engine/control-thread';
 
 /**
  * Fault injection at the PKCS#11 boundary: a real pkcs11js module (SoftHSM2 underneath) whose calls
@@ -31,8 +32,15 @@ export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 
   const create = (): pkcs11js.PKCS11 => {
     const real = new pkcs11js.PKCS11();
     faults.real = real;
+    // Connecting runs on the engine's control thread: the same counts and failures apply there.
+    const gate: OffThreadGate = (method, args) => {
+      faults.calls[method] = (faults.calls[method] ?? 0) + 1;
+      const failure = faults.fail[method] ?? faults.inspect?.(method, args);
+      if (failure) throw pkcs11Error(failure, method);
+    };
     return new Proxy(real, {
       get(target, prop, receiver) {
+        if (prop === OFF_THREAD_GATE) return gate;
         const value = Reflect.get(target, prop, receiver) as unknown;
         if (typeof value !== 'function') return value;
         // Native methods check their receiver: always call them on the real object.

@@ -3,20 +3,33 @@
  *   softhsm  SoftHSM2 loaded into the proxy's process;
  *   nss      NSS softoken (libsoftokn3.so) on a fresh NSS database;
  *   p11kit   SoftHSM2 in a `p11-kit server` process, reached through p11-kit-client.so over a socket:
- *            every PKCS#11 call crosses process boundaries, as with a network HSM.
+ *            every PKCS#11 call crosses process boundaries, as with a network HSM;
+ *   cloudhsm, luna-fips, nshield, ha-flaky
+ *            SoftHSM2 behind the vendor-emulation module (testbed/vendor-emu.c), which imposes that
+ *            HSM's documented behaviour: who chooses the GCM IV, PIN format, sessions, failures.
  * Each creates its token in a directory of its own and says how a proxy config reaches it.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { openTokenSession, type TokenSession } from '../src/engine/token';
+import * as pkcs11js from 'pkcs11js';
+import { generateKek, kekTemplate, openTokenSession, type TokenSession } from '../src/engine/token';
 
-export const SETUPS = ['softhsm', 'nss', 'p11kit'] as const;
+/** The vendor-emulation profiles (testbed/vendor-emu.c). */
+export const EMULATED = ['cloudhsm', 'luna-fips', 'nshield', 'ha-flaky'] as const;
+export type EmulatedProfile = (typeof EMULATED)[number];
+export const SETUPS = ['softhsm', 'nss', 'p11kit', ...EMULATED] as const;
 export type SetupName = (typeof SETUPS)[number];
 
+const EMULATION = 'xks-proxy vendor emulation';
 /** C_GetInfo's manufacturerID of the module each setup loads: proves the run is on the setup it names. */
-const LIBRARY_MANUFACTURER: Record<SetupName, string> = { softhsm: 'SoftHSM', nss: 'Mozilla Foundation', p11kit: 'PKCS#11 Kit' };
+const LIBRARY_MANUFACTURER: Record<SetupName, string> = {
+  softhsm: 'SoftHSM',
+  nss: 'Mozilla Foundation',
+  p11kit: 'PKCS#11 Kit',
+  ...(Object.fromEntries(EMULATED.map((p) => [p, EMULATION])) as Record<EmulatedProfile, string>),
+};
 
 export const SOFTHSM_MODULE = process.env.SOFTHSM2_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
 
@@ -45,11 +58,81 @@ export function setupName(value = process.env.XKS_TEST_HSM_SETUP ?? 'softhsm'): 
   return value as SetupName;
 }
 
-export async function createSetup(name: SetupName, dir: string): Promise<HsmSetup> {
+/**
+ * `softhsmConf`: put the token in this SoftHSM2 configuration's directory instead of a new one, under a
+ * label of its own (SoftHSM2 is one instance per process, with one configuration: a process using several
+ * SoftHSM2-backed setups at once, as the bench does, needs them all in one place).
+ */
+export async function createSetup(name: SetupName, dir: string, softhsmConf?: string): Promise<HsmSetup> {
   if (name === 'nss') return nss(dir);
-  const token = softhsmToken(join(dir, 'softhsm'));
+  const token = softhsmToken(softhsmConf ?? newSoftHsmConf(join(dir, 'softhsm')), isEmulated(name) ? `xks-${name}` : 'xks-test');
   if (name === 'softhsm') return { setup: name, dir, modulePath: SOFTHSM_MODULE, environment: { SOFTHSM2_CONF: token.conf }, tokenLabel: token.label, pin: token.pin, ekm: SOFTHSM_EKM };
+  if (isEmulated(name)) return emulated(name, dir, token);
   return p11kitServer(dir, token);
+}
+
+export function isEmulated(name: string): name is EmulatedProfile {
+  return (EMULATED as readonly string[]).includes(name);
+}
+
+/** The controls an emulated setup starts with: ha-flaky invalidates the session of 1% of its crypto calls. */
+const STARTING_CONTROLS: Record<EmulatedProfile, EmuControls> = { cloudhsm: {}, 'luna-fips': {}, nshield: {}, 'ha-flaky': { flaky_per_mille: 10 } };
+
+/**
+ * SoftHSM2 behind the vendor-emulation module (a file per profile), profile and control file in
+ * C_Initialize's pReserved (hsm.libraryParameters) rather than the module's environment variables, since
+ * several profiles may share a process. CloudHSM's PIN is "<crypto user>:<password>"; the module passes
+ * on the password, which is the SoftHSM2 token's PIN.
+ */
+function emulated(profile: EmulatedProfile, dir: string, token: SoftHsmToken): HsmSetup {
+  const control = join(dir, 'emu-control');
+  writeEmuControls(control, STARTING_CONTROLS[profile]);
+  return {
+    setup: profile,
+    dir,
+    modulePath: vendorEmuModule(profile),
+    environment: { SOFTHSM2_CONF: token.conf },
+    libraryParameters: emuParameters(profile, control),
+    tokenLabel: token.label,
+    pin: profile === 'cloudhsm' ? `xks_cu:${token.pin}` : token.pin,
+    ekm: { vendor: 'xks-proxy emulation', model: profile },
+  };
+}
+
+/**
+ * Builds the vendor-emulation module once (testbed/vendor-emu.sh caches it) and returns its path: the
+ * profile's own copy, or the module whose profile comes from C_Initialize or XKS_EMU_PROFILE.
+ */
+export function vendorEmuModule(profile?: EmulatedProfile): string {
+  const module = execFileSync('bash', [join(here, 'vendor-emu.sh')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, SOFTHSM2_MODULE: SOFTHSM_MODULE },
+  }).trim();
+  return profile ? module.replace(/\.so$/, `-${profile}.so`) : module;
+}
+
+/** hsm.libraryParameters choosing the emulated profile and its control file. */
+export function emuParameters(profile: EmulatedProfile, controlFile: string): string {
+  return `profile=${profile} control=${controlFile}`;
+}
+
+/** What the emulation reads from its control file (testbed/vendor-emu.c). */
+export interface EmuControls {
+  lost?: boolean;
+  login_delay_ms?: number;
+  flaky_per_mille?: number;
+  iv_bytes?: 12 | 16;
+}
+
+/** Replaces the control file whole (a new inode each time, which is how the module notices). */
+export function writeEmuControls(file: string, controls: EmuControls): void {
+  const text = Object.entries(controls)
+    .map(([k, v]) => `${k}=${typeof v === 'boolean' ? Number(v) : v}\n`)
+    .join('');
+  const tmp = `${file}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
 }
 
 export function stopSetup(s: HsmSetup): void {
@@ -95,16 +178,37 @@ interface SoftHsmToken {
   pin: string;
 }
 
-function softhsmToken(dir: string): SoftHsmToken {
+/** A SoftHSM2 configuration with a token directory of its own, in dir. */
+function newSoftHsmConf(dir: string): string {
   mkdirSync(join(dir, 'tokens'), { recursive: true });
   const conf = join(dir, 'softhsm2.conf');
   writeFileSync(conf, `directories.tokendir = ${dir}/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n`);
-  const token = { conf, label: 'xks-test', pin: randomBytes(8).toString('hex') };
+  return conf;
+}
+
+function softhsmToken(conf: string, label: string): SoftHsmToken {
+  const token = { conf, label, pin: randomBytes(8).toString('hex') };
   execFileSync('softhsm2-util', ['--init-token', '--free', '--label', token.label, '--pin', token.pin, '--so-pin', randomBytes(8).toString('hex')], {
     env: { ...process.env, SOFTHSM2_CONF: conf },
     stdio: 'ignore',
   });
   return token;
+}
+
+/**
+ * A SoftHSM2 token in this configuration's directory holding the health key and an AES-256 key of the
+ * given value, made sensitive and non-extractable (the tests' fleets, whose HSMs hold one key).
+ */
+export function tokenWithKey(conf: string, label: string, keyLabel: string, value: Buffer): { label: string; pin: string } {
+  const token = softhsmToken(conf, label);
+  const t = openTokenSession({ modulePath: SOFTHSM_MODULE, tokenLabel: label, environment: { SOFTHSM2_CONF: conf } }, token.pin);
+  try {
+    generateKek(t, 'health-key');
+    t.mod.C_CreateObject(t.session, [...kekTemplate(keyLabel), { type: pkcs11js.CKA_VALUE, value }]);
+  } finally {
+    t.close();
+  }
+  return { label, pin: token.pin };
 }
 
 /** Where Debian's libnss3 puts the softoken (multiarch directory), or NSS_SOFTOKN_MODULE. */

@@ -155,9 +155,11 @@ export function approveChange(ctx: AdminContext, run: Command, id: string, as: s
 
 /**
  * Runs the command for real with the collected signatures; the store's own quorum check decides. Before, the
- * change must be newer than what the HSMs say was last accepted (a store rolled back by hand is refused here,
- * not only later by the proxy); after, the new states are recorded there, so that the proxy refuses the old
- * file from now on, even before it has loaded the new one.
+ * change must be the next state after what the HSMs say was last accepted (a store rolled back or forked by hand
+ * is refused here, not only later by the proxy); the store's own state is recorded first when no HSM holds it
+ * yet but it follows the recorded one directly (an earlier apply whose record failed), as a proxy loading it
+ * would. After, the new states are recorded, so that the proxy refuses the old file from now on, even before
+ * it has loaded the new one.
  */
 export function applyChange(ctx: AdminContext, run: Command, id: string, as: string): object {
   const p = readProposal(ctx, id);
@@ -172,7 +174,10 @@ export function applyChange(ctx: AdminContext, run: Command, id: string, as: str
     const marks: Mark[] = [];
     try {
       onEveryHsm(ctx, (t) => marks.push(...readMarks(t)));
-      judgeClaims(claims, marks, new Date());
+      const current = claimsOf(ctx.store.read()).filter((c) => claims.some((n) => n.group === c.group));
+      const caughtUp = judgeClaims(current, marks, new Date());
+      if (caughtUp.length > 0) onEveryHsm(ctx, (t) => recordMarks(t, caughtUp));
+      judgeClaims(claims, [...marks, ...caughtUp], new Date());
     } catch (e) {
       return refuse(e instanceof GovernanceError ? e.message : `cannot read the newest accepted states from the HSMs: ${(e as Error).message}`);
     }

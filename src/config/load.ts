@@ -164,29 +164,38 @@ function governed<T>(check: () => T): T {
 }
 
 /**
- * Under governance an HSM key belongs to one key entry: its label (and its CKA_ID where the store recorded one)
- * may be named by one key version of one group only, and not be a health-check key. A second entry would reach
- * a protected key's material around the group's status, policy and usage (a "shadow").
+ * An HSM key belongs to one key entry: its label (and its CKA_ID where the store recorded one) may be named by
+ * one key version of one group only, and not be a health-check key. A second entry would reach a key's
+ * material around its group's status, policy and usage (a "shadow"). Labels are compared as the UTF-8 the
+ * HSM receives (a lone surrogate becomes U+FFFD there), so two spellings of one label cannot pass as two keys.
+ * Undefined when every HSM key has one owner; otherwise the refusal, naming both entries.
  */
-function checkKeyOwners(config: ProxyConfig): void {
-  if (config.governance.administrators.length === 0 && !config.groups.some((g) => g.quorum)) return;
+function keyOwnerConflict(config: ProxyConfig): { message: string; group: string } | undefined {
   const owners = new Map<string, string>();
-  for (const h of config.hsms) owners.set(`HSM key "${h.healthKeyLabel}"`, `the health check of HSM "${h.id}"`);
+  const asSent = (label: string): string => Buffer.from(label, 'utf8').toString('utf8');
+  for (const h of config.hsms) owners.set(`HSM key "${asSent(h.healthKeyLabel)}"`, `the health check of HSM "${h.id}"`);
   for (const g of config.groups) {
     for (const k of g.keys) {
       for (const v of k.versions ?? [{ version: 1, label: k.label as string, objectId: undefined }]) {
         const who = `key "${k.id}" (group "${g.name}") version ${v.version}`;
-        for (const name of [`HSM key "${v.label}"`, v.objectId === undefined ? undefined : `HSM key with CKA_ID ${v.objectId}`]) {
+        for (const name of [`HSM key "${asSent(v.label)}"`, v.objectId === undefined ? undefined : `HSM key with CKA_ID ${v.objectId}`]) {
           if (name === undefined) continue;
           const other = owners.get(name);
-          if (other !== undefined) {
-            throw new GovernanceError(`${name} is named by ${who} and by ${other}: an HSM key belongs to one key entry`, 'key-owner', g.name);
-          }
+          if (other !== undefined) return { message: `${name} is named by ${who} and by ${other}: an HSM key belongs to one key entry`, group: g.name };
           owners.set(name, who);
         }
       }
     }
   }
+  return undefined;
+}
+
+/** Refuses a second owner of an HSM key in every config; under governance the refusal is a governance one (counted, audited). */
+function checkKeyOwners(config: ProxyConfig): void {
+  const conflict = keyOwnerConflict(config);
+  if (!conflict) return;
+  if (config.governance.administrators.length === 0 && !config.groups.some((g) => g.quorum)) throw new ConfigError(`invalid configuration: ${conflict.message}`);
+  throw new ConfigError(`refused by governance: ${conflict.message}`, { reason: 'key-owner', group: conflict.group });
 }
 
 /**
@@ -200,7 +209,7 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
   const badReference = checkGovernanceReferences(config);
   if (badReference) throw new ConfigError(`invalid configuration: ${badReference}`);
   if (opts.quorum !== false) governed(() => verifyGovernance(config, env));
-  governed(() => checkKeyOwners(config));
+  checkKeyOwners(config);
   const seen = new Map<string, string>();
   config.keyStores.forEach((ks, i) =>
     ks.credentials.forEach((c) => {

@@ -242,6 +242,13 @@ const hsmSchema = z
      */
     gcmParams: z.enum(['v240', 'v230']).default('v240'),
     /**
+     * Who chooses the AES-GCM IV on encrypt; absent = learned at connect by probing, in this order:
+     * proxy (a random IV the proxy passes: SoftHSM2, NSS, Luna outside FIPS mode), hsm-writes-zeroed (a
+     * zeroed pIv the HSM fills: AWS CloudHSM, Entrust nShield), hsm-appends (no IV passed; the HSM returns
+     * ciphertext || tag || IV: Luna 7 in FIPS mode). Set it to skip the probe's refused attempts.
+     */
+    ivSource: z.enum(['proxy', 'hsm-writes-zeroed', 'hsm-appends']).optional(),
+    /**
      * Run C_Encrypt/C_Decrypt on libuv's thread pool (true) so a slow HSM cannot stall the event
      * loop and deadlines hold; false calls them inline, faster for a local HSM (SoftHSM2) but a
      * hung HSM then blocks the worker. C_*Init is always inline (pkcs11js has no async form).

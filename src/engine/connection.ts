@@ -1,10 +1,11 @@
 import * as pkcs11js from 'pkcs11js';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
+import type { ControlThread } from './control-thread';
 import { EngineError } from './errors';
-import { bindingSendsV230, Gcm, GcmBehaviour } from './gcm';
+import { bindingSendsV230, Gcm, GcmBehaviour, IvSource } from './gcm';
 import { KeyLookup } from './key-lookup';
-import { fieldText, findTokenSlot, HsmConfig, initializeModule, Pkcs11Module } from './module';
+import { fieldText, HsmConfig, initializeArgs, Pkcs11Module } from './module';
 import { ckrName, classify, describeFailure } from './pkcs11-errors';
 import { SessionPool } from './session-pool';
 import type { EkmInfo } from './types';
@@ -34,9 +35,13 @@ const HEALTH_CHECKS_WAITING = 4;
 
 const RO_SESSION = pkcs11js.CKF_SERIAL_SESSION;
 const RW_SESSION = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
+/** CKS_RO_USER_FUNCTIONS and CKS_RW_USER_FUNCTIONS (PKCS#11 values; pkcs11js has no constants): a logged-in application's sessions. */
+const LOGGED_IN = new Set([1, 3]);
 
 /**
  * One PKCS#11 login with its sessions and what was learned about the module; replaced whole after a fault.
+ * The calls that log in and open or close sessions run on the connector's control thread, never on the
+ * event loop (src/engine/control-thread.ts); AES-GCM and key lookups run here, as for every request.
  *
  * Besides the customer pool it keeps one reserved session for the deep health check: a check that
  * queued behind customer traffic would report an overloaded HSM as a broken one, and a load balancer
@@ -46,11 +51,10 @@ export class HsmConnection {
   readonly pool: SessionPool<Handle>;
   /** The reserved session, as a pool of one so that concurrent checks take turns. */
   readonly healthLane: SessionPool<Handle>;
-  inFlight = 0;
   dead = false;
 
   private constructor(
-    private readonly mod: Pkcs11Module,
+    private readonly control: ControlThread,
     readonly slot: Handle,
     reserved: Handle,
     sessions: Handle[],
@@ -65,71 +69,97 @@ export class HsmConnection {
     this.healthLane = new SessionPool([reserved], { maxWaiting: HEALTH_CHECKS_WAITING });
   }
 
-  /** Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes GCM. */
-  static open(mod: Pkcs11Module, hsm: HsmConfig, deps: ConnectionDeps, gcm: Gcm): HsmConnection {
+  /**
+   * Initialises the module, finds the token, checks AES-GCM, opens and logs in the sessions, and probes
+   * GCM (`preferredIv`: the IV source the last connection learned, tried first).
+   */
+  static async open(mod: Pkcs11Module, control: ControlThread, hsm: HsmConfig, deps: ConnectionDeps, gcm: Gcm, preferredIv?: IvSource): Promise<HsmConnection> {
     if (hsm.gcmParams === 'v230' && !bindingSendsV230()) {
       throw new Misconfiguration('gcmParams v230: this pkcs11js binary was not seen to send the v2.30 layout; npm ci patches, builds and checks it (with softhsm2 installed)');
     }
-    initializeModule(mod, hsm);
-    const slot = findTokenSlot(mod, hsm.tokenLabel);
+    await control.initialize(initializeArgs(hsm));
+    const slot = await findTokenSlot(control, hsm.tokenLabel);
     if (slot === undefined) throw new Misconfiguration(`C_GetSlotList: no token labelled "${hsm.tokenLabel}" is present`);
-    requireAesGcm(mod, slot);
-    const { sessions, flags } = openSessions(mod, slot, hsm.sessionPoolSize + 1, deps.logger);
+    await requireAesGcm(control, slot);
+    const { sessions, flags } = await openSessions(control, slot, hsm.sessionPoolSize + 1, deps.logger);
     try {
       // The reserved health session lives as long as the connection (pool sessions get replaced after
       // errors), so it also holds the login and, when the health key is missing, the session key.
       const [first, ...pooled] = sessions as [Handle, ...Handle[]];
-      try {
-        mod.C_Login(first, pkcs11js.CKU_USER, deps.pin);
-      } catch (e) {
+      await control.call('C_Login', first, pkcs11js.CKU_USER, deps.pin).catch((e: unknown) => {
         if (ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
-      }
+      });
       const keys = new KeyLookup(mod, deps.objectIdOf);
       let healthKey = keys.find(first, hsm.healthKeyLabel);
       if (healthKey === undefined) {
         deps.logger.warn({ label: hsm.healthKeyLabel }, 'health-check key not found; using a session key generated in the HSM');
         healthKey = keys.generateSessionKey(first);
       }
-      const behaviour = probeGcm(gcm, first, healthKey);
-      const token = mod.C_GetTokenInfo(slot);
+      const behaviour = await probeGcm(gcm, first, healthKey, hsm.ivSource, preferredIv);
+      const token = await control.call('C_GetTokenInfo', slot);
       const info: EkmInfo = {
         vendor: hsm.vendor ?? fieldText(token.manufacturerID),
         id: `${fieldText(token.label)}/${fieldText(token.serialNumber)}`,
         model: `${fieldText(token.model)} fw ${token.firmwareVersion.major}.${token.firmwareVersion.minor}`,
       };
-      return new HsmConnection(mod, slot, first, pooled, flags, keys, healthKey, behaviour, info, deps.maxQueue);
+      return new HsmConnection(control, slot, first, pooled, flags, keys, healthKey, behaviour, info, deps.maxQueue);
     } catch (e) {
-      for (const s of sessions) safely(() => mod.C_CloseSession(s));
+      await closeSessions(control, sessions);
       throw e;
     }
   }
 
-  /** A session that saw an unexpected error may hold an active operation: close it and open a fresh one (null if that fails). */
-  replaceSession(session: Handle): Handle | null {
-    safely(() => this.mod.C_CloseSession(session));
+  /**
+   * A session that saw an unexpected error may hold an active operation, and one the module invalidated is
+   * gone: close it and open a fresh one. Null when none can be opened, or when the fresh one is not logged
+   * in (the login went with the last of our sessions): the connection is lost then.
+   */
+  async replaceSession(session: Handle): Promise<Handle | null> {
+    await this.control.call('C_CloseSession', session).catch(() => undefined);
     try {
-      return this.mod.C_OpenSession(this.slot, this.sessionFlags);
+      const fresh = await this.control.call('C_OpenSession', this.slot, this.sessionFlags);
+      // A teardown that ran meanwhile has already closed the others.
+      if (!this.dead && LOGGED_IN.has((await this.control.call('C_GetSessionInfo', fresh)).state)) return fresh;
+      await closeSessions(this.control, [fresh]);
     } catch {
-      return null;
+      /* no session: the caller reports the connection lost */
     }
+    return null;
   }
 
-  /** Closes the sessions once in-flight calls are back (finalizing under a running call can crash a module). */
+  /**
+   * Closes the sessions once every session handed out is back, so no call of ours runs in the module any
+   * more (closing or finalizing under a running call can crash a module).
+   */
   async teardown(): Promise<void> {
     this.dead = true;
     const reset = new EngineError('unavailable', 'the HSM connection was reset');
     const idle = [...this.pool.drain(reset), ...this.healthLane.drain(reset)];
-    for (let waited = 0; this.inFlight > 0 && waited < 5000; waited += 20) await sleep(20);
-    for (const s of idle) safely(() => this.mod.C_CloseSession(s));
-    safely(() => this.mod.C_CloseAllSessions(this.slot));
+    const handedOut = (): number => this.pool.stats().inUse + this.healthLane.stats().inUse;
+    for (let waited = 0; handedOut() > 0 && waited < 5000; waited += 20) await sleep(20);
+    await closeSessions(this.control, idle);
+    await this.control.call('C_CloseAllSessions', this.slot).catch(() => undefined);
   }
 }
 
-function requireAesGcm(mod: Pkcs11Module, slot: Handle): void {
-  if (!mod.C_GetMechanismList(slot).includes(pkcs11js.CKM_AES_GCM)) {
+/** The slot holding the token with this label, or undefined. */
+async function findTokenSlot(control: ControlThread, tokenLabel: string): Promise<Handle | undefined> {
+  for (const slot of await control.call('C_GetSlotList', true)) {
+    if (fieldText((await control.call('C_GetTokenInfo', slot)).label) === tokenLabel) return slot;
+  }
+  return undefined;
+}
+
+/** Best effort (teardown, or a failed connect). */
+async function closeSessions(control: ControlThread, sessions: readonly Handle[]): Promise<void> {
+  for (const s of sessions) await control.call('C_CloseSession', s).catch(() => undefined);
+}
+
+async function requireAesGcm(control: ControlThread, slot: Handle): Promise<void> {
+  if (!(await control.call('C_GetMechanismList', slot)).includes(pkcs11js.CKM_AES_GCM)) {
     throw new Misconfiguration('C_GetMechanismList: the token does not offer CKM_AES_GCM, which the proxy needs');
   }
-  const { flags } = mod.C_GetMechanismInfo(slot, pkcs11js.CKM_AES_GCM);
+  const { flags } = await control.call('C_GetMechanismInfo', slot, pkcs11js.CKM_AES_GCM);
   if ((flags & pkcs11js.CKF_ENCRYPT) === 0 || (flags & pkcs11js.CKF_DECRYPT) === 0) {
     throw new Misconfiguration('C_GetMechanismInfo: CKM_AES_GCM on this token lacks CKF_ENCRYPT or CKF_DECRYPT');
   }
@@ -139,19 +169,19 @@ function requireAesGcm(mod: Pkcs11Module, slot: Handle): void {
  * Crypto needs only read-only sessions, and some HSMs cap read-write ones, so those are tried first;
  * a module that refuses them gets read-write sessions (and the log says so).
  */
-function openSessions(mod: Pkcs11Module, slot: Handle, count: number, log: Logger): { sessions: Handle[]; flags: number } {
+async function openSessions(control: ControlThread, slot: Handle, count: number, log: Logger): Promise<{ sessions: Handle[]; flags: number }> {
   let flags = RO_SESSION;
   const sessions: Handle[] = [];
   try {
-    sessions.push(mod.C_OpenSession(slot, flags));
+    sessions.push(await control.call('C_OpenSession', slot, flags));
   } catch (e) {
     if (classify(e) === 'connection') throw e;
     log.warn({ err: describeFailure(e) }, 'the HSM refused a read-only session; using read-write sessions');
     flags = RW_SESSION;
-    sessions.push(mod.C_OpenSession(slot, flags));
+    sessions.push(await control.call('C_OpenSession', slot, flags));
   }
   try {
-    while (sessions.length < count) sessions.push(mod.C_OpenSession(slot, flags));
+    while (sessions.length < count) sessions.push(await control.call('C_OpenSession', slot, flags));
   } catch (e) {
     // An HSM that caps sessions (CKR_SESSION_COUNT) below hsm.sessionPoolSize still serves with fewer:
     // the reserved health session and at least one for customers.
@@ -159,26 +189,18 @@ function openSessions(mod: Pkcs11Module, slot: Handle, count: number, log: Logge
       log.warn({ err: describeFailure(e), opened: sessions.length, wanted: count }, 'the HSM refused more sessions; serving with fewer than hsm.sessionPoolSize');
       return { sessions, flags };
     }
-    for (const s of sessions) safely(() => mod.C_CloseSession(s));
+    await closeSessions(control, sessions);
     throw e;
   }
   return { sessions, flags };
 }
 
-function probeGcm(gcm: Gcm, session: Handle, key: Handle): GcmBehaviour {
+async function probeGcm(gcm: Gcm, session: Handle, key: Handle, forced: IvSource | undefined, preferred: IvSource | undefined): Promise<GcmBehaviour> {
   try {
-    return gcm.probe(session, key);
+    return await gcm.probe(session, key, forced, preferred);
   } catch (e) {
     if (ckrName(e) !== undefined) throw e;
     throw new Misconfiguration(`AES-GCM probe: ${describeFailure(e)}`);
-  }
-}
-
-export function safely(fn: () => void): void {
-  try {
-    fn();
-  } catch {
-    /* best effort during teardown */
   }
 }
 

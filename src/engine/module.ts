@@ -42,9 +42,10 @@ export function loadModule(target: ModuleTarget, create: () => Pkcs11Module = ()
  * A PKCS#11 library is process-wide: dlopen returns the same library for the same path, and C_Initialize /
  * C_Finalize act on all of its users at once. So a fleet with two tokens of one module (or two proxies in one
  * test process) shares one loaded library, and C_Finalize, which closes every session of every user, is only
- * called when no other user of the library still has a working connection: at the last close, or when a
- * reconnect finds every user lost (a network module whose server went away needs the fresh C_Initialize).
- * A reconnect while another user is connected only closes and reopens its own sessions.
+ * called when no other user of the library may be calling into it: at the last close, or when a reconnect
+ * finds every other user lost and between attempts (a network module whose server went away needs the
+ * fresh C_Initialize). A reconnect while another user is connected, or connecting, only closes and reopens
+ * its own sessions.
  */
 interface Library {
   leases: Set<ModuleLease>;
@@ -55,8 +56,12 @@ const libraries = new Map<string, Library>();
 const realModule = (): Pkcs11Module => new pkcs11js.PKCS11();
 
 export class ModuleLease {
-  /** Kept up to date by the owner's connector: whether its connection works. */
-  connected = false;
+  /**
+   * Kept up to date by the owner: whether it may be calling into the module (connected, connecting, or
+   * not yet done closing a lost connection). C_Finalize from another user would pull the library from
+   * under those calls, which run on other threads than the finalize.
+   */
+  inUse = false;
   private released = false;
 
   constructor(
@@ -65,25 +70,28 @@ export class ModuleLease {
     private readonly path: string,
   ) {}
 
-  /** True when no other user of the library has a working connection, so C_Finalize harms nobody. */
-  private alone(): boolean {
-    return [...this.library.leases].every((l) => l === this || !l.connected);
+  /**
+   * True when no other user of the library has a working connection, so C_Finalize harms nobody: before a
+   * reconnect, a fresh C_Initialize only when it hurts no other user (see above).
+   */
+  alone(): boolean {
+    return [...this.library.leases].every((l) => l === this || !l.inUse);
   }
 
-  /** Before a reconnect: a fresh C_Initialize only when it hurts no other user (see above). */
-  finalizeIfAlone(): void {
-    if (this.alone()) safeFinalize(this.mod);
-  }
-
-  /** At close: C_Finalize when this was the library's last user. */
-  release(): void {
-    if (this.released) return;
+  /** At close: true when this was the library's last user, so the caller finalizes it. */
+  detach(): boolean {
+    if (this.released) return false;
     this.released = true;
-    this.connected = false;
+    this.inUse = false;
     this.library.leases.delete(this);
-    if (this.library.leases.size > 0) return;
+    if (this.library.leases.size > 0) return false;
     libraries.delete(this.path);
-    safeFinalize(this.mod);
+    return true;
+  }
+
+  /** At close, for callers on the main thread (administration): C_Finalize when this was the last user. */
+  release(): void {
+    if (this.detach()) safeFinalize(this.mod);
   }
 }
 
@@ -120,14 +128,23 @@ export function libraryParametersForBinding(parameters: string): string {
   return `${parameters} `;
 }
 
-/** C_Initialize with OS locking (modules can crash under concurrent calls without it) and the module's own parameters. */
-export function initializeModule(mod: Pkcs11Module, target: ModuleTarget): void {
+/** C_Initialize's arguments: OS locking (modules can crash under concurrent calls without it) and the module's own parameters. */
+export function initializeArgs(target: ModuleTarget): pkcs11js.InitializationOptions {
   const args: pkcs11js.InitializationOptions = { flags: pkcs11js.CKF_OS_LOCKING_OK };
   if (target.libraryParameters !== undefined) args.libraryParameters = libraryParametersForBinding(target.libraryParameters);
+  return args;
+}
+
+/** Another user of the library (or its control thread) initialised it first: that is success. */
+export function unlessAlreadyInitialized(e: unknown): void {
+  if (ckrName(e) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw e;
+}
+
+export function initializeModule(mod: Pkcs11Module, target: ModuleTarget): void {
   try {
-    mod.C_Initialize(args);
+    mod.C_Initialize(initializeArgs(target));
   } catch (e) {
-    if (ckrName(e) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw e;
+    unlessAlreadyInitialized(e);
   }
 }
 

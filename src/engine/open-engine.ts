@@ -18,12 +18,8 @@ export function keyPlacement(config: ProxyConfig): Map<string, readonly string[]
   const out = new Map<string, readonly string[] | undefined>();
   for (const g of config.groups) {
     for (const k of g.keys) {
-      for (const v of k.versions ?? [{ label: k.label as string, hsms: undefined }]) {
-        // A label configured twice is placed on the union of what both say (all, if either says all).
-        const earlier = out.get(v.label);
-        const merged = out.has(v.label) && (earlier === undefined || v.hsms === undefined) ? undefined : [...new Set([...(earlier ?? []), ...(v.hsms ?? [])])];
-        out.set(v.label, out.has(v.label) ? merged : v.hsms);
-      }
+      // A label belongs to one key version (src/config/load.ts refuses a second owner).
+      for (const v of k.versions ?? [{ label: k.label as string, hsms: undefined }]) out.set(v.label, v.hsms);
     }
   }
   return out;

@@ -23,6 +23,8 @@ const HEALTH: Lane = (conn) => conn.healthLane;
 export type EngineDeps = ConnectionDeps;
 
 const EMPTY = Buffer.alloc(0);
+/** Sessions an HA group may invalidate in a row under one operation before it fails. */
+const SESSION_RETRIES = 3;
 
 /**
  * The CryptoEngine on a PKCS#11 module: a Connector (load, login, reconnect), per-connection key lookup,
@@ -47,7 +49,7 @@ export class Pkcs11Engine implements CryptoEngine {
   /** Loads the module and connects; a failed first connection leaves the engine running, not ready, and retrying. */
   static async open(hsm: HsmConfig, deps: EngineDeps): Promise<Pkcs11Engine> {
     const engine = new Pkcs11Engine(hsm, deps);
-    engine.connector.start();
+    await engine.connector.start();
     return engine;
   }
 
@@ -70,7 +72,8 @@ export class Pkcs11Engine implements CryptoEngine {
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
     return this.run('encrypt', CUSTOMER, label, deadline, async (session, key, conn) => {
       const sealed = await this.gcm.encrypt(session, key, plaintext, aad, conn.gcm);
-      // Counted per key version for rotation by usage (a random IV per encryption: 2^32 per key).
+      // Counted per key version for rotation by usage: one random IV per encryption, whoever draws it (the
+      // proxy or the HSM), so NIST SP 800-38D's 2^32 encryptions per key (README "Ciphertext format").
       this.deps.events?.publish('key.encrypted', { label });
       return sealed;
     });
@@ -110,7 +113,7 @@ export class Pkcs11Engine implements CryptoEngine {
     if (!this.isConnected()) return;
     const lanes = Math.max(1, this.connector.current().pool.size);
     const lane = async (): Promise<void> => {
-      for (let i = 0; i < Math.ceil(rounds / lanes); i++) await this.attempt(CUSTOMER, null, undefined, this.roundTrip, false);
+      for (let i = 0; i < Math.ceil(rounds / lanes); i++) await this.attempt(CUSTOMER, null, undefined, this.roundTrip);
     };
     await Promise.all(Array.from({ length: lanes }, lane)).catch(() => undefined);
   }
@@ -130,7 +133,7 @@ export class Pkcs11Engine implements CryptoEngine {
     const started = performance.now();
     let ok = false;
     try {
-      const result = await this.attempt(lane, label, deadline, op, false);
+      const result = await this.attempt(lane, label, deadline, op);
       ok = true;
       return result;
     } finally {
@@ -141,18 +144,20 @@ export class Pkcs11Engine implements CryptoEngine {
 
   /**
    * One operation on a pooled session. Engine errors (unknown key, bad tag) leave the session healthy;
-   * a connection fault reconnects everything; a stale key handle is looked up once more; any other
+   * a connection fault reconnects everything; a session the module invalidated (an HA group losing a
+   * member) and a stale key handle are retried once, on a fresh session or after a new lookup; any other
    * PKCS#11 failure replaces the session, which may still hold an active operation.
    */
-  private async attempt<T>(lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, retried: boolean): Promise<T> {
+  private async attempt<T>(lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, tries = 0): Promise<T> {
     const conn = this.connector.current();
     const pool = lane(conn);
     // The deadline decides admission (will the wait fit in it?) and drops a caller whose budget is
     // spent before a session frees: no HSM call is ever made for a request that has already failed.
     const session = await pool.acquire(deadline);
-    conn.inFlight++;
     let handBack: Handle | null = session;
     try {
+      // Torn down while this caller waited for its turn: the session is being closed.
+      if (conn.dead) throw new EngineError('unavailable', 'the HSM connection was reset');
       return await op(session, label === null ? conn.healthKey : conn.keys.handle(session, label), conn);
     } catch (e) {
       if (isEngineError(e)) throw e;
@@ -162,17 +167,21 @@ export class Pkcs11Engine implements CryptoEngine {
         this.connector.lost(conn, e);
         throw new EngineError('unavailable', 'the HSM connection was lost; reconnecting');
       }
-      handBack = conn.replaceSession(session);
-      if (handBack === null) this.connector.lost(conn, e);
-      if (fault !== 'handle' || label === null || retried) {
+      // Replaced before the session goes back, so the pool keeps its size and its waiters their turn.
+      handBack = await conn.replaceSession(session);
+      if (handBack === null) {
+        this.connector.lost(conn, e);
+        if (fault === 'session') throw new EngineError('unavailable', 'the HSM connection was lost; reconnecting');
+      }
+      const again = fault === 'session' ? tries < SESSION_RETRIES : fault === 'handle' && label !== null && tries === 0;
+      if (!again || handBack === null) {
         this.deps.logger.error({ err: describeFailure(e) }, 'HSM operation failed');
         throw new EngineError('device', `the HSM operation failed (${ckrName(e) ?? 'error'})`);
       }
-      conn.keys.forget(label);
+      if (fault === 'handle' && label !== null) conn.keys.forget(label);
     } finally {
       pool.release(session, handBack);
-      conn.inFlight--;
     }
-    return this.attempt(lane, label, deadline, op, true);
+    return this.attempt(lane, label, deadline, op, tries + 1);
   }
 }

@@ -1,15 +1,21 @@
 /** How a PKCS#11 return value is handled. Kept in one table so vendors' quirks live in one place. */
 export type FaultClass =
-  /** Session, login or device gone: reconnect the whole module. */
+  /** Login or device gone: reconnect the whole module. */
   | 'connection'
+  /**
+   * One session gone (an HA group that lost the member holding it answers CKR_SESSION_HANDLE_INVALID
+   * intermittently): replace it, and retry the operation once. A replacement that is not logged in means
+   * the login is gone with it, and the connection is reconnected.
+   */
+  | 'session'
   /** A cached object handle went stale: look the key up again. */
   | 'handle'
   /** Anything else: the operation failed; the session is replaced to be safe. */
   | 'operation';
 
+const SESSION = new Set(['CKR_SESSION_HANDLE_INVALID', 'CKR_SESSION_CLOSED']);
+
 const CONNECTION = new Set([
-  'CKR_SESSION_HANDLE_INVALID',
-  'CKR_SESSION_CLOSED',
   'CKR_SESSION_COUNT',
   'CKR_DEVICE_REMOVED',
   'CKR_DEVICE_ERROR',
@@ -69,6 +75,7 @@ export function describeFailure(e: unknown): string {
 export function classify(e: unknown): FaultClass {
   const name = ckrName(e);
   if (name && CONNECTION.has(name)) return 'connection';
+  if (name && SESSION.has(name)) return 'session';
   if (name && HANDLE.has(name)) return 'handle';
   return 'operation';
 }

@@ -40,7 +40,7 @@ export function openFleetToken(target: ModuleTarget, pin: string, user: 'user' |
       if (user === 'so' || ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
       loggedIn = false;
     }
-    lease.connected = true;
+    lease.inUse = true;
     return {
       mod,
       session,

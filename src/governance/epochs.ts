@@ -31,8 +31,11 @@ const short = (hash: string): string => `${hash.slice(0, 16)}...`;
  * Judges each claimed state against the acceptances recorded so far (merged from every HSM that answered):
  * - below the newest recorded epoch: a rollback, refused;
  * - at the newest epoch: only the very state recorded there (another one would be a fork), accepted as it is;
- * - above it: a change, acceptable while its approvals have not expired and, when it claims to follow the newest
- *   recorded state directly, only if that state is the predecessor it names.
+ * - above it: a change, acceptable while its approvals have not expired, only as the next epoch, naming the newest
+ *   recorded state as its predecessor. A state further ahead is refused: its chain back to the newest recorded
+ *   state cannot be checked, and a branch forked from an older state (a sibling proposal the quorum approved
+ *   but never applied, then built on by approvers who were shown a store the writer planted) would pass.
+ *   `change apply` records a store's state before it builds on it, so an approved history has no gaps.
  * A group with nothing recorded is accepted as it is: the first acceptance (after an upgrade, a state without a
  * revision is epoch 0). Returns the claims that must be recorded before the config is accepted; throws
  * GovernanceError otherwise.
@@ -58,8 +61,11 @@ export function judgeClaims(claims: readonly Claim[], marks: readonly Mark[], no
     if (c.expiresAt !== undefined && now.getTime() > Date.parse(c.expiresAt)) {
       refuse(`the approvals of state epoch ${c.epoch} expired at ${c.expiresAt} before the proxy first accepted it (propose the change again)`, 'expired');
     }
-    if (c.epoch === top + 1 && c.previous !== undefined && !atTop.has(c.previous)) {
-      refuse(`state epoch ${c.epoch} follows ${short(c.previous)}, not the state accepted at epoch ${top}`);
+    if (c.epoch > top + 1) {
+      refuse(`state epoch ${c.epoch} is not the next after the newest accepted (epoch ${top}): each state follows the accepted one directly (load the approved configs in turn, or propose the change again)`);
+    }
+    if (c.previous === undefined || !atTop.has(c.previous)) {
+      refuse(`state epoch ${c.epoch} follows ${c.previous === undefined ? 'no recorded state' : short(c.previous)}, not the state accepted at epoch ${top}`);
     }
     record.push(c);
   }

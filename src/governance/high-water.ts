@@ -122,9 +122,11 @@ export function checkAndRecord(members: readonly HsmMember[], claims: readonly C
 
 /**
  * This process's guard: the HSMs are those of the first config it loaded (the `hsm`/`hsms` sections change
- * only on restart, so a reloaded file cannot point the check at a token of its own), and states it has
- * already accepted are not checked again, so a reload that leaves the protected groups alone (a new
- * credential) never waits on the HSM.
+ * only on restart, so a reloaded file cannot point the check at a token of its own). Every load is checked
+ * against them, so a reload refuses what a restart would: also the state this process already runs once the
+ * HSMs hold a newer one (an approved change whose file the writer swapped back before this process read it).
+ * Only when no HSM answers is a reload that keeps the states this process already accepted let through (a new
+ * credential must not wait on the HSM; the states it runs do not change).
  */
 let members: HsmMember[] | undefined;
 const accepted = new Map<string, string>();
@@ -132,7 +134,50 @@ const accepted = new Map<string, string>();
 export function guardAgainstRollback(runtime: RuntimeConfig, now = new Date()): void {
   members ??= runtime.config.hsms.map((h) => ({ id: h.id, target: h, pin: runtime.hsmPins.get(h.id) as string }));
   const claims = claimsOf(runtime.config);
-  if (claims.every((c) => accepted.get(c.group) === c.state)) return;
-  checkAndRecord(members, claims, now);
+  if (claims.length === 0) return;
+  const known = claims.every((c) => accepted.get(c.group) === c.state);
+  try {
+    checkAndRecord(members, claims, now);
+  } catch (e) {
+    if (known && e instanceof GovernanceError && e.reason === 'high-water') return;
+    throw e;
+  }
   for (const c of claims) accepted.set(c.group, c.state);
+}
+
+/** A protected group this process runs at an older state than the newest its HSMs accepted. */
+export interface Behind {
+  group: string;
+  running: number;
+  newest: number;
+}
+
+/**
+ * Which of the running config's protected groups are behind the HSMs (the HSMs of this process's start, as the
+ * guard uses); undefined when no HSM answers or no config was loaded through the guard.
+ */
+export function statesBehind(config: RuntimeConfig['config']): Behind[] | undefined {
+  const claims = claimsOf(config);
+  if (!members || claims.length === 0) return claims.length === 0 ? [] : undefined;
+  const marks: Mark[] = [];
+  let answered = false;
+  for (const m of members) {
+    let token: TokenSession | undefined;
+    try {
+      token = openFleetToken(m.target, m.pin);
+      marks.push(...readMarks(token));
+      answered = true;
+    } catch {
+      /* a member that does not answer says nothing */
+    } finally {
+      token?.close();
+    }
+  }
+  if (!answered) return undefined;
+  return claims.flatMap((c) => {
+    const mine = marks.filter((m) => m.group === c.group);
+    const newest = Math.max(-1, ...mine.map((m) => m.epoch));
+    const beside = newest === c.epoch && !mine.some((m) => m.epoch === c.epoch && m.state === c.state);
+    return newest > c.epoch || beside ? [{ group: c.group, running: c.epoch, newest }] : [];
+  });
 }

@@ -38,7 +38,7 @@ function createKeys(setup: HsmSetup): Pick<TestHsm, 'knownKeyHex' | 'transportKe
   const knownKey = randomBytes(32);
   const transportKey = randomBytes(32);
   try {
-    for (const label of ['test-key-1', 'test-key-2', 'test-key-1-v2', 'health-key']) generateKek(t, label);
+    for (const label of ['test-key-1', 'test-key-2', 'test-key-3', 'test-key-4', 'test-key-1-v2', 'health-key']) generateKek(t, label);
     // A key whose value the tests know, imported as sensitive and non-extractable, so node:crypto can
     // independently check what the HSM produced (AAD layout, tag, IV).
     t.mod.C_CreateObject(t.session, [...kekTemplate('known-key'), { type: pkcs11js.CKA_VALUE, value: knownKey }]);
