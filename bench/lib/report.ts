@@ -2,7 +2,7 @@
 import type { HostileReport } from './hostile';
 import type { RunStats } from './load';
 import type { KmsCheck } from './target';
-import type { OverloadStep, ProbeStats, RssStats } from './overload';
+import { BAR_MULTIPLE, GOODPUT_BAR, type OverloadStep, type ProbeStats, type RssStats } from './overload';
 
 export interface FixedPoint {
   rate: number;
@@ -282,12 +282,12 @@ export function kmsCheckTable(c: KmsCheck): string {
 const share = (v: number | undefined): string => (v === undefined ? '-' : `${Math.round(v * 100)}%`);
 
 export function overloadTable(steps: OverloadStep[]): string {
-  const head = `${'payload'.padEnd(7)} ${pad('x', 4)} ${pad('offered', 7)} ${pad('sent', 6)} ${pad('conns', 5)} ${pad('goodput', 7)} ${pad('%cap', 5)} ${pad('ok p99', 7)} ${pad('429', 7)} ${pad('429p50', 6)} ${pad('429p99', 6)} ${pad('503', 6)} ${pad('other', 5)} ${pad('noans', 5)} ${pad('late', 5)} ${pad('readyz', 6)} ${pad('health', 6)} ${pad('RSS MB', 6)} ${pad('us/429', 6)} ${pad('429cost', 7)}`;
+  const head = `${'payload'.padEnd(7)} ${pad('x', 4)} ${pad('offered', 7)} ${pad('sent', 6)} ${pad('conns', 5)} ${pad('goodput', 7)} ${pad('%cap', 5)} ${pad('ok p99', 7)} ${pad('429', 7)} ${pad('429p50', 6)} ${pad('429p99', 6)} ${pad('503', 6)} ${pad('other', 5)} ${pad('noans', 5)} ${pad('late', 5)} ${pad('readyz', 6)} ${pad('healthz', 7)} ${pad('health', 6)} ${pad('RSS MB', 6)} ${pad('us/429', 6)} ${pad('429cost', 7)}`;
   const lines = [head];
   for (const s of steps) {
     const other = Object.values(s.otherStatus).reduce((a, b) => a + b, 0);
     lines.push(
-      `${s.payload.padEnd(7)} ${pad(s.multiple, 4)} ${pad(s.offeredRate, 7)} ${pad(s.sentRate, 6)} ${pad(s.connections, 5)} ${pad(s.goodput, 7)} ${pad(share(s.goodputShare), 5)} ${pad(s.ok.n ? ms(s.ok.p99) : '-', 7)} ${pad(s.shed.n, 7)} ${pad(s.shed.n ? ms(s.shed.p50) : '-', 6)} ${pad(s.shed.n ? ms(s.shed.p99) : '-', 6)} ${pad(s.unavailable.n, 6)} ${pad(other, 5)} ${pad(s.errors + s.timeouts, 5)} ${pad(s.late, 5)} ${pad(s.readyz ? share(s.readyz.okShare) : '-', 6)} ${pad(share(s.health.okShare), 6)} ${pad(s.rss ? s.rss.peakMB : '-', 6)} ${pad(s.refusal?.usPer429 ?? '-', 6)} ${pad(s.refusal?.cost != null ? `${Math.round(s.refusal.cost * 100)}%` : '-', 7)}`,
+      `${s.payload.padEnd(7)} ${pad(s.multiple, 4)} ${pad(s.offeredRate, 7)} ${pad(s.sentRate, 6)} ${pad(s.connections, 5)} ${pad(s.goodput, 7)} ${pad(share(s.goodputShare), 5)} ${pad(s.ok.n ? ms(s.ok.p99) : '-', 7)} ${pad(s.shed.n, 7)} ${pad(s.shed.n ? ms(s.shed.p50) : '-', 6)} ${pad(s.shed.n ? ms(s.shed.p99) : '-', 6)} ${pad(s.unavailable.n, 6)} ${pad(other, 5)} ${pad(s.errors + s.timeouts, 5)} ${pad(s.late, 5)} ${pad(s.readyz ? share(s.readyz.okShare) : '-', 6)} ${pad(s.healthz ? share(s.healthz.okShare) : '-', 7)} ${pad(share(s.health.okShare), 6)} ${pad(s.rss ? s.rss.peakMB : '-', 6)} ${pad(s.refusal?.usPer429 ?? '-', 6)} ${pad(s.refusal?.cost != null ? `${Math.round(s.refusal.cost * 100)}%` : '-', 7)}`,
     );
     if (Object.keys(s.errorNames).length) lines.push(`        non-200: ${JSON.stringify(s.errorNames)}`);
   }
@@ -307,7 +307,7 @@ export function overloadChart(title: string, steps: OverloadStep[]): string {
       xLabel: 'offered load (x measured capacity)',
       yLabel: '% of capacity',
       xTicks: ticks,
-      yRef: { value: 80, label: 'bar: 80% at 3x' },
+      yRef: { value: GOODPUT_BAR * 100, label: `bar: ${GOODPUT_BAR * 100}% at ${BAR_MULTIPLE}x` },
       series: payloads.flatMap((p) => [
         { name: `${p} goodput`, color: colors[p] ?? '#333', points: of(p).map((s): [number, number] => [s.multiple, s.goodputShare * 100]) },
         { name: `${p} sent`, color: colors[p] ?? '#333', dash: '2,3', points: of(p).map((s): [number, number] => [s.multiple, s.capacity ? (s.sentRate / s.capacity) * 100 : 0]) },

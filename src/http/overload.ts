@@ -110,9 +110,9 @@ export class OverloadGuard {
   }
 
   /**
-   * How far behind the event loop is now: how late the sampler's pending timer is. Whatever is read in
-   * this loop turn arrived before the turn began, so it has waited at least this long (0 when the
-   * sampler is not running).
+   * How far behind the event loop is now: how late the sampler's pending timer is. A request read in
+   * this loop turn was waiting in its socket before the turn began (timers run between turns), so, near
+   * enough, it has waited at least this long. 0 when the sampler is not running.
    */
   behindMs(now = performance.now()): number {
     return this.timer === undefined ? 0 : Math.max(0, now - this.due);

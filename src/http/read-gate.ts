@@ -107,7 +107,14 @@ export class ReadGate {
     if (state === undefined || socket.destroyed) return;
     // Paused, yet it delivered a request: something resumed it (node:http reading a pipelined request).
     if (state !== null) this.markReading(socket);
-    if (this.reading > this.limit || this.behind() > this.targetMs) this.pause(socket);
+    if (this.reading > this.limit) {
+      this.pause(socket);
+    } else if (this.behind() > this.targetMs) {
+      // The loop is behind before any sample said so: the limit starts from what is read now, and
+      // paused connections come back at its pace, not all at once in the next turn.
+      this.limit = Math.max(this.minReading, this.reading - 1);
+      this.pause(socket);
+    }
   }
 
   /**
@@ -142,10 +149,9 @@ export class ReadGate {
         if (this.waiting === 0 && this.reading < this.limit) this.limit = Infinity;
         else this.limit += Math.max(1, Math.ceil(this.limit * INCREASE));
       }
+      // Resuming only to refuse is rationed while the loop is somewhat behind; once it keeps up, there is CPU for it.
+      this.resumeWithinLimit(lagMs > this.targetMs / 2);
     }
-    // Resuming only to refuse is rationed while the loop is behind; once it keeps up, there is CPU for it.
-    const rationed = lagMs > this.targetMs / 2;
-    this.resumeWithinLimit(rationed);
     this.refuseStale();
   }
 

@@ -149,7 +149,7 @@ describe('ReadGate', () => {
 });
 
 describe('ReadGate in a loop turn that has already run late', () => {
-  it('pauses a connection answered in it at once, before any sample lowered the limit, and resumes it once the loop keeps up', () => {
+  it('pauses a connection answered in it at once, before any sample lowered the limit, and resumes it gradually once the loop keeps up', () => {
     let behind = 0;
     const gate = new ReadGate({ targetMs: 20, staleAfterMs: 200, behind: () => behind, now: () => 0 });
     const sockets = Array.from({ length: 4 }, () => new FakeSocket());
@@ -159,9 +159,16 @@ describe('ReadGate in a loop turn that has already run late', () => {
     gate.answered(asSocket(sockets[1]!), true);
     gate.answered(asSocket(sockets[2]!), true);
     expect(sockets.map((s) => s.paused)).toEqual([false, true, true, false]);
+    // A late sample resumes nothing.
+    gate.sample(30);
+    expect(sockets.filter((s) => s.paused)).toHaveLength(2);
+    // Once the loop keeps up they come back at the limit's pace (newest first), not all in one turn.
     behind = 0;
     gate.sample(5);
+    expect(sockets.map((s) => s.paused)).toEqual([false, true, false, false]);
+    for (let i = 0; i < 5; i++) gate.sample(5);
     expect(sockets.every((s) => !s.paused)).toBe(true);
+    expect(gate.stats().limit).toBe(Infinity);
   });
 });
 
