@@ -22,19 +22,21 @@ import type { Socket } from 'node:net';
  * New connections are always read: a load balancer's health check comes on a new connection.
  *
  * The proxy cannot see how long a request has waited in a paused connection's socket buffer (the
- * client's clock started when it sent; the proxy's starts when it reads). A connection paused for longer
- * than the deadline therefore gets its next request refused unread (429, the body drained) rather than
- * served late, whether it is resumed because there is room again or to be refused: its client has most
- * likely given up on it (KMS after 250 ms), and a refusal costs a fraction of serving. Resuming only to
- * refuse is rationed to a share of the answers served, so that refusing never again takes the CPU the
- * served requests need; a paused connection waits longer for its 429 when many are paused.
+ * client's clock started when it sent; the proxy's starts when it reads). A connection resumed because
+ * there is room again is served: a moment of CPU starvation (a neighbour's burst) must not turn into
+ * refusals. Under a standing overload, though, the oldest paused connections would wait for as long as it
+ * lasts: one paused for `staleAfterMs` (5 deadlines, at least a second) is resumed to have its next request
+ * refused unread (429, the body drained, the connection kept). Its client has long given up on that
+ * request (KMS after 250 ms), and a refusal costs a fraction of serving. These refusals are rationed to a
+ * share of the answers served, so that refusing never again takes the CPU the served requests need; a
+ * paused connection waits longer for its 429 when many are paused.
  */
 export interface ReadGateOptions {
   /** Event-loop delay (ms) above which the loop counts as behind. */
   targetMs: number;
   /** The limit never goes below this many connections being read. */
   minReading?: number;
-  /** A connection paused this long has its next request refused unread (the request deadline). */
+  /** A connection paused this long is resumed to have its next request refused unread. */
   staleAfterMs: number;
   /** Refusals of stale connections allowed per answer served (a share of the served rate). */
   staleShare?: number;
@@ -118,9 +120,9 @@ export class ReadGate {
   }
 
   /**
-   * Whether this request is to be refused unread: its connection was paused past the deadline and
-   * resumed to refuse what it had waiting. Asks once per resume; a request that comes later than a
-   * deadline after the resume was sent after it, and is read as any other.
+   * Whether this request is to be refused unread: its connection was paused for `staleAfterMs` and
+   * resumed to refuse what it had waiting. Asks once per resume; a request that comes later than
+   * `staleAfterMs` after the resume was sent after it, and is read as any other.
    */
   takeStale(socket: Socket): boolean {
     const at = this.refuseNext.get(socket);
@@ -149,8 +151,7 @@ export class ReadGate {
         if (this.waiting === 0 && this.reading < this.limit) this.limit = Infinity;
         else this.limit += Math.max(1, Math.ceil(this.limit * INCREASE));
       }
-      // Resuming only to refuse is rationed while the loop is somewhat behind; once it keeps up, there is CPU for it.
-      this.resumeWithinLimit(lagMs > this.targetMs / 2);
+      this.resumeWithinLimit();
     }
     this.refuseStale();
   }
@@ -181,25 +182,11 @@ export class ReadGate {
     this.waiting--;
   }
 
-  /**
-   * Newest first: the connections just served keep being served. One paused past the deadline has its
-   * next request refused unread all the same: served now, it would be served too late to count.
-   */
-  private resumeWithinLimit(rationed: boolean): void {
-    const now = this.now();
+  /** Newest first: the connections just served keep being served. */
+  private resumeWithinLimit(): void {
     while (this.reading < this.limit && this.paused.length > this.pausedFrom) {
-      const entry = this.paused[this.paused.length - 1] as Paused;
-      if (!this.current(entry)) {
-        this.paused.pop();
-        continue;
-      }
-      if (now - entry.since >= this.staleAfterMs) {
-        // Every one below has waited longer still: each is resumed only to be refused, on credit while rationed.
-        if (rationed && this.staleCredit < 1) break;
-        if (rationed) this.staleCredit -= 1;
-        this.refuseNext.set(entry.socket, now);
-      }
-      this.paused.pop();
+      const entry = this.paused.pop() as Paused;
+      if (!this.current(entry)) continue;
       this.markReading(entry.socket);
       entry.socket.resume();
     }
