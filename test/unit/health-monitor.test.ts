@@ -2,6 +2,7 @@ import type { CryptoEngine, HealthReport } from '../../src/engine/types';
 import { ProxyEvents } from '../../src/events';
 import { HealthMonitor } from '../../src/health/monitor';
 import { silentLogger } from '../../src/log';
+import { useFakeTime } from '../support/clock';
 
 /** An engine whose deep check never answers within the monitor's budget: a slow HSM. */
 const slowEngine = { healthCheck: () => new Promise<HealthReport>(() => undefined) } as unknown as CryptoEngine;
@@ -13,13 +14,23 @@ function monitor(): { m: HealthMonitor; events: ProxyEvents } {
 
 const op = (seconds: number): { hsm: string; operation: 'encrypt'; seconds: number; ok: boolean } => ({ hsm: 'h', operation: 'encrypt', seconds, ok: true });
 
+/** One deep check, run to its 30 ms budget on the fake clock. */
+async function check(m: HealthMonitor): Promise<HealthReport['status']> {
+  const report = m.refresh();
+  await jest.advanceTimersByTimeAsync(30);
+  return (await report).status;
+}
+
+beforeEach(() => useFakeTime());
+afterEach(() => jest.useRealTimers());
+
 describe('HealthMonitor: customer calls as evidence that a timed-out check is load, not a broken HSM', () => {
   it('a fast customer call after start() turns a timed-out check into DEGRADED', async () => {
     const { m, events } = monitor();
     m.start();
     try {
       events.publish('hsm.operation', op(0.002));
-      expect((await m.refresh()).status).toBe('DEGRADED');
+      expect(await check(m)).toBe('DEGRADED');
     } finally {
       m.stop();
     }
@@ -30,7 +41,7 @@ describe('HealthMonitor: customer calls as evidence that a timed-out check is lo
     events.publish('hsm.operation', op(0.002));
     m.start();
     try {
-      expect((await m.refresh()).status).toBe('UNAVAILABLE');
+      expect(await check(m)).toBe('UNAVAILABLE');
     } finally {
       m.stop();
     }
@@ -41,7 +52,23 @@ describe('HealthMonitor: customer calls as evidence that a timed-out check is lo
     m.start();
     try {
       events.publish('hsm.operation', op(0.3));
-      expect((await m.refresh()).status).toBe('UNAVAILABLE');
+      expect(await check(m)).toBe('UNAVAILABLE');
+    } finally {
+      m.stop();
+    }
+  });
+
+  it('evidence lasts evidenceMs (5 s by default), counted to the end of the check', async () => {
+    const { m, events } = monitor();
+    m.start();
+    try {
+      events.publish('hsm.operation', op(0.002));
+      // The check ends 30 ms after it starts: started 4,969 ms after the call, it ends 1 ms inside the window.
+      await jest.advanceTimersByTimeAsync(4969);
+      expect(await check(m)).toBe('DEGRADED');
+      events.publish('hsm.operation', op(0.002));
+      await jest.advanceTimersByTimeAsync(4970);
+      expect(await check(m)).toBe('UNAVAILABLE');
     } finally {
       m.stop();
     }
