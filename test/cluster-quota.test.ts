@@ -28,7 +28,7 @@ let other: KeepAliveConnection[];
 beforeAll(async () => {
   // Round robin hands new connections to the workers in turn, so the layout below is reached within a
   // few connections; which worker served each is read from the request log, not assumed.
-  proxy = await startProxyProcess(config(), { NODE_CLUSTER_SCHED_POLICY: 'rr' });
+  proxy = await startProxyProcess(config(), { env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } });
   const layoutDone = (): boolean => {
     const sizes = [...byWorker.values()].map((c) => c.length).sort((a, b) => b - a);
     return (sizes[0] ?? 0) >= 4 && (sizes[1] ?? 0) >= 2;
