@@ -51,6 +51,7 @@ afterAll(async () => {
   await proxy?.stop();
 });
 
+// Real time in the pacing below: the quota is a rate on the proxy processes' own clocks, across real sockets.
 /**
  * Open-loop load: `perSecond` requests a second, evenly spaced and spread over `conns` in turn, for
  * `ms`. A request is never sent before its time, so the load never exceeds the rate over any window.
