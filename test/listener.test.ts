@@ -141,6 +141,7 @@ describe('connection cap', () => {
   });
 });
 
+// Real time, as above: the handshake bound is node:tls's and node:http's own timer.
 describe('TLS handshake timeout', () => {
   it('closes a TLS connection whose handshake never starts once the header timeout passes', async () => {
     const pki = makePki();
