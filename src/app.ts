@@ -31,6 +31,8 @@ export interface AppOptions {
   auditSuffix?: string;
   /** Event-loop overload detection (default: half the deadline as target, the deadline as interval). */
   overload?: OverloadOptions;
+  /** Wall clock (ms) of the local quotas and the refusal logs' budgets; default Date.now (tests move their own). */
+  now?: () => number;
 }
 
 /** HSM round trips on each fresh connection before the listener opens (see Pkcs11Engine.warmUp). */
@@ -123,11 +125,12 @@ export class ProxyApp {
       logger,
       metrics,
       runtime: () => app.runtimeNow,
-      quotas: opts.quotas ?? new LocalQuotas(),
+      quotas: opts.quotas ?? new LocalQuotas(opts.now),
       readiness: () => app.readiness(),
       draining: () => app.stopping,
       audit,
       overload,
+      now: opts.now,
     };
     // Only an optimisation: whatever goes wrong in it is logged, and the proxy starts anyway.
     try {

@@ -32,7 +32,7 @@ beforeAll(async () => {
   } as never);
   // Each worker accepting its own connections may take all of them; round robin hands new connections
   // to the workers in turn, so that both answer some and write a chain of their own.
-  const proxy = await startProxyProcess(config, { POD_NAME: 'xks-proxy-0', NODE_CLUSTER_SCHED_POLICY: 'rr' });
+  const proxy = await startProxyProcess(config, { env: { POD_NAME: 'xks-proxy-0', NODE_CLUSTER_SCHED_POLICY: 'rr' } });
   try {
     // Separate connections: the workers take them in turn.
     const answers = await Promise.all(

@@ -3,7 +3,7 @@
  * changes a restart-only setting is refused whole, naming it. One bad edit is counted once, however many
  * times the watch, the poll and SIGHUP meet it, and every counter an alert reads exists at 0 from start.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, unwatchFile, utimesSync, watchFile, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -114,12 +114,21 @@ test('a restart-only change is refused whole, naming the settings; nothing of th
 test('one bad edit is counted once: the directory watch, the poll and SIGHUP all meet it', async () => {
   reloader.watch(100);
   try {
+    // A listener of the test's own on the reloader's stat poll (node:fs keeps one per file and calls its
+    // listeners in order): the mtime it last reported is one the reloader's poll has just met.
+    let polledMtime = NaN;
+    watchFile(file, { interval: 100, persistent: false }, (curr) => (polledMtime = curr.mtimeMs));
+    // The poll takes its first stat in the background, and an edit made before that is never reported:
+    // touch the file until a change is, so that it has its baseline.
+    const touch = (): number => (utimesSync(file, new Date(), new Date()), polledMtime);
+    expect(await until(touch, (m) => !Number.isNaN(m), 5000, 150)).not.toBeNaN();
     const count = async (): Promise<number> => Number((await metric('xks_config_reloads_total{result="failure"}')).split(' ').pop());
     const before = await count();
     writeFileSync(file, 'keyStores: [');
+    const edited = statSync(file).mtimeMs;
     await until(count, (n) => n > before, 5000, 20);
-    // Give the 100 ms poll time to see the same edit, then ask again by hand as an operator's SIGHUP would.
-    await new Promise((r) => setTimeout(r, 400));
+    expect(await until(() => polledMtime, (m) => m === edited, 5000, 20)).toBe(edited);
+    // Then ask again by hand, as an operator's SIGHUP would.
     expect(reloader.reload('SIGHUP')).toBe(false);
     expect(await count()).toBe(before + 1);
     // A second, different bad edit is a second failure.
@@ -127,6 +136,7 @@ test('one bad edit is counted once: the directory watch, the poll and SIGHUP all
     await until(count, (n) => n > before + 1, 5000, 20);
     expect(await count()).toBe(before + 2);
   } finally {
+    unwatchFile(file);
     reloader.dispose();
     write(base());
   }

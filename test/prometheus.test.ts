@@ -10,7 +10,6 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -21,7 +20,9 @@ import type { ProxyConfigInput } from '../src/config/schema';
 import { generateApproverKey } from '../src/governance/signatures';
 import { UsageRecorder } from '../src/governance/usage';
 import { silentLogger } from '../src/log';
+import { freePort } from '../testbed/ports';
 import { makePki, Pki } from './support/pki';
+import { until } from './support/promises';
 import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
 import { requireTools } from './support/tools';
 
@@ -48,14 +49,6 @@ const EXPECTED_EMPTY: Record<string, string> = {
 
 const { bins } = requireTools('prometheus.test.ts', ['prometheus']);
 const describeLive = bins ? describe : describe.skip;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 interface Sample {
   metric: Record<string, string>;
@@ -84,18 +77,10 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     return body.data!.result;
   }
 
-  /** Polls until `ok` holds, within a bounded wait (Prometheus scrapes every second; the machine may be busy). */
-  async function until(what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
-    const end = Date.now() + ms;
-    for (;;) {
-      try {
-        if (await ok()) return;
-      } catch {
-        // not up yet
-      }
-      if (Date.now() > end) throw new Error(`Prometheus: ${what} within ${ms} ms. Its log:\n${promLog.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  /** Waits for Prometheus to show `ok` (a real wait: it scrapes every second on its own clock; the machine may be busy). */
+  async function scraped(what: string, ok: () => Promise<boolean>): Promise<void> {
+    // A query that throws: Prometheus not up yet.
+    if (!(await until(() => ok().catch(() => false), Boolean, 30_000, 250))) throw new Error(`Prometheus: ${what} within 30 s. Its log:\n${promLog.slice(-2000)}`);
   }
 
   const value = async (expr: string): Promise<number> => Number((await query(expr))[0]?.value[1] ?? NaN);
@@ -139,11 +124,12 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     );
     prometheus.stdout!.on('data', (c: Buffer) => (promLog += c.toString()));
     prometheus.stderr!.on('data', (c: Buffer) => (promLog += c.toString()));
-    await until('the proxy scraped', async () => (await value(`up{job="${JOB}"}`)) === 1);
+    await scraped('the proxy scraped', async () => (await value(`up{job="${JOB}"}`)) === 1);
 
     // ---- a short signed load, with the failures mixed in
     const P = '/prom/kms/xks/v1';
     const encrypt = { requestMetadata: keyMetadata('Encrypt'), plaintext: b64('hello'), encryptionAlgorithm: 'AES_GCM' };
+    // Real time: rate() over the dashboard's interval needs several of Prometheus's scrapes of this load.
     const stopAt = Date.now() + 6000;
     let sealed: Record<string, unknown> | undefined;
     let round = 0;
@@ -180,8 +166,8 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     // Everything above is in Prometheus once a scrape after it has landed.
     const failures = Number((await (await fetch(`http://127.0.0.1:${app.opsPort}/metrics`)).text()).match(/^xks_auth_failures_total\{key_store="prom",reason="signature"\} (\d+)/m)?.[1]);
     expect(failures).toBeGreaterThanOrEqual(10);
-    await until('the last injected failures scraped', async () => (await value(`sum(xks_auth_failures_total{reason="signature"})`)) >= failures);
-    await until('the restart-only edit scraped', async () => (await value('max(xks_config_restart_pending)')) === 1);
+    await scraped('the last injected failures scraped', async () => (await value(`sum(xks_auth_failures_total{reason="signature"})`)) >= failures);
+    await scraped('the restart-only edit scraped', async () => (await value('max(xks_config_restart_pending)')) === 1);
   }, 90_000);
 
   afterAll(async () => {
