@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import aws4 from 'aws4';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, testConfig } from './support/proxy';
+import { until } from './support/promises';
 import { ProxyProcess, startProxyProcess } from './support/proxy-process';
 
 const cred = newCredential();
@@ -77,6 +78,41 @@ describe('graceful shutdown (a real proxy process)', () => {
     for (const r of refused) expect(['ECONNREFUSED', 'ECONNRESET', 'EPIPE']).toContain(r);
     const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').filter((l) => l.includes('"term-'));
     expect(audit.length).toBe(answered.length);
+  });
+});
+
+describe('graceful shutdown: requests read when SIGTERM arrives', () => {
+  let proc: ProxyProcess;
+
+  beforeAll(async () => ({ proc } = await startProcess(1)));
+  afterAll(() => proc?.stop());
+
+  it('finishes reading and answers every request whose headers it had, then exits 0', async () => {
+    // Each request waits for 100 Continue, which the proxy sends only from its body-reading step: proof that
+    // the request is in the proxy when SIGTERM is sent. A proxy that exited at once would reset them all.
+    const pending = Array.from({ length: 8 }, (_, i) => {
+      const body = JSON.stringify({ requestMetadata: keyMetadata('Encrypt', { kmsRequestId: `mid-${i}` }), plaintext: 'AAAA', encryptionAlgorithm: 'AES_GCM' });
+      const req = { host: `127.0.0.1:${proc.port}`, path: '/t/kms/xks/v1/keys/k/encrypt', method: 'POST', service: 'kms-xks-proxy', region: 'us-east-1', body, headers: { 'content-type': 'application/json' } };
+      aws4.sign(req, cred);
+      const r = http.request({ host: '127.0.0.1', port: proc.port, path: req.path, method: 'POST', agent: false, headers: { ...(req.headers as http.OutgoingHttpHeaders), expect: '100-continue' } });
+      const continued = new Promise<void>((resolve) => r.once('continue', resolve));
+      const status = new Promise<number | string>((resolve) => {
+        r.once('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        r.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+      });
+      r.flushHeaders();
+      return { r, body, continued, status };
+    });
+    await Promise.all(pending.map((p) => p.continued));
+    proc.kill('SIGTERM');
+    // Draining is visible on the ops port before the bodies go out.
+    await until(async () => (await get(proc.opsPort, '/readyz').catch(() => ({ status: 0 }))).status === 503);
+    for (const p of pending) p.r.end(p.body);
+    expect(await Promise.all(pending.map((p) => p.status))).toEqual(pending.map(() => 200));
+    expect(await proc.exited).toBe(0);
   });
 });
 
