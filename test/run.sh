@@ -19,6 +19,9 @@ npm run --silent postinstall
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 failed=()
+# Static checks (`npm run lint`: tsc over the tests too, ESLint, knip). A finding fails the run, after the suites.
+echo "=== lint" >&2
+npm run --silent lint || failed+=("lint")
 # Arguments may select suites that a setup does not run: that is no failure there.
 more=()
 (($#)) && more=(--passWithNoTests)
