@@ -64,7 +64,7 @@ function render(v?: object, sets: string[] = [], chart = chartDir): Manifest[] {
   const docs = parseAllDocuments(r.stdout);
   const out: Manifest[] = [];
   for (const d of docs) {
-    if (d.errors.length > 0) throw new Error(`rendered YAML does not parse: ${d.errors[0].message}`);
+    if (d.errors.length > 0) throw new Error(`rendered YAML does not parse: ${d.errors.map((e) => e.message).join('; ')}`);
     const m = d.toJS() as Manifest | null;
     if (m) out.push(m);
   }
@@ -80,7 +80,7 @@ function renderError(v?: object, sets: string[] = []): string {
 function one(ms: Manifest[], kind: string, name?: string): Manifest {
   const found = ms.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
   expect(found).toHaveLength(1);
-  return found[0];
+  return found[0] as Manifest;
 }
 
 function container(ms: Manifest[]) {
@@ -138,7 +138,7 @@ describe('helm chart files', () => {
   const templateFiles = readdirSync(templatesDir).map((f) => path.join(templatesDir, f));
   const references = new Set<string>();
   for (const f of templateFiles) {
-    for (const m of readFileSync(f, 'utf8').matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) references.add(m[1].slice(1));
+    for (const m of readFileSync(f, 'utf8').matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) references.add((m[1] as string).slice(1));
   }
 
   test('every .Values reference in the templates is defined in values.yaml', () => {

@@ -281,7 +281,7 @@ describe('the request-path warm-up before the port opens (server.warmUpRequests)
 
   it('answers all four operations 200 through the real pipeline, and says so', () => {
     expect(logged().filter((l) => /warm-up: some requests failed/.test(String(l.msg)))).toEqual([]);
-    const line = logged().find((l) => l.msg === 'request path warmed up') as { requests: number; answered: Record<string, number> };
+    const line = logged().find((l) => l.msg === 'request path warmed up') as { requests: number; answered: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', number> };
     expect(line.requests).toBe(64);
     expect(line.answered).toEqual({ health: 16, metadata: 16, encrypt: expect.any(Number), decrypt: expect.any(Number) });
     expect(line.answered.encrypt + line.answered.decrypt).toBe(32);
