@@ -19,7 +19,7 @@ type Handle = pkcs11js.Handle;
  * OAEP uses SHA-1 (with MGF1-SHA-1): the one hash SoftHSM2 accepts for OAEP, and OAEP's security as a
  * key transport does not rest on SHA-1's collision resistance.
  */
-export const REPLICATION_KEY_LABEL = 'xks-replication';
+const REPLICATION_KEY_LABEL = 'xks-replication';
 const OAEP = oaep('sha1');
 
 /** A session on one token through a shared module lease (two tokens of one module can be open together). */

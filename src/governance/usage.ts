@@ -132,7 +132,7 @@ function writeSnapshot(t: TokenSession, writer: string, seq: number, counts: Usa
 }
 
 /** The largest current-version used/maxEncryptions over the keys whose rotation policy sets a usage limit (0 if none). */
-export function usageRatioMax(config: ProxyConfig, usage: UsageCounts): number {
+function usageRatioMax(config: ProxyConfig, usage: UsageCounts): number {
   let max = 0;
   for (const g of config.groups) {
     for (const k of g.keys) {

@@ -21,7 +21,7 @@ export function newCredential(): Credential {
 type KeyStoreInput = ProxyConfigInput['keyStores'][number];
 type GroupInput = NonNullable<ProxyConfigInput['groups']>[number];
 
-export const ALLOW_ALL = { rules: [{ id: 'allow-all', effect: 'allow' as const }] };
+const ALLOW_ALL = { rules: [{ id: 'allow-all', effect: 'allow' as const }] };
 
 /** A key store with its own group of keys (allow-all policy unless given). */
 export function keyStoreWithKeys(
