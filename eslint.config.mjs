@@ -24,6 +24,8 @@ export default defineConfig(
       // Off: `async` without `await` is how an implementation of a Promise-returning interface turns a
       // throw into a rejection; a forgotten await is no-floating-promises' finding.
       '@typescript-eslint/require-await': 'off',
+      // Promise.all over values that are promises or not (a synchronous fast path, an optional step) is meant.
+      '@typescript-eslint/await-thenable': ['error', { allowMixedPromiseArrays: true }],
       // A `let` that a closure reads before its one assignment cannot be a const (it would throw there).
       'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       // Passing on a caught value (unknown) is no invented non-Error reason; `reject('text')` still is one.

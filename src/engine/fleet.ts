@@ -299,7 +299,7 @@ export class FleetEngine implements CryptoEngine {
 
   /** Warms every HSM's path at once (see Pkcs11Engine.warmUp); members without it are skipped. */
   async warmUp(rounds: number): Promise<void> {
-    await Promise.all(this.members.map((m) => (m.engine as Partial<WarmUp>).warmUp?.(rounds) ?? Promise.resolve()));
+    await Promise.all(this.members.map((m) => (m.engine as Partial<WarmUp>).warmUp?.(rounds)));
   }
 
   /** One HSM's own engine (tests check that what one HSM sealed the other opens). */
