@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { constants, createCipheriv, publicEncrypt, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

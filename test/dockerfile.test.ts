@@ -139,7 +139,7 @@ describe('Dockerfile', () => {
     const r = runs(runtime);
     for (const [name, target] of Object.entries(pkg.bin as Record<string, string>)) {
       expect(r).toContain(`exec node /app/${target} "$@"\\n' > /usr/local/bin/${name}`);
-      expect(existsSync(path.join(root, (target as string).replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
+      expect(existsSync(path.join(root, target.replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
     }
     expect(r).toMatch(/chmod 755 \/usr\/local\/bin\/xks-proxy \/usr\/local\/bin\/xks-admin/);
   });

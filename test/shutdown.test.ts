@@ -39,11 +39,11 @@ async function startProcess(dir: string, workers: number): Promise<{ child: Chil
     server: { port, workers },
     ops: { port: opsPort },
     audit: { file: join(dir, 'audit.log') },
-  } as never);
+  });
   writeFileSync(join(dir, 'config.yaml'), stringify(config));
   const child = spawn('node', [MAIN, '--config', join(dir, 'config.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.resume();
-  child.stderr!.resume();
+  child.stdout.resume();
+  child.stderr.resume();
   for (let i = 0; i < 150; i++) {
     if ((await get(opsPort, '/readyz')).status === 200) return { child, port, opsPort };
     await new Promise((r) => setTimeout(r, 100));

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { createDecipheriv } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -270,7 +271,7 @@ describe('the request-path warm-up before the port opens (server.warmUpRequests)
     const config = testConfig([keyStoreWithKeys('w', '/w', [c1], [{ id: 'key-1', label: 'test-key-1' }])], {
       server: { warmUpRequests: 64 },
       audit: { file: join(dir, 'audit.log') },
-    } as never);
+    });
     warm = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void lines.push(s) }) });
   });
   afterAll(async () => {

@@ -122,7 +122,7 @@ export function send(port: number, path: string, payload: unknown, cred: Credent
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: Record<string, unknown> = {};
+        let parsed: Record<string, unknown>;
         try {
           parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
         } catch {
