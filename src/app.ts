@@ -154,7 +154,7 @@ export class ProxyApp {
       events,
     });
     app.xks.server.on('checkContinue', handler.checkContinue);
-    app.flushPipeline = handler.flush;
+    app.flushPipeline = () => handler.flush();
     await listen(app.xks.server, cfg.server.port, cfg.server.host);
     if (opts.opsServer !== false && cfg.ops.enabled) {
       app.ops = http.createServer(

@@ -26,7 +26,7 @@ beforeAll(async () => {
         insecurePlainHttp: false,
         tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caCert, allowedClientSubjects: ['load-tester'] },
       },
-    } as never),
+    }),
   );
 });
 afterAll(async () => {

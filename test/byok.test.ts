@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { constants, createCipheriv, publicEncrypt, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -110,7 +111,7 @@ describe('BYOK with an RSA wrapping key made in the HSM', () => {
     const r1 = await admin('key', 'import', `byok-l-${sfx}`, '--group', 'g', '--wrapped', join(dir, 'short-kw.wrapped'), '--wrapping-key', label);
     expect(r1.err).toMatch(/must be 384 bytes \(RSAES-OAEP of an AES-256 key\) or 424 \(RSA-AES key wrap\), got 408/);
     const good = kw(randomBytes(32));
-    good[5] ^= 1;
+    good[5] = (good[5] as number) ^ 1;
     writeFileSync(join(dir, 'bad-kw.wrapped'), Buffer.concat([rsaPart, good]));
     const r2 = await admin('key', 'import', `byok-l-${sfx}`, '--group', 'g', '--wrapped', join(dir, 'bad-kw.wrapped'), '--wrapping-key', label);
     expect(r2.err).toMatch(/could not unwrap the AES part/);

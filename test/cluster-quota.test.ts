@@ -15,7 +15,7 @@ const cred = newCredential();
 const config = (creds = [cred]): ReturnType<typeof testConfig> =>
   testConfig([keyStoreWithKeys('t', '/t', creds, [{ id: 'k', label: 'test-key-1' }], { keyStore: { requestsPerSecond: RATE } })], {
     server: { workers: 2 },
-  } as never);
+  });
 
 const health = (kmsRequestId: string): unknown => ({ requestMetadata: { kmsRequestId, kmsOperation: 'KmsHealthCheck' } });
 

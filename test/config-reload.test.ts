@@ -7,13 +7,13 @@ import { mkdtempSync, readFileSync, rmSync, statSync, unwatchFile, utimesSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { z } from 'zod';
 import { ProxyApp } from '../src/app';
 import { loadConfigFile } from '../src/config/load';
 import { ConfigReloader } from '../src/config/reloader';
 import { reloadRules } from '../src/config/reload-rules';
 import { configSchema } from '../src/config/schema';
 import type { ProxyConfigInput } from '../src/config/schema';
-import type { Logger } from '../src/log';
 import { silentLogger } from '../src/log';
 import { until } from './support/promises';
 import { get, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
@@ -30,9 +30,9 @@ const logger = new Proxy(silentLogger, {
     if (prop === 'warn' || prop === 'error' || prop === 'info') {
       return (obj: Record<string, unknown> | string, msg?: string) => lines.push(typeof obj === 'string' ? { level: prop, obj: {}, msg: obj } : { level: prop, obj, msg: msg ?? '' });
     }
-    return Reflect.get(target, prop);
+    return Reflect.get(target, prop) as unknown;
   },
-}) as Logger;
+});
 
 const base = (): ProxyConfigInput => testConfig([keyStoreWithKeys('rl', '/rl', [cred], [{ id: 'k', label: 'test-key-1' }])], { proxy: { fleetSize: 2 } });
 const write = (cfg: ProxyConfigInput): void => writeFileSync(file, stringify(cfg));
@@ -147,7 +147,6 @@ test('every setting has a rule: a section without one is refused by the walk', (
   // Every top-level section of the schema is covered, whole or field by field.
   const sections = Object.keys((configSchema as unknown as { def: { in: { def: { shape: object } } } }).def.in.def.shape);
   expect(sections.filter((k) => !Object.keys(rules).some((p) => p === k || p.startsWith(`${k}.`)))).toEqual([]);
-  const { z } = require('zod') as typeof import('zod');
   expect(() => reloadRules(z.object({ undeclared: z.number() }))).toThrow(/undeclared declares no reload rule/);
 });
 

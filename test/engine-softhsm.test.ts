@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import * as pkcs11js from 'pkcs11js';
 import type { HsmConfig } from '../src/engine/module';
 import { Pkcs11Engine } from '../src/engine/pkcs11-engine';

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../testbed/faulty-module';
 import { testHsm } from './support/hsm';

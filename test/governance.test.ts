@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -62,8 +63,8 @@ async function startMain(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ c
   writeFileSync(file, doc.toString());
   const child = spawn('node', [join(__dirname, '..', 'dist', 'src', 'main.js'), '--config', file], { env: { ...process.env, XKS_GOVERNANCE_TRUST: pin, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   await until(() => child.exitCode !== null || output.includes('xks-proxy listening'), Boolean, 15_000);
   if (child.exitCode !== null || !output.includes('xks-proxy listening')) return { code: await exited, output };
@@ -110,7 +111,7 @@ beforeAll(async () => {
   await ok('key', 'create', keyId, '--group', 'g');
   for (const [name, role] of [['alice', 'administrator'], ['bob', 'approver'], ['carol', 'approver'], ['dave', 'auditor']] as const) {
     keys[name] = join(dir, `${name}.pem`);
-    const k = await ok('admin', 'keygen', '--out', keys[name]!);
+    const k = await ok('admin', 'keygen', '--out', keys[name]);
     await ok('admin', 'add', name, '--role', role, '--public-key', k.publicKey as string);
   }
   // Protecting the group is itself a governed change; it alters the root, so the pin lists both roots meanwhile.
@@ -379,7 +380,7 @@ describe('what a config writer without a quorum tried, refused', () => {
     const t = openFleetToken(hsmA().target, hsmA().pin);
     try {
       const [key] = findSecretKeys(t, label);
-      expect((t.mod.C_GetAttributeValue(t.session, key!, [{ type: pkcs11js.CKA_ID }])[0]!.value as Buffer).toString('hex')).toBe(recorded);
+      expect(t.mod.C_GetAttributeValue(t.session, key!, [{ type: pkcs11js.CKA_ID }])[0]!.value.toString('hex')).toBe(recorded);
       t.mod.C_DestroyObject(t.session, key!);
       generateKek(t, label); // same label, another object (no CKA_ID, or another one)
     } finally {

@@ -7,6 +7,7 @@
  * validation of the manifests uses the npm package kubernetes-models (a dev dependency). Outside CI,
  * render tests are skipped, saying why, only when Helm is missing.
  */
+import { expect } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -64,7 +65,7 @@ function render(v?: object, sets: string[] = [], chart = chartDir): Manifest[] {
   const docs = parseAllDocuments(r.stdout);
   const out: Manifest[] = [];
   for (const d of docs) {
-    if (d.errors.length > 0) throw new Error(`rendered YAML does not parse: ${d.errors[0].message}`);
+    if (d.errors.length > 0) throw new Error(`rendered YAML does not parse: ${d.errors.map((e) => e.message).join('; ')}`);
     const m = d.toJS() as Manifest | null;
     if (m) out.push(m);
   }
@@ -80,7 +81,7 @@ function renderError(v?: object, sets: string[] = []): string {
 function one(ms: Manifest[], kind: string, name?: string): Manifest {
   const found = ms.filter((m) => m.kind === kind && (name === undefined || m.metadata.name === name));
   expect(found).toHaveLength(1);
-  return found[0];
+  return found[0] as Manifest;
 }
 
 function container(ms: Manifest[]) {
@@ -138,14 +139,14 @@ describe('helm chart files', () => {
   const templateFiles = readdirSync(templatesDir).map((f) => path.join(templatesDir, f));
   const references = new Set<string>();
   for (const f of templateFiles) {
-    for (const m of readFileSync(f, 'utf8').matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) references.add(m[1].slice(1));
+    for (const m of readFileSync(f, 'utf8').matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) references.add((m[1] as string).slice(1));
   }
 
   test('every .Values reference in the templates is defined in values.yaml', () => {
     const missing = [...references].filter((ref) => {
       let node: unknown = values;
       for (const k of ref.split('.')) {
-        if (node === null || typeof node !== 'object' || !(k in (node as object))) return true;
+        if (node === null || typeof node !== 'object' || !(k in node)) return true;
         node = (node as Record<string, unknown>)[k];
       }
       return false;
@@ -421,7 +422,7 @@ describeRender(`helm chart rendered by ${renderer?.name ?? '(no renderer install
 function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
   if (v !== null && typeof v === 'object') {
-    return `{${Object.keys(v as object).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
   }
   return JSON.stringify(v);
 }
@@ -740,7 +741,7 @@ describeRender('helm chart: Grafana dashboard and PrometheusRule', () => {
     app = await startProxy(
       testConfig([keyStoreWithKeys('dash', '/dash', [cred], [{ id: 'k', label: 'test-key-1' }])], {
         server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } },
-      } as never),
+      }),
     );
     // xks_key_version_usage_ratio_max exists where governance.usageDir is set (README "Rotation policies").
     usageDir = mkdtempSync(path.join(tmpdir(), 'xks-usage-'));

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { ProxyApp } from '../src/app';

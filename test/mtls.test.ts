@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
@@ -43,7 +44,7 @@ describe('mTLS', () => {
     clients.purpose = pki.client(KMS, { purpose: 'serverAuth' });
     const config = testConfig([keyStoreWithKeys('m', '/m', [newCredential()], [{ id: 'k', label: 'test-key-1' }])], {
       server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caCert, allowedClientSubjects: [KMS] } },
-    } as never);
+    });
     app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void lines.push(s) }) });
   });
   afterAll(() => app.stop(1000));

@@ -33,7 +33,7 @@ describe('TLS and mTLS', () => {
             allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'],
           },
         },
-      } as never),
+      }),
     );
   });
   afterAll(() => app.stop(1000));

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -221,7 +222,7 @@ function floodFromChild(port: number, path: string, payload: unknown, connection
   `;
   const args = JSON.stringify([port, path, JSON.stringify(payload), connections, ms, cred.accessKeyId, cred.secretAccessKey]);
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['-e', script, args], { timeout: ms + 15_000 }, (error, stdout) => (error ? reject(error) : resolve(JSON.parse(stdout) as Record<string, number>)));
+    execFile(process.execPath, ['-e', script, args], { timeout: ms + 15_000 }, (error: Error | null, stdout: string) => (error ? reject(error) : resolve(JSON.parse(stdout) as Record<string, number>)));
   });
 }
 

@@ -96,7 +96,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     base = testConfig([ks, off], {
       server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } },
       governance: { usageDir: path.join(dir, 'usage') },
-    } as Partial<ProxyConfigInput>);
+    });
     writeFileSync(configFile, stringify(base));
     const runtime = loadConfigFile(configFile);
     app = await ProxyApp.start({ runtime, logger: silentLogger });
@@ -181,7 +181,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
   });
 
   const dashboard = JSON.parse(readFileSync(path.join(root, 'helm', 'xks-proxy', 'dashboards', 'xks-proxy.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
-  const rules = parse(readFileSync(path.join(root, 'helm', 'xks-proxy', 'rules', 'xks-proxy.rules.yaml'), 'utf8')).groups.flatMap((g: { rules: object[] }) => g.rules) as { alert: string; expr: string }[];
+  const rules = (parse(readFileSync(path.join(root, 'helm', 'xks-proxy', 'rules', 'xks-proxy.rules.yaml'), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules);
   const panelQueries = dashboard.panels.flatMap((p) => p.targets.map((t, i) => ({ name: `panel "${p.title}" #${i + 1}`, expr: t.expr.replace(/\$__rate_interval/g, RATE_INTERVAL).replace(/\$job/g, JOB) })));
 
   test.each(panelQueries)('$name returns data', async ({ name, expr }) => {

@@ -42,7 +42,7 @@ beforeAll(async () => {
   writeEmuControls(controls, {});
   const member = { sessionPoolSize: 4, healthKeyLabel: 'health-key', healthCacheMs: 200, reconnectBackoffMs: 50 };
   const config: ProxyConfigInput = {
-    ...testConfig([keyStoreWithKeys('f', '/f', [cred], [{ id: 'k', label: 'shared-key' }])], { limits: { deadlineMs: 1000 } } as never),
+    ...testConfig([keyStoreWithKeys('f', '/f', [cred], [{ id: 'k', label: 'shared-key' }])], { limits: { deadlineMs: 1000 } }),
     hsm: undefined,
     hsms: [
       { id: 'flaky', modulePath: vendorEmuModule(), libraryParameters: `profile=ha-flaky control=${controls}`, tokenLabel: flaky.label, pin: { value: flaky.pin }, ...member },

@@ -36,7 +36,7 @@ const clock = new ManualClock();
 beforeEach(() => clock.advance(1000));
 
 beforeAll(async () => {
-  const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }], { keyStore: { regions: ['us-east-1'] } })], { audit: { file: auditFile } } as never);
+  const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }], { keyStore: { regions: ['us-east-1'] } })], { audit: { file: auditFile } });
   const logger = createLogger('info', { write: (s: string) => void lines.push(s) });
   app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger, createModule: create, now: clock.now });
 });
@@ -435,7 +435,7 @@ describe('a request shed while the event loop has a standing queue', () => {
   };
 
   beforeAll(async () => {
-    const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: shedAudit }, limits: { eventLoopShedMs: 100 } } as never);
+    const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: shedAudit }, limits: { eventLoopShedMs: 100 } });
     shedding = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void shedLog.push(s) }), createModule: create, now: clock.now });
     shedding.overload.stop();
     const now = performance.now();

@@ -15,7 +15,7 @@ async function startProcess(workers: number): Promise<{ proc: ProxyProcess; dir:
   const config = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])], {
     server: { workers },
     audit: { file: join(dir, 'audit.log') },
-  } as never);
+  });
   return { proc: await startProxyProcess(config, { dir }), dir };
 }
 

@@ -13,12 +13,12 @@ import { addKey, newVersion, objectIdBytes, versionLabel } from './keys';
 const PREFIX = 'xks-import-';
 const labelFor = (hash: OaepHash, expires: Date): string => `${PREFIX}${randomBytes(4).toString('hex')}-${hash}-exp${Math.floor(expires.getTime() / 1000)}`;
 
-export function parseImportLabel(label: string): { hash: OaepHash; expires: Date } | undefined {
+function parseImportLabel(label: string): { hash: OaepHash; expires: Date } | undefined {
   const m = /^xks-import-[0-9a-f]{8}-(sha256|sha1)-exp(\d{9,11})$/.exec(label);
   return m ? { hash: m[1] as OaepHash, expires: new Date(Number(m[2]) * 1000) } : undefined;
 }
 
-export function importExpiry(label: string): Date | undefined {
+function importExpiry(label: string): Date | undefined {
   return parseImportLabel(label)?.expires;
 }
 

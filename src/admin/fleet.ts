@@ -38,6 +38,7 @@ export function makeKeyVersion(ctx: AdminContext, label: string, objectId: Buffe
       `${(e as Error).message}; replication needs the security officer's step once per pair of HSMs ` +
         '(xks-admin hsm trust-replication --source ID --target ID, SO PIN in XKS_HSM_SO_PIN), or import the same ' +
         'wrapped material into each HSM (key import: BYOK into every HSM of the fleet)',
+      { cause: e },
     );
   }
 }
@@ -61,7 +62,7 @@ export function importKeyVersion(ctx: AdminContext, label: string, wrappingKey: 
         unwrapKek(token, wrappingKey, wrapped, label, mechanism, objectId);
         done.push(token);
       } catch (e) {
-        throw new Error(`HSM ${id}: ${(e as Error).message}${done.length ? ` (the key version is already on ${done.length} other HSM(s); remove it there or retry on this one)` : ''}`);
+        throw new Error(`HSM ${id}: ${(e as Error).message}${done.length ? ` (the key version is already on ${done.length} other HSM(s); remove it there or retry on this one)` : ''}`, { cause: e });
       }
     }
   });

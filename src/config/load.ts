@@ -22,7 +22,7 @@ export interface KeyVersion {
   label: string;
 }
 
-export interface GroupRuntime {
+interface GroupRuntime {
   name: string;
   status: 'ENABLED' | 'DISABLED';
   rules: readonly CompiledRule[];
@@ -79,7 +79,7 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out || '(root)';
 }
 
-export function formatZodError(error: z.ZodError): string {
+function formatZodError(error: z.ZodError): string {
   return error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ');
 }
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /** Where a secret comes from. Inline values are allowed for demos; env and file keep secrets out of the config. */
-export const secretSourceSchema = z.union([
+const secretSourceSchema = z.union([
   z.object({ env: z.string().min(1) }).strict(),
   z.object({ file: z.string().min(1) }).strict(),
   z.object({ value: z.string().min(1) }).strict(),
@@ -19,7 +19,7 @@ const LIVE = { reload: 'live' } as const;
 const RESTART = { reload: 'restart' } as const;
 
 export const EXTERNAL_KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
-export const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
+const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
 export const SECRET_ACCESS_KEY = /^[A-Za-z0-9+/=]{43,64}$/;
 const PATH_PREFIX = /^(\/[A-Za-z0-9_-]+)*$/;
 const XKS_SUFFIX = '/kms/xks/v1';
@@ -277,7 +277,7 @@ const HSM_ID = /^[A-Za-z0-9._-]{1,64}$/;
  * placement (keys[].versions[].hsms). At most 10, the spec's limit for ekmFleetDetails.
  */
 const fleetMemberSchema = hsmSchema.extend({ id: z.string().regex(HSM_ID, 'must be 1-64 characters of A-Z a-z 0-9 . _ -') });
-export type HsmMemberConfig = z.output<typeof fleetMemberSchema>;
+type HsmMemberConfig = z.output<typeof fleetMemberSchema>;
 
 export const configSchema = z
   .object({

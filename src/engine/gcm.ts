@@ -19,7 +19,7 @@ export type GcmLayout = 'v240' | 'v230';
  */
 export type IvSource = NonNullable<HsmConfig['ivSource']>;
 /** The order they are tried in: the proxy's own IV first, so that a module taking it keeps today's behaviour. */
-export const IV_SOURCES: readonly IvSource[] = ['proxy', 'hsm-writes-zeroed', 'hsm-appends'];
+const IV_SOURCES: readonly IvSource[] = ['proxy', 'hsm-writes-zeroed', 'hsm-appends'];
 
 const TAG_BITS = 128;
 const TAG_BYTES = TAG_BITS / 8;
@@ -101,7 +101,7 @@ export function bindingSendsV230(): boolean {
  * generate (Luna firmware 7.9.3 reads it so and requires it; older firmware ignores it). v230: the 40-byte
  * structure without ulIvBits (older HSM firmware; NSS accepts both, SoftHSM2 only v240). See bindingSendsV230.
  */
-export function gcmMechanism(layout: GcmLayout, iv: Buffer, aad: Buffer): pkcs11js.Mechanism {
+function gcmMechanism(layout: GcmLayout, iv: Buffer, aad: Buffer): pkcs11js.Mechanism {
   const type = layout === 'v240' ? pkcs11js.CK_PARAMS_AES_GCM_v240 : pkcs11js.CK_PARAMS_AES_GCM;
   const ivBits = (iv.length === 0 ? IV_BYTES : iv.length) * 8;
   const parameter: pkcs11js.AesGCM = { type, iv, aad, ivBits, tagBits: TAG_BITS };

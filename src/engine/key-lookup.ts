@@ -71,7 +71,7 @@ export class KeyLookup {
       { type: pkcs11js.CKA_SENSITIVE },
       { type: pkcs11js.CKA_EXTRACTABLE },
       { type: pkcs11js.CKA_ID },
-    ]).map((a) => a.value as Buffer);
+    ]).map((a) => a.value);
     const uint = (b: Buffer | undefined): number => (b ? b.readUIntLE(0, Math.min(b.length, 6)) : -1);
     // 0 = not recorded: SoftHSM2 leaves CKA_VALUE_LEN unset on unwrapped keys (xks-admin checks their length on import).
     if (uint(keyType) !== pkcs11js.CKK_AES || (uint(valueLen) !== 32 && uint(valueLen) !== 0)) {
@@ -88,7 +88,7 @@ export class KeyLookup {
 
   /** Without a configured health key, a session-only key (gone when the sessions go) still proves the HSM works. */
   generateSessionKey(session: Handle): Handle {
-    return this.mod.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined as never }, [
+    return this.mod.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined }, [
       { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY },
       { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
       { type: pkcs11js.CKA_VALUE_LEN, value: 32 },

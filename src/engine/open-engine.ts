@@ -14,7 +14,7 @@ export interface OpenEngineDeps extends Omit<EngineDeps, 'pin' | 'hsmId'> {
 }
 
 /** Where each key version label lives: the HSM ids named on its versions, or undefined for every HSM. */
-export function keyPlacement(config: ProxyConfig): Map<string, readonly string[] | undefined> {
+function keyPlacement(config: ProxyConfig): Map<string, readonly string[] | undefined> {
   const out = new Map<string, readonly string[] | undefined>();
   for (const g of config.groups) {
     for (const k of g.keys) {

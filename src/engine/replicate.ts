@@ -19,7 +19,7 @@ type Handle = pkcs11js.Handle;
  * OAEP uses SHA-1 (with MGF1-SHA-1): the one hash SoftHSM2 accepts for OAEP, and OAEP's security as a
  * key transport does not rest on SHA-1's collision resistance.
  */
-export const REPLICATION_KEY_LABEL = 'xks-replication';
+const REPLICATION_KEY_LABEL = 'xks-replication';
 const OAEP = oaep('sha1');
 
 /** A session on one token through a shared module lease (two tokens of one module can be open together). */
@@ -140,7 +140,7 @@ export function createReplicated(tokens: readonly FleetToken[], label: string, o
       { type: pkcs11js.CKA_EXTRACTABLE, value: targets.length > 0 },
       { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
     );
-    const key = source.token.mod.C_GenerateKey(source.token.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined as never }, template);
+    const key = source.token.mod.C_GenerateKey(source.token.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined }, template);
     made.push({ token: source.token, key });
     for (const t of wrapping) {
       const wrapped = source.token.mod.C_WrapKey(source.token.session, OAEP, t.trusted, key, Buffer.alloc(1024));

@@ -64,7 +64,7 @@ export function countsTowardsQuorum(config: ProxyConfig, groupName: string, name
 }
 
 /** Approvers whose valid signature over the group's current state is present (each counted once). */
-export function validApprovers(config: ProxyConfig, group: GroupConfig, stateHash = groupStateHash(config, group)): string[] {
+function validApprovers(config: ProxyConfig, group: GroupConfig, stateHash = groupStateHash(config, group)): string[] {
   if (!group.quorum) return [];
   const admins = new Map(config.governance.administrators.map((a) => [a.name, a]));
   const ok = new Set<string>();

@@ -24,7 +24,7 @@ export function groupStateHash(config: ProxyConfig, group: GroupConfig): string 
 /** The state without its revision: whether a change alters what the group allows, not just where it sits in history. */
 export function groupContentHash(config: ProxyConfig, group: GroupConfig): string {
   const { revision: _revision, ...rest } = group;
-  return groupStateHash(config, rest as GroupConfig);
+  return groupStateHash(config, rest);
 }
 
 /** The default life of a proposal and its approvals when governance.approvalTtlHours is not set. */
