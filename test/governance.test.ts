@@ -406,8 +406,10 @@ describe('what a config writer without a quorum tried, refused', () => {
     checkAndRecord([hsmA(), hsmB], [{ group, epoch: 0, state: s0 }], new Date());
     expect([marksOn(hsmA()), marksOn(hsmB)]).toEqual([[0], [0]]);
     expect(() => checkAndRecord([hsmA(), hsmB], [{ group, epoch: 0, state: s1 }], new Date())).toThrow(/state 1111111111111111\.\.\. is not the one accepted at epoch 0/);
-    const down: HsmMember = { ...hsmB, pin: 'not-the-pin' };
-    expect(() => checkAndRecord([hsmA(), down], [claim(1, s1, s0)], new Date())).toThrow(/the new state of group "fleet-[0-9a-f]+" could not be recorded on every HSM \(b: CKR_PIN_INCORRECT.*\); it is accepted once all hold it/);
+    // An HSM that cannot be reached: its token is not there (a wrong PIN would not do: the login is per
+    // application and token, and this process may already hold one).
+    const down: HsmMember = { ...hsmB, target: { ...hsmB.target, tokenLabel: `gone-${suffix}` } };
+    expect(() => checkAndRecord([hsmA(), down], [claim(1, s1, s0)], new Date())).toThrow(/the new state of group "fleet-[0-9a-f]+" could not be recorded on every HSM \(b: .*no token labelled.*\); it is accepted once all hold it/);
     checkAndRecord([hsmA(), hsmB], [claim(1, s1, s0)], new Date());
     expect([marksOn(hsmA()), marksOn(hsmB)]).toEqual([[0, 1], [0, 1]]);
     // Either HSM alone now refuses the older state; one that answers is enough to keep the current one.
