@@ -95,3 +95,10 @@ export function recordDigests(doc: Document, config: ProxyConfig, ki: number): n
   return written;
 }
 
+
+/** DISABLED: InvalidStateException for every operation of the key store. For a key store whose identity a protected group records, a governed change. */
+export function setKeyStoreStatus(ctx: AdminContext, keyStore: string, status: 'ENABLED' | 'DISABLED'): object {
+  ctx.store.update((doc, config) => doc.setIn(['keyStores', keyStoreIndex(config, keyStore), 'status'], status));
+  ctx.audit({ action: status === 'ENABLED' ? 'key-store-enable' : 'key-store-disable', keyStore });
+  return { keyStore, status };
+}

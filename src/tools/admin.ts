@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
 import { trustReplication } from '../admin/fleet';
-import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
+import { addCredential, listCredentials, retireCredential, setKeyStoreStatus } from '../admin/credentials';
 import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange, withdrawChange } from '../admin/governance';
 import { rotateDue, setRotation } from '../admin/rotation';
 import { byokWrap, importKeyRsa, importParams } from '../admin/byok';
@@ -58,6 +58,7 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   key schedule-deletion ID [--days 30]     unusable now, destroyable after 7-30 days
   key cancel-deletion ID
   key purge ID                             destroy in the HSM once the waiting period is over
+  key-store enable|disable KS              DISABLED: InvalidStateException for all of its operations
   credential add --key-store KS            new SigV4 credential; prints the KMS console JSON
   credential retire --key-store KS --access-key-id AKID
   credential list --key-store KS
@@ -259,6 +260,10 @@ function run(positionals: string[]): unknown {
       return cancelDeletion(context(), id());
     case 'key purge':
       return purgeKey(context(), id());
+    case 'key-store enable':
+      return setKeyStoreStatus(context(), id(), 'ENABLED');
+    case 'key-store disable':
+      return setKeyStoreStatus(context(), id(), 'DISABLED');
     case 'credential add':
       return addCredential(context(), need(opts['key-store'], '--key-store'));
     case 'credential retire':
