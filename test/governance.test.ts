@@ -540,10 +540,7 @@ describe('key substitution through the hsm sections, refused by the check values
     const k = loadConfigFile(configFile).config.groups[0]!.keys.find((x) => x.id === keyId)!;
     const t = openFleetToken(evil.target, evil.pin);
     try {
-      for (const v of k.versions!) {
-        expect(v.checkValue).toBeDefined();
-        if (findSecretKeys(t, v.label).length === 0) generateKek(t, v.label, Buffer.from(v.objectId!, 'hex'));
-      }
+      for (const v of k.versions!) if (findSecretKeys(t, v.label).length === 0) generateKek(t, v.label, Buffer.from(v.objectId!, 'hex'));
     } finally {
       t.close();
     }
@@ -605,19 +602,29 @@ describe('the identity of a key store reaching a protected group is under the qu
     expect(ks.credentials.map((c) => c.secretSha256)).toEqual([sha256(cred.secretAccessKey)]);
   });
 
-  it('a credential added by hand (with its SHA-256) is refused on reload and at restart', async () => {
+  it('a credential added by hand (with or without its SHA-256), or a secret changed, is refused on reload and at restart', async () => {
     const good = readFileSync(configFile, 'utf8');
     const extra = newCredential();
-    const doc = parseDocument(good);
-    doc.addIn(['keyStores', 0, 'credentials'], doc.createNode({ accessKeyId: extra.accessKeyId, secretAccessKey: { value: extra.secretAccessKey }, secretSha256: sha256(extra.secretAccessKey) }));
-    writeFileSync(configFile, doc.toString());
-    const before = await refusals('quorum');
-    expect(reloader.reload('test')).toBe(false);
-    expect(await refusals('quorum')).toBe(before + 1);
-    expect((await encryptAs(extra)).body).toMatchObject({ errorName: 'AuthenticationFailedException' });
-    const restart = await startMain(doc.toString());
-    expect(restart.code).toBe(78);
-    expect(restart.output).toMatch(/group \\"g\\" is quorum-protected/);
+    const tried = async (edit: (doc: Document) => void, reason: string, says: RegExp, as: Credential): Promise<void> => {
+      const doc = parseDocument(good);
+      edit(doc);
+      writeFileSync(configFile, doc.toString());
+      const before = await refusals(reason);
+      expect(reloader.reload('test')).toBe(false);
+      expect(await refusals(reason)).toBe(before + 1);
+      expect((await encryptAs(as)).body).toMatchObject({ errorName: 'AuthenticationFailedException' });
+      expect((await encryptAs(cred)).status).toBe(200);
+      const restart = await startMain(doc.toString());
+      expect(restart.code).toBe(78);
+      expect(restart.output).toMatch(says);
+    };
+    const added = (digest: boolean) => (doc: Document) =>
+      doc.addIn(['keyStores', 0, 'credentials'], doc.createNode({ accessKeyId: extra.accessKeyId, secretAccessKey: { value: extra.secretAccessKey }, ...(digest ? { secretSha256: sha256(extra.secretAccessKey) } : {}) }));
+    await tried(added(false), 'quorum', /group \\"g\\" is quorum-protected/, extra);
+    await tried(added(true), 'quorum', /group \\"g\\" is quorum-protected/, extra);
+    // The writer's own secret under the key store's access key id: the recorded digest refuses it.
+    const theirs = { ...cred, secretAccessKey: extra.secretAccessKey };
+    await tried((doc) => doc.setIn(['keyStores', 0, 'credentials', 0, 'secretAccessKey'], doc.createNode({ value: extra.secretAccessKey })), 'secret', /the secret does not match the credential's recorded secretSha256/, theirs);
     writeFileSync(configFile, good);
     expect(reloader.reload('test')).toBe(true);
   });
@@ -700,7 +707,7 @@ describe('upgrade, and refusals at start', () => {
 
   it('a config refused at start writes a governance-refusal line to its admin audit chain', async () => {
     const doc = parseDocument(readFileSync(configFile, 'utf8'));
-    doc.setIn(['groups', 0, 'keys', 0, 'status'], 'DISABLED');
+    doc.addIn(['groups', 0, 'policy', 'rules'], doc.createNode({ id: 'by-hand', effect: 'allow', principals: ['*'] }));
     const auditFile = join(dir, 'start-audit.log');
     const r = await startMain(doc.toString(), {}, { auditFile });
     expect(r.code).toBe(78);
