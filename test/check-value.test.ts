@@ -1,7 +1,7 @@
 import { createDecipheriv } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { opensCheckValue, sealCheckValue } from '../src/engine/check-value';
 import type { ModuleTarget } from '../src/engine/module';
 import { openFleetToken } from '../src/engine/replicate';
@@ -17,36 +17,30 @@ import { testHsm } from './support/hsm';
  * checked by the engine once per key handle before the key is first used.
  */
 const h = testHsm();
-const dir = mkdtempSync(join(tmpdir(), 'xks-check-value-'));
-const controls = join(dir, 'controls');
-const emu = vendorEmuModule();
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const emu = { module: vendorEmuModule(), controls: join(mkdtempSync(join(tmpdir(), 'xks-check-value-')), 'controls') };
+afterAll(() => rmSync(dirname(emu.controls), { recursive: true, force: true }));
 
-interface Mode {
-  name: string;
-  profile?: EmulatedProfile;
-  emu?: EmuControls;
-  ivBytes: number;
-}
+/** Each way an HSM chooses the IV (testbed/vendor-emu.c), with the IV length it gives. */
+type Mode = { name: string; profile?: EmulatedProfile; controls?: EmuControls; ivBytes: number };
 const MODES: Mode[] = [
   { name: 'SoftHSM2 (the proxy draws the IV)', ivBytes: 12 },
   { name: 'cloudhsm (writes a zeroed pIv)', profile: 'cloudhsm', ivBytes: 12 },
   { name: 'nshield (writes a zeroed pIv)', profile: 'nshield', ivBytes: 12 },
   { name: 'luna-fips (appends a 12-byte IV)', profile: 'luna-fips', ivBytes: 12 },
-  { name: 'luna-fips (appends a 16-byte IV)', profile: 'luna-fips', emu: { iv_bytes: 16 }, ivBytes: 16 },
+  { name: 'luna-fips (appends a 16-byte IV)', profile: 'luna-fips', controls: { iv_bytes: 16 }, ivBytes: 16 },
 ];
 
 function target(mode: Mode): { target: ModuleTarget; pin: string } {
   if (!mode.profile) return { target: { modulePath: h.modulePath, tokenLabel: h.tokenLabel, environment: h.environment, libraryParameters: h.libraryParameters }, pin: h.pin };
   return {
-    target: { modulePath: emu, tokenLabel: h.tokenLabel, environment: h.environment, libraryParameters: `profile=${mode.profile} control=${controls}` },
+    target: { modulePath: emu.module, tokenLabel: h.tokenLabel, environment: h.environment, libraryParameters: `profile=${mode.profile} control=${emu.controls}` },
     pin: mode.profile === 'cloudhsm' ? `xks_cu:${h.pin}` : h.pin,
   };
 }
 
 /** Runs fn on a logged-in session of the test token through this mode's module. */
 function onToken<T>(mode: Mode, fn: (t: ReturnType<typeof openFleetToken>) => T): T {
-  writeEmuControls(controls, mode.emu ?? {});
+  writeEmuControls(emu.controls, mode.controls ?? {});
   const { target: tg, pin } = target(mode);
   const t = openFleetToken(tg, pin);
   try {
