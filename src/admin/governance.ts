@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSyn
 import { join } from 'node:path';
 import { ConfigError } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
+import { openOnEach } from '../engine/check-value';
 import { Claim, claimsOf, judgeClaims, Mark } from '../governance/epochs';
 import { readMarks, recordMarks } from '../governance/high-water';
 import { generateApproverKey, publicKeyOf, signApproval } from '../governance/signatures';
@@ -10,7 +11,6 @@ import { countsTowardsQuorum, GovernanceError } from '../governance/quorum';
 import { governanceRootHash, groupStateHash } from '../governance/state';
 import { groupIndex } from '../store/config-store';
 import type { AdminContext } from './context';
-import { openOnEach } from '../engine/check-value';
 import { onEveryHsm, withHolders } from './fleet';
 import { discardMade, Made, Making, nothingMade } from './made';
 import { recordGroup } from './groups';
@@ -100,7 +100,13 @@ function madeBy(ctx: AdminContext, label: string): string[] {
   if (!existsSync(changesDir(ctx))) return [];
   return readdirSync(changesDir(ctx))
     .filter((f) => f.endsWith('.json'))
-    .map((f) => readProposal(ctx, f.slice(0, -5)))
+    .flatMap((f) => {
+      try {
+        return [readProposal(ctx, f.slice(0, -5))];
+      } catch {
+        return []; // not a proposal of ours: it names no key
+      }
+    })
     .filter((p) => p.made?.keys[label]?.made)
     .map((p) => p.id);
 }
@@ -129,7 +135,11 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
       throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
     }
   } catch (e) {
-    discardMade(ctx, made);
+    try {
+      discardMade(ctx, made);
+    } catch (d) {
+      throw new ConfigError(`${(e as Error).message} (and what the proposal made could not be taken back: ${(d as Error).message}; see xks-admin hsm list-keys)`);
+    }
     const clash = /a key labelled "([^"]+)" already exists/.exec((e as Error).message)?.[1];
     const by = clash === undefined ? [] : madeBy(ctx, clash);
     if (by.length > 0) throw new ConfigError(`${(e as Error).message}: made by pending change ${by.join(', ')} (xks-admin change withdraw ${by[0]} --as NAME destroys it)`);

@@ -41,17 +41,24 @@ export interface KeyLookupDeps {
 interface Cached {
   record: RecordedKey | undefined;
   key?: Handle;
-  /** The object did not open the recorded check value: refused until the record or the connection changes. */
-  refused?: EngineError;
+  /** The object did not open the recorded check value: refused until the record or the connection changes, or the refusal ages. */
+  refused?: { error: EngineError; at: number };
 }
+
+/**
+ * A refused key is looked at again after this long: a module that reports some transient fault of a decrypt as
+ * an ordinary failure (SoftHSM2 says CKR_GENERAL_ERROR for a bad tag and for other troubles) must not keep a
+ * good key refused until a restart, and one decrypt a minute per refused key costs nothing.
+ */
+const REFUSAL_RECHECK_MS = 60_000;
 
 /**
  * Finds AES-256 secret keys by label and refuses keys that could leave the HSM, a key whose CKA_ID is not the one
  * recorded for its label (another object given the label later), and one that does not open the version's
  * recorded check value (another key material under the recorded label and CKA_ID: a token of a config writer's).
- * The check is one decrypt per handle: a handle, and a refusal, are cached per connection with the record they
- * were judged against, so a request pays a map lookup; a reload that changes the record, a stale handle and a
- * reconnect look the key up, and check it, again.
+ * The check is one decrypt per handle: a handle, and a refusal (for a minute), are cached per connection with the
+ * record they were judged against, so a request pays a map lookup; a reload that changes the record, a stale handle
+ * and a reconnect look the key up, and check it, again.
  */
 export class KeyLookup {
   private readonly cache = new Map<string, Cached>();
@@ -73,14 +80,16 @@ export class KeyLookup {
     const cached = this.cache.get(label);
     if (cached && sameRecord(cached.record, record)) {
       if (cached.key !== undefined) return cached.key;
-      this.deps.events?.publish('key.check-failed', { hsm: this.hsmId });
-      throw cached.refused;
+      if (cached.refused && performance.now() - cached.refused.at < REFUSAL_RECHECK_MS) {
+        this.deps.events?.publish('key.check-failed', { hsm: this.hsmId });
+        throw cached.refused.error;
+      }
     }
     const key = this.find(session, label, record?.objectId === undefined ? undefined : Buffer.from(record.objectId, 'hex'));
     if (!key) throw new EngineError('key-not-found', 'the key material for this external key is not in the HSM');
     if (record?.checkValue !== undefined && !opensCheckValue(this.mod, session, key, record.checkValue, this.hsm.gcmParams)) {
       const refused = new EngineError('key-unusable', 'the HSM key for this external key is not the key version recorded for it (it does not open its check value)');
-      this.cache.set(label, { record, refused });
+      this.cache.set(label, { record, refused: { error: refused, at: performance.now() } });
       this.deps.logger.error(
         { hsm: this.hsmId, label },
         'key refused: the HSM object under this key version\'s label and CKA_ID does not open the check value recorded for the version: other key material (a token that is not the one the keys were made on?); the key version is refused on this HSM',
