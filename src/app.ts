@@ -5,6 +5,7 @@ import type { RuntimeConfig } from './config/load';
 import type { Pkcs11Module } from './engine/pkcs11-engine';
 import { hsmPools, openEngine } from './engine/open-engine';
 import type { CryptoEngine } from './engine/types';
+import { protectionGaps } from './governance/coverage';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
 import { OverloadGuard, OverloadOptions } from './http/overload';
@@ -99,6 +100,7 @@ export class ProxyApp {
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
       known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
+      protectionGaps: () => protectionGaps(app.runtimeNow.config),
     });
     // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
     // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that

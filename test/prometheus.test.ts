@@ -9,6 +9,7 @@
  * several fire.
  */
 import { ChildProcess, spawn } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,6 +22,7 @@ import { generateApproverKey } from '../src/governance/signatures';
 import { UsageRecorder } from '../src/governance/usage';
 import { silentLogger } from '../src/log';
 import { freePort } from '../testbed/ports';
+import { testHsm } from './support/hsm';
 import { makePki, Pki } from './support/pki';
 import { until } from './support/promises';
 import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
@@ -45,10 +47,20 @@ const EXPECTED_EMPTY: Record<string, string> = {
   'alert XksProxyClientAborts': 'no client leaves before its answer',
   'alert XksProxyGovernanceOldRootPinned': 'no governance root is pinned here (and the alert waits a day)',
   'alert XksProxyGovernanceStateBehind': 'no group is quorum-protected here (and the alert waits 15 minutes)',
+  'alert XksProxyGovernanceUnprotected': 'no group is quorum-protected here (and the alert waits a day)',
 };
 
 const { bins } = requireTools('prometheus.test.ts', ['prometheus']);
 const describeLive = bins ? describe : describe.skip;
+
+/** A check value (src/engine/check-value.ts) sealed with node:crypto under the test token's known key. */
+function knownKeyCheckValue(): string {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', Buffer.from(testHsm().knownKeyHex, 'hex'), iv);
+  c.setAAD(Buffer.from('xks-proxy key check value v1'));
+  const sealed = Buffer.concat([c.update(Buffer.alloc(32)), c.final()]);
+  return Buffer.concat([iv, sealed, c.getAuthTag()]).toString('base64');
+}
 
 interface Sample {
   metric: Record<string, string>;
@@ -89,7 +101,11 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     dir = mkdtempSync(path.join(tmpdir(), 'xks-prom-'));
     pki = makePki();
     configFile = path.join(dir, 'config.yaml');
-    const ks = keyStoreWithKeys('prom', '/prom', [cred], [{ id: 'k1', label: 'test-key-1', rotation: { maxEncryptions: 100 } }]);
+    // k-sub: test-key-3 recorded with a check value of another key (known-key's): a substituted key, refused.
+    const ks = keyStoreWithKeys('prom', '/prom', [cred], [
+      { id: 'k1', label: 'test-key-1', rotation: { maxEncryptions: 100 } },
+      { id: 'k-sub', versions: [{ version: 1, label: 'test-key-3', checkValue: knownKeyCheckValue() }] },
+    ]);
     // An old credential, so the credential-age alert has something to say.
     ks.keyStore.credentials[0] = { ...ks.keyStore.credentials[0]!, createdAt: new Date(Date.now() - 100 * 86_400_000).toISOString() };
     const off = keyStoreWithKeys('off', '/off', [offCred], [{ id: 'k1', label: 'test-key-2' }], { keyStore: { status: 'DISABLED' } });
@@ -150,6 +166,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
       batch.push(send(app.port, '/off/kms/xks/v1/keys/k1/encrypt', encrypt, offCred, { tls }));
       await Promise.all(batch);
       // A bad edit, then a valid one that changes a restart-only setting, whatever the machine's speed.
+      if (round === 1) batch.push(send(app.port, `${P}/keys/k-sub/encrypt`, encrypt, cred, { tls }));
       if (round === 2) {
         writeFileSync(configFile, 'keyStores: [');
         expect(reloader.reload('test: a bad edit')).toBe(false);
@@ -202,7 +219,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
   });
 
   test('the injected failures make their alerts fire', async () => {
-    for (const alert of ['XksProxyAuthenticationFailures', 'XksProxyNonRetryableErrors', 'XksProxyConfigReloadFailed', 'XksProxyConfigRestartPending', 'XksProxyCredentialOld', 'XksProxyCertificateExpiring', 'XksProxyKeyUsageHigh', 'XksProxyGovernanceRefusal']) {
+    for (const alert of ['XksProxyAuthenticationFailures', 'XksProxyNonRetryableErrors', 'XksProxyConfigReloadFailed', 'XksProxyConfigRestartPending', 'XksProxyCredentialOld', 'XksProxyCertificateExpiring', 'XksProxyKeyUsageHigh', 'XksProxyGovernanceRefusal', 'XksProxyKeyCheckFailed']) {
       const rule = rules.find((r) => r.alert === alert)!;
       expect({ alert, firing: (await query(rule.expr)).length > 0 }).toEqual({ alert, firing: true });
     }

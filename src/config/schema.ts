@@ -40,6 +40,14 @@ const keyVersionSchema = z
     createdAt: z.iso.datetime({ offset: true }).optional(),
     /** CKA_ID (hex) xks-admin gave the HSM key at create/import: the proxy uses only the object that carries it. */
     objectId: z.string().regex(/^(?:[0-9a-f]{2}){1,32}$/, 'must be hex, 1-32 bytes').optional(),
+    /**
+     * AES-GCM of a fixed block under the version's key, sealed by the HSM at create/import (base64 of iv || ciphertext
+     * || tag, 12- or 16-byte IV): the proxy uses an HSM object only once it opens this (src/engine/check-value.ts).
+     */
+    checkValue: z
+      .string()
+      .regex(/^(?:[A-Za-z0-9+/]{80}|[A-Za-z0-9+/]{86}==)$/, 'must be the base64 of a 60- or 64-byte check value (xks-admin key check-values)')
+      .optional(),
   })
   .strict();
 
@@ -167,6 +175,11 @@ const credentialSchema = z
     secretAccessKey: secretSourceSchema,
     /** When the credential was made (xks-admin records it): drives xks_sigv4_credential_age_days. */
     createdAt: z.iso.datetime({ offset: true }).optional(),
+    /**
+     * SHA-256 (hex) of the secret as resolved: the proxy refuses a secret that does not match. Once a key store
+     * records it, its identity (credentials included) is part of the signed state of the protected groups it reaches.
+     */
+    secretSha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be the hex SHA-256 of the secret').optional(),
   })
   .strict();
 

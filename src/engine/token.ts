@@ -82,6 +82,21 @@ export function generateKek(t: TokenSession, label: string, objectId?: Buffer): 
   return t.mod.C_GenerateKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined }, template);
 }
 
+/**
+ * The one secret key with this label (and this CKA_ID, when the store recorded one), as the proxy would use it;
+ * an Error naming what is wrong otherwise.
+ */
+export function versionKey(t: TokenSession, label: string, objectId?: string): Handle {
+  const found = findSecretKeys(t, label);
+  if (found.length !== 1) throw new Error(found.length === 0 ? `no key labelled "${label}"` : `${found.length} keys labelled "${label}"`);
+  const key = found[0] as Handle;
+  if (objectId !== undefined) {
+    const [id] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_ID }]);
+    if (!(id?.value)?.equals(Buffer.from(objectId, 'hex'))) throw new Error(`the key labelled "${label}" does not carry the recorded CKA_ID ${objectId}`);
+  }
+  return key;
+}
+
 export function keyLabel(t: TokenSession, key: Handle): string {
   const [attr] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_LABEL }]);
   return attr?.value?.toString('utf8') ?? '';
