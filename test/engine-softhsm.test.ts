@@ -1,10 +1,13 @@
 import { expect } from '@jest/globals';
 import * as pkcs11js from 'pkcs11js';
+import pino from 'pino';
+import type { Logger } from '../src/log';
 import type { HsmConfig } from '../src/engine/module';
 import { Pkcs11Engine } from '../src/engine/pkcs11-engine';
 import type { ProxyEventMap } from '../src/events';
 import { hsmConfig, kindOf, openEngine } from './support/engine';
 import { useFakeTime } from './support/clock';
+import { until } from './support/promises';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 import { MODULE, testHsm } from './support/hsm';
 
@@ -13,6 +16,13 @@ const h = testHsm();
 const softhsm = (over: Partial<HsmConfig> = {}): HsmConfig =>
   hsmConfig({ modulePath: MODULE, tokenLabel: h.tokenLabel, environment: h.environment, ...over });
 const EMPTY = Buffer.alloc(0);
+
+/** A logger that counts the lines whose message starts so. */
+function countingLogger(msg: string): { logger: Logger; count: () => number } {
+  let n = 0;
+  const logger = pino({ level: 'info' }, { write: (line: string) => void ((JSON.parse(line) as { msg?: string }).msg?.startsWith(msg) && n++) });
+  return { logger, count: () => n };
+}
 
 // The module is process-wide: each test closes its engine (C_Finalize) before the next opens one.
 describe('engine on SoftHSM2', () => {
@@ -116,24 +126,32 @@ describe('engine on SoftHSM2', () => {
 
   it('a wrong PIN is a misconfiguration naming C_Login and CKR_PIN_INCORRECT, retried with backoff, not in a loop', async () => {
     useFakeTime();
-    const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin');
+    const { logger, count } = countingLogger('HSM misconfigured');
+    const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin', { logger });
     expect(engine.isConnected()).toBe(false);
     expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
     expect(states).toContainEqual({ hsm: h.tokenLabel, state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
     expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('unavailable');
     expect((await engine.healthCheck()).status).toBe('UNAVAILABLE');
-    const before = faults.calls.C_Login ?? 0;
-    const attemptsAfter = async (ms: number): Promise<number> => {
+    const logins = faults.calls.C_Login ?? 0;
+    const failures = count();
+    // An attempt the fake timer starts runs its calls on the control thread, in real time: wait until it
+    // has failed (its log line comes just before the next backoff is armed), or, when none is due, long
+    // enough that one started too early would show.
+    const attemptsAfter = async (ms: number, due: boolean): Promise<number> => {
+      const seen = count();
       await jest.advanceTimersByTimeAsync(ms);
-      return (faults.calls.C_Login ?? 0) - before;
+      await until(count, (n) => n > seen, due ? 10_000 : 300);
+      expect(count() - failures).toBe((faults.calls.C_Login ?? 0) - logins);
+      return count() - failures;
     };
     // Twice reconnectBackoffMs after the failed attempts at open, then doubling: 200, 400, 800 ms apart.
-    expect(await attemptsAfter(199)).toBe(0);
-    expect(await attemptsAfter(1)).toBe(1);
-    expect(await attemptsAfter(399)).toBe(1);
-    expect(await attemptsAfter(1)).toBe(2);
-    expect(await attemptsAfter(799)).toBe(2);
-    expect(await attemptsAfter(1)).toBe(3);
+    expect(await attemptsAfter(199, false)).toBe(0);
+    expect(await attemptsAfter(1, true)).toBe(1);
+    expect(await attemptsAfter(399, false)).toBe(1);
+    expect(await attemptsAfter(1, true)).toBe(2);
+    expect(await attemptsAfter(799, false)).toBe(2);
+    expect(await attemptsAfter(1, true)).toBe(3);
   });
 
   it('a missing token label is a misconfiguration that names the label', async () => {
@@ -157,7 +175,8 @@ describe('engine on SoftHSM2', () => {
     await jest.advanceTimersByTimeAsync(99);
     expect(engine.isConnected()).toBe(false);
     await jest.advanceTimersByTimeAsync(1);
-    expect(engine.status()).toEqual({ state: 'connected' });
+    // The attempt's calls run on the control thread, in real time.
+    expect(await until(() => engine.status(), (st) => st.state !== 'misconfigured')).toEqual({ state: 'connected' });
     expect(states.at(-1)).toEqual({ hsm: h.tokenLabel, state: 'connected' });
   });
 });
