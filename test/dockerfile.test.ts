@@ -9,6 +9,19 @@ import path from 'node:path';
 
 const root = path.resolve(__dirname, '..');
 
+/** The fields of package.json and tsconfig.json that these tests read. */
+interface PackageJson {
+  scripts: Record<string, string>;
+  dependencies: Record<string, string>;
+  bin: Record<string, string>;
+}
+interface TsConfig {
+  compilerOptions: Record<string, unknown>;
+  include: string[];
+}
+
+const readJson = <T>(file: string): T => JSON.parse(readFileSync(path.join(root, file), 'utf8')) as T;
+
 interface Instruction {
   op: string;
   args: string;
@@ -86,7 +99,7 @@ describe('Dockerfile', () => {
     // npm ci would otherwise run pkcs11js's own build first (the image's npm 10 ignores allowScripts).
     expect(r).toMatch(/npm ci\b[^\n]*--ignore-scripts[^\n]*&& npm run postinstall/);
     expect(r).toMatch(/apt-get install[^\n]*\bsofthsm2\b/);
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const pkg = readJson<PackageJson>('package.json');
     expect(pkg.scripts.postinstall).toBe('patch-package && node scripts/build-pkcs11js.js');
     expect(pkg.dependencies.pkcs11js).toMatch(/^\d+\.\d+\.\d+$/); // exact: the patch is for one version
     expect(existsSync(path.join(root, 'patches', `pkcs11js+${pkg.dependencies.pkcs11js}.patch`))).toBe(true);
@@ -135,9 +148,9 @@ describe('Dockerfile', () => {
   });
 
   test('xks-proxy and xks-admin are on PATH, running what the package\'s bin names', () => {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const pkg = readJson<PackageJson>('package.json');
     const r = runs(runtime);
-    for (const [name, target] of Object.entries(pkg.bin as Record<string, string>)) {
+    for (const [name, target] of Object.entries(pkg.bin)) {
       expect(r).toContain(`exec node /app/${target} "$@"\\n' > /usr/local/bin/${name}`);
       expect(existsSync(path.join(root, target.replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
     }
@@ -145,8 +158,8 @@ describe('Dockerfile', () => {
   });
 
   test('dist/src/main.js is what `npm run build` produces', () => {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
-    const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8'));
+    const pkg = readJson<PackageJson>('package.json');
+    const tsconfig = readJson<TsConfig>('tsconfig.json');
     expect(pkg.scripts.build).toMatch(/^tsc\b/);
     expect(tsconfig.compilerOptions).toMatchObject({ rootDir: '.', outDir: 'dist' });
     // The product only: bench/ and testbed/ build to dist-bench/ (tsconfig.bench.json), test/ runs under jest.
