@@ -25,9 +25,9 @@ import type { Endpoint, Payload } from './workload';
 export const GOODPUT_BAR = 0.7;
 export const BAR_MULTIPLE = 3;
 /** How often readiness, health and memory are sampled during a step. */
-export const SAMPLE_EVERY_MS = 200;
+const SAMPLE_EVERY_MS = 200;
 
-export interface Dist {
+interface Dist {
   n: number;
   p50: number;
   p99: number;
@@ -80,7 +80,7 @@ export class StatusCollector {
 }
 
 /** What refusing costs the proxy, from its CPU over a step (see bench/README.md, "The cost of a refusal"). */
-export interface RefusalCost {
+interface RefusalCost {
   /** Server CPU per served request (µs), and where it was measured ("capacity", or "0.3x step" with --capacity). */
   servedUs: number;
   servedUsFrom: string;
@@ -304,7 +304,7 @@ export function verdict(payload: Payload, steps: OverloadStep[]): Verdict {
 }
 
 /** What misses the bar in one step: goodput, and any readiness probe that was not answered 200. */
-export function judge(step: OverloadStep): string[] {
+function judge(step: OverloadStep): string[] {
   const problems: string[] = [];
   if (step.goodput < GOODPUT_BAR * step.capacity) problems.push(`goodput ${step.goodput}/s is ${(step.goodputShare * 100).toFixed(0)}% of capacity ${step.capacity}/s (bar ${GOODPUT_BAR * 100}%)`);
   for (const [name, probe] of [['/readyz', step.readyz], ['/healthz', step.healthz]] as const) {

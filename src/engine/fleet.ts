@@ -142,7 +142,7 @@ export class FleetEngine implements CryptoEngine {
     const holders = this.holders(label);
     if (holders.length === 0) throw new EngineError('key-not-found', 'no HSM of the fleet is configured to hold this key version');
     const tried = new Set<Member>();
-    let lastError: unknown;
+    let last: { error: unknown } | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       const m = this.pick(label, holders, tried);
       if (!m) break;
@@ -153,14 +153,14 @@ export class FleetEngine implements CryptoEngine {
         this.succeeded(m, label);
         return result;
       } catch (e) {
-        lastError = e;
+        last = { error: e };
         this.failed(m, label, e);
         if (!retryable(e) || deadline?.expired || this.closed) throw e;
       } finally {
         m.outstanding--;
       }
     }
-    if (lastError !== undefined) throw lastError;
+    if (last) throw last.error;
     throw new EngineError('unavailable', 'no HSM holding this key version is available');
   }
 
@@ -299,7 +299,7 @@ export class FleetEngine implements CryptoEngine {
 
   /** Warms every HSM's path at once (see Pkcs11Engine.warmUp); members without it are skipped. */
   async warmUp(rounds: number): Promise<void> {
-    await Promise.all(this.members.map((m) => (m.engine as Partial<WarmUp>).warmUp?.call(m.engine, rounds)));
+    await Promise.all(this.members.map((m) => (m.engine as Partial<WarmUp>).warmUp?.(rounds)));
   }
 
   /** One HSM's own engine (tests check that what one HSM sealed the other opens). */

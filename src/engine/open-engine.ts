@@ -1,7 +1,7 @@
 import type { RuntimeConfig } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
 import { FleetEngine } from './fleet';
-import { objectIdsOf } from './key-lookup';
+import { recordedKeysOf, RecordedKey } from './key-lookup';
 import { EngineDeps, Pkcs11Engine } from './pkcs11-engine';
 import type { CryptoEngine, PoolStats } from './types';
 
@@ -14,7 +14,7 @@ export interface OpenEngineDeps extends Omit<EngineDeps, 'pin' | 'hsmId'> {
 }
 
 /** Where each key version label lives: the HSM ids named on its versions, or undefined for every HSM. */
-export function keyPlacement(config: ProxyConfig): Map<string, readonly string[] | undefined> {
+function keyPlacement(config: ProxyConfig): Map<string, readonly string[] | undefined> {
   const out = new Map<string, readonly string[] | undefined>();
   for (const g of config.groups) {
     for (const k of g.keys) {
@@ -36,14 +36,14 @@ export type ProxyEngine = CryptoEngine & { warmUp(rounds: number): Promise<void>
 export async function openEngine(deps: OpenEngineDeps): Promise<ProxyEngine> {
   const { runtime } = deps;
   const cfg = runtime().config;
-  let idsOf = { config: cfg, map: objectIdsOf(cfg) };
-  const objectIdOf = (label: string): Buffer | undefined => {
+  let records = { config: cfg, map: recordedKeysOf(cfg) };
+  const recordOf = (label: string): RecordedKey | undefined => {
     const now = runtime().config;
-    if (now !== idsOf.config) idsOf = { config: now, map: objectIdsOf(now) };
-    return idsOf.map.get(label);
+    if (now !== records.config) records = { config: now, map: recordedKeysOf(now) };
+    return records.map.get(label);
   };
   const engines = await Promise.all(
-    cfg.hsms.map(({ id, ...hsm }) => Pkcs11Engine.open(hsm, { ...deps, pin: runtime().hsmPins.get(id) as string, hsmId: id, objectIdOf })),
+    cfg.hsms.map(({ id, ...hsm }) => Pkcs11Engine.open(hsm, { ...deps, pin: runtime().hsmPins.get(id) as string, hsmId: id, recordOf })),
   );
   if (engines.length === 1) return engines[0] as Pkcs11Engine;
   let placementOf = { config: cfg, map: keyPlacement(cfg) };

@@ -26,4 +26,6 @@ export interface HandlerServices extends OperationServices {
   overload?: OverloadGuard;
   /** Pauses connections while the event loop is behind (src/http/read-gate.ts); without it every connection is read. */
   gate?: ReadGate;
+  /** Wall clock (ms) of the refusal logs' detail budgets; default Date.now (tests move their own). */
+  now?: () => number;
 }

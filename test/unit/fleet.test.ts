@@ -5,6 +5,7 @@ import type { CryptoEngine, HealthReport } from '../../src/engine/types';
 import { ProxyEvents } from '../../src/events';
 import { silentLogger } from '../../src/log';
 import { Metrics } from '../../src/metrics';
+import { useFakeTime } from '../support/clock';
 
 /** Routing and breaker rules of the fleet over scripted engines (the real HSM path is test/fleet.test.ts). */
 class Scripted implements CryptoEngine {
@@ -105,6 +106,7 @@ it('keeps a placed version on its HSMs; one placed nowhere in the fleet is key-n
 });
 
 it('opens the breaker after repeated failures, answers DEGRADED, and closes it once a probe passes', async () => {
+  useFakeTime();
   const events = new ProxyEvents();
   const metrics = new Metrics(false);
   metrics.attach(events, { pool: () => ({ inUse: 0, idle: 0, waiting: 0 }), credentials: () => [] });
@@ -119,9 +121,14 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
   for (let i = 0; i < 4; i++) await enc(f);
   expect(a.calls).toBe(callsWhileOpen);
   expect(await f.healthCheck()).toMatchObject({ status: 'DEGRADED', members: [{ id: 'a', healthStatus: 'UNAVAILABLE' }, { id: 'b', healthStatus: 'ACTIVE' }] });
+  // Probes every 20 ms: one that fails keeps the breaker open, the first that passes closes it.
+  await jest.advanceTimersByTimeAsync(20);
+  expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
   a.fail = undefined;
   a.healthy = true;
-  await new Promise((r) => setTimeout(r, 100));
+  await jest.advanceTimersByTimeAsync(19);
+  expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
+  await jest.advanceTimersByTimeAsync(1);
   expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('closed');
   expect(await breakerOpen()).toEqual([['a', 0]]);
   expect((await f.healthCheck()).status).toBe('ACTIVE');

@@ -45,7 +45,7 @@ describe('infoLine', () => {
     const child = b.logger.child({ worker: 2 });
     child.info(fields, 'm');
     infoLine(child, 'm')(fields);
-    expect(JSON.parse(b.lines[1] as string)).toEqual({ ...JSON.parse(b.lines[0] as string), time: expect.any(String) });
+    expect(JSON.parse(b.lines[1] as string)).toEqual({ ...(JSON.parse(b.lines[0] as string) as object), time: expect.any(String) as unknown });
     expect(JSON.parse(b.lines[1] as string)).toMatchObject({ worker: 2 });
   });
 
