@@ -36,7 +36,8 @@ import { route } from '../src/http/router';
 import { createLogger } from '../src/log';
 import { completeSigV4, preverifySigV4 } from '../src/sigv4/verify';
 import { encodeMetadata, hsmAad } from '../src/xks/ciphertext-format';
-import { Operation, OPERATIONS } from '../src/xks/operations';
+import type { Grant } from '../src/xks/authorize';
+import { Operation, OperationRequest, OperationSpec, OPERATIONS } from '../src/xks/operations';
 import { Limits, METADATA_FIELDS, parseJsonObject, RequestMetadata } from '../src/xks/requests';
 import { baselineHandler } from './lib/baseline';
 import { drive, wireBytes } from './lib/in-process';
@@ -173,76 +174,60 @@ async function stagesOf(r: Parsed, ctx: StageContext): Promise<Stages> {
       d.clear();
     }
   };
+  /** The request parsed and authorized once, and the stages every operation has alike. */
+  const common = <R extends OperationRequest, G extends Grant>(spec: OperationSpec<R, G>, keyId: string | undefined) => {
+    const req = spec.parse(json(), limits);
+    const grant = spec.authorize(req, keyId, keyStore);
+    const stages = { operation: rt.operation, metadata: req.metadata, sigv4, parse: () => spec.parse(json(), limits), authorize: () => spec.authorize(req, keyId, keyStore) };
+    return { req, grant, stages };
+  };
   switch (rt.operation) {
     case 'Encrypt': {
-      const spec = OPERATIONS.Encrypt;
-      const req = spec.parse(json(), limits);
-      const grant = spec.authorize(req, rt.keyId, keyStore);
+      const { req, grant, stages } = common(OPERATIONS.Encrypt, rt.keyId);
       const version = grant.key.current;
       const metadata = encodeMetadata(version.version);
       const aad = hsmAad(req.aad, metadata);
       let sealed: GcmResult = await engine.encrypt(version.label, req.plaintext, aad);
       return {
-        operation: rt.operation,
-        metadata: req.metadata,
+        ...stages,
         keyVersion: version.version,
         group: grant.key.group.name,
-        sigv4,
-        parse: () => spec.parse(json(), limits),
-        authorize: () => spec.authorize(req, rt.keyId, keyStore),
         hsm: async () => void (sealed = await timed((d) => engine.encrypt(version.label, req.plaintext, aad, d))),
         answer: () =>
           JSON.stringify({ ciphertext: b64(sealed.ciphertext), ciphertextMetadata: b64(metadata), initializationVector: b64(sealed.iv), authenticationTag: b64(sealed.tag) }),
       };
     }
     case 'Decrypt': {
-      const spec = OPERATIONS.Decrypt;
-      const req = spec.parse(json(), limits);
-      const grant = spec.authorize(req, rt.keyId, keyStore);
+      const { req, grant, stages } = common(OPERATIONS.Decrypt, rt.keyId);
       const version = grant.key.current;
       const aad = hsmAad(req.aad, req.ciphertextMetadata);
       let plaintext = await engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag);
       return {
-        operation: rt.operation,
-        metadata: req.metadata,
+        ...stages,
         keyVersion: version.version,
         group: grant.key.group.name,
-        sigv4,
-        parse: () => spec.parse(json(), limits),
-        authorize: () => spec.authorize(req, rt.keyId, keyStore),
         hsm: async () => void (plaintext = await timed((d) => engine.decrypt(version.label, req.iv, aad, req.ciphertext, req.tag, d))),
         answer: () => JSON.stringify({ plaintext: b64(plaintext) }),
       };
     }
     case 'GetKeyMetadata': {
-      const spec = OPERATIONS.GetKeyMetadata;
-      const req = spec.parse(json(), limits);
-      const grant = spec.authorize(req, rt.keyId, keyStore);
+      const { grant, stages } = common(OPERATIONS.GetKeyMetadata, rt.keyId);
       const label = grant.key.current.label;
       return {
-        operation: rt.operation,
-        metadata: req.metadata,
+        ...stages,
         keyVersion: undefined,
         group: grant.key.group.name,
-        sigv4,
-        parse: () => spec.parse(json(), limits),
-        authorize: () => spec.authorize(req, rt.keyId, keyStore),
         // One check per version, answered from the engine's cache within hsm.keyCheckCacheMs (as in production).
         hsm: () => timed((d) => engine.checkKey(label, d)),
         answer: () => JSON.stringify({ keySpec: 'AES_256', keyUsage: grant.key.usageList, keyStatus: 'ENABLED' }),
       };
     }
     case 'GetHealthStatus': {
-      const spec = OPERATIONS.GetHealthStatus;
-      const req = spec.parse(json(), limits);
+      const { stages } = common(OPERATIONS.GetHealthStatus, undefined);
       return {
-        operation: rt.operation,
-        metadata: req.metadata,
+        ...stages,
         keyVersion: undefined,
         group: undefined,
-        sigv4,
-        parse: () => spec.parse(json(), limits),
-        authorize: () => spec.authorize(req, undefined, keyStore),
         // The deep check's cached report, as GetHealthStatus reads it.
         hsm: async () => void (await ctx.health.get()),
         answer: () => JSON.stringify({ xksProxyFleetSize: 1, xksProxyVendor: 'v', xksProxyModel: 'm', ekmVendor: 'e', ekmFleetDetails: [{ id: 'x', model: 'y', healthStatus: 'ACTIVE' }] }),

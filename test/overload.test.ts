@@ -151,28 +151,44 @@ describe('a proxy saturated beyond its HSM', () => {
   });
 });
 
-describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => {
+/**
+ * A proxy with inline HSM calls whose customer encrypts (their HSM AAD is never empty) can be made to hold the
+ * event loop `ms` each (`slowEncrypts(ms)`; 0 ends it), with the event-loop guard at its production defaults
+ * (testConfig turns it off): shed at 100 ms (half the 200 ms deadline), the read gate at 25.
+ */
+function cpuBoundProxy(prefix: string): { app: () => ProxyApp; slowEncrypts: (ms: number) => void } {
   const { faults, create } = faultyModule();
   let app: ProxyApp;
   beforeAll(async () => {
     app = await startProxy(
-      // eventLoopShedMs 100: the production default (half the 200 ms deadline); testConfig turns it off.
-      testConfig([keyStoreWithKeys('e', '/e', [cred], [{ id: 'k', label: 'test-key-1' }])], { hsm: { asyncCalls: false, sessionPoolSize: 4 }, limits: { eventLoopShedMs: 100 } } as never),
+      testConfig([keyStoreWithKeys(prefix, `/${prefix}`, [cred], [{ id: 'k', label: 'test-key-1' }])], { hsm: { asyncCalls: false, sessionPoolSize: 4 }, limits: { eventLoopShedMs: 100 } } as never),
       create,
     );
   });
   afterAll(() => app.stop(1000));
+  const slowEncrypts = (ms: number): void => {
+    faults.inspect =
+      ms === 0
+        ? undefined
+        : (method, args) => {
+            if (method === 'C_EncryptInit' && (args[1] as { parameter: { aad: Buffer } }).parameter.aad.length > 0) {
+              const end = performance.now() + ms;
+              while (performance.now() < end);
+            }
+            return undefined;
+          };
+  };
+  return { app: () => app, slowEncrypts };
+}
+
+describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => {
+  const proxy = cpuBoundProxy('e');
 
   it('sheds key operations with 429 before verifying them while the loop has a standing queue; health and readiness stay 200', async () => {
-    // A slow inline HSM: 60 ms of the event loop per customer encrypt (their HSM AAD is never empty); a few queued
-    // requests per loop turn put every timer sample past the 100 ms target.
-    faults.inspect = (method, args) => {
-      if (method === 'C_EncryptInit' && (args[1] as { parameter: { aad: Buffer } }).parameter.aad.length > 0) {
-        const end = performance.now() + 60;
-        while (performance.now() < end);
-      }
-      return undefined;
-    };
+    // A slow inline HSM: 60 ms of the event loop per customer encrypt; a few queued requests per loop turn put
+    // every timer sample past the 100 ms target.
+    proxy.slowEncrypts(60);
+    const app = proxy.app();
     const probes: number[] = [];
     // The load comes from another process, as real clients do: requests keep arriving while this loop is busy.
     const flood = floodFromChild(app.port, '/e/kms/xks/v1/keys/k/encrypt', enc, 100, 3000);
@@ -184,7 +200,7 @@ describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => 
       await sleep(50);
     }
     const counts = await flood;
-    faults.inspect = undefined;
+    proxy.slowEncrypts(0);
     console.log('event-loop flood:', JSON.stringify(counts));
     expect(counts['200'] ?? 0).toBeGreaterThan(10);
     expect(counts['429 the proxy is overloaded; retry later'] ?? 0).toBeGreaterThan(0);
@@ -195,27 +211,13 @@ describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => 
 });
 
 describe('a proxy whose CPU is the bottleneck (inline HSM calls), flooded by closed-loop connections', () => {
-  const { faults, create } = faultyModule();
-  let app: ProxyApp;
-  beforeAll(async () => {
-    app = await startProxy(
-      // The production defaults of the event-loop guard (testConfig turns it off): shed at 100 ms, the read gate at 25.
-      testConfig([keyStoreWithKeys('g', '/g', [cred], [{ id: 'k', label: 'test-key-1' }])], { hsm: { asyncCalls: false, sessionPoolSize: 4 }, limits: { eventLoopShedMs: 100 } } as never),
-      create,
-    );
-  });
-  afterAll(() => app.stop(1000));
+  const proxy = cpuBoundProxy('g');
 
   it('stops reading the connections it cannot serve instead of reading and refusing their requests; readiness stays 200', async () => {
     // 10 ms of the event loop per customer encrypt: 100 closed-loop connections are a second of work per
     // round, far more than the clients' own cost, so the proxy (not the load generator) is the bottleneck.
-    faults.inspect = (method, args) => {
-      if (method === 'C_EncryptInit' && (args[1] as { parameter: { aad: Buffer } }).parameter.aad.length > 0) {
-        const end = performance.now() + 10;
-        while (performance.now() < end);
-      }
-      return undefined;
-    };
+    proxy.slowEncrypts(10);
+    const app = proxy.app();
     const probes: number[] = [];
     const paused: number[] = [];
     const flood = floodFromChild(app.port, '/g/kms/xks/v1/keys/k/encrypt', enc, 100, 4000);
@@ -227,7 +229,7 @@ describe('a proxy whose CPU is the bottleneck (inline HSM calls), flooded by clo
       await sleep(200);
     }
     const counts = await flood;
-    faults.inspect = undefined;
+    proxy.slowEncrypts(0);
     const ok = counts['200'] ?? 0;
     const refused = counts['429 the proxy is overloaded; retry later'] ?? 0;
     console.log('CPU-bound flood:', JSON.stringify({ counts, paused }));
