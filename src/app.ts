@@ -2,9 +2,9 @@ import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { AuditLog, openAudit } from './audit/log';
 import type { RuntimeConfig } from './config/load';
+import type { FleetEngine } from './engine/fleet';
 import type { Pkcs11Module } from './engine/pkcs11-engine';
-import { hsmPools, openEngine } from './engine/open-engine';
-import type { CryptoEngine } from './engine/types';
+import { openEngine } from './engine/open-engine';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
 import { OverloadGuard, OverloadOptions } from './http/overload';
@@ -49,7 +49,7 @@ export class ProxyApp {
 
   private constructor(
     runtime: RuntimeConfig,
-    readonly engine: CryptoEngine,
+    readonly engine: FleetEngine,
     readonly health: HealthMonitor,
     readonly metrics: Metrics,
     readonly events: ProxyEvents,
@@ -76,7 +76,7 @@ export class ProxyApp {
     // Settings read here, once, are the restart-only ones (src/config/schema.ts, RESTART): a reload that
     // changes them is refused, so `cfg` stays the configuration in force for them. Live settings are read
     // from app.runtimeNow where they are used.
-    // One deep check covers the whole fleet, so it is refreshed as often as its most demanding member asks.
+    // One refresh checks every HSM of the fleet, so it runs as often as its most demanding member asks.
     const healthCacheMs = Math.min(...cfg.hsms.map((h) => h.healthCacheMs));
     const health = new HealthMonitor(
       engine,
@@ -93,7 +93,7 @@ export class ProxyApp {
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     metrics.attach(events, {
       pool: () => engine.poolStats(),
-      hsmPools: () => hsmPools(engine, cfg),
+      hsmPools: () => engine.memberStats(),
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
       known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
@@ -171,7 +171,10 @@ export class ProxyApp {
     return this.runtimeNow;
   }
 
-  /** Swaps in a new validated configuration; requests in flight finish with the one they started with. */
+  /**
+   * Swaps in a new validated configuration; requests in flight finish with the one they started with.
+   * The engine takes up its key settings from config.reload, which the reloader publishes right after.
+   */
   setRuntime(next: RuntimeConfig): void {
     this.runtimeNow = next;
   }

@@ -1,17 +1,24 @@
-import type { CryptoEngine, HealthReport } from '../../src/engine/types';
+import { FleetEngine } from '../../src/engine/fleet';
+import type { HealthReport, HsmEngine } from '../../src/engine/types';
 import { ProxyEvents } from '../../src/events';
 import { HealthMonitor } from '../../src/health/monitor';
 import { silentLogger } from '../../src/log';
 
-/** An engine whose deep check never answers within the monitor's budget: a slow HSM. */
-const slowEngine = { healthCheck: () => new Promise<HealthReport>(() => undefined) } as unknown as CryptoEngine;
-
-function monitor(): { m: HealthMonitor; events: ProxyEvents } {
-  const events = new ProxyEvents();
-  return { m: new HealthMonitor(slowEngine, { cacheMs: 0, timeoutMs: 30, degradedAboveMs: 15 }, silentLogger, events), events };
+/** An HSM whose deep check answers `check()` (by default never: a slow HSM); only what a health check reads. */
+function hsm(check: () => Promise<HealthReport> = () => new Promise<HealthReport>(() => undefined)): HsmEngine {
+  return { healthCheck: check, info: () => ({ vendor: 'v', id: 't/1', model: 'm' }), isConnected: () => true, close: async () => undefined } as unknown as HsmEngine;
 }
 
-const op = (seconds: number): { hsm: string; operation: 'encrypt'; seconds: number; ok: boolean } => ({ hsm: 'h', operation: 'encrypt', seconds, ok: true });
+function monitor(members: Record<string, HsmEngine> = { h: hsm() }): { m: HealthMonitor; events: ProxyEvents } {
+  const events = new ProxyEvents();
+  const fleet = new FleetEngine(
+    Object.entries(members).map(([id, engine]) => ({ id, engine })),
+    { breakerFailures: 3, probeIntervalMs: 1000, probeTimeoutMs: 30, logger: silentLogger },
+  );
+  return { m: new HealthMonitor(fleet, { cacheMs: 0, timeoutMs: 30, degradedAboveMs: 15 }, silentLogger, events), events };
+}
+
+const op = (seconds: number, hsmId = 'h'): { hsm: string; operation: 'encrypt'; seconds: number; ok: boolean } => ({ hsm: hsmId, operation: 'encrypt', seconds, ok: true });
 
 describe('HealthMonitor: customer calls as evidence that a timed-out check is load, not a broken HSM', () => {
   it('a fast customer call after start() turns a timed-out check into DEGRADED', async () => {
@@ -30,7 +37,7 @@ describe('HealthMonitor: customer calls as evidence that a timed-out check is lo
     events.publish('hsm.operation', op(0.002));
     m.start();
     try {
-      expect((await m.refresh()).status).toBe('UNAVAILABLE');
+      expect(await m.refresh()).toMatchObject({ status: 'UNAVAILABLE', timedOut: true });
     } finally {
       m.stop();
     }
@@ -45,5 +52,48 @@ describe('HealthMonitor: customer calls as evidence that a timed-out check is lo
     } finally {
       m.stop();
     }
+  });
+
+  it('in a fleet, a call is evidence for the HSM that served it only', async () => {
+    const { m, events } = monitor({ h: hsm(), g: hsm() });
+    m.start();
+    try {
+      events.publish('hsm.operation', op(0.002, 'h'));
+      expect(await m.refresh()).toMatchObject({
+        status: 'DEGRADED',
+        members: [
+          { id: 'h', healthStatus: 'DEGRADED' },
+          { id: 'g', healthStatus: 'UNAVAILABLE' },
+        ],
+      });
+    } finally {
+      m.stop();
+    }
+  });
+});
+
+describe('HealthMonitor: one rule per state, for one HSM and for each HSM of a fleet', () => {
+  const passing = (latencyMs: number) => () => Promise.resolve<HealthReport>({ status: 'ACTIVE', checkedAt: Date.now(), latencyMs });
+
+  it('a slow passing check is DEGRADED, in the member that was slow', async () => {
+    expect(await monitor({ h: hsm(passing(20)) }).m.refresh()).toEqual({ status: 'DEGRADED', checkedAt: expect.any(Number), latencyMs: 20, detail: 'health check took 20 ms' });
+    expect(await monitor({ h: hsm(passing(1)), g: hsm(passing(20)) }).m.refresh()).toMatchObject({
+      status: 'DEGRADED',
+      members: [
+        { id: 'h', healthStatus: 'ACTIVE' },
+        { id: 'g', healthStatus: 'DEGRADED', detail: 'health check took 20 ms' },
+      ],
+    });
+  });
+
+  it('a check that fails (not by time) is UNAVAILABLE with its reason, and no timeout', async () => {
+    const failing = hsm(() => Promise.reject(new Error('boom')));
+    const report = await monitor({ h: failing }).m.refresh();
+    expect(report).toMatchObject({ status: 'UNAVAILABLE', detail: 'health check failed' });
+    expect(report.timedOut).toBeUndefined();
+  });
+
+  it('a fleet timed out on every HSM is a timeout (GetHealthStatus: DependencyTimeoutException)', async () => {
+    expect(await monitor({ h: hsm(), g: hsm() }).m.refresh()).toMatchObject({ status: 'UNAVAILABLE', timedOut: true });
   });
 });
