@@ -80,7 +80,7 @@ export class ProxyApp {
     const healthCacheMs = Math.min(...cfg.hsms.map((h) => h.healthCacheMs));
     const health = new HealthMonitor(
       engine,
-      { cacheMs: healthCacheMs, timeoutMs: cfg.limits.deadlineMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
+      { cacheMs: healthCacheMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
       logger,
       events,
     );

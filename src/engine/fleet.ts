@@ -8,25 +8,25 @@ import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, HsmE
 export type Placement = ReadonlyMap<string, readonly string[] | undefined>;
 
 /** One HSM of the fleet, as the fleet sees it. */
-export interface FleetMemberSpec {
+interface FleetMemberSpec {
   id: string;
   engine: HsmEngine;
 }
 
-export interface FleetOptions {
+interface FleetOptions {
   /** Consecutive retryable failures that open an HSM's circuit breaker. */
   breakerFailures: number;
   /** How often an HSM with an open breaker is probed (a real health check). */
   probeIntervalMs: number;
-  /** Time budget of one probe. */
-  probeTimeoutMs: number;
+  /** Time budget of one member's deep check: the health monitor's and the breaker's probe. */
+  checkBudgetMs: number;
   logger: Logger;
   events?: ProxyEvents;
   /** Called once when the fleet closes: what its owner attached to it (src/engine/open-engine.ts). */
   onClose?: () => void;
 }
 
-export interface FleetMemberStats {
+interface FleetMemberStats {
   id: string;
   status: EngineStatus;
   breaker: 'closed' | 'open';
@@ -195,8 +195,8 @@ export class FleetEngine implements CryptoEngine {
     this.opts.logger.warn({ hsm: m.id, failures: m.failures, err: isEngineError(cause) ? cause.message : 'error' }, 'HSM taken out of the fleet; probing it');
     const probe = async (): Promise<void> => {
       if (this.closed) return;
-      const deadline = new Deadline(this.opts.probeTimeoutMs);
-      const report = await this.timedCheck(m, deadline, this.opts.probeTimeoutMs);
+      const deadline = new Deadline(this.opts.checkBudgetMs);
+      const report = await this.timedCheck(m, deadline);
       deadline.clear();
       if (report.status !== 'UNAVAILABLE') {
         m.open = false;
@@ -213,19 +213,24 @@ export class FleetEngine implements CryptoEngine {
     m.probe.unref();
   }
 
-  /**
-   * Every member's deep check at once, each within `budgetMs`, so that one hung HSM does not hold up the
-   * others' answers. src/health/state.ts decides each member's state, and the fleet's, from these.
-   */
-  checkMembers(budgetMs: number): Promise<MemberCheck[]> {
-    return Promise.all(this.members.map((m) => this.checkMember(m, budgetMs)));
+  /** The time budget of one member's deep check. */
+  get checkBudgetMs(): number {
+    return this.opts.checkBudgetMs;
   }
 
-  private async checkMember(m: Member, budgetMs: number): Promise<MemberCheck> {
+  /**
+   * Every member's deep check at once, each within checkBudgetMs, so that one hung HSM does not hold up
+   * the others' answers. src/health/state.ts decides each member's state, and the fleet's, from these.
+   */
+  checkMembers(): Promise<MemberCheck[]> {
+    return Promise.all(this.members.map((m) => this.checkMember(m)));
+  }
+
+  private async checkMember(m: Member): Promise<MemberCheck> {
     if (m.open) return { id: m.id, model: m.engine.info().model, breakerOpen: true, missing: m.missing.size };
-    const deadline = new Deadline(budgetMs);
+    const deadline = new Deadline(this.opts.checkBudgetMs);
     try {
-      const report = await this.timedCheck(m, deadline, budgetMs);
+      const report = await this.timedCheck(m, deadline);
       // Versions known to be missing are looked for again (restored?) in what is left of the budget.
       if (report.status !== 'UNAVAILABLE' && m.missing.size > 0) await deadline.race(this.recheckMissing(m, false, deadline)).catch(() => undefined);
       return { id: m.id, model: m.engine.info().model, breakerOpen: false, report, missing: m.missing.size };
@@ -235,12 +240,13 @@ export class FleetEngine implements CryptoEngine {
   }
 
   /** The one place a deep check meets its time budget: one that runs over is UNAVAILABLE and timedOut. */
-  private async timedCheck(m: Member, deadline: Deadline, budgetMs: number): Promise<HealthReport> {
+  private async timedCheck(m: Member, deadline: Deadline): Promise<HealthReport> {
     try {
       return await deadline.race(m.engine.healthCheck(deadline));
     } catch (e) {
-      if (deadline.expired) return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: budgetMs, detail: 'health check timed out', timedOut: true };
-      return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: budgetMs, detail: isEngineError(e) ? e.message : 'health check failed' };
+      const latencyMs = this.opts.checkBudgetMs;
+      if (deadline.expired) return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs, detail: 'health check timed out', timedOut: true };
+      return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs, detail: isEngineError(e) ? e.message : 'health check failed' };
     }
   }
 

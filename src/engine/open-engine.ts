@@ -16,7 +16,7 @@ export interface OpenEngineDeps extends Omit<EngineDeps, 'pin' | 'hsmId' | 'obje
 }
 
 /** Where each key version label lives: the HSM ids named on its versions, or undefined for every HSM. */
-export function keyPlacement(config: ProxyConfig): Placement {
+function keyPlacement(config: ProxyConfig): Placement {
   const out = new Map<string, readonly string[] | undefined>();
   for (const g of config.groups) {
     for (const k of g.keys) {
@@ -47,7 +47,10 @@ export async function openEngine(deps: OpenEngineDeps): Promise<FleetEngine> {
     {
       breakerFailures: deps.breakerFailures ?? 3,
       probeIntervalMs: deps.probeIntervalMs ?? 1000,
-      probeTimeoutMs: cfg.limits.deadlineMs,
+      // A GetHealthStatus that waits for a fresh check has the request's deadline in all. In a fleet, one
+      // hung HSM must not make the others' answer late, so each check gets a fifth less; a single HSM
+      // that hangs leaves nothing to answer with, and keeps the whole deadline, as it always had.
+      checkBudgetMs: cfg.hsms.length > 1 ? Math.max(10, Math.floor(cfg.limits.deadlineMs * 0.8)) : cfg.limits.deadlineMs,
       logger: deps.logger,
       events,
       onClose: () => unfollow(),

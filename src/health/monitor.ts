@@ -3,16 +3,15 @@ import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 import { fleetState, memberState } from './state';
 
-/** What the monitor checks: the fleet's members, each within the budget (src/engine/fleet.ts). */
-export interface CheckedFleet {
-  checkMembers(budgetMs: number): Promise<MemberCheck[]>;
+/** What the monitor checks: the fleet's members, each within its budget (src/engine/fleet.ts). */
+interface CheckedFleet {
+  readonly checkBudgetMs: number;
+  checkMembers(): Promise<MemberCheck[]>;
 }
 
 export interface HealthMonitorOptions {
   /** Reuse a result for at most this long (the spec allows up to one minute). */
   cacheMs: number;
-  /** Time budget of one HSM's deep check (the HSMs of a fleet are checked at once). */
-  timeoutMs: number;
   /** A passing check slower than this reports DEGRADED. */
   degradedAboveMs: number;
   /**
@@ -32,7 +31,7 @@ export class HealthMonitor {
   private last: HealthReport | undefined;
   private running: Promise<HealthReport> | undefined;
   private timer: NodeJS.Timeout | undefined;
-  /** Date.now() of the last customer operation each HSM (by id) completed within timeoutMs. */
+  /** Date.now() of the last customer operation each HSM (by id) completed within the check's budget. */
   private readonly lastCustomerSuccess = new Map<string, number>();
   private unsubscribe: (() => void) | undefined;
 
@@ -53,7 +52,7 @@ export class HealthMonitor {
    */
   start(): void {
     this.unsubscribe ??= this.events?.subscribe('hsm.operation', (e) => {
-      if (e.ok && (e.operation === 'encrypt' || e.operation === 'decrypt') && e.seconds * 1000 < this.opts.timeoutMs) this.lastCustomerSuccess.set(e.hsm, Date.now());
+      if (e.ok && (e.operation === 'encrypt' || e.operation === 'decrypt') && e.seconds * 1000 < this.fleet.checkBudgetMs) this.lastCustomerSuccess.set(e.hsm, Date.now());
     });
     this.timer = setInterval(() => {
       const last = this.last;
@@ -93,7 +92,7 @@ export class HealthMonitor {
   }
 
   private async check(): Promise<HealthReport> {
-    const checks = await this.fleet.checkMembers(this.opts.timeoutMs);
+    const checks = await this.fleet.checkMembers();
     const members = checks.map((c) => memberState(c, { degradedAboveMs: this.opts.degradedAboveMs, recentlyWorking: this.recentlyWorking(c.id) }));
     const report = fleetState(members, Date.now());
     if (report.status !== this.last?.status) {

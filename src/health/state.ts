@@ -1,7 +1,7 @@
 import type { EkmHealth, HealthReport, MemberCheck, MemberHealth } from '../engine/types';
 
 /** The rules that turn a member's check into its state (src/health/monitor.ts gives them). */
-export interface StateRules {
+interface StateRules {
   /** A passing check slower than this is DEGRADED. */
   degradedAboveMs: number;
   /** Customer operations on this HSM succeeded lately, within the check's own budget. */
@@ -9,7 +9,7 @@ export interface StateRules {
 }
 
 /** One member's state with what the fleet's answer is made of. */
-export interface MemberState extends MemberHealth {
+interface MemberState extends MemberHealth {
   latencyMs: number;
   timedOut?: boolean;
 }

@@ -53,13 +53,13 @@ function fleet(placement: Record<string, string[]> = {}, events?: ProxyEvents) {
       { id: 'a', engine: a },
       { id: 'b', engine: b },
     ],
-    { breakerFailures: 3, probeIntervalMs: 20, probeTimeoutMs: 100, logger: silentLogger, events },
+    { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 100, logger: silentLogger, events },
   );
   f.place(new Map(Object.entries({ k: undefined, ...placement })));
   return { a, b, f };
 }
 /** The fleet's health as the proxy's monitor computes it (src/health/state.ts). */
-const healthOf = (f: FleetEngine) => new HealthMonitor(f, { cacheMs: 0, timeoutMs: 100, degradedAboveMs: 100 }, silentLogger).refresh();
+const healthOf = (f: FleetEngine) => new HealthMonitor(f, { cacheMs: 0, degradedAboveMs: 100 }, silentLogger).refresh();
 const enc = (f: FleetEngine, label = 'k') => f.encrypt(label, Buffer.alloc(1), Buffer.alloc(0));
 
 afterEach(() => jest.useRealTimers());
@@ -139,7 +139,7 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
 describe('a fleet of one', () => {
   function solo() {
     const a = new Scripted('a');
-    const f = new FleetEngine([{ id: 'a', engine: a }], { breakerFailures: 3, probeIntervalMs: 20, probeTimeoutMs: 100, logger: silentLogger });
+    const f = new FleetEngine([{ id: 'a', engine: a }], { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 100, logger: silentLogger });
     f.place(new Map([['k', undefined]]));
     return { a, f };
   }

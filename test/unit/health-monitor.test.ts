@@ -13,9 +13,9 @@ function monitor(members: Record<string, HsmEngine> = { h: hsm() }): { m: Health
   const events = new ProxyEvents();
   const fleet = new FleetEngine(
     Object.entries(members).map(([id, engine]) => ({ id, engine })),
-    { breakerFailures: 3, probeIntervalMs: 1000, probeTimeoutMs: 30, logger: silentLogger },
+    { breakerFailures: 3, probeIntervalMs: 1000, checkBudgetMs: 30, logger: silentLogger },
   );
-  return { m: new HealthMonitor(fleet, { cacheMs: 0, timeoutMs: 30, degradedAboveMs: 15 }, silentLogger, events), events };
+  return { m: new HealthMonitor(fleet, { cacheMs: 0, degradedAboveMs: 15 }, silentLogger, events), events };
 }
 
 const op = (seconds: number, hsmId = 'h'): { hsm: string; operation: 'encrypt'; seconds: number; ok: boolean } => ({ hsm: hsmId, operation: 'encrypt', seconds, ok: true });
