@@ -53,7 +53,7 @@ function fleet(placement: Record<string, string[]> = {}, events?: ProxyEvents) {
       { id: 'a', engine: a },
       { id: 'b', engine: b },
     ],
-    { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 100, logger: silentLogger, events },
+    { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 10_000, logger: silentLogger, events },
   );
   f.place(new Map(Object.entries({ k: undefined, ...placement })));
   return { a, b, f };
@@ -139,7 +139,7 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
 describe('a fleet of one', () => {
   function solo() {
     const a = new Scripted('a');
-    const f = new FleetEngine([{ id: 'a', engine: a }], { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 100, logger: silentLogger });
+    const f = new FleetEngine([{ id: 'a', engine: a }], { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 10_000, logger: silentLogger });
     f.place(new Map([['k', undefined]]));
     return { a, f };
   }

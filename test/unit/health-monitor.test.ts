@@ -9,11 +9,12 @@ function hsm(check: () => Promise<HealthReport> = () => new Promise<HealthReport
   return { healthCheck: check, info: () => ({ vendor: 'v', id: 't/1', model: 'm' }), isConnected: () => true, close: async () => undefined } as unknown as HsmEngine;
 }
 
-function monitor(members: Record<string, HsmEngine> = { h: hsm() }): { m: HealthMonitor; events: ProxyEvents } {
+/** A fleet of these HSMs under a monitor; checks that answer at once get a budget no busy machine can spend. */
+function monitor(members: Record<string, HsmEngine> = { h: hsm() }, checkBudgetMs = 30): { m: HealthMonitor; events: ProxyEvents } {
   const events = new ProxyEvents();
   const fleet = new FleetEngine(
     Object.entries(members).map(([id, engine]) => ({ id, engine })),
-    { breakerFailures: 3, probeIntervalMs: 1000, checkBudgetMs: 30, logger: silentLogger },
+    { breakerFailures: 3, probeIntervalMs: 1000, checkBudgetMs, logger: silentLogger },
   );
   return { m: new HealthMonitor(fleet, { cacheMs: 0, degradedAboveMs: 15 }, silentLogger, events), events };
 }
@@ -76,8 +77,8 @@ describe('HealthMonitor: one rule per state, for one HSM and for each HSM of a f
   const passing = (latencyMs: number) => () => Promise.resolve<HealthReport>({ status: 'ACTIVE', checkedAt: Date.now(), latencyMs });
 
   it('a slow passing check is DEGRADED, in the member that was slow', async () => {
-    expect(await monitor({ h: hsm(passing(20)) }).m.refresh()).toEqual({ status: 'DEGRADED', checkedAt: expect.any(Number), latencyMs: 20, detail: 'health check took 20 ms' });
-    expect(await monitor({ h: hsm(passing(1)), g: hsm(passing(20)) }).m.refresh()).toMatchObject({
+    expect(await monitor({ h: hsm(passing(20)) }, 10_000).m.refresh()).toEqual({ status: 'DEGRADED', checkedAt: expect.any(Number), latencyMs: 20, detail: 'health check took 20 ms' });
+    expect(await monitor({ h: hsm(passing(1)), g: hsm(passing(20)) }, 10_000).m.refresh()).toMatchObject({
       status: 'DEGRADED',
       members: [
         { id: 'h', healthStatus: 'ACTIVE' },
@@ -88,7 +89,7 @@ describe('HealthMonitor: one rule per state, for one HSM and for each HSM of a f
 
   it('a check that fails (not by time) is UNAVAILABLE with its reason, and no timeout', async () => {
     const failing = hsm(() => Promise.reject(new Error('boom')));
-    const report = await monitor({ h: failing }).m.refresh();
+    const report = await monitor({ h: failing }, 10_000).m.refresh();
     expect(report).toMatchObject({ status: 'UNAVAILABLE', detail: 'health check failed' });
     expect(report.timedOut).toBeUndefined();
   });
