@@ -276,7 +276,7 @@ async function main(): Promise<void> {
         rate: opt.rate,
         pacing: 'smooth',
         pool,
-        serverPid: proxy.pid as number,
+        serverPid: proxy.pid,
         onResponse: (status, ms, atMs) => {
           const b = per[Math.floor((atMs - ms) / BUCKET_MS)];
           if (!b) return; // sent in the tail second

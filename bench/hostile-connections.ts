@@ -179,7 +179,7 @@ class Attack {
           s.write(this.payload);
           resolve();
         });
-        s.on('data', (d) => {
+        s.on('data', (d: Buffer) => {
           if (!status) status = /^HTTP\/1\.1 (\d{3})/.exec(d.toString('latin1'))?.[1] ?? 'other';
         });
         s.on('error', () => undefined);

@@ -128,7 +128,7 @@ async function proxyTarget(setup: HsmSetup, asyncCalls: boolean): Promise<{ samp
     await waitFor('proxy', proxy, async () => (await httpStatus(port + 1, '/readyz')) === 200, 15_000);
   } catch (e) {
     await close();
-    throw new Error(`${(e as Error).message}: ${readFileSync(logFile, 'utf8').slice(-1500)}`);
+    throw new Error(`${(e as Error).message}: ${readFileSync(logFile, 'utf8').slice(-1500)}`, { cause: e });
   }
   const path = '/bench/kms/xks/v1/keys/k/encrypt';
   const sample: Sampler = async (n) => {

@@ -481,17 +481,17 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   try {
     await waitFor('proxy', proxy, async () => (await httpStatus(opsPort, '/readyz')) === 200);
   } catch (e) {
-    throw new Error(`${(e as Error).message}\n--- ${logFile}\n${logTail(logFile)}`);
+    throw new Error(`${(e as Error).message}\n--- ${logFile}\n${logTail(logFile)}`, { cause: e });
   }
   note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}${pin ? `, CPUs ${treeAffinity(proxy.pid as number).join(' | ')}` : ''}`);
-  const targets: Target[] = [{ label: 'proxy', endpoint: localEndpoint(port), pid: proxy.pid as number, metricsPort: opsPort }];
+  const targets: Target[] = [{ label: 'proxy', endpoint: localEndpoint(port), pid: proxy.pid, metricsPort: opsPort }];
 
   // ---- baseline
   if (opt.baseline) {
     const baselinePort = await freePortPair();
     const b = startChild([baselineJs, '--port', String(baselinePort), '--workers', String(workers)], { stdout: 'inherit', cpus: pin?.proxy });
     await waitFor('baseline', b, async () => (await httpStatus(baselinePort, '/', 'POST')) === 200);
-    targets.push({ label: 'baseline', endpoint: localEndpoint(baselinePort), pid: b.pid as number });
+    targets.push({ label: 'baseline', endpoint: localEndpoint(baselinePort), pid: b.pid });
     note(`baseline ready on 127.0.0.1:${baselinePort} (${workers} process${workers > 1 ? 'es' : ''})`);
   }
 

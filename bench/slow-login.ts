@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     try {
       await waitFor('proxy', proxy, async () => (await httpStatus(port + 1, '/readyz')) === 200, 30_000);
     } catch (e) {
-      throw new Error(`${(e as Error).message}: ${readFileSync(logFile, 'utf8').slice(-1500)}`);
+      throw new Error(`${(e as Error).message}: ${readFileSync(logFile, 'utf8').slice(-1500)}`, { cause: e });
     }
 
     const agent = (): http.Agent => new http.Agent({ keepAlive: true, maxSockets: 1 });

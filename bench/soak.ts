@@ -112,7 +112,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   // Asynchronous, so the load keeps flowing (and its latency stays honest) while the CLI runs.
   const adminWith = (extraEnv: Record<string, string>, ...args: string[]): Promise<string> =>
     new Promise((resolve, reject) =>
-      execFile('node', [productJs('tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv } }, (e, out) => (e ? reject(e) : resolve(out))),
+      execFile('node', [productJs('tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv } }, (e: Error | null, out: string) => (e ? reject(e) : resolve(out))),
     );
   const admin = (...args: string[]): Promise<string> => adminWith({}, ...args);
   await adminWith({ XKS_HSM_PIN: second.pin }, 'hsm', 'generate-key', '--module', config.hsms[0].modulePath, '--token', second.tokenLabel, '--label', config.hsms[0].healthKeyLabel);

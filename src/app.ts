@@ -5,6 +5,7 @@ import type { RuntimeConfig } from './config/load';
 import type { FleetEngine } from './engine/fleet';
 import type { Pkcs11Module } from './engine/pkcs11-engine';
 import { openEngine } from './engine/open-engine';
+import { protectionGaps } from './governance/coverage';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
 import { OverloadGuard, OverloadOptions } from './http/overload';
@@ -31,6 +32,8 @@ export interface AppOptions {
   auditSuffix?: string;
   /** Event-loop overload detection (default: half the deadline as target, the deadline as interval). */
   overload?: OverloadOptions;
+  /** Wall clock (ms) of the local quotas and the refusal logs' budgets; default Date.now (tests move their own). */
+  now?: () => number;
 }
 
 /** HSM round trips on each fresh connection before the listener opens (see Pkcs11Engine.warmUp). */
@@ -97,6 +100,7 @@ export class ProxyApp {
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
       known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
+      protectionGaps: () => protectionGaps(app.runtimeNow.config),
     });
     // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
     // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that
@@ -123,11 +127,12 @@ export class ProxyApp {
       logger,
       metrics,
       runtime: () => app.runtimeNow,
-      quotas: opts.quotas ?? new LocalQuotas(),
+      quotas: opts.quotas ?? new LocalQuotas(opts.now),
       readiness: () => app.readiness(),
       draining: () => app.stopping,
       audit,
       overload,
+      now: opts.now,
     };
     // Only an optimisation: whatever goes wrong in it is logged, and the proxy starts anyway.
     try {
@@ -151,7 +156,7 @@ export class ProxyApp {
       events,
     });
     app.xks.server.on('checkContinue', handler.checkContinue);
-    app.flushPipeline = handler.flush;
+    app.flushPipeline = () => handler.flush();
     await listen(app.xks.server, cfg.server.port, cfg.server.host);
     if (opts.opsServer !== false && cfg.ops.enabled) {
       app.ops = http.createServer(

@@ -29,7 +29,7 @@ export const RETRYABLE_ERRORS: ReadonlySet<XksErrorName> = new Set<XksErrorName>
 const MAX_MESSAGE = 511;
 
 /** The spec allows only printable ASCII (0x20-0x7e) and fewer than 512 characters. */
-export function sanitizeMessage(message: string): string {
+function sanitizeMessage(message: string): string {
   const printable = message.replace(/[^\x20-\x7e]/g, '?');
   return printable.length > MAX_MESSAGE ? printable.slice(0, MAX_MESSAGE - 3) + '...' : printable;
 }

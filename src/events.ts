@@ -11,6 +11,8 @@ import type { RefusalReason } from './governance/quorum';
 export interface ProxyEventMap {
   /** One HSM call as the request saw it (session wait included). */
   'hsm.operation': { hsm: string; operation: 'encrypt' | 'decrypt' | 'health' | 'check'; seconds: number; ok: boolean };
+  /** A key version refused on an HSM because its object does not open the version's recorded check value (src/engine/check-value.ts). */
+  'key.check-failed': { hsm: string };
   /** One successful encryption under a key version, by its HSM label (never a metric label). */
   'key.encrypted': { label: string };
   /** Connection state of one HSM: `misconfigured` is a permanent failure an operator must fix (reason names the call and CKR). */

@@ -5,6 +5,7 @@ import os from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import type { ProxyApp } from './app';
 import { ConfigError, loadConfigFile, RuntimeConfig } from './config/load';
+import { auditRefusalAtStart } from './governance/refusal';
 import { createLogger, Logger } from './log';
 import { QuotaLedger } from './http/quota';
 import { answerLease, isLeaseGrant, isLeaseRequest, LeasedQuotas } from './http/quota-lease';
@@ -36,6 +37,7 @@ function loadOrExit(file: string, log: Logger): RuntimeConfig {
   } catch (e) {
     if (e instanceof ConfigError) {
       log.fatal({ err: e.message }, 'refusing to start: invalid configuration');
+      if (e.governance) auditRefusalAtStart(file, { ...e.governance, message: e.message });
       process.exit(78); // EX_CONFIG
     }
     throw e;

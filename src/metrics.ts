@@ -27,6 +27,8 @@ export interface MetricsState {
   credentials(): readonly { keyStore: string; createdAt?: string }[];
   /** Key store names and HSM ids of the configuration in force: their series start at 0. */
   known?(): { keyStores: readonly string[]; hsmIds: readonly string[] };
+  /** What of the quorum-protected groups the configuration in force leaves outside the quorum (src/governance/coverage.ts). */
+  protectionGaps?(): { uncheckedKeyVersions: readonly unknown[]; unrecordedKeyStores: readonly unknown[] };
 }
 
 /**
@@ -207,6 +209,25 @@ export class Metrics {
     registers: [this.registry],
     aggregator: 'max',
   });
+  /** Above 0 after an upgrade until governed changes record what the quorum did not cover before. */
+  readonly unprotected = new client.Gauge({
+    name: 'xks_governance_unprotected',
+    help: 'What quorum-protected groups leave outside the quorum: key_version (versions without a check value: another token holding keys under their labels would be used), key_store (key stores reaching them whose identity, credentials included, is not recorded)',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+    aggregator: 'max',
+    collect: () => {
+      const gaps = this.state?.protectionGaps?.();
+      this.unprotected.set({ kind: 'key_version' }, gaps?.uncheckedKeyVersions.length ?? 0);
+      this.unprotected.set({ kind: 'key_store' }, gaps?.unrecordedKeyStores.length ?? 0);
+    },
+  });
+  readonly keyCheckFailures = new client.Counter({
+    name: 'xks_key_check_failures_total',
+    help: "Uses of a key version refused on an HSM (hsm_id) because its object does not open the version's recorded check value: other key material under the recorded label and CKA_ID",
+    labelNames: ['hsm_id'] as const,
+    registers: [this.registry],
+  });
   /** Registered on the first certificate event: without TLS there is no such metric at all (not a 0). */
   private certificateExpiry: client.Gauge | undefined;
 
@@ -235,6 +256,7 @@ export class Metrics {
     }
     // A breaker that never opened is closed: 0, not absent, so the dashboard shows every HSM.
     for (const hsm_id of known.hsmIds) if (!this.breakerSeen.has(hsm_id)) this.breakerOpen.set({ hsm_id }, 0);
+    for (const hsm_id of known.hsmIds) this.keyCheckFailures.inc({ hsm_id }, 0);
   }
 
   /** Subscribes to the proxy's events and reads `state` at scrape time; returns an unsubscriber. */
@@ -268,6 +290,7 @@ export class Metrics {
       bus.subscribe('tls.clientRefused', (e) => this.mtlsRefusals.inc({ reason: e.reason })),
       bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('governance.behind', (e) => this.statesBehind.set(e.groups)),
+      bus.subscribe('key.check-failed', (e) => this.keyCheckFailures.inc({ hsm_id: e.hsm })),
       bus.subscribe('tls.certificate', (e) => {
         this.certificateExpiry ??= new client.Gauge({
           name: 'xks_tls_certificate_expiry_days',

@@ -1,5 +1,6 @@
 import { AppOptions, ProxyApp } from './app';
 import { ConfigReloader } from './config/reloader';
+import { watchProtectionGaps } from './governance/coverage';
 import { pinWarning } from './governance/quorum';
 import { UsageRecorder } from './governance/usage';
 import { watchGovernedStates } from './governance/watch';
@@ -25,11 +26,14 @@ export async function runProcess(opts: ProcessOptions): Promise<{ app: ProxyApp;
   const governed = watchGovernedStates(app.events, () => app.runtime, log);
   const pinned = pinWarning(process.env);
   if (pinned) log.warn(pinned);
+  // After an upgrade: what protected groups still leave outside their quorum (xks_governance_unprotected).
+  const gaps = watchProtectionGaps(app.events, () => app.runtime, log);
   process.on('SIGHUP', () => reloader.reload('SIGHUP'));
   const stop = (signal: string): void => {
     log.info({ signal }, 'stopping');
     reloader.dispose();
     governed.stop();
+    gaps();
     app.stop().then(
       () => {
         // After the drain, so that its encryptions are counted, and its HSM calls delay no request.

@@ -4,6 +4,7 @@
  * `xks-admin audit verify -` picks them out of the mixed output, verifies each worker's chain on its
  * own, and names the line of a tampered entry.
  */
+import { expect } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,10 +30,10 @@ beforeAll(async () => {
   const config = testConfig([keyStoreWithKeys('t', '/t', [cred], [{ id: 'k', label: 'test-key-1' }])], {
     server: { workers: 2 },
     audit: { stdout: true },
-  } as never);
+  });
   // Each worker accepting its own connections may take all of them; round robin hands new connections
   // to the workers in turn, so that both answer some and write a chain of their own.
-  const proxy = await startProxyProcess(config, { POD_NAME: 'xks-proxy-0', NODE_CLUSTER_SCHED_POLICY: 'rr' });
+  const proxy = await startProxyProcess(config, { env: { POD_NAME: 'xks-proxy-0', NODE_CLUSTER_SCHED_POLICY: 'rr' } });
   try {
     // Separate connections: the workers take them in turn.
     const answers = await Promise.all(
@@ -89,7 +90,7 @@ test('a tampered audit line fails with its line number; a removed one breaks its
   const removed = lines.filter((_l, i) => i !== target);
   const r2 = admin(['audit', 'verify', '-'], removed.join('\n'));
   expect(r2.code).toBe(1);
-  expect(JSON.parse(r2.out).reason).toMatch(/sequence gap|chain broken/);
+  expect((JSON.parse(r2.out) as { reason: string }).reason).toMatch(/sequence gap|chain broken/);
 });
 
 test('anchors: audit head prints each chain\'s last hash; verify with them catches cut-off last lines', () => {
@@ -107,7 +108,7 @@ test('anchors: audit head prints each chain\'s last hash; verify with them catch
   expect(admin(['audit', 'verify', '-'], cut).code).toBe(0);
   const r = admin(['audit', 'verify', '-', '--anchors', anchors], cut);
   expect(r.code).toBe(1);
-  expect(JSON.parse(r.out).reason).toMatch(/last lines are missing/);
+  expect((JSON.parse(r.out) as { reason: string }).reason).toMatch(/last lines are missing/);
 });
 
 test('audit.file and audit.stdout are exclusive in the config', () => {

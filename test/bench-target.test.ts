@@ -26,7 +26,7 @@ beforeAll(async () => {
         insecurePlainHttp: false,
         tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caCert, allowedClientSubjects: ['load-tester'] },
       },
-    } as never),
+    }),
   );
 });
 afterAll(async () => {
@@ -34,6 +34,23 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
   rmSync(pki.dir, { recursive: true, force: true });
 });
+
+/** The fields of the bench's results file (bench/run.ts writes it) that this test reads. */
+interface Step {
+  requests: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  errorNames: Record<string, number>;
+}
+interface BenchResult {
+  baseline: string;
+  proxy: { target: string; basePath: string; mtls: boolean };
+  options: { kmsCheckSeconds: number };
+  fixed: { proxy: Step; baseline?: Step }[];
+  max: { proxy: Step[]; baseline: Step[] };
+  kmsCheck: { run: Step & { durationS: number; withinKmsTimeout: number } };
+}
 
 function bench(secret: string, extra: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const secretFile = join(dir, `secret-${Math.random().toString(36).slice(2)}`);
@@ -67,11 +84,11 @@ test('measures a deployed proxy over mTLS: fixed rate, max and the KMS-shaped ch
   expect(r.stdout).toMatch(/within KMS's limits|NOT within KMS's limits/);
   const files = readdirSync(join(dir, 'results'));
   expect(files.filter((f) => f.endsWith('.svg'))).toHaveLength(1);
-  const result = JSON.parse(readFileSync(join(dir, 'results', files.find((f) => f.endsWith('.json')) as string), 'utf8'));
+  const result = JSON.parse(readFileSync(join(dir, 'results', files.find((f) => f.endsWith('.json')) as string), 'utf8')) as BenchResult;
   expect(result.baseline).toMatch(/no baseline/);
   expect(result.proxy).toMatchObject({ target: `https://localhost:${app.port}/bt`, basePath: '/bt/kms/xks/v1', mtls: true });
-  const fixed = result.fixed[0].proxy;
-  expect(result.fixed[0].baseline).toBeUndefined();
+  const fixed = result.fixed[0]!.proxy;
+  expect(result.fixed[0]!.baseline).toBeUndefined();
   expect(fixed.requests).toBeGreaterThan(40);
   expect({ non2xx: fixed.non2xx, errors: fixed.errors, timeouts: fixed.timeouts, names: fixed.errorNames }).toEqual({ non2xx: 0, errors: 0, timeouts: 0, names: {} });
   expect(result.max.proxy.length).toBeGreaterThanOrEqual(1);

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { constants, createCipheriv, publicEncrypt, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -87,9 +88,9 @@ describe('BYOK with an RSA wrapping key made in the HSM', () => {
   });
 
   it('refuses expired parameters and destroys them', async () => {
-    const { label, pem } = await params('exp', '--expires-hours', '0.0003'); // about one second
+    // Valid for about a millisecond: expired by the time the next xks-admin process reads its clock.
+    const { label, pem } = await params('exp', '--expires-hours', '0.0000003');
     const wrapped = await opensslWrap(pem, randomBytes(32), 'exp');
-    await new Promise((res) => setTimeout(res, 1500));
     const r = await admin('key', 'import', `byok-e-${sfx}`, '--group', 'g', '--wrapped', wrapped, '--wrapping-key', label);
     expect(r.err).toMatch(/import parameters .* expired at/);
     const retry = await admin('key', 'import', `byok-e-${sfx}`, '--group', 'g', '--wrapped', wrapped, '--wrapping-key', label);
@@ -110,7 +111,7 @@ describe('BYOK with an RSA wrapping key made in the HSM', () => {
     const r1 = await admin('key', 'import', `byok-l-${sfx}`, '--group', 'g', '--wrapped', join(dir, 'short-kw.wrapped'), '--wrapping-key', label);
     expect(r1.err).toMatch(/must be 384 bytes \(RSAES-OAEP of an AES-256 key\) or 424 \(RSA-AES key wrap\), got 408/);
     const good = kw(randomBytes(32));
-    good[5] ^= 1;
+    good[5] = (good[5] as number) ^ 1;
     writeFileSync(join(dir, 'bad-kw.wrapped'), Buffer.concat([rsaPart, good]));
     const r2 = await admin('key', 'import', `byok-l-${sfx}`, '--group', 'g', '--wrapped', join(dir, 'bad-kw.wrapped'), '--wrapping-key', label);
     expect(r2.err).toMatch(/could not unwrap the AES part/);

@@ -15,7 +15,7 @@ const cred = newCredential();
 const config = (creds = [cred]): ReturnType<typeof testConfig> =>
   testConfig([keyStoreWithKeys('t', '/t', creds, [{ id: 'k', label: 'test-key-1' }], { keyStore: { requestsPerSecond: RATE } })], {
     server: { workers: 2 },
-  } as never);
+  });
 
 const health = (kmsRequestId: string): unknown => ({ requestMetadata: { kmsRequestId, kmsOperation: 'KmsHealthCheck' } });
 
@@ -28,7 +28,7 @@ let other: KeepAliveConnection[];
 beforeAll(async () => {
   // Round robin hands new connections to the workers in turn, so the layout below is reached within a
   // few connections; which worker served each is read from the request log, not assumed.
-  proxy = await startProxyProcess(config(), { NODE_CLUSTER_SCHED_POLICY: 'rr' });
+  proxy = await startProxyProcess(config(), { env: { NODE_CLUSTER_SCHED_POLICY: 'rr' } });
   const layoutDone = (): boolean => {
     const sizes = [...byWorker.values()].map((c) => c.length).sort((a, b) => b - a);
     return (sizes[0] ?? 0) >= 4 && (sizes[1] ?? 0) >= 2;
@@ -51,6 +51,7 @@ afterAll(async () => {
   await proxy?.stop();
 });
 
+// Real time in the pacing below: the quota is a rate on the proxy processes' own clocks, across real sockets.
 /**
  * Open-loop load: `perSecond` requests a second, evenly spaced and spread over `conns` in turn, for
  * `ms`. A request is never sent before its time, so the load never exceeds the rate over any window.

@@ -3,17 +3,17 @@
  * changes a restart-only setting is refused whole, naming it. One bad edit is counted once, however many
  * times the watch, the poll and SIGHUP meet it, and every counter an alert reads exists at 0 from start.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, unwatchFile, utimesSync, watchFile, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { z } from 'zod';
 import { ProxyApp } from '../src/app';
 import { loadConfigFile } from '../src/config/load';
 import { ConfigReloader } from '../src/config/reloader';
 import { reloadRules } from '../src/config/reload-rules';
 import { configSchema } from '../src/config/schema';
 import type { ProxyConfigInput } from '../src/config/schema';
-import type { Logger } from '../src/log';
 import { silentLogger } from '../src/log';
 import { until } from './support/promises';
 import { get, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
@@ -30,9 +30,9 @@ const logger = new Proxy(silentLogger, {
     if (prop === 'warn' || prop === 'error' || prop === 'info') {
       return (obj: Record<string, unknown> | string, msg?: string) => lines.push(typeof obj === 'string' ? { level: prop, obj: {}, msg: obj } : { level: prop, obj, msg: msg ?? '' });
     }
-    return Reflect.get(target, prop);
+    return Reflect.get(target, prop) as unknown;
   },
-}) as Logger;
+});
 
 const base = (): ProxyConfigInput => testConfig([keyStoreWithKeys('rl', '/rl', [cred], [{ id: 'k', label: 'test-key-1' }])], { proxy: { fleetSize: 2 } });
 const write = (cfg: ProxyConfigInput): void => writeFileSync(file, stringify(cfg));
@@ -114,12 +114,21 @@ test('a restart-only change is refused whole, naming the settings; nothing of th
 test('one bad edit is counted once: the directory watch, the poll and SIGHUP all meet it', async () => {
   reloader.watch(100);
   try {
+    // A listener of the test's own on the reloader's stat poll (node:fs keeps one per file and calls its
+    // listeners in order): the mtime it last reported is one the reloader's poll has just met.
+    let polledMtime = NaN;
+    watchFile(file, { interval: 100, persistent: false }, (curr) => (polledMtime = curr.mtimeMs));
+    // The poll takes its first stat in the background, and an edit made before that is never reported:
+    // touch the file until a change is, so that it has its baseline.
+    const touch = (): number => (utimesSync(file, new Date(), new Date()), polledMtime);
+    expect(await until(touch, (m) => !Number.isNaN(m), 5000, 150)).not.toBeNaN();
     const count = async (): Promise<number> => Number((await metric('xks_config_reloads_total{result="failure"}')).split(' ').pop());
     const before = await count();
     writeFileSync(file, 'keyStores: [');
+    const edited = statSync(file).mtimeMs;
     await until(count, (n) => n > before, 5000, 20);
-    // Give the 100 ms poll time to see the same edit, then ask again by hand as an operator's SIGHUP would.
-    await new Promise((r) => setTimeout(r, 400));
+    expect(await until(() => polledMtime, (m) => m === edited, 5000, 20)).toBe(edited);
+    // Then ask again by hand, as an operator's SIGHUP would.
     expect(reloader.reload('SIGHUP')).toBe(false);
     expect(await count()).toBe(before + 1);
     // A second, different bad edit is a second failure.
@@ -127,6 +136,7 @@ test('one bad edit is counted once: the directory watch, the poll and SIGHUP all
     await until(count, (n) => n > before + 1, 5000, 20);
     expect(await count()).toBe(before + 2);
   } finally {
+    unwatchFile(file);
     reloader.dispose();
     write(base());
   }
@@ -137,7 +147,6 @@ test('every setting has a rule: a section without one is refused by the walk', (
   // Every top-level section of the schema is covered, whole or field by field.
   const sections = Object.keys((configSchema as unknown as { def: { in: { def: { shape: object } } } }).def.in.def.shape);
   expect(sections.filter((k) => !Object.keys(rules).some((p) => p === k || p.startsWith(`${k}.`)))).toEqual([]);
-  const { z } = require('zod') as typeof import('zod');
   expect(() => reloadRules(z.object({ undeclared: z.number() }))).toThrow(/undeclared declares no reload rule/);
 });
 

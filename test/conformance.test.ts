@@ -375,7 +375,7 @@ describe('issue 10 conformance beyond the AWS client', () => {
         testConfig([keyStoreWithKeys('big', '/big', [c], [{ id: 'k', label: 'test-key-1' }])], {
           limits: { maxAadBytes: 65535 },
           server: { maxBodyBytes: 256 * 1024 },
-        } as never),
+        }),
       );
     });
     afterAll(() => big.stop(1000));
@@ -408,7 +408,7 @@ describe('mTLS negatives (test_negative_mtls)', () => {
     secure = await startProxy(
       testConfig([keyStoreWithKeys('mtls', PREFIX, [c], [{ id: KEY_ID, label: 'test-key-1' }])], {
         server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caCert, allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'] } },
-      } as never),
+      }),
     );
   });
   afterAll(async () => {

@@ -9,6 +9,19 @@ import path from 'node:path';
 
 const root = path.resolve(__dirname, '..');
 
+/** The fields of package.json and tsconfig.json that these tests read. */
+interface PackageJson {
+  scripts: Record<string, string>;
+  dependencies: Record<string, string>;
+  bin: Record<string, string>;
+}
+interface TsConfig {
+  compilerOptions: Record<string, unknown>;
+  include: string[];
+}
+
+const readJson = <T>(file: string): T => JSON.parse(readFileSync(path.join(root, file), 'utf8')) as T;
+
 interface Instruction {
   op: string;
   args: string;
@@ -38,19 +51,19 @@ function parseDockerfile(text: string): { globalArgs: Map<string, string>; stage
   const stages: Stage[] = [];
   for (const l of logical.filter(Boolean)) {
     const m = /^(\S+)\s*(.*)$/.exec(l)!;
-    const op = m[1].toUpperCase();
-    const args = m[2];
+    const op = (m[1] as string).toUpperCase();
+    const args = m[2] as string;
     if (op === 'FROM') {
       const f = /^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args)!;
-      const from = f[1].replace(/\$\{?(\w+)\}?/g, (_, name: string) => globalArgs.get(name) ?? '');
+      const from = (f[1] as string).replace(/\$\{?(\w+)\}?/g, (_, name: string) => globalArgs.get(name) ?? '');
       stages.push({ from, name: f[2], body: [] });
     } else if (stages.length === 0) {
       if (op === 'ARG') {
-        const [name, value = ''] = args.split('=');
+        const [name = '', value = ''] = args.split('=');
         globalArgs.set(name, value);
       }
     } else {
-      stages[stages.length - 1].body.push({ op, args });
+      (stages[stages.length - 1] as Stage).body.push({ op, args });
     }
   }
   return { globalArgs, stages };
@@ -58,8 +71,8 @@ function parseDockerfile(text: string): { globalArgs: Map<string, string>; stage
 
 const dockerfile = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
 const { stages } = parseDockerfile(dockerfile);
-const build = stages[0];
-const runtime = stages[stages.length - 1];
+const build = stages[0] as Stage;
+const runtime = stages[stages.length - 1] as Stage;
 const runs = (s: Stage): string => s.body.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
 const ops = (s: Stage, op: string): string[] => s.body.filter((i) => i.op === op).map((i) => i.args);
 
@@ -86,7 +99,7 @@ describe('Dockerfile', () => {
     // npm ci would otherwise run pkcs11js's own build first (the image's npm 10 ignores allowScripts).
     expect(r).toMatch(/npm ci\b[^\n]*--ignore-scripts[^\n]*&& npm run postinstall/);
     expect(r).toMatch(/apt-get install[^\n]*\bsofthsm2\b/);
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const pkg = readJson<PackageJson>('package.json');
     expect(pkg.scripts.postinstall).toBe('patch-package && node scripts/build-pkcs11js.js');
     expect(pkg.dependencies.pkcs11js).toMatch(/^\d+\.\d+\.\d+$/); // exact: the patch is for one version
     expect(existsSync(path.join(root, 'patches', `pkcs11js+${pkg.dependencies.pkcs11js}.patch`))).toBe(true);
@@ -128,25 +141,25 @@ describe('Dockerfile', () => {
   });
 
   test('entry point, default config path and ports', () => {
-    expect(JSON.parse(ops(runtime, 'ENTRYPOINT')[0])).toEqual(['node', 'dist/src/main.js']);
-    expect(JSON.parse(ops(runtime, 'CMD')[0])).toEqual(['--config', '/etc/xks-proxy/config.yaml']);
+    expect(JSON.parse(ops(runtime, 'ENTRYPOINT')[0] ?? '')).toEqual(['node', 'dist/src/main.js']);
+    expect(JSON.parse(ops(runtime, 'CMD')[0] ?? '')).toEqual(['--config', '/etc/xks-proxy/config.yaml']);
     expect(ops(runtime, 'EXPOSE').join(' ').split(/\s+/).sort()).toEqual(['8443', '9090']);
     expect(ops(runtime, 'HEALTHCHECK').join(' ')).toMatch(/\/livez/);
   });
 
   test('xks-proxy and xks-admin are on PATH, running what the package\'s bin names', () => {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+    const pkg = readJson<PackageJson>('package.json');
     const r = runs(runtime);
-    for (const [name, target] of Object.entries(pkg.bin as Record<string, string>)) {
+    for (const [name, target] of Object.entries(pkg.bin)) {
       expect(r).toContain(`exec node /app/${target} "$@"\\n' > /usr/local/bin/${name}`);
-      expect(existsSync(path.join(root, (target as string).replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
+      expect(existsSync(path.join(root, target.replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
     }
     expect(r).toMatch(/chmod 755 \/usr\/local\/bin\/xks-proxy \/usr\/local\/bin\/xks-admin/);
   });
 
   test('dist/src/main.js is what `npm run build` produces', () => {
-    const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
-    const tsconfig = JSON.parse(readFileSync(path.join(root, 'tsconfig.json'), 'utf8'));
+    const pkg = readJson<PackageJson>('package.json');
+    const tsconfig = readJson<TsConfig>('tsconfig.json');
     expect(pkg.scripts.build).toMatch(/^tsc\b/);
     expect(tsconfig.compilerOptions).toMatchObject({ rootDir: '.', outDir: 'dist' });
     // The product only: bench/ and testbed/ build to dist-bench/ (tsconfig.bench.json), test/ runs under jest.

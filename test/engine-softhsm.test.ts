@@ -1,8 +1,13 @@
+import { expect } from '@jest/globals';
 import * as pkcs11js from 'pkcs11js';
+import pino from 'pino';
+import type { Logger } from '../src/log';
 import type { HsmConfig } from '../src/engine/module';
 import { Pkcs11Engine } from '../src/engine/pkcs11-engine';
 import type { ProxyEventMap } from '../src/events';
-import { hsmConfig, kindOf, openEngine, until } from './support/engine';
+import { hsmConfig, kindOf, openEngine } from './support/engine';
+import { useFakeTime } from './support/clock';
+import { until } from './support/promises';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 import { MODULE, testHsm } from './support/hsm';
 
@@ -12,10 +17,18 @@ const softhsm = (over: Partial<HsmConfig> = {}): HsmConfig =>
   hsmConfig({ modulePath: MODULE, tokenLabel: h.tokenLabel, environment: h.environment, ...over });
 const EMPTY = Buffer.alloc(0);
 
+/** A logger that counts the lines whose message starts so. */
+function countingLogger(msg: string): { logger: Logger; count: () => number } {
+  let n = 0;
+  const logger = pino({ level: 'info' }, { write: (line: string) => void ((JSON.parse(line) as { msg?: string }).msg?.startsWith(msg) && n++) });
+  return { logger, count: () => n };
+}
+
 // The module is process-wide: each test closes its engine (C_Finalize) before the next opens one.
 describe('engine on SoftHSM2', () => {
   let opened: Pkcs11Engine | undefined;
   afterEach(async () => {
+    jest.useRealTimers();
     await opened?.close();
     opened = undefined;
   });
@@ -80,12 +93,17 @@ describe('engine on SoftHSM2', () => {
   });
 
   it('confirms a key on the token at most once per keyCheckCacheMs, and never from the cache for a missing key', async () => {
+    useFakeTime();
     const { engine, faults } = await open(softhsm({ keyCheckCacheMs: 60_000 }), h.pin);
     await engine.checkKey('test-key-1');
     const reads = faults.calls.C_GetAttributeValue ?? 0;
     await engine.checkKey('test-key-1');
+    jest.advanceTimersByTime(59_999);
     await engine.checkKey('test-key-1');
     expect(faults.calls.C_GetAttributeValue ?? 0).toBe(reads);
+    jest.advanceTimersByTime(1);
+    await engine.checkKey('test-key-1');
+    expect(faults.calls.C_GetAttributeValue ?? 0).toBeGreaterThan(reads);
     // A failed check is not remembered: every call asks the HSM again.
     expect(await kindOf(engine.checkKey('no-such-label'))).toBe('key-not-found');
     const finds = faults.calls.C_FindObjectsInit ?? 0;
@@ -107,16 +125,33 @@ describe('engine on SoftHSM2', () => {
   });
 
   it('a wrong PIN is a misconfiguration naming C_Login and CKR_PIN_INCORRECT, retried with backoff, not in a loop', async () => {
-    const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin');
+    useFakeTime();
+    const { logger, count } = countingLogger('HSM misconfigured');
+    const { engine, faults, states } = await open(softhsm({ reconnectBackoffMs: 100 }), 'wrong-pin', { logger });
     expect(engine.isConnected()).toBe(false);
     expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
     expect(states).toContainEqual({ hsm: h.tokenLabel, state: 'misconfigured', reason: 'C_Login returned CKR_PIN_INCORRECT' });
     expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('unavailable');
     expect((await engine.healthCheck()).status).toBe('UNAVAILABLE');
-    const before = faults.calls.C_Login ?? 0;
-    await new Promise((r) => setTimeout(r, 1000));
-    // 200, 400, 800 ms apart: at most three more attempts in a second.
-    expect((faults.calls.C_Login ?? 0) - before).toBeLessThanOrEqual(3);
+    const logins = faults.calls.C_Login ?? 0;
+    const failures = count();
+    // An attempt the fake timer starts runs its calls on the control thread, in real time: wait until it
+    // has failed (its log line comes just before the next backoff is armed), or, when none is due, long
+    // enough that one started too early would show.
+    const attemptsAfter = async (ms: number, due: boolean): Promise<number> => {
+      const seen = count();
+      await jest.advanceTimersByTimeAsync(ms);
+      await until(count, (n) => n > seen, due ? 10_000 : 300);
+      expect(count() - failures).toBe((faults.calls.C_Login ?? 0) - logins);
+      return count() - failures;
+    };
+    // Twice reconnectBackoffMs after the failed attempts at open, then doubling: 200, 400, 800 ms apart.
+    expect(await attemptsAfter(199, false)).toBe(0);
+    expect(await attemptsAfter(1, true)).toBe(1);
+    expect(await attemptsAfter(399, false)).toBe(1);
+    expect(await attemptsAfter(1, true)).toBe(2);
+    expect(await attemptsAfter(799, false)).toBe(2);
+    expect(await attemptsAfter(1, true)).toBe(3);
   });
 
   it('a missing token label is a misconfiguration that names the label', async () => {
@@ -132,11 +167,16 @@ describe('engine on SoftHSM2', () => {
   it('recovers by itself once the misconfiguration is gone (the token offers AES-GCM again)', async () => {
     const { faults, create } = (await import('../testbed/faulty-module')).faultyModule();
     faults.fail = { C_GetMechanismList: 'CKR_MECHANISM_INVALID' };
+    useFakeTime();
     const { engine, states } = await open(softhsm(), h.pin, { createModule: create });
     expect(engine.status()).toEqual({ state: 'misconfigured', reason: 'C_GetMechanismList returned CKR_MECHANISM_INVALID' });
     faults.fail = {};
-    await until(() => engine.isConnected());
-    expect(engine.status()).toEqual({ state: 'connected' });
+    // The next attempt, twice reconnectBackoffMs (50) after the failed ones at open.
+    await jest.advanceTimersByTimeAsync(99);
+    expect(engine.isConnected()).toBe(false);
+    await jest.advanceTimersByTimeAsync(1);
+    // The attempt's calls run on the control thread, in real time.
+    expect(await until(() => engine.status(), (st) => st.state !== 'misconfigured')).toEqual({ state: 'connected' });
     expect(states.at(-1)).toEqual({ hsm: h.tokenLabel, state: 'connected' });
   });
 });

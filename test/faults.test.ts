@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../testbed/faulty-module';
 import { testHsm } from './support/hsm';
@@ -59,11 +60,11 @@ describe('HSM faults', () => {
   });
 
   it('a slow HSM: every request answered within its deadline, the queue bounded by ThrottlingException', async () => {
-    faults.delayMs = 300;
+    faults.delayMs = 300; // real time: the HSM's latency against the proxy's real deadline timers, over real sockets
     const started = Date.now();
     const pending = Promise.all(Array.from({ length: 12 }, () => send(app.port, `${P}/keys/k/encrypt`, enc, cred)));
     // While every session is stuck in the HSM, the load balancer and Kubernetes probes still answer at once.
-    await new Promise((r) => setTimeout(r, 20));
+    expect(await until(() => app.engine.poolStats().inUse, (n) => n === 2, 250, 5)).toBe(2);
     const probes = await Promise.all([get(app.port, '/healthz'), get(app.opsPort as number, '/livez'), get(app.opsPort as number, '/readyz')]);
     const results = await pending;
     const elapsed = Date.now() - started;

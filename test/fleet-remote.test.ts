@@ -1,15 +1,17 @@
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
+import type { ProxyConfigInput } from '../src/config/schema';
 import { createSetup, HsmSetup, restartSetup, stopSetup } from '../testbed/hsm-setups';
-import { roundTrip, until } from './fleet-helpers';
+import { FLEET_WAIT_MS, Load, roundTrip } from './fleet-helpers';
 import { testHsm } from './support/hsm';
+import { until } from './support/promises';
 import { get, newCredential, send } from './support/proxy';
+import { ProxyProcess, startProxyProcess } from './support/proxy-process';
 
 /**
  * The fleet with a network HSM in it: HSM "local" is a SoftHSM2 token loaded into the proxy, HSM "remote"
@@ -20,27 +22,15 @@ import { get, newCredential, send } from './support/proxy';
  */
 const exec = promisify(execFile);
 const ROOT = join(__dirname, '..');
-const MAIN = join(ROOT, 'dist', 'src', 'main.js');
 const ADMIN = join(ROOT, 'dist', 'src', 'tools', 'admin.js');
 const P = '/r/kms/xks/v1';
 const cred = newCredential();
 
 let dir: string;
 let remote: HsmSetup;
-let proxy: ChildProcess;
+let proxy: ProxyProcess;
 let port: number;
 let opsPort: number;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-
 
 const health = async () =>
   (await send(port, `${P}/health`, { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } }, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[] };
@@ -56,11 +46,10 @@ beforeAll(async () => {
   const local = { tokenLabel: `fleet-local-${randomBytes(4).toString('hex')}`, pin: randomBytes(8).toString('hex'), soPin: randomBytes(8).toString('hex') };
   execFileSync('softhsm2-util', ['--init-token', '--free', '--label', local.tokenLabel, '--pin', local.pin, '--so-pin', local.soPin], { env: { ...process.env, ...t.environment }, stdio: 'ignore' });
   remote = await createSetup('p11kit', join(dir, 'remote'));
-  [port, opsPort] = [await freePort(), await freePort()];
   const member = { sessionPoolSize: 4, healthKeyLabel: 'health-key', healthCacheMs: 200, reconnectBackoffMs: 50, asyncCalls: true };
   const config = {
-    server: { host: '127.0.0.1', port, insecurePlainHttp: true },
-    ops: { host: '127.0.0.1', port: opsPort },
+    server: { host: '127.0.0.1', insecurePlainHttp: true },
+    ops: { host: '127.0.0.1' },
     limits: { deadlineMs: 2000 },
     hsms: [
       { id: 'local', modulePath: t.modulePath, environment: t.environment, tokenLabel: local.tokenLabel, pin: { value: local.pin }, ...member },
@@ -75,47 +64,35 @@ beforeAll(async () => {
   // The security officer's step, then key create: generated on local, replicated over the socket to remote.
   await admin({ XKS_HSM_SO_PIN: local.soPin }, 'hsm', 'trust-replication', '--source', 'local', '--target', 'remote');
   await admin({}, 'key', 'create', 'k1', '--group', 'g');
-  proxy = spawn('node', [MAIN, '--config', file], { stdio: ['ignore', 'ignore', 'inherit'] });
-  expect((await until(() => get(opsPort, '/readyz').catch(() => ({ status: 0, text: '', ms: 0 })), (r) => r.status === 200)).status).toBe(200);
+  // The file as xks-admin left it, on ports of the process helper's choosing.
+  proxy = await startProxyProcess(parse(readFileSync(file, 'utf8')) as ProxyConfigInput, { dir });
+  ({ port, opsPort } = proxy);
 }, 60_000);
 
 afterAll(async () => {
-  proxy?.kill('SIGTERM');
-  if (proxy) await new Promise((r) => proxy.once('exit', r));
+  await proxy?.stop();
   if (remote) stopSetup(remote);
   rmSync(dir, { recursive: true, force: true });
 });
 
 it('loses the network HSM under load without failing a request: DEGRADED, then ACTIVE when its server is back', async () => {
-  expect((await until(health, (h) => h.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true)).ekmFleetDetails?.map((d) => d.id)).toEqual(['local', 'remote']);
-  let stopped = false;
-  const failures: string[] = [];
-  let count = 0;
-  const load = Promise.all(
-    Array.from({ length: 6 }, async () => {
-      while (!stopped) {
-        const f = await roundTrip(port, P, 'k1', cred);
-        count++;
-        if (f) failures.push(f);
-      }
-    }),
-  );
-  await new Promise((r) => setTimeout(r, 500));
-  expect(await opsOf('remote')).toBeGreaterThan(0);
+  expect((await until(health, (h) => h.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, FLEET_WAIT_MS)).ekmFleetDetails?.map((d) => d.id)).toEqual(['local', 'remote']);
+  const load = new Load(6, () => roundTrip(port, P, 'k1', cred));
+  expect(await until(() => opsOf('remote'), (n) => n > 0, FLEET_WAIT_MS)).toBeGreaterThan(0);
   stopSetup(remote);
-  const down = await until(health, (h) => h.ekmFleetDetails?.find((d) => d.id === 'remote')?.healthStatus === 'UNAVAILABLE');
+  const down = await until(health, (h) => h.ekmFleetDetails?.find((d) => d.id === 'remote')?.healthStatus === 'UNAVAILABLE', FLEET_WAIT_MS);
   expect(down.ekmFleetDetails?.map((d) => d.healthStatus)).toEqual(['ACTIVE', 'UNAVAILABLE']);
   expect((await get(opsPort, '/metrics')).text).toMatch(/xks_ekm_health_status\{state="DEGRADED"\} 1/);
   expect((await get(opsPort, '/readyz')).status).toBe(200);
-  await new Promise((r) => setTimeout(r, 500));
+  // Requests keep coming while the HSM is gone: 30 more round trips, all served by local.
+  await load.more(30);
   remote = await restartSetup(remote);
-  const back = await until(health, (h) => h.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true);
+  const back = await until(health, (h) => h.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, FLEET_WAIT_MS);
   expect(back.ekmFleetDetails?.map((d) => d.healthStatus)).toEqual(['ACTIVE', 'ACTIVE']);
   const before = await opsOf('remote');
-  await new Promise((r) => setTimeout(r, 1000));
-  stopped = true;
-  await load;
+  // Back in the fleet: the remote HSM takes requests again.
+  expect(await until(() => opsOf('remote'), (n) => n > before, FLEET_WAIT_MS)).toBeGreaterThan(before);
+  const { count, failures } = await load.stop();
   expect(failures).toEqual([]);
   expect(count).toBeGreaterThan(50);
-  expect(await opsOf('remote')).toBeGreaterThan(before);
 }, 60_000);

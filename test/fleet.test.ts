@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,7 +18,8 @@ import { silentLogger } from '../src/log';
 import { FleetToken, openFleetToken } from '../src/engine/replicate';
 import { findSecretKeys, generateKek } from '../src/engine/token';
 import { faultyModule, slotLoss } from '../testbed/faulty-module';
-import { roundTrip, until } from './fleet-helpers';
+import { FLEET_WAIT_MS, Load, roundTrip } from './fleet-helpers';
+import { until } from './support/promises';
 import { testHsm } from './support/hsm';
 import { get, keyStoreWithKeys, newCredential, send } from './support/proxy';
 
@@ -53,21 +55,8 @@ function newToken(id: string): Token {
 
 
 
-/** Round trips from `workers` concurrent clients until `stop()` says so; returns every failure. */
-async function load(workers: number, stop: () => boolean): Promise<{ count: number; failures: string[] }> {
-  const failures: string[] = [];
-  let count = 0;
-  await Promise.all(
-    Array.from({ length: workers }, async () => {
-      while (!stop()) {
-        const f = await roundTrip(app.port, P, 'k1', cred);
-        count++;
-        if (f) failures.push(f);
-      }
-    }),
-  );
-  return { count, failures };
-}
+/** Round trips on k1 from `clients` concurrent clients (test/fleet-helpers.ts). */
+const load = (clients: number): Load => new Load(clients, () => roundTrip(app.port, P, 'k1', cred));
 
 const opsPerHsm = async (): Promise<Record<string, number>> => {
   const text = (await get(app.opsPort as number, '/metrics')).text;
@@ -151,7 +140,7 @@ it('xks-admin puts key versions on every HSM, and key describe says where each l
     for (const { token } of fleet) {
       const [key] = findSecretKeys(token, 'xks-k1-v2');
       const [extractable, sensitive] = token.mod.C_GetAttributeValue(token.session, key!, [{ type: pkcs11.CKA_EXTRACTABLE }, { type: pkcs11.CKA_SENSITIVE }]);
-      expect([(extractable!.value as Buffer)[0], (sensitive!.value as Buffer)[0]]).toEqual([0, 1]);
+      expect([extractable!.value[0], sensitive!.value[0]]).toEqual([0, 1]);
     }
   });
   for (let i = 0; i < 10; i++) expect(await roundTrip(app.port, P, 'k1', cred)).toBeUndefined();
@@ -160,7 +149,7 @@ it('xks-admin puts key versions on every HSM, and key describe says where each l
 const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[]; errorName?: string };
 
 it('lists both HSMs in GetHealthStatus, each ACTIVE', async () => {
-  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true);
+  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, FLEET_WAIT_MS);
   expect(h.ekmFleetDetails).toEqual([
     { id: 'a', model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' },
     { id: 'b', model: expect.stringContaining('SoftHSM'), healthStatus: 'ACTIVE' },
@@ -170,10 +159,9 @@ it('lists both HSMs in GetHealthStatus, each ACTIVE', async () => {
 
 it('spreads requests over both HSMs, and what one HSM sealed the other opens', async () => {
   const before = await opsPerHsm();
-  const { count, failures } = await (async () => {
-    let n = 0;
-    return load(8, () => ++n > 120);
-  })();
+  const running = load(8);
+  await running.more(120);
+  const { count, failures } = await running.stop();
   expect(failures).toEqual([]);
   expect(count).toBeGreaterThan(100);
   const after = await opsPerHsm();
@@ -197,13 +185,12 @@ it('keeps a version placed on one HSM there', async () => {
 });
 
 it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when it returns', async () => {
-  let stopped = false;
-  const running = load(6, () => stopped);
-  await new Promise((r) => setTimeout(r, 500));
+  const running = load(6);
+  await running.more(30);
   const slot = findTokenSlot(faults.real!, (tokens[1] as Token).tokenLabel);
   expect(slot).toBeDefined();
   lose(slot);
-  const degraded = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'UNAVAILABLE');
+  const degraded = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'UNAVAILABLE', FLEET_WAIT_MS);
   expect(degraded.ekmFleetDetails).toEqual([expect.objectContaining({ id: 'a', healthStatus: 'ACTIVE' }), expect.objectContaining({ id: 'b', healthStatus: 'UNAVAILABLE' })]);
   expect(app.health.current()?.status).toBe('DEGRADED');
   // k1 is still served by HSM a, k2 lives on a: ready.
@@ -211,21 +198,20 @@ it('loses HSM b under load without failing a request: DEGRADED, then ACTIVE when
   const metrics = (await get(app.opsPort as number, '/metrics')).text;
   expect(metrics).toMatch(/xks_ekm_health_status\{state="UNAVAILABLE",hsm_id="b"\} 1/);
   expect(metrics).toMatch(/xks_ekm_health_status\{state="DEGRADED"\} 1/);
-  await new Promise((r) => setTimeout(r, 500));
+  // Requests keep coming while b is gone: 30 more round trips, all served by a.
+  await running.more(30);
 
   lose(undefined);
-  const back = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, 20_000);
+  const back = await until(fleetHealth, (b) => b.ekmFleetDetails?.every((d) => d.healthStatus === 'ACTIVE') === true, FLEET_WAIT_MS);
   expect(back.ekmFleetDetails?.map((d) => d.healthStatus)).toEqual(['ACTIVE', 'ACTIVE']);
   // Whether b was taken out by its breaker or only marked down by health checks depends on timing; either way it is not out now.
   expect((await get(app.opsPort as number, '/metrics')).text).not.toMatch(/xks_hsm_breaker_open\{hsm_id="b"\} 1/);
-  const beforeReturn = await opsPerHsm();
-  await new Promise((r) => setTimeout(r, 1000));
-  stopped = true;
-  const { count, failures } = await running;
+  const beforeReturn = (await opsPerHsm()).b ?? 0;
+  // Back in the fleet: HSM b takes requests again.
+  expect(await until(async () => (await opsPerHsm()).b ?? 0, (n) => n > beforeReturn, FLEET_WAIT_MS)).toBeGreaterThan(beforeReturn);
+  const { count, failures } = await running.stop();
   expect(failures).toEqual([]);
   expect(count).toBeGreaterThan(50);
-  // Back in the fleet: HSM b takes requests again.
-  expect(((await opsPerHsm()).b ?? 0) - (beforeReturn.b ?? 0)).toBeGreaterThan(0);
 }, 45_000);
 
 it('reports a key version missing from one HSM as soon as a reload adds it: that HSM DEGRADED, its requests served by the other', async () => {
@@ -233,7 +219,7 @@ it('reports a key version missing from one HSM as soon as a reload adds it: that
   ctx.store.update((doc) => doc.addIn(['groups', 0, 'keys'], doc.createNode({ id: 'k3', label: 'xks-k3-v1' })));
   expect(reloader.reload('test')).toBe(true);
   // Before any request for it: the reload's event had the fleet look for the new version on every HSM.
-  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'DEGRADED', 5000);
+  const h = await until(fleetHealth, (b) => b.ekmFleetDetails?.find((d) => d.id === 'b')?.healthStatus === 'DEGRADED', FLEET_WAIT_MS);
   expect(h.ekmFleetDetails?.map((d) => [d.id, d.healthStatus])).toEqual([
     ['a', 'ACTIVE'],
     ['b', 'DEGRADED'],

@@ -1,5 +1,6 @@
+import { expect } from '@jest/globals';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as pkcs11js from 'pkcs11js';
@@ -14,8 +15,9 @@ import { watchGovernedStates } from '../src/governance/watch';
 import { silentLogger } from '../src/log';
 import { groupStateHash } from '../src/governance/state';
 import { testHsm } from './support/hsm';
+import { until } from './support/promises';
 import { decodeMetadata } from '../src/xks/ciphertext-format';
-import { b64, Credential, keyMetadata, send } from './support/proxy';
+import { b64, Credential, keyMetadata, newCredential, send } from './support/proxy';
 import { PREFIX as P, StoreHarness } from './admin-harness';
 
 const h = new StoreHarness();
@@ -50,26 +52,42 @@ async function metric(name: string): Promise<string> {
   return (await r.text()).split('\n').filter((l) => l.startsWith(name)).join('\n');
 }
 
+interface Restart {
+  /** The refused config's own audit destination (the restart otherwise writes no audit). */
+  auditFile?: string;
+  /** Changes the copy before the restart (e.g. points `hsm` at another token). */
+  edit?: (doc: Document) => void;
+  /** Runs against the listening proxy (its XKS and ops ports) before it is stopped. */
+  during?: (port: number, opsPort: number) => Promise<void>;
+}
+
 /**
  * Starts the built proxy (a real restart: nothing remembered in memory) on a copy of `text` without the
  * audit file the in-process proxy writes; resolves when it exits or once it listens (then stops it).
  */
-async function startMain(text: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; output: string; opsPort?: number; metrics?: string }> {
+async function startMain(text: string, env: NodeJS.ProcessEnv = {}, more: Restart = {}): Promise<{ code: number | null; output: string; opsPort?: number; metrics?: string }> {
   const doc = parseDocument(text);
   doc.deleteIn(['audit']);
+  if (more.auditFile) doc.setIn(['audit'], doc.createNode({ file: more.auditFile }));
+  more.edit?.(doc);
   const file = join(dir, `restart-${randomBytes(3).toString('hex')}.yaml`);
   writeFileSync(file, doc.toString());
   const child = spawn('node', [join(__dirname, '..', 'dist', 'src', 'main.js'), '--config', file], { env: { ...process.env, XKS_GOVERNANCE_TRUST: pin, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  for (let i = 0; i < 300 && child.exitCode === null && !output.includes('xks-proxy listening'); i++) await new Promise((r) => setTimeout(r, 50));
+  const stop = (): Promise<number | null> => (child.kill('SIGTERM'), exited);
+  await until(() => child.exitCode !== null || output.includes('xks-proxy listening'), Boolean, 15_000);
   if (child.exitCode !== null || !output.includes('xks-proxy listening')) return { code: await exited, output };
-  const opsPort = (JSON.parse(output.split('\n').find((l) => l.includes('xks-proxy listening'))!) as { opsPort: number }).opsPort;
-  const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
-  child.kill('SIGTERM');
-  return { code: await exited, output, opsPort, metrics };
+  const { port, opsPort } = JSON.parse(output.split('\n').find((l) => l.includes('xks-proxy listening'))!) as { port: number; opsPort: number };
+  try {
+    await more.during?.(port, opsPort);
+    const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    return { code: await stop(), output, opsPort, metrics };
+  } finally {
+    child.kill('SIGTERM');
+  }
 }
 
 /** The HSM label of the key's current version, as the store says. */
@@ -91,6 +109,8 @@ const hsmA = (): HsmMember => {
   return { id: 'a', target: { modulePath: t.modulePath, tokenLabel: t.tokenLabel, environment: t.environment }, pin: t.pin };
 };
 let hsmB: HsmMember;
+/** A token of the config writer's own (they hold its PIN), made before this process loads the module. */
+let evil: HsmMember;
 const readMarksOf = (m: HsmMember, group: string): number[] => {
   const t = openFleetToken(m.target, m.pin);
   try {
@@ -103,13 +123,16 @@ const readMarksOf = (m: HsmMember, group: string): number[] => {
 beforeAll(async () => {
   const t = testHsm();
   hsmB = { id: 'b', target: { modulePath: t.modulePath, tokenLabel: `gov-b-${suffix}`, environment: t.environment }, pin: randomBytes(8).toString('hex') };
-  execFileSync('softhsm2-util', ['--init-token', '--free', '--label', hsmB.target.tokenLabel, '--pin', hsmB.pin, '--so-pin', randomBytes(8).toString('hex')], { env: { ...process.env, ...t.environment }, stdio: 'ignore' });
+  evil = { id: 'evil', target: { ...hsmB.target, tokenLabel: `gov-evil-${suffix}` }, pin: randomBytes(8).toString('hex') };
+  for (const m of [hsmB, evil]) {
+    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', m.target.tokenLabel, '--pin', m.pin, '--so-pin', randomBytes(8).toString('hex')], { env: { ...process.env, ...t.environment }, stdio: 'ignore' });
+  }
   await h.init();
   ({ dir, configFile, cred } = h);
   await ok('key', 'create', keyId, '--group', 'g');
   for (const [name, role] of [['alice', 'administrator'], ['bob', 'approver'], ['carol', 'approver'], ['dave', 'auditor']] as const) {
     keys[name] = join(dir, `${name}.pem`);
-    const k = await ok('admin', 'keygen', '--out', keys[name]!);
+    const k = await ok('admin', 'keygen', '--out', keys[name]);
     await ok('admin', 'add', name, '--role', role, '--public-key', k.publicKey as string);
   }
   // Protecting the group is itself a governed change; it alters the root, so the pin lists both roots meanwhile.
@@ -248,19 +271,28 @@ describe('quorum approvals verified by the proxy', () => {
     expect((await encrypt()).status).toBe(200);
   });
 
-  it('a governed rotation makes its HSM key only at apply, with the time of the proposal', async () => {
-    const p = await ok('change', 'propose', '--as', 'alice', 'key', 'rotate', keyId);
+  it('a governed rotation makes its HSM key at propose (the approvers sign its check value), uses it from apply on; withdraw takes back what a proposal made', async () => {
     const labels = async () => JSON.stringify((await admin('hsm', 'list-keys')).out);
-    expect(await labels()).not.toContain(`xks-${keyId}-v2`);
-    await new Promise((res) => setTimeout(res, 1100)); // approvers re-run it later: the hash must not depend on when
+    const v2 = `xks-${keyId}-v2`;
+    const p = await ok('change', 'propose', '--as', 'alice', 'key', 'rotate', keyId);
+    expect(await labels()).toContain(v2);
+    expect(readFileSync(configFile, 'utf8')).not.toContain(v2);
+    const made = (p.made as { keys: Record<string, { checkValue: string; made: boolean }> }).keys[v2]!;
+    expect(made).toMatchObject({ made: true, checkValue: expect.stringMatching(/^[A-Za-z0-9+/]{80}$/) });
     await ok('change', 'approve', p.id as string, '--as', 'bob', '--key', keys.bob!);
     await ok('change', 'approve', p.id as string, '--as', 'carol', '--key', keys.carol!);
-    expect(await labels()).not.toContain(`xks-${keyId}-v2`);
     expect(await ok('change', 'apply', p.id as string, '--as', 'alice')).toMatchObject({ result: { currentVersion: 2 } });
-    expect(await labels()).toContain(`xks-${keyId}-v2`);
     expect(reloader.reload('test')).toBe(true);
     expect(decodeMetadata(Buffer.from((await encrypt()).body.ciphertextMetadata as string, 'base64'))).toBe(2);
-    expect(readFileSync(configFile, 'utf8')).toContain(`createdAt: ${p.proposedAt as string}`);
+    const v = loadConfigFile(configFile).config.groups[0]!.keys.find((k) => k.id === keyId)!.versions!.find((x) => x.label === v2)!;
+    expect(v).toMatchObject({ createdAt: p.proposedAt, checkValue: made.checkValue });
+    // A proposal never applied: the same version proposed again says which change holds its label; withdraw destroys it.
+    const v3 = `xks-${keyId}-v3`;
+    const q = await ok('change', 'propose', '--as', 'alice', 'key', 'rotate', keyId);
+    expect((await admin('change', 'propose', '--as', 'alice', 'key', 'rotate', keyId)).err).toMatch(new RegExp(`a key labelled "${v3}" already exists: made by pending change ${q.id as string} \\(xks-admin change withdraw`));
+    expect(await ok('change', 'withdraw', q.id as string, '--as', 'alice')).toMatchObject({ destroyed: [v3] });
+    expect(await labels()).not.toContain(v3);
+    expect(adminAudit().at(-1)).toMatchObject({ action: 'change-withdraw', change: q.id, keysDestroyed: v3 });
   });
 
   it('the admin audit chain verifies', async () => {
@@ -379,7 +411,7 @@ describe('what a config writer without a quorum tried, refused', () => {
     const t = openFleetToken(hsmA().target, hsmA().pin);
     try {
       const [key] = findSecretKeys(t, label);
-      expect((t.mod.C_GetAttributeValue(t.session, key!, [{ type: pkcs11js.CKA_ID }])[0]!.value as Buffer).toString('hex')).toBe(recorded);
+      expect(t.mod.C_GetAttributeValue(t.session, key!, [{ type: pkcs11js.CKA_ID }])[0]!.value.toString('hex')).toBe(recorded);
       t.mod.C_DestroyObject(t.session, key!);
       generateKek(t, label); // same label, another object (no CKA_ID, or another one)
     } finally {
@@ -405,8 +437,10 @@ describe('what a config writer without a quorum tried, refused', () => {
     checkAndRecord([hsmA(), hsmB], [{ group, epoch: 0, state: s0 }], new Date());
     expect([marksOn(hsmA()), marksOn(hsmB)]).toEqual([[0], [0]]);
     expect(() => checkAndRecord([hsmA(), hsmB], [{ group, epoch: 0, state: s1 }], new Date())).toThrow(/state 1111111111111111\.\.\. is not the one accepted at epoch 0/);
-    const down: HsmMember = { ...hsmB, pin: 'not-the-pin' };
-    expect(() => checkAndRecord([hsmA(), down], [claim(1, s1, s0)], new Date())).toThrow(/the new state of group "fleet-[0-9a-f]+" could not be recorded on every HSM \(b: CKR_PIN_INCORRECT.*\); it is accepted once all hold it/);
+    // An HSM that cannot be reached: its token is not there (a wrong PIN would not do: the login is per
+    // application and token, and this process may already hold one).
+    const down: HsmMember = { ...hsmB, target: { ...hsmB.target, tokenLabel: `gone-${suffix}` } };
+    expect(() => checkAndRecord([hsmA(), down], [claim(1, s1, s0)], new Date())).toThrow(/the new state of group "fleet-[0-9a-f]+" could not be recorded on every HSM \(b: .*no token labelled.*\); it is accepted once all hold it/);
     checkAndRecord([hsmA(), hsmB], [claim(1, s1, s0)], new Date());
     expect([marksOn(hsmA()), marksOn(hsmB)]).toEqual([[0, 1], [0, 1]]);
     // Either HSM alone now refuses the older state; one that answers is enough to keep the current one.
@@ -500,5 +534,191 @@ describe('what a config writer without a quorum tried, refused', () => {
     const one = await startMain(readFileSync(configFile, 'utf8'));
     expect(one.output).not.toMatch(/pins \d+ governance roots/);
     expect(one.metrics).toMatch(/^xks_governance_pinned_roots 1$/m);
+  });
+});
+
+describe('key substitution through the hsm sections, refused by the check values', () => {
+  /** The writer's keys: made on their token under the recorded label and CKA_ID of each version of the protected key. */
+  const forgeKeys = (): void => {
+    const k = loadConfigFile(configFile).config.groups[0]!.keys.find((x) => x.id === keyId)!;
+    const t = openFleetToken(evil.target, evil.pin);
+    try {
+      for (const v of k.versions!) if (findSecretKeys(t, v.label).length === 0) generateKek(t, v.label, Buffer.from(v.objectId!, 'hex'));
+    } finally {
+      t.close();
+    }
+  };
+  const onEvil = (doc: Document): void => {
+    doc.setIn(['hsm', 'tokenLabel'], evil.target.tokenLabel);
+    doc.setIn(['hsm', 'pin'], doc.createNode({ value: evil.pin }));
+  };
+  const failures = (metrics: string | undefined, hsm: string): number => Number(new RegExp(`^xks_key_check_failures_total\\{hsm_id="${hsm}"\\} (\\d+)$`, 'm').exec(metrics ?? '')?.[1] ?? NaN);
+  const encryptOn = (port: number) => send(port, `${P}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('x')), encryptionAlgorithm: 'AES_GCM' }, cred);
+
+  it('hsm pointed at a token holding keys under the recorded labels and CKA_IDs, restarted on the rolled-back state: the key is refused, logged and counted', async () => {
+    forgeKeys();
+    const before = readFileSync(configFile, 'utf8');
+    const off = await governed(['bob', 'carol'], 'key', 'disable', keyId);
+    expect(off.apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    // The writer's token has no marks, so the old (enabled) state is accepted there; its keys are not the recorded ones.
+    let answer: Awaited<ReturnType<typeof encryptOn>> | undefined;
+    const r = await startMain(before, {}, { edit: onEvil, during: async (port) => void (answer = await encryptOn(port)) });
+    expect(answer?.status).toBe(500);
+    expect(answer?.body).toMatchObject({ errorName: 'InternalException' });
+    expect(failures(r.metrics, evil.target.tokenLabel)).toBe(1);
+    expect(r.output).toMatch(new RegExp(`"hsm":"${evil.target.tokenLabel}","label":"xks-${keyId}-v\\d".*key refused: the HSM object under this key version's label and CKA_ID does not open the check value`));
+  });
+
+  it('a fleet member holding other key material is refused there, at start, while the real HSM serves', async () => {
+    // The disabled state of the test above is in force: the start's check of every version on every member finds it.
+    const asFleet = (doc: Document): void => {
+      const real = (doc.getIn(['hsm']) as { toJSON(): Record<string, unknown> }).toJSON();
+      doc.deleteIn(['hsm']);
+      doc.setIn(['hsms'], doc.createNode([{ ...real, id: 'real' }, { ...real, id: 'evil', tokenLabel: evil.target.tokenLabel, pin: { value: evil.pin } }]));
+    };
+    let seen = NaN;
+    const r = await startMain(readFileSync(configFile, 'utf8'), {}, {
+      edit: asFleet,
+      during: async (_port, opsPort) => {
+        for (let i = 0; i < 100 && !(seen >= 1); i++) {
+          seen = failures(await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text(), 'evil');
+          if (!(seen >= 1)) await new Promise((res) => setTimeout(res, 50));
+        }
+      },
+    });
+    expect(failures(r.metrics, 'evil')).toBeGreaterThanOrEqual(1);
+    expect(failures(r.metrics, 'real')).toBe(0);
+    expect((await governed(['bob', 'carol'], 'key', 'enable', keyId)).apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).status).toBe(200);
+  });
+});
+
+describe('the identity of a key store reaching a protected group is under the quorum', () => {
+  const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+  const refusals = async (reason: string): Promise<number> => Number(new RegExp(`reason="${reason}"} (\\d+)`).exec(await metric('xks_governance_refusals_total'))?.[1] ?? 0);
+  const encryptAs = (c: Credential) => send(app.port, `${P}/keys/${keyId}/encrypt`, { requestMetadata: keyMetadata('Encrypt'), plaintext: b64(Buffer.from('x')), encryptionAlgorithm: 'AES_GCM' }, c);
+
+  it('set-quorum recorded it: the SHA-256 of each secret is in the config, never the secret', () => {
+    const ks = loadConfigFile(configFile).config.keyStores[0]!;
+    expect(ks.credentials.map((c) => c.secretSha256)).toEqual([sha256(cred.secretAccessKey)]);
+  });
+
+  it('a credential added by hand (with or without its SHA-256), or a secret changed, is refused on reload and at restart', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const extra = newCredential();
+    const tried = async (edit: (doc: Document) => void, reason: string, says: RegExp, as: Credential): Promise<void> => {
+      const doc = parseDocument(good);
+      edit(doc);
+      writeFileSync(configFile, doc.toString());
+      const before = await refusals(reason);
+      expect(reloader.reload('test')).toBe(false);
+      expect(await refusals(reason)).toBe(before + 1);
+      expect((await encryptAs(as)).body).toMatchObject({ errorName: 'AuthenticationFailedException' });
+      expect((await encryptAs(cred)).status).toBe(200);
+      const restart = await startMain(doc.toString());
+      expect(restart.code).toBe(78);
+      expect(restart.output).toMatch(says);
+    };
+    const added = (digest: boolean) => (doc: Document) =>
+      doc.addIn(['keyStores', 0, 'credentials'], doc.createNode({ accessKeyId: extra.accessKeyId, secretAccessKey: { value: extra.secretAccessKey }, ...(digest ? { secretSha256: sha256(extra.secretAccessKey) } : {}) }));
+    await tried(added(false), 'quorum', /group \\"g\\" is quorum-protected/, extra);
+    await tried(added(true), 'quorum', /group \\"g\\" is quorum-protected/, extra);
+    // The writer's own secret under the key store's access key id: the recorded digest refuses it.
+    const theirs = { ...cred, secretAccessKey: extra.secretAccessKey };
+    await tried((doc) => doc.setIn(['keyStores', 0, 'credentials', 0, 'secretAccessKey'], doc.createNode({ value: extra.secretAccessKey })), 'secret', /the secret does not match the credential's recorded secretSha256/, theirs);
+    writeFileSync(configFile, good);
+    expect(reloader.reload('test')).toBe(true);
+  });
+
+  it('rotation is a governed change: the proposal writes the secret, approvers sign its SHA-256, apply prints it; a secret file changed by hand is refused', async () => {
+    const p = await ok('change', 'propose', '--as', 'alice', 'credential', 'add', '--key-store', 'ks');
+    const proposal = readFileSync(join(`${configFile}.changes`, `${p.id as string}.json`), 'utf8');
+    for (const a of ['bob', 'carol']) await ok('change', 'approve', p.id as string, '--as', a, '--key', keys[a]!);
+    const applied = await ok('change', 'apply', p.id as string, '--as', 'alice');
+    const kms = (applied.result as { XksProxyAuthenticationCredential: { AccessKeyId: string; RawSecretAccessKey: string } }).XksProxyAuthenticationCredential;
+    expect(proposal).not.toContain(kms.RawSecretAccessKey);
+    expect(proposal).toContain(sha256(kms.RawSecretAccessKey));
+    expect(reloader.reload('test')).toBe(true);
+    const fresh: Credential = { accessKeyId: kms.AccessKeyId, secretAccessKey: kms.RawSecretAccessKey };
+    expect((await encryptAs(fresh)).status).toBe(200);
+    // The writer swaps the new secret's file for a secret of theirs.
+    const file = (loadConfigFile(configFile).config.keyStores[0]!.credentials.find((c) => c.accessKeyId === fresh.accessKeyId)!.secretAccessKey as { file: string }).file;
+    const theirs = newCredential().secretAccessKey;
+    writeFileSync(file, theirs);
+    const before = await refusals('secret');
+    expect(reloader.reload('test')).toBe(false);
+    expect(await refusals('secret')).toBe(before + 1);
+    expect(adminAudit().at(-1)).toMatchObject({ action: 'governance-refusal', reason: 'secret', group: 'g' });
+    expect((await encryptAs({ ...fresh, secretAccessKey: theirs })).body).toMatchObject({ errorName: 'AuthenticationFailedException' });
+    expect((await encryptAs(fresh)).status).toBe(200);
+    const restart = await startMain(readFileSync(configFile, 'utf8'));
+    expect(restart.code).toBe(78);
+    expect(restart.output).toMatch(/the secret does not match the credential's recorded secretSha256/);
+    writeFileSync(file, fresh.secretAccessKey);
+    expect(reloader.reload('test')).toBe(true);
+    // Step 3 of the rotation, governed too (here the new credential goes, so the suite keeps its own).
+    expect((await governed(['bob', 'carol'], 'credential', 'retire', '--key-store', 'ks', '--access-key-id', fresh.accessKeyId)).apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encryptAs(fresh)).body).toMatchObject({ errorName: 'AuthenticationFailedException' });
+    expect((await encryptAs(cred)).status).toBe(200);
+  });
+
+  it('a disabled key store re-enabled by hand is refused on reload and at restart', async () => {
+    expect((await governed(['bob', 'carol'], 'key-store', 'disable', 'ks')).apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+    const disabled = readFileSync(configFile, 'utf8');
+    const doc = parseDocument(disabled);
+    doc.setIn(['keyStores', 0, 'status'], 'ENABLED');
+    writeFileSync(configFile, doc.toString());
+    expect(reloader.reload('test')).toBe(false);
+    expect((await encrypt()).body).toMatchObject({ errorName: 'InvalidStateException' });
+    expect((await startMain(doc.toString())).code).toBe(78);
+    writeFileSync(configFile, disabled);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await governed(['bob', 'carol'], 'key-store', 'enable', 'ks')).apply.code).toBe(0);
+    expect(reloader.reload('test')).toBe(true);
+    expect((await encrypt()).status).toBe(200);
+  });
+});
+
+describe('upgrade, and refusals at start', () => {
+  it('a protected state from before check values and key store identities keeps working, is warned about and exported; one governed change records both', async () => {
+    const good = readFileSync(configFile, 'utf8');
+    const config = loadConfigFile(configFile).config;
+    // The state an older release approved: no check values, no secret digests (signed by the quorum, as then).
+    const doc = parseDocument(good);
+    config.groups[0]!.keys.forEach((k, ki) => k.versions?.forEach((_v, vi) => doc.deleteIn(['groups', 0, 'keys', ki, 'versions', vi, 'checkValue'])));
+    config.keyStores[0]!.credentials.forEach((_c, ci) => doc.deleteIn(['keyStores', 0, 'credentials', ci, 'secretSha256']));
+    // Stripped by the writer, with the approvals of the state that had them: refused.
+    writeFileSync(configFile, doc.toString());
+    expect(reloader.reload('test')).toBe(false);
+    doc.setIn(['groups', 0, 'revision'], doc.createNode({ epoch: config.groups[0]!.revision!.epoch + 1, previous: groupStateHash(config, config.groups[0]!), expiresAt: new Date(Date.now() + 3_600_000).toISOString() }));
+    signAsQuorum(doc);
+    writeFileSync(configFile, doc.toString());
+    expect(reloader.reload('test')).toBe(true);
+    const versions = config.groups[0]!.keys.reduce((n, k) => n + (k.versions?.length ?? 1), 0);
+    expect(await metric('xks_governance_unprotected')).toMatch(new RegExp(`kind="key_version"} ${versions}\\n.*kind="key_store"} 1`, 's'));
+    const start = await startMain(doc.toString());
+    expect(start.output).toMatch(/"level":40,.*key version\(s\) of quorum-protected groups have no check value.*key store\(s\) \\"ks\\" reach quorum-protected groups without their identity recorded/);
+    expect((await encrypt()).status).toBe(200);
+    const record = await governed(['bob', 'carol'], 'group', 'record', 'g');
+    expect(record.apply).toMatchObject({ code: 0, out: { result: { checkValues: versions, keyStores: ['ks'] } } });
+    expect(reloader.reload('test')).toBe(true);
+    expect(await metric('xks_governance_unprotected')).toMatch(/kind="key_version"} 0\n.*kind="key_store"} 0/s);
+    expect((await encrypt()).status).toBe(200);
+  });
+
+  it('a config refused at start writes a governance-refusal line to its admin audit chain', async () => {
+    const doc = parseDocument(readFileSync(configFile, 'utf8'));
+    doc.addIn(['groups', 0, 'policy', 'rules'], doc.createNode({ id: 'by-hand', effect: 'allow', principals: ['*'] }));
+    const auditFile = join(dir, 'start-audit.log');
+    const r = await startMain(doc.toString(), {}, { auditFile });
+    expect(r.code).toBe(78);
+    const lines = readFileSync(`${auditFile}.admin`, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.at(-1)).toMatchObject({ action: 'governance-refusal', at: 'start', reason: 'quorum', group: 'g', message: expect.stringMatching(/group "g" is quorum-protected/) });
+    expect(await admin('audit', 'verify', `${auditFile}.admin`)).toMatchObject({ code: 0, out: { ok: true } });
   });
 });

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import * as pkcs11js from 'pkcs11js';
 import type { ProxyApp } from '../src/app';
@@ -108,7 +109,8 @@ describe('GetKeyMetadata checks the key material in the HSM', () => {
       const lost = await metadata('present');
       expect(lost).toMatchObject({ status: 500, body: { errorName: 'InternalException' } });
       // While it reconnects (and cannot), the answer stays an error, never the configured status.
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      const attempts = faults.calls.C_GetSlotList ?? 0;
+      expect(await until(() => faults.calls.C_GetSlotList ?? 0, (n) => n > attempts)).toBeGreaterThan(attempts);
       expect(await metadata('present')).toMatchObject({ status: 500, body: { errorName: 'InternalException', errorMessage: expect.stringMatching(/HSM/) } });
     } finally {
       faults.fail = {};

@@ -6,6 +6,7 @@ import { createListener, Listener, ListenerOptions } from '../src/http/listener'
 import { silentLogger } from '../src/log';
 import { ProxyEvents } from '../src/events';
 import { makePki } from './support/pki';
+import { until } from './support/promises';
 
 /** Reads the whole body before answering, as the XKS handler does. */
 const echoLength: http.RequestListener = (req, res) => {
@@ -46,27 +47,27 @@ function connect(port: number): Promise<Watched> {
   });
 }
 
-/** One keep-alive request on an open connection; resolves with the status line. */
+/** One keep-alive request on an open connection; resolves with the status line once the answer's head arrived. */
 function request(w: Watched, body = 'x'): Promise<string> {
   const before = w.received().length;
-  w.socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-  return new Promise((resolve, reject) => {
-    const timer = setInterval(() => {
+  const answer = new Promise<string>((resolve, reject) => {
+    const onData = (): void => {
       const got = w.received().slice(before);
-      if (got.includes('\r\n\r\n')) {
-        clearInterval(timer);
-        resolve(got.split('\r\n')[0] as string);
-      }
-    }, 20);
-    void w.closed.then(() => {
-      clearInterval(timer);
-      reject(new Error('connection closed before the answer'));
-    });
+      if (!got.includes('\r\n\r\n')) return;
+      w.socket.off('data', onData);
+      resolve(got.split('\r\n')[0] as string);
+    };
+    // After connect()'s own listener, which appends to what was received.
+    w.socket.on('data', onData);
+    void w.closed.then(() => reject(new Error('connection closed before the answer')));
   });
+  w.socket.write(`POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  return answer;
 }
 
 const SLACK_MS = 1500;
 
+// Real time throughout: these bounds are node:http's own timers on real sockets, which no fake clock reaches.
 describe('connection bounds', () => {
   let listener: Listener;
   let port: number;
@@ -103,6 +104,7 @@ describe('connection bounds', () => {
   it('leaves an idle keep-alive connection to the keep-alive timeout, not the header timeout', async () => {
     const c = await connect(port);
     expect(await request(c)).toBe('HTTP/1.1 200 OK');
+    // Idle twice the header timeout (a real wait: node:http's connection checks run on real time).
     await new Promise((r) => setTimeout(r, 2000));
     expect(await request(c, 'abc')).toBe('HTTP/1.1 200 OK');
     c.socket.destroy();
@@ -127,7 +129,9 @@ describe('connection cap', () => {
       // A freed slot is usable again.
       open[0]?.socket.destroy();
       await open[0]?.closed;
-      await new Promise((r) => setTimeout(r, 50));
+      // Once the server has seen that close too.
+      const connections = (): Promise<number> => new Promise((resolve, reject) => listener.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
+      expect(await until(connections, (n) => n < 3)).toBe(2);
       const next = await connect(port);
       expect(await request(next)).toBe('HTTP/1.1 200 OK');
       for (const c of [...open, next]) c.socket.destroy();
@@ -137,6 +141,7 @@ describe('connection cap', () => {
   });
 });
 
+// Real time, as above: the handshake bound is node:tls's and node:http's own timer.
 describe('TLS handshake timeout', () => {
   it('closes a TLS connection whose handshake never starts once the header timeout passes', async () => {
     const pki = makePki();

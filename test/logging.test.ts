@@ -26,7 +26,7 @@ describe('logs never carry plaintext or secrets', () => {
   const signatures: string[] = [];
 
   beforeAll(async () => {
-    const config = testConfig([keyStoreWithKeys('logs', '/logs', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: join(dir, 'audit.log') } } as never);
+    const config = testConfig([keyStoreWithKeys('logs', '/logs', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: join(dir, 'audit.log') } });
     const logger = createLogger('trace', { write: (s: string) => void lines.push(s) });
     app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger, createModule: create });
   });

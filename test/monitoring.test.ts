@@ -4,6 +4,7 @@
  * alert has a case that fires and one that stays quiet; and every alert links its runbook section,
  * which says what the alert means, what to check first and how to fix it.
  */
+import { expect } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -20,13 +21,13 @@ interface Rule {
   expr: string;
   annotations: Record<string, string>;
 }
-const rules: Rule[] = parse(readFileSync(RULES, 'utf8')).groups.flatMap((g: { rules: Rule[] }) => g.rules);
+const rules: Rule[] = (parse(readFileSync(RULES, 'utf8')) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
 
 interface PromtoolTest {
   input_series: { series: string; values: string }[];
   alert_rule_test?: { eval_time: string; alertname: string; exp_alerts?: { exp_labels: Record<string, string> }[] }[];
 }
-const cases: PromtoolTest[] = parse(readFileSync(TESTS, 'utf8')).tests;
+const cases: PromtoolTest[] = (parse(readFileSync(TESTS, 'utf8')) as { tests: PromtoolTest[] }).tests;
 
 const { bins } = requireTools('monitoring.test.ts', ['promtool']);
 const withPromtool = bins ? test : test.skip;

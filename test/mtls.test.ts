@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
@@ -43,7 +44,7 @@ describe('mTLS', () => {
     clients.purpose = pki.client(KMS, { purpose: 'serverAuth' });
     const config = testConfig([keyStoreWithKeys('m', '/m', [newCredential()], [{ id: 'k', label: 'test-key-1' }])], {
       server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey, clientCaFile: pki.caCert, allowedClientSubjects: [KMS] } },
-    } as never);
+    });
     app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void lines.push(s) }) });
   });
   afterAll(() => app.stop(1000));
@@ -152,8 +153,11 @@ describe('mTLS', () => {
   it.each(['TLSv1.2', 'TLSv1.3'] as Version[])('%s: an accepted client resumes its session', async (version) => {
     const c = clients.sanOnly as ClientCert;
     const agent = new https.Agent({ maxCachedSessions: 10, keepAlive: false });
-    const status = (): Promise<{ status: number; reused: boolean }> =>
-      new Promise((resolve, reject) => {
+    /** One request; `session` resolves once the server's session (ticket) reached the agent's cache. */
+    const status = (): { answer: Promise<{ status: number; reused: boolean }>; session: Promise<void> } => {
+      let sessionArrived!: () => void;
+      const session = new Promise<void>((r) => (sessionArrived = r));
+      const answer = new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
         const req = https.request(
           { ...connectOptions(c, version), path: '/healthz', agent },
           (res) => {
@@ -161,12 +165,17 @@ describe('mTLS', () => {
             resolve({ status: res.statusCode ?? 0, reused: (res.socket as tls.TLSSocket).isSessionReused() });
           },
         );
+        // The agent caches the session from its own listener, added before this one.
+        req.on('socket', (socket) => socket.once('session', () => sessionArrived()));
         req.on('error', reject);
         req.end();
       });
-    expect((await status()).status).toBeGreaterThan(0);
-    await new Promise((r) => setTimeout(r, 100));
-    expect(await status()).toEqual({ status: expect.any(Number), reused: true });
+      return { answer, session };
+    };
+    const first = status();
+    expect((await first.answer).status).toBeGreaterThan(0);
+    await first.session;
+    expect(await status().answer).toEqual({ status: expect.any(Number), reused: true });
   });
 
   it('a refused client cannot resume a session: it never received a ticket', async () => {

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../testbed/faulty-module';
 import { makePki, Pki } from './support/pki';
+import { until } from './support/promises';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig } from './support/proxy';
 
 const cred = newCredential();
@@ -32,7 +33,7 @@ describe('TLS and mTLS', () => {
             allowedClientSubjects: ['cks.kms.us-east-1.amazonaws.com'],
           },
         },
-      } as never),
+      }),
     );
   });
   afterAll(() => app.stop(1000));
@@ -111,21 +112,13 @@ describe('metrics, readiness and liveness', () => {
     faults.fail = { C_Encrypt: 'CKR_DEVICE_REMOVED', C_GetTokenInfo: 'CKR_TOKEN_NOT_PRESENT', C_GetSlotList: 'CKR_TOKEN_NOT_PRESENT' };
     const r = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
     expect(r.body.errorName).toBe('InternalException');
-    await waitFor(async () => (await get(app.opsPort!, '/readyz')).status === 503);
+    const readyz = async (): Promise<number> => (await get(app.opsPort!, '/readyz')).status;
+    expect(await until(readyz, (st) => st === 503)).toBe(503);
     expect((await get(app.opsPort!, '/livez')).status).toBe(200);
     expect((await get(app.port, '/healthz')).status).toBe(503);
     faults.fail = {};
-    await waitFor(async () => (await get(app.opsPort!, '/readyz')).status === 200);
+    expect(await until(readyz, (st) => st === 200)).toBe(200);
     const again = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
     expect(again.status).toBe(200);
   });
 });
-
-async function waitFor(cond: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('condition not met in time');
-}

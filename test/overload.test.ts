@@ -1,9 +1,11 @@
+import { expect } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ProxyApp } from '../src/app';
 import { faultyModule } from '../testbed/faulty-module';
+import { until } from './support/promises';
 import { get, keyMetadata, keyStoreWithKeys, newCredential, send, startProxy, testConfig, XksResponse } from './support/proxy';
 
 /**
@@ -16,19 +18,12 @@ const P = '/o/kms/xks/v1';
 const enc = { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=', encryptionAlgorithm: 'AES_GCM' };
 const health = { requestMetadata: { kmsRequestId: 'h', kmsOperation: 'KmsHealthCheck' } };
 
+/** Pacing of real load over real time (this suite measures the proxy under a real flood; nothing here waits for an event). */
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-async function until(ok: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error('condition not reached');
-    await sleep(5);
-  }
 }
 
 describe('a proxy saturated beyond its HSM', () => {
@@ -68,7 +63,8 @@ describe('a proxy saturated beyond its HSM', () => {
       while (Date.now() < floodUntil) results.push(await send(app.port, `${P}/keys/k/encrypt`, enc, cred));
     };
     const prober = async (): Promise<void> => {
-      await sleep(300);
+      // Probe once the flood has made the proxy shed.
+      await until(() => app.overload.overloaded(), Boolean, 2000, 5);
       while (Date.now() < floodUntil - 100) {
         const [ready, healthz, hs] = await Promise.all([get(app.opsPort as number, '/readyz'), get(app.port, '/healthz'), send(app.port, `${P}/health`, health, cred)]);
         probes.push({ what: 'readyz', status: ready.status, text: ready.text }, { what: 'healthz', status: healthz.status, text: healthz.text });
@@ -126,9 +122,9 @@ describe('a proxy saturated beyond its HSM', () => {
     expect(pool.idle).toBe(2);
     // Occupy both sessions, then queue one more request behind them.
     const holders = [send(app.port, `${P}/keys/k/encrypt`, enc, cred), send(app.port, `${P}/keys/k/encrypt`, enc, cred)];
-    await until(() => inits === 2);
+    expect(await until(() => inits, (n) => n === 2, 5000, 5)).toBe(2);
     const waiter = send(app.port, `${P}/keys/k/encrypt`, enc, cred);
-    await until(() => app.engine.poolStats().waiting === 1);
+    expect(await until(() => app.engine.poolStats().waiting, (n) => n === 1, 5000, 5)).toBe(1);
     // Block the event loop past the waiter's 200 ms deadline: its timer cannot fire, and the holders'
     // HSM calls come back (freeing sessions) in the same timers phase as that late deadline timer.
     const end = performance.now() + 250;
@@ -141,9 +137,8 @@ describe('a proxy saturated beyond its HSM', () => {
 
   it('an HSM that really fails makes readiness 503 with the reason, even right after successful traffic', async () => {
     // A success just before the failure (retried: the previous test left the loop briefly overloaded).
-    let last = 0;
-    await until(async () => (last = (await send(app.port, `${P}/keys/k/encrypt`, enc, cred)).status) === 200);
-    expect(last).toBe(200);
+    const encrypt = async (): Promise<number> => (await send(app.port, `${P}/keys/k/encrypt`, enc, cred)).status;
+    expect(await until(encrypt, (status) => status === 200, 5000, 5)).toBe(200);
     faults.fail = { C_Encrypt: 'CKR_FUNCTION_FAILED' };
     await app.health.refresh();
     const ready = await get(app.opsPort as number, '/readyz');
@@ -181,7 +176,8 @@ describe('a proxy whose event loop is the bottleneck (inline HSM calls)', () => 
     const probes: number[] = [];
     // The load comes from another process, as real clients do: requests keep arriving while this loop is busy.
     const flood = floodFromChild(app.port, '/e/kms/xks/v1/keys/k/encrypt', enc, 100, 3000);
-    await sleep(500);
+    // Probe once the flood has made the proxy shed.
+    expect(await until(() => app.overload.overloaded(), Boolean, 3000, 5)).toBe(true);
     for (let i = 0; i < 8; i++) {
       const [ready, hs] = await Promise.all([get(app.opsPort as number, '/readyz'), send(app.port, '/e/kms/xks/v1/health', health, cred)]);
       probes.push(ready.status, hs.status);
@@ -226,7 +222,7 @@ function floodFromChild(port: number, path: string, payload: unknown, connection
   `;
   const args = JSON.stringify([port, path, JSON.stringify(payload), connections, ms, cred.accessKeyId, cred.secretAccessKey]);
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['-e', script, args], { timeout: ms + 15_000 }, (error, stdout) => (error ? reject(error) : resolve(JSON.parse(stdout) as Record<string, number>)));
+    execFile(process.execPath, ['-e', script, args], { timeout: ms + 15_000 }, (error: Error | null, stdout: string) => (error ? reject(error) : resolve(JSON.parse(stdout) as Record<string, number>)));
   });
 }
 

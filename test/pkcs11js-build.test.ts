@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,7 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 it('the installed binary sends CK_PARAMS_AES_GCM as the v2.30 structure: SoftHSM2 refuses it, and takes v2.40', () => {
-  const seen = JSON.parse(execFileSync(process.execPath, [join(root, 'scripts', 'pkcs11js-gcm-probe.js')], { encoding: 'utf8' }));
+  const seen = JSON.parse(execFileSync(process.execPath, [join(root, 'scripts', 'pkcs11js-gcm-probe.js')], { encoding: 'utf8' })) as unknown;
   expect(seen).toEqual({ CK_PARAMS_AES_GCM: 'v230', observed: expect.stringContaining('CKR_ARGUMENTS_BAD') });
 });
 

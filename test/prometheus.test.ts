@@ -9,8 +9,8 @@
  * several fire.
  */
 import { ChildProcess, spawn } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse, stringify } from 'yaml';
@@ -21,7 +21,10 @@ import type { ProxyConfigInput } from '../src/config/schema';
 import { generateApproverKey } from '../src/governance/signatures';
 import { UsageRecorder } from '../src/governance/usage';
 import { silentLogger } from '../src/log';
+import { freePort } from '../testbed/ports';
+import { testHsm } from './support/hsm';
 import { makePki, Pki } from './support/pki';
+import { until } from './support/promises';
 import { b64, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
 import { requireTools } from './support/tools';
 
@@ -44,17 +47,19 @@ const EXPECTED_EMPTY: Record<string, string> = {
   'alert XksProxyClientAborts': 'no client leaves before its answer',
   'alert XksProxyGovernanceOldRootPinned': 'no governance root is pinned here (and the alert waits a day)',
   'alert XksProxyGovernanceStateBehind': 'no group is quorum-protected here (and the alert waits 15 minutes)',
+  'alert XksProxyGovernanceUnprotected': 'no group is quorum-protected here (and the alert waits a day)',
 };
 
 const { bins } = requireTools('prometheus.test.ts', ['prometheus']);
 const describeLive = bins ? describe : describe.skip;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
+/** A check value (src/engine/check-value.ts) sealed with node:crypto under the test token's known key. */
+function knownKeyCheckValue(): string {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', Buffer.from(testHsm().knownKeyHex, 'hex'), iv);
+  c.setAAD(Buffer.from('xks-proxy key check value v1'));
+  const sealed = Buffer.concat([c.update(Buffer.alloc(32)), c.final()]);
+  return Buffer.concat([iv, sealed, c.getAuthTag()]).toString('base64');
 }
 
 interface Sample {
@@ -84,18 +89,10 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     return body.data!.result;
   }
 
-  /** Polls until `ok` holds, within a bounded wait (Prometheus scrapes every second; the machine may be busy). */
-  async function until(what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
-    const end = Date.now() + ms;
-    for (;;) {
-      try {
-        if (await ok()) return;
-      } catch {
-        // not up yet
-      }
-      if (Date.now() > end) throw new Error(`Prometheus: ${what} within ${ms} ms. Its log:\n${promLog.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  /** Waits for Prometheus to show `ok` (a real wait: it scrapes every second on its own clock; the machine may be busy). */
+  async function scraped(what: string, ok: () => Promise<boolean>): Promise<void> {
+    // A query that throws: Prometheus not up yet.
+    if (!(await until(() => ok().catch(() => false), Boolean, 30_000, 250))) throw new Error(`Prometheus: ${what} within 30 s. Its log:\n${promLog.slice(-2000)}`);
   }
 
   const value = async (expr: string): Promise<number> => Number((await query(expr))[0]?.value[1] ?? NaN);
@@ -104,14 +101,18 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     dir = mkdtempSync(path.join(tmpdir(), 'xks-prom-'));
     pki = makePki();
     configFile = path.join(dir, 'config.yaml');
-    const ks = keyStoreWithKeys('prom', '/prom', [cred], [{ id: 'k1', label: 'test-key-1', rotation: { maxEncryptions: 100 } }]);
+    // k-sub: test-key-3 recorded with a check value of another key (known-key's): a substituted key, refused.
+    const ks = keyStoreWithKeys('prom', '/prom', [cred], [
+      { id: 'k1', label: 'test-key-1', rotation: { maxEncryptions: 100 } },
+      { id: 'k-sub', versions: [{ version: 1, label: 'test-key-3', checkValue: knownKeyCheckValue() }] },
+    ]);
     // An old credential, so the credential-age alert has something to say.
     ks.keyStore.credentials[0] = { ...ks.keyStore.credentials[0]!, createdAt: new Date(Date.now() - 100 * 86_400_000).toISOString() };
     const off = keyStoreWithKeys('off', '/off', [offCred], [{ id: 'k1', label: 'test-key-2' }], { keyStore: { status: 'DISABLED' } });
     base = testConfig([ks, off], {
       server: { insecurePlainHttp: false, tls: { certFile: pki.serverCert, keyFile: pki.serverKey } },
       governance: { usageDir: path.join(dir, 'usage') },
-    } as Partial<ProxyConfigInput>);
+    });
     writeFileSync(configFile, stringify(base));
     const runtime = loadConfigFile(configFile);
     app = await ProxyApp.start({ runtime, logger: silentLogger });
@@ -139,11 +140,12 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     );
     prometheus.stdout!.on('data', (c: Buffer) => (promLog += c.toString()));
     prometheus.stderr!.on('data', (c: Buffer) => (promLog += c.toString()));
-    await until('the proxy scraped', async () => (await value(`up{job="${JOB}"}`)) === 1);
+    await scraped('the proxy scraped', async () => (await value(`up{job="${JOB}"}`)) === 1);
 
     // ---- a short signed load, with the failures mixed in
     const P = '/prom/kms/xks/v1';
     const encrypt = { requestMetadata: keyMetadata('Encrypt'), plaintext: b64('hello'), encryptionAlgorithm: 'AES_GCM' };
+    // Real time: rate() over the dashboard's interval needs several of Prometheus's scrapes of this load.
     const stopAt = Date.now() + 6000;
     let sealed: Record<string, unknown> | undefined;
     let round = 0;
@@ -164,6 +166,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
       batch.push(send(app.port, '/off/kms/xks/v1/keys/k1/encrypt', encrypt, offCred, { tls }));
       await Promise.all(batch);
       // A bad edit, then a valid one that changes a restart-only setting, whatever the machine's speed.
+      if (round === 1) batch.push(send(app.port, `${P}/keys/k-sub/encrypt`, encrypt, cred, { tls }));
       if (round === 2) {
         writeFileSync(configFile, 'keyStores: [');
         expect(reloader.reload('test: a bad edit')).toBe(false);
@@ -180,8 +183,8 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
     // Everything above is in Prometheus once a scrape after it has landed.
     const failures = Number((await (await fetch(`http://127.0.0.1:${app.opsPort}/metrics`)).text()).match(/^xks_auth_failures_total\{key_store="prom",reason="signature"\} (\d+)/m)?.[1]);
     expect(failures).toBeGreaterThanOrEqual(10);
-    await until('the last injected failures scraped', async () => (await value(`sum(xks_auth_failures_total{reason="signature"})`)) >= failures);
-    await until('the restart-only edit scraped', async () => (await value('max(xks_config_restart_pending)')) === 1);
+    await scraped('the last injected failures scraped', async () => (await value(`sum(xks_auth_failures_total{reason="signature"})`)) >= failures);
+    await scraped('the restart-only edit scraped', async () => (await value('max(xks_config_restart_pending)')) === 1);
   }, 90_000);
 
   afterAll(async () => {
@@ -195,7 +198,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
   });
 
   const dashboard = JSON.parse(readFileSync(path.join(root, 'helm', 'xks-proxy', 'dashboards', 'xks-proxy.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
-  const rules = parse(readFileSync(path.join(root, 'helm', 'xks-proxy', 'rules', 'xks-proxy.rules.yaml'), 'utf8')).groups.flatMap((g: { rules: object[] }) => g.rules) as { alert: string; expr: string }[];
+  const rules = (parse(readFileSync(path.join(root, 'helm', 'xks-proxy', 'rules', 'xks-proxy.rules.yaml'), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules);
   const panelQueries = dashboard.panels.flatMap((p) => p.targets.map((t, i) => ({ name: `panel "${p.title}" #${i + 1}`, expr: t.expr.replace(/\$__rate_interval/g, RATE_INTERVAL).replace(/\$job/g, JOB) })));
 
   test.each(panelQueries)('$name returns data', async ({ name, expr }) => {
@@ -216,7 +219,7 @@ describeLive('a real Prometheus scraping a real proxy under load and failures', 
   });
 
   test('the injected failures make their alerts fire', async () => {
-    for (const alert of ['XksProxyAuthenticationFailures', 'XksProxyNonRetryableErrors', 'XksProxyConfigReloadFailed', 'XksProxyConfigRestartPending', 'XksProxyCredentialOld', 'XksProxyCertificateExpiring', 'XksProxyKeyUsageHigh', 'XksProxyGovernanceRefusal']) {
+    for (const alert of ['XksProxyAuthenticationFailures', 'XksProxyNonRetryableErrors', 'XksProxyConfigReloadFailed', 'XksProxyConfigRestartPending', 'XksProxyCredentialOld', 'XksProxyCertificateExpiring', 'XksProxyKeyUsageHigh', 'XksProxyGovernanceRefusal', 'XksProxyKeyCheckFailed']) {
       const rule = rules.find((r) => r.alert === alert)!;
       expect({ alert, firing: (await query(rule.expr)).length > 0 }).toEqual({ alert, firing: true });
     }

@@ -41,7 +41,7 @@ beforeAll(async () => {
   writeEmuControls(controls, {});
   const member = { sessionPoolSize: 4, healthKeyLabel: 'health-key', healthCacheMs: 200, reconnectBackoffMs: 50 };
   const config: ProxyConfigInput = {
-    ...testConfig([keyStoreWithKeys('f', '/f', [cred], [{ id: 'k', label: 'shared-key' }])], { limits: { deadlineMs: 1000 } } as never),
+    ...testConfig([keyStoreWithKeys('f', '/f', [cred], [{ id: 'k', label: 'shared-key' }])], { limits: { deadlineMs: 1000 } }),
     hsm: undefined,
     hsms: [
       { id: 'flaky', modulePath: vendorEmuModule(), libraryParameters: `profile=ha-flaky control=${controls}`, tokenLabel: flaky.label, pin: { value: flaky.pin }, ...member },
@@ -74,6 +74,7 @@ async function sample(done: () => boolean, probe: () => Promise<string | undefin
     const failure = await probe();
     out.ms.push(performance.now() - started);
     if (failure) out.failures.push(failure);
+    // Real pacing: the probes measure a real event loop while a real control thread logs in.
     await new Promise((r) => setTimeout(r, 20));
   }
   out.longestGapMs = Math.max(out.longestGapMs, performance.now() - previous);
@@ -96,6 +97,7 @@ it('the HA group loses every member, comes back with a 3-s login: probes, health
   // The health monitor's next check (or a request routed there) finds it gone.
   await until(async () => flakyState(), (s) => s !== 'connected');
   expect(flakyState()).not.toBe('connected');
+  // Real time: the engine's own reconnect attempts (on its control thread) meet the lost group before it returns.
   await new Promise((r) => setTimeout(r, 300));
 
   writeEmuControls(controls, { lost: false, login_delay_ms: LOGIN_MS });

@@ -1,3 +1,4 @@
+import dc from 'node:diagnostics_channel';
 import http from 'node:http';
 import net from 'node:net';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -8,6 +9,8 @@ import { ProxyApp } from '../src/app';
 import { buildRuntimeConfig } from '../src/config/load';
 import { createLogger } from '../src/log';
 import { faultyModule } from '../testbed/faulty-module';
+import { ManualClock } from './support/clock';
+import { until } from './support/promises';
 import { b64, Credential, keyMetadata, keyStoreWithKeys, newCredential, send, testConfig } from './support/proxy';
 
 /**
@@ -24,11 +27,18 @@ const P = '/h/kms/xks/v1';
 const MAX_BODY = 64 * 1024;
 let app: ProxyApp;
 const { faults, create } = faultyModule();
+/**
+ * The proxies' wall clock for their refusal logs (10 detailed lines per key store per second, a burst of
+ * 10): it stands still within a test, so a budget is exact whatever this machine's speed, and a second
+ * passes before each, so every test starts with a full budget whatever ran before it.
+ */
+const clock = new ManualClock();
+beforeEach(() => clock.advance(1000));
 
 beforeAll(async () => {
-  const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }], { keyStore: { regions: ['us-east-1'] } })], { audit: { file: auditFile } } as never);
+  const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }], { keyStore: { regions: ['us-east-1'] } })], { audit: { file: auditFile } });
   const logger = createLogger('info', { write: (s: string) => void lines.push(s) });
-  app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger, createModule: create });
+  app = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger, createModule: create, now: clock.now });
 });
 
 afterAll(async () => {
@@ -98,19 +108,28 @@ class Raw {
     return new Promise((resolve, reject) => this.socket.write(data, (e) => (e ? reject(e) : resolve())));
   }
 
-  /** Waits until the server sent `pattern`, or `ms` passed (then returns false). */
-  async waitFor(pattern: RegExp, ms = 3000): Promise<boolean> {
-    const until = Date.now() + ms;
-    while (!pattern.test(this.received)) {
-      if (Date.now() > until) return false;
-      await sleep(10);
-    }
-    return true;
+  /** True once the server has sent `pattern`; false if the connection closes or `ms` pass first. */
+  waitFor(pattern: RegExp, ms = 3000): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = (found: boolean): void => {
+        clearTimeout(timer);
+        this.socket.off('data', check);
+        resolve(found);
+      };
+      // After the constructor's listener, which appends to what was received.
+      const check = (): void => void (pattern.test(this.received) && done(true));
+      const timer = setTimeout(() => done(pattern.test(this.received)), ms);
+      this.socket.on('data', check);
+      void this.closedP.then(() => done(pattern.test(this.received)));
+      check();
+    });
   }
 
   /** Resolves once the server closed the connection; rejects after `ms`. */
   whenClosed(ms = 3000): Promise<void> {
-    return Promise.race([this.closedP, sleep(ms).then(() => Promise.reject(new Error(`connection still open after ${ms} ms`)))]);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`connection still open after ${ms} ms`)), ms)));
+    return Promise.race([this.closedP, late]).finally(() => clearTimeout(timer));
   }
 
   /** The JSON body of the first complete response. */
@@ -120,12 +139,41 @@ class Raw {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Resolves when the proxy's HTTP server has parsed the head of a request for `path` (node:http's own diagnostics channel). */
+function headReceived(path: string): Promise<void> {
+  return new Promise((resolve) => {
+    const seen = (m: unknown): void => {
+      if ((m as { request: http.IncomingMessage }).request.url !== path) return;
+      dc.unsubscribe('http.server.request.start', seen);
+      resolve();
+    };
+    dc.subscribe('http.server.request.start', seen);
+  });
+}
+
+/** Resolves when the HSM starts a customer encrypt (its AAD is never empty; the background health check's is). */
+function hsmEncryptStarted(): Promise<void> {
+  return new Promise((resolve) => {
+    faults.inspect = (method, args) => {
+      if (method === 'C_EncryptInit' && (args[1] as { parameter: { aad: Buffer } }).parameter.aad.length > 0) {
+        faults.inspect = undefined;
+        resolve();
+      }
+      return undefined;
+    };
+  });
+}
+
+/** The request log's lines so far ('xks request': written once it is known whether the answer arrived). */
+const requestLogLines = (): number => logLines().filter((l) => l.msg === 'xks request').length;
 
 async function counter(name: 'authFailures' | 'clientAborts' | 'requests', labels: Record<string, string>): Promise<number> {
   const { values } = await app.metrics[name].get();
   return values.filter((v) => Object.entries(labels).every(([k, x]) => (v.labels as Record<string, unknown>)[k] === x)).reduce((n, v) => n + v.value, 0);
 }
+
+/** Writes the refusal logs' summaries now: what stop() does (their timer would take 10 s). */
+const flushRefusalLogs = (proxy: ProxyApp): void => (proxy as unknown as { flushPipeline(): void }).flushPipeline();
 
 const auditLines = (): Record<string, unknown>[] =>
   readFileSync(auditFile, 'utf8')
@@ -154,8 +202,12 @@ describe('refusals before the body is read', () => {
   it('control: valid headers wait for the declared body (no answer, no close)', async () => {
     const raw = await new Raw().connected();
     await raw.write(signedHead({ body: 'x'.repeat(60_000) }));
-    // Valid headers: the proxy now waits for the body, no answer and no close.
-    expect(await raw.waitFor(/HTTP\//, 400)).toBe(false);
+    // Valid headers: the proxy waits for the body. Its first answer is about the body (not JSON), so
+    // nothing was answered or closed before the body came.
+    await raw.write('x'.repeat(60_000));
+    expect(await raw.waitFor(/^HTTP\/1\.1 \d{3} [^]*\r\n\r\n\{[^}]*\}/)).toBe(true);
+    expect(raw.received).toMatch(/^HTTP\/1\.1 400 /);
+    expect(raw.json()).toMatchObject({ errorName: 'ValidationException' });
     expect(raw.closed).toBe(false);
     raw.socket.destroy();
   });
@@ -236,14 +288,14 @@ describe('a client that aborts mid-body', () => {
     const abortedBefore = auditLines().filter((l) => l.outcome === 'ClientAborted').length;
     const body = encrypt('x'.repeat(3000));
     const raw = await new Raw().connected();
+    const reading = headReceived(`${P}/keys/k/encrypt`);
     await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body: body }));
     await raw.write(body.slice(0, 1000));
-    await sleep(50);
+    await reading;
     raw.socket.destroy();
 
-    const until = Date.now() + 3000;
-    while ((await counter('clientAborts', { key_store: 'h', stage: 'body' })) === aborts && Date.now() < until) await sleep(20);
-    expect(await counter('clientAborts', { key_store: 'h', stage: 'body' })).toBe(aborts + 1);
+    const bodyAborts = (): Promise<number> => counter('clientAborts', { key_store: 'h', stage: 'body' });
+    expect(await until(bodyAborts, (n) => n > aborts, 3000)).toBe(aborts + 1);
     expect(await counter('requests', { key_store: 'h', error_name: 'InternalException' })).toBe(internal);
     const after = (await app.metrics.requestSeconds.get()).values.filter((v) => v.metricName?.endsWith('_count')).reduce((n, v) => n + v.value, 0);
     expect(after).toBe(samples);
@@ -262,18 +314,20 @@ describe('a client that aborts mid-body', () => {
     const success = await counter('requests', ok);
     const aborts = await counter('clientAborts', { key_store: 'h', stage: 'answer' });
     const body = encrypt('late');
+    // Real time: the HSM call lasts 150 ms, and the client leaves while it runs.
     faults.delayMs = 150;
     try {
       const raw = await new Raw().connected();
+      const inHsm = hsmEncryptStarted();
       await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body }) + body);
-      await sleep(50);
+      await inHsm;
       raw.socket.destroy();
-      const until = Date.now() + 3000;
-      while ((await counter('clientAborts', { key_store: 'h', stage: 'answer' })) === aborts && Date.now() < until) await sleep(20);
+      const answerAborts = (): Promise<number> => counter('clientAborts', { key_store: 'h', stage: 'answer' });
+      expect(await until(answerAborts, (n) => n > aborts, 3000)).toBe(aborts + 1);
     } finally {
       faults.delayMs = 0;
+      faults.inspect = undefined;
     }
-    expect(await counter('clientAborts', { key_store: 'h', stage: 'answer' })).toBe(aborts + 1);
     // The HSM work was done: it counts as the proxy's success, with its latency.
     expect(await counter('requests', ok)).toBe(success + 1);
     // The request's line was written before the answer left; the follow-up says it never arrived.
@@ -283,9 +337,11 @@ describe('a client that aborts mid-body', () => {
   });
 
   it('audits a delivered answer before it leaves, with no follow-up line', async () => {
+    const logged = requestLogLines();
     const r = await send(app.port, `${P}/health`, JSON.parse(health), cred);
     expect(r.status).toBe(200);
-    await sleep(20);
+    // The request log line comes once delivery is known, from the same pass as a follow-up audit line would.
+    expect(await until(requestLogLines, (n) => n > logged, 3000)).toBe(logged + 1);
     const last = auditLines().pop();
     expect(last).toMatchObject({ event: 'key-operation', operation: 'GetHealthStatus', status: 200 });
     expect(last!.delivered).toBeUndefined();
@@ -335,7 +391,6 @@ describe('a flood of bad signatures', () => {
     const auditBefore = auditLines().length;
     const logBefore = logLines().length;
     const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    const started = Date.now();
     let next = 0;
     const statuses: number[] = [];
     await Promise.all(
@@ -347,24 +402,19 @@ describe('a flood of bad signatures', () => {
       }),
     );
     agent.destroy();
-    const seconds = (Date.now() - started) / 1000;
     expect(statuses.filter((s) => s === 401)).toHaveLength(N);
     expect(await counter('authFailures', { key_store: 'h', reason: 'signature' })).toBe(before + N);
 
-    // At most 10 detailed lines per second (a burst of 10 first), whatever the rate of failures.
+    // 10 detailed lines a second after a burst of 10, whatever the rate of failures: on the proxy's
+    // clock, which stood still through the flood, the burst.
     const detailed = auditLines().length - auditBefore;
-    const bound = 10 + Math.ceil(seconds) * 10;
-    expect(detailed).toBeGreaterThan(0);
-    expect(detailed).toBeLessThanOrEqual(bound);
-    expect(logLines().length - logBefore).toBeLessThanOrEqual(bound);
+    expect(detailed).toBe(10);
+    expect(logLines().length - logBefore).toBe(10);
 
-    // One summary line counts what was left out, with its reason.
-    const until = Date.now() + 12_000;
-    let summary: Record<string, unknown> | undefined;
-    while (!summary && Date.now() < until) {
-      await sleep(200);
-      summary = auditLines().slice(auditBefore).find((l) => l.event === 'auth-failures-suppressed');
-    }
+    // One summary line counts what was left out, with its reason: written every 10 s while failures are
+    // suppressed (its timer is FloodLog's, test/unit/auth-failures.test.ts), and at stop, as here.
+    flushRefusalLogs(app);
+    const summary = auditLines().slice(auditBefore).find((l) => l.event === 'auth-failures-suppressed');
     expect(summary).toMatchObject({ keyStore: 'h', suppressed: N - detailed, reasons: `signature:${N - detailed}` });
     expect(logLines().slice(logBefore).filter((l) => l.msg === 'authentication failures suppressed')).toHaveLength(1);
     expect(readFileSync(auditFile).length).toBeLessThan(64 * 1024);
@@ -385,8 +435,8 @@ describe('a request shed while the event loop has a standing queue', () => {
   };
 
   beforeAll(async () => {
-    const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: shedAudit }, limits: { eventLoopShedMs: 100 } } as never);
-    shedding = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void shedLog.push(s) }), createModule: create });
+    const config = testConfig([keyStoreWithKeys('h', '/h', [cred], [{ id: 'k', label: 'test-key-1' }])], { audit: { file: shedAudit }, limits: { eventLoopShedMs: 100 } });
+    shedding = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void shedLog.push(s) }), createModule: create, now: clock.now });
     shedding.overload.stop();
     const now = performance.now();
     for (const due of [now - 400, now - 250, now - 100]) shedding.overload.sample(150, due);
@@ -417,16 +467,18 @@ describe('a request shed while the event loop has a standing queue', () => {
 
   it('counts a client that leaves while its shed body is drained as a bounded shed, not a full line each', async () => {
     const logBefore = shedLogLines().length;
+    const aborted = async (): Promise<number> => (await shedding.metrics.clientAborts.get()).values.filter((v) => v.labels.key_store === 'h').reduce((n, v) => n + v.value, 0);
+    const before = await aborted();
     for (let i = 0; i < 30; i++) {
       const raw = await new Raw(shedding.port).connected();
       await raw.write(signedHead({ path: `${P}/keys/k/encrypt`, body: 'y'.repeat(1000) }) + 'y'.repeat(10));
       raw.socket.destroy();
       await raw.whenClosed();
     }
-    await sleep(100);
-    // At most the detail budget (10 a second, a burst of 10) of the 30 got a line.
-    expect(shedLogLines().length - logBefore).toBeLessThanOrEqual(20);
-    await sleep(1100); // the budget refills for the next test
+    // All 30 counted as gone, and so logged or not (the metric and the log are written in the same pass).
+    expect(await until(aborted, (n) => n >= before + 30, 3000)).toBe(before + 30);
+    // Only the detail budget (a burst of 10, the clock standing still) of the 30 got a line.
+    expect(shedLogLines().length - logBefore).toBe(10);
   });
 
   it('answers a client waiting for 100 Continue without it, and closes', async () => {
@@ -441,7 +493,7 @@ describe('a request shed while the event loop has a standing queue', () => {
     expect(await send(shedding.port, `${P}/health`, JSON.parse(health), cred)).toMatchObject({ status: 200 });
   });
 
-  const flush = (): void => (shedding as unknown as { flushPipeline(): void }).flushPipeline(); // what stop() does; the timer would take 10 s
+  const flush = (): void => flushRefusalLogs(shedding);
 
   it('counts every shed in the metric, and bounds the log and audit lines like authentication failures', async () => {
     flush(); // what earlier tests left to summarise
@@ -453,8 +505,7 @@ describe('a request shed while the event loop has a standing queue', () => {
     expect(statuses.every((st) => st === 429)).toBe(true);
     expect(await shedTotal()).toBe(before + n);
     const detailed = shedAuditLines().slice(auditBefore).filter((l) => l.outcome === 'ThrottlingException').length;
-    expect(detailed).toBeGreaterThan(0);
-    expect(detailed).toBeLessThan(n);
+    expect(detailed).toBe(10);
     expect(shedLogLines().length - logBefore).toBe(detailed);
     flush();
     const summary = shedAuditLines().slice(auditBefore).find((l) => l.event === 'shed-requests-suppressed');

@@ -14,7 +14,6 @@ import { PREFIX as P, StoreHarness } from './admin-harness';
 import { testHsm } from './support/hsm';
 
 const h = new StoreHarness();
-const admin = (...a: string[]) => h.admin(...a);
 const ok = (...a: string[]) => h.ok(...a);
 const sfx = randomBytes(3).toString('hex');
 const [timed, used, fresh] = [`t-${sfx}`, `u-${sfx}`, `n-${sfx}`];

@@ -19,6 +19,12 @@ npm run --silent postinstall
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 failed=()
+# Static checks (`npm run lint`: tsc over the tests too, ESLint, knip), each run whatever the others found.
+# A finding fails the run, after the suites.
+for check in types eslint knip; do
+  echo "=== lint:$check" >&2
+  npm run --silent "lint:$check" || failed+=("lint:$check")
+done
 # Arguments may select suites that a setup does not run: that is no failure there.
 more=()
 (($#)) && more=(--passWithNoTests)

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { createDecipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

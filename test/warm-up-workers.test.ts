@@ -31,7 +31,7 @@ test(`two workers each answer all ${REQUESTS} of their warm-up requests`, async 
   const config = testConfig([keyStoreWithKeys('w', '/w', [newCredential()], [{ id: 'k', label: 'test-key-1' }])], {
     server: { workers: 2, warmUpRequests: REQUESTS },
     ops: { enabled: false },
-  } as never);
+  });
   writeFileSync(join(dir, 'config.yaml'), stringify(config));
   const child = spawn('node', [MAIN, '--config', join(dir, 'config.yaml')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XKS_LOG_LEVEL: 'info' } });
   const exited = new Promise((r) => child.once('exit', r));
@@ -40,8 +40,8 @@ test(`two workers each answer all ${REQUESTS} of their warm-up requests`, async 
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`fewer than two warm-up results in 90 s:\n${output}`)), 90_000);
-      child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-      child.stdout!.on('data', (c: Buffer) => {
+      child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+      child.stdout.on('data', (c: Buffer) => {
         output += c.toString();
         const lines = output.split('\n').slice(0, -1).filter((l) => l.includes('warm'));
         results.splice(0, results.length, ...lines.map((l) => JSON.parse(l) as WarmUpLine).filter((l) => /^request.path warm/.test(l.msg)));

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { createDecipheriv } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -270,7 +271,7 @@ describe('the request-path warm-up before the port opens (server.warmUpRequests)
     const config = testConfig([keyStoreWithKeys('w', '/w', [c1], [{ id: 'key-1', label: 'test-key-1' }])], {
       server: { warmUpRequests: 64 },
       audit: { file: join(dir, 'audit.log') },
-    } as never);
+    });
     warm = await ProxyApp.start({ runtime: buildRuntimeConfig(config), logger: createLogger('info', { write: (s: string) => void lines.push(s) }) });
   });
   afterAll(async () => {
@@ -281,7 +282,7 @@ describe('the request-path warm-up before the port opens (server.warmUpRequests)
 
   it('answers all four operations 200 through the real pipeline, and says so', () => {
     expect(logged().filter((l) => /warm-up: some requests failed/.test(String(l.msg)))).toEqual([]);
-    const line = logged().find((l) => l.msg === 'request path warmed up') as { requests: number; answered: Record<string, number> };
+    const line = logged().find((l) => l.msg === 'request path warmed up') as { requests: number; answered: Record<'health' | 'metadata' | 'encrypt' | 'decrypt', number> };
     expect(line.requests).toBe(64);
     expect(line.answered).toEqual({ health: 16, metadata: 16, encrypt: expect.any(Number), decrypt: expect.any(Number) });
     expect(line.answered.encrypt + line.answered.decrypt).toBe(32);

@@ -52,7 +52,10 @@ export function faultyModule(): { faults: Faults; create: () => pkcs11js.PKCS11 
           if (ASYNC.has(prop) && typeof cb === 'function') {
             const done = cb as (e: Error | null, d?: Buffer) => void;
             const finish = (e: Error | null, d?: Buffer): void => {
-              setTimeout(() => done(failure ? pkcs11Error(failure, prop) : e, d), faults.delayMs);
+              const answer = (): void => done(failure ? pkcs11Error(failure, prop) : e, d);
+              // No delay: setImmediate, which a test's fake timers leave real (a fake setTimeout would hold the answer).
+              if (faults.delayMs > 0) setTimeout(answer, faults.delayMs);
+              else setImmediate(answer);
             };
             return (value as (...a: unknown[]) => unknown).apply(target, [...args.slice(0, -1), finish]);
           }

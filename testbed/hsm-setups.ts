@@ -17,9 +17,9 @@ import * as pkcs11js from 'pkcs11js';
 import { generateKek, kekTemplate, openTokenSession, type TokenSession } from '../src/engine/token';
 
 /** The vendor-emulation profiles (testbed/vendor-emu.c). */
-export const EMULATED = ['cloudhsm', 'luna-fips', 'nshield', 'ha-flaky'] as const;
+const EMULATED = ['cloudhsm', 'luna-fips', 'nshield', 'ha-flaky'] as const;
 export type EmulatedProfile = (typeof EMULATED)[number];
-export const SETUPS = ['softhsm', 'nss', 'p11kit', ...EMULATED] as const;
+const SETUPS = ['softhsm', 'nss', 'p11kit', ...EMULATED] as const;
 export type SetupName = (typeof SETUPS)[number];
 
 const EMULATION = 'xks-proxy vendor emulation';

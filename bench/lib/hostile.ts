@@ -26,7 +26,7 @@ import { Credential, encryptBody, Endpoint, signRequest } from './workload';
 /** Hostile requests go to this key id: their audit lines are told apart by it. */
 export const HOSTILE_KEY_ID = 'hostile-probe';
 
-export const HOSTILE_KINDS = ['bad-signature', 'aborted-body', 'slow-headers', 'oversized-body'] as const;
+const HOSTILE_KINDS = ['bad-signature', 'aborted-body', 'slow-headers', 'oversized-body'] as const;
 export type HostileKind = (typeof HOSTILE_KINDS)[number];
 
 export interface HostileSpec {
@@ -43,7 +43,7 @@ export interface HostileSpec {
   maxOpen?: number;
 }
 
-export interface KindStats {
+interface KindStats {
   /** Connections opened. */
   sent: number;
   /** HTTP status of the first answer, by status ("100" when the proxy said 100 Continue first). */

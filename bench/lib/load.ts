@@ -75,7 +75,7 @@ export interface LoadSpec {
 }
 
 /** What the proxy itself saw during a run (from its Prometheus metrics). */
-export interface ServerView {
+interface ServerView {
   /**
    * Event-loop delay over the run as prom-client reports it (timer-based, so every value includes the
    * monitoring resolution; in cluster mode the average of the workers' values).
@@ -90,7 +90,7 @@ export interface ServerView {
   gcMs: number;
 }
 
-export interface Latency {
+interface Latency {
   p50: number;
   p90: number;
   p99: number;

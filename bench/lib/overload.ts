@@ -16,14 +16,14 @@ import { treeRssBytes } from './processes';
 import type { Payload } from './workload';
 
 /** The issue's bar: at 3x capacity, at least 80% of capacity is still answered 200 within the deadline... */
-export const GOODPUT_BAR = 0.8;
+const GOODPUT_BAR = 0.8;
 export const BAR_MULTIPLE = 3;
 /** ...and the excess is refused "in a few milliseconds": 429s' p99 at most this. */
-export const SHED_FAST_MS = 10;
+const SHED_FAST_MS = 10;
 /** How often readiness, health and memory are sampled during a step. */
-export const SAMPLE_EVERY_MS = 200;
+const SAMPLE_EVERY_MS = 200;
 
-export interface Dist {
+interface Dist {
   n: number;
   p50: number;
   p99: number;
@@ -76,7 +76,7 @@ export class StatusCollector {
 }
 
 /** What refusing costs the proxy, from its CPU over a step (see bench/README.md, "The cost of a refusal"). */
-export interface RefusalCost {
+interface RefusalCost {
   /** Server CPU per served request (µs), and where it was measured ("capacity", or "0.3x step" with --capacity). */
   servedUs: number;
   servedUsFrom: string;

@@ -178,8 +178,8 @@ function taskset(args: string[]): string {
     return execFileSync('taskset', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') throw new Error('--pin needs taskset (util-linux; apt-get install util-linux), which is not on the PATH');
-    throw new Error(`taskset ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`);
+    if (err.code === 'ENOENT') throw new Error('--pin needs taskset (util-linux; apt-get install util-linux), which is not on the PATH', { cause: e });
+    throw new Error(`taskset ${args.join(' ')}: ${(err.stderr ?? err.message).trim()}`, { cause: e });
   }
 }
 

@@ -74,7 +74,7 @@ export interface OverloadOptions extends StressOptions {
   maxConnections: number;
 }
 
-export interface CapacityStep {
+interface CapacityStep {
   connections: number;
   goodput: number;
   rps: number;
@@ -88,7 +88,7 @@ export interface OverloadResult {
   steps: OverloadStep[];
 }
 
-export interface Capacity {
+interface Capacity {
   goodput: number;
   measured: CapacityStep[] | null;
   /**

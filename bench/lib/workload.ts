@@ -221,7 +221,7 @@ export function post(to: Endpoint, path: string, body: string, cred: Credential,
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let json: Record<string, unknown> = {};
+        let json: Record<string, unknown>;
         try {
           json = JSON.parse(text) as Record<string, unknown>;
         } catch {

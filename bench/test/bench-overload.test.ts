@@ -4,6 +4,7 @@
  * bench (dist-bench/bench/run.js, which test/support/global-setup.ts builds first). What is checked is the bench's bookkeeping, which
  * must hold on any proxy and any box; the figures themselves belong in bench/README.md.
  */
+import { expect } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

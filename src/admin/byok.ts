@@ -2,8 +2,10 @@ import { constants, createCipheriv, publicEncrypt, randomBytes } from 'node:cryp
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError } from '../config/load';
 import type { KeyUsage } from '../config/schema';
+import { sealOnFleet } from '../engine/check-value';
 import { destroyWrappingKeyPair, generateWrappingKeyPair, OaepHash, unwrapKekRsa, wrappingKeyLabels } from '../engine/token';
 import type { AdminContext } from './context';
+import { withHolders } from './fleet';
 import { addKey, newVersion, objectIdBytes, versionLabel } from './keys';
 
 /**
@@ -13,12 +15,12 @@ import { addKey, newVersion, objectIdBytes, versionLabel } from './keys';
 const PREFIX = 'xks-import-';
 const labelFor = (hash: OaepHash, expires: Date): string => `${PREFIX}${randomBytes(4).toString('hex')}-${hash}-exp${Math.floor(expires.getTime() / 1000)}`;
 
-export function parseImportLabel(label: string): { hash: OaepHash; expires: Date } | undefined {
+function parseImportLabel(label: string): { hash: OaepHash; expires: Date } | undefined {
   const m = /^xks-import-[0-9a-f]{8}-(sha256|sha1)-exp(\d{9,11})$/.exec(label);
   return m ? { hash: m[1] as OaepHash, expires: new Date(Number(m[2]) * 1000) } : undefined;
 }
 
-export function importExpiry(label: string): Date | undefined {
+function importExpiry(label: string): Date | undefined {
   return parseImportLabel(label)?.expires;
 }
 
@@ -62,26 +64,34 @@ export function importParams(ctx: AdminContext, o: { out: string; bits: number; 
   };
 }
 
-/** BYOK through import parameters: refused once they expired; the wrapping key pair is destroyed after a successful import. */
-export function importKeyRsa(ctx: AdminContext, o: { group: string; id: string; usage: KeyUsage[]; wrapped: Buffer; wrappingKey: string }): object {
+/**
+ * BYOK through import parameters: refused once they expired; the wrapping key pair is destroyed after a successful
+ * import. Under governance the import happens when the change is proposed (the approvers sign the new key's check
+ * value), so the parameters need to be valid then, not at approve or apply.
+ */
+export function importKeyRsa(ctx: AdminContext, o: { group: string; id: string; usage: KeyUsage[]; wrapped: () => Buffer; wrappingKey: string }): object {
   const parsed = parseImportLabel(o.wrappingKey);
   const expires = parsed?.expires;
   if (!parsed || !expires) throw new ConfigError(`"${o.wrappingKey}" is not an import wrapping key (see key import-params)`);
-  if (expires.getTime() <= ctx.now().getTime()) {
-    ctx.withToken((t) => destroyWrappingKeyPair(t, o.wrappingKey));
-    ctx.audit({ action: 'key-import-refused', keyId: o.id, wrappingKey: o.wrappingKey, reason: 'expired' });
-    throw new ConfigError(`import parameters ${o.wrappingKey} expired at ${expires.toISOString()}; run key import-params again`);
-  }
   const v = newVersion(ctx, versionLabel(o.id, 1));
   const label = v.label;
   let lengthChecked = false;
-  addKey(ctx, o.group, o.id, o.usage, v, () =>
-    ctx.withToken((t) => {
-      lengthChecked = unwrapKekRsa(t, o.wrappingKey, o.wrapped, label, parsed.hash, objectIdBytes(v)).lengthChecked;
+  let form = 'rsa-oaep';
+  addKey(ctx, o.group, o.id, o.usage, v, () => {
+    if (expires.getTime() <= ctx.now().getTime()) {
+      ctx.withToken((t) => destroyWrappingKeyPair(t, o.wrappingKey));
+      ctx.audit({ action: 'key-import-refused', keyId: o.id, wrappingKey: o.wrappingKey, reason: 'expired' });
+      throw new ConfigError(`import parameters ${o.wrappingKey} expired at ${expires.toISOString()}; run key import-params again`);
+    }
+    const wrapped = o.wrapped();
+    form = wrapped.length % 128 === 40 ? 'rsa-aes-key-wrap' : 'rsa-oaep';
+    return withHolders(ctx, undefined, (holders) => {
+      const t = holders[0]!.token;
+      lengthChecked = unwrapKekRsa(t, o.wrappingKey, wrapped, label, parsed.hash, objectIdBytes(v)).lengthChecked;
       destroyWrappingKeyPair(t, o.wrappingKey);
-    }),
-  );
-  const form = o.wrapped.length % 128 === 40 ? 'rsa-aes-key-wrap' : 'rsa-oaep';
+      return sealOnFleet(holders.slice(0, 1), label, v.objectId);
+    });
+  });
   ctx.audit({ action: 'key-import', keyId: o.id, group: o.group, label, wrappingKey: o.wrappingKey, mechanism: `${form}-${parsed.hash}`, lengthChecked });
   return {
     imported: o.id,

@@ -2,11 +2,14 @@ import { dirname, join } from 'node:path';
 import { AuditLog } from '../audit/log';
 import { resolveSecret } from '../config/load';
 import { openTokenSession, TokenSession } from '../engine/token';
+import type { Making } from './made';
 import { GovernedStore } from './staged-store';
 
 /** What an admin command works on: the store file, the HSM it names, and the admin audit trail. */
 export class AdminContext {
   readonly store: GovernedStore;
+  /** How commands make HSM keys, check values and secrets: at once, or for a proposal (src/admin/made.ts). */
+  making: Making = { kind: 'direct' };
 
   constructor(
     readonly configFile: string,

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSyn
 import { join } from 'node:path';
 import { ConfigError } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
+import { openOnEach } from '../engine/check-value';
 import { Claim, claimsOf, judgeClaims, Mark } from '../governance/epochs';
 import { readMarks, recordMarks } from '../governance/high-water';
 import { generateApproverKey, publicKeyOf, signApproval } from '../governance/signatures';
@@ -10,7 +11,9 @@ import { countsTowardsQuorum, GovernanceError } from '../governance/quorum';
 import { governanceRootHash, groupStateHash } from '../governance/state';
 import { groupIndex } from '../store/config-store';
 import type { AdminContext } from './context';
-import { onEveryHsm } from './fleet';
+import { onEveryHsm, withHolders } from './fleet';
+import { discardMade, Made, Making, nothingMade } from './made';
+import { recordGroup } from './groups';
 import { Approval, StagedChange } from './staged-store';
 
 /** A pending change: the command to run, the group states it produces, and the signatures collected. */
@@ -27,6 +30,8 @@ export interface Proposal {
   /** When its approvals stop counting (governance.approvalTtlHours after proposedAt). */
   expiresAt?: string;
   approvals: Record<string, Approval[]>;
+  /** HSM keys, check values and secrets the proposal made for its approvers to sign (src/admin/made.ts). */
+  made?: Made;
 }
 
 /** Runs an admin command (as the CLI would) against the context it is given. */
@@ -90,11 +95,57 @@ function expiryProblem(p: Proposal, claims: readonly Claim[]): string | undefine
   return expired ? `it expired at ${expired.expiresAt}; propose it again` : undefined;
 }
 
-export function proposeChange(ctx: AdminContext, run: Command, as: string, command: string[], options: Record<string, string | boolean>): object {
-  const { groups, governanceRoot, after } = dryRun(ctx, run, { command, options });
-  if (Object.keys(groups).length === 0 && !governanceRoot) {
-    throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
+/** The pending proposals that made an HSM key with this label: a new proposal of the same version collides with them. */
+function madeBy(ctx: AdminContext, label: string): string[] {
+  if (!existsSync(changesDir(ctx))) return [];
+  return readdirSync(changesDir(ctx))
+    .filter((f) => f.endsWith('.json'))
+    .flatMap((f) => {
+      try {
+        return [readProposal(ctx, f.slice(0, -5))];
+      } catch {
+        return []; // not a proposal of ours: it names no key
+      }
+    })
+    .filter((p) => p.made?.keys[label]?.made)
+    .map((p) => p.id);
+}
+
+/** Runs fn with the invocation making things as `making`; back to direct after. */
+function making<T>(ctx: AdminContext, m: Making, fn: () => T): T {
+  ctx.making = m;
+  try {
+    return fn();
+  } finally {
+    ctx.making = { kind: 'direct' };
   }
+}
+
+/**
+ * Stages a change. What the approvers must sign but only the HSM can make (a new key version and its check value,
+ * a check value of an existing one) is made now, and a new credential's secret is written now (its SHA-256 is
+ * signed); a change that is refused here takes them back, and `change withdraw` does for one never applied.
+ */
+export function proposeChange(ctx: AdminContext, run: Command, as: string, command: string[], options: Record<string, string | boolean>): object {
+  const made = nothingMade();
+  let staged: ReturnType<typeof dryRun>;
+  try {
+    staged = making(ctx, { kind: 'propose', made }, () => dryRun(ctx, run, { command, options }));
+    if (Object.keys(staged.groups).length === 0 && !staged.governanceRoot) {
+      throw new ConfigError(`"${command.join(' ')}" changes no quorum-protected group nor the governance root: run it directly`);
+    }
+  } catch (e) {
+    try {
+      discardMade(ctx, made);
+    } catch (d) {
+      throw new ConfigError(`${(e as Error).message} (and what the proposal made could not be taken back: ${(d as Error).message}; see xks-admin hsm list-keys)`);
+    }
+    const clash = /a key labelled "([^"]+)" already exists/.exec((e as Error).message)?.[1];
+    const by = clash === undefined ? [] : madeBy(ctx, clash);
+    if (by.length > 0) throw new ConfigError(`${(e as Error).message}: made by pending change ${by.join(', ')} (xks-admin change withdraw ${by[0]} --as NAME destroys it)`);
+    throw e;
+  }
+  const { groups, governanceRoot, after } = staged;
   const expiresAt = claimsOf(after).find((c) => c.group in groups)?.expiresAt;
   const p: Proposal = {
     id: randomBytes(6).toString('hex'),
@@ -106,6 +157,7 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
     governanceRoot,
     expiresAt,
     approvals: {},
+    made: Object.keys(made.keys).length + Object.keys(made.credentials).length > 0 ? made : undefined,
   };
   writeProposal(ctx, p);
   ctx.audit({ action: 'change-propose', change: p.id, by: as, command: command.join(' '), groups: Object.entries(p.groups).map(([g, h]) => `${g}:${h}`).join(' ') });
@@ -119,7 +171,7 @@ export function proposeChange(ctx: AdminContext, run: Command, as: string, comma
  */
 export function approveChange(ctx: AdminContext, run: Command, id: string, as: string, privateKeyFile: string): object {
   const p = readProposal(ctx, id);
-  const staged = dryRun(ctx, run, p);
+  const staged = making(ctx, replayOf(p), () => dryRun(ctx, run, p));
   const refuse = (reason: string): never => {
     ctx.audit({ action: 'change-approve-refused', change: id, by: as, command: p.command.join(' '), reason });
     throw new ConfigError(`change ${id}: ${reason}`);
@@ -163,13 +215,19 @@ export function approveChange(ctx: AdminContext, run: Command, id: string, as: s
  */
 export function applyChange(ctx: AdminContext, run: Command, id: string, as: string): object {
   const p = readProposal(ctx, id);
-  const claims = claimsOfChange(dryRun(ctx, run, p));
+  const staged = making(ctx, replayOf(p), () => dryRun(ctx, run, p));
+  const claims = claimsOfChange(staged);
   const refuse = (reason: string): never => {
     ctx.audit({ action: 'change-refused', change: id, by: as, command: p.command.join(' '), error: reason.slice(0, 400) });
     throw new ConfigError(`change ${id}: ${reason}`);
   };
   const stale = expiryProblem(p, claims);
   if (stale) return refuse(stale);
+  try {
+    checkMadeOnHsms(ctx, p.made, staged.after);
+  } catch (e) {
+    return refuse(`${(e as Error).message}; withdraw it (xks-admin change withdraw ${id} --as NAME) and propose it again`);
+  }
   if (claims.length > 0) {
     const marks: Mark[] = [];
     try {
@@ -183,6 +241,7 @@ export function applyChange(ctx: AdminContext, run: Command, id: string, as: str
     }
   }
   ctx.store.mode = { kind: 'apply', approvals: p.approvals };
+  ctx.making = replayOf(p);
   let out: unknown;
   try {
     out = run(p);
@@ -192,6 +251,7 @@ export function applyChange(ctx: AdminContext, run: Command, id: string, as: str
     throw e;
   } finally {
     ctx.store.mode = { kind: 'direct' };
+    ctx.making = { kind: 'direct' };
   }
   unlinkSync(proposalFile(ctx, id));
   const approvers = [...new Set(Object.values(p.approvals).flatMap((l) => l.map((a) => a.approver)))];
@@ -205,6 +265,28 @@ export function applyChange(ctx: AdminContext, run: Command, id: string, as: str
   const epochs = claims.map((c) => `${c.group}:${c.epoch}`).join(' ');
   ctx.audit({ action: 'change-apply', change: id, by: as, command: p.command.join(' '), approvers: approvers.join(' '), proposedBy: p.proposedBy, epochs, highWater });
   return { change: id, applied: p.command.join(' '), approvers, epochs, highWater, result: out };
+}
+
+const replayOf = (p: Proposal): Making => ({ kind: 'replay', made: p.made ?? nothingMade() });
+
+/**
+ * Before a change is applied: every check value its proposal sealed opens on each HSM that holds the version (as
+ * the change places it), so that what the approvers signed is the key material of these HSMs.
+ */
+function checkMadeOnHsms(ctx: AdminContext, made: Made | undefined, after: ProxyConfig): void {
+  const placement = new Map(after.groups.flatMap((g) => g.keys.flatMap((k) => (k.versions ?? []).map((v) => [v.label, v.hsms] as const))));
+  for (const [label, k] of Object.entries(made?.keys ?? {})) {
+    withHolders(ctx, placement.get(label), (holders) => openOnEach(holders, label, k.objectId, k.checkValue));
+  }
+}
+
+/** Drops a pending change: the HSM keys and secret files its proposal made (and the store does not use) go with it. */
+export function withdrawChange(ctx: AdminContext, id: string, as: string): object {
+  const p = readProposal(ctx, id);
+  const gone = discardMade(ctx, p.made ?? nothingMade());
+  unlinkSync(proposalFile(ctx, id));
+  ctx.audit({ action: 'change-withdraw', change: id, by: as, command: p.command.join(' '), keysDestroyed: gone.keys.join(' '), secretsRemoved: gone.files.length });
+  return { change: id, withdrawn: p.command.join(' '), destroyed: gone.keys, secretsRemoved: gone.files.length };
 }
 
 export function listChanges(ctx: AdminContext): object[] {
@@ -237,10 +319,15 @@ export function addAdministrator(ctx: AdminContext, name: string, role: string, 
   return { added: name, role, governanceRoot: governanceRootHash(next.config) };
 }
 
+/** Protects a group (or changes its quorum), recording in the same change its keys' check values and its key stores' identities. */
 export function setQuorum(ctx: AdminContext, group: string, approvals: number, approvers: string[]): object {
-  ctx.store.update((doc, config) => doc.setIn(['groups', groupIndex(config, group), 'quorum'], doc.createNode({ approvals, approvers })));
+  let recorded = {};
+  ctx.store.update((doc, config) => {
+    doc.setIn(['groups', groupIndex(config, group), 'quorum'], doc.createNode({ approvals, approvers }));
+    recorded = recordGroup(ctx, doc, config, group);
+  });
   ctx.audit({ action: 'group-set-quorum', group, approvals, approvers: approvers.join(' ') });
-  return { group, quorum: { approvals, approvers } };
+  return { group, quorum: { approvals, approvers }, recorded };
 }
 
 /** The value to pin in XKS_GOVERNANCE_TRUST for this config (read without the governance check). */

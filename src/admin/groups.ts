@@ -1,8 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
+import { Document, parse } from 'yaml';
 import { ConfigError } from '../config/load';
+import type { ProxyConfig } from '../config/schema';
 import { groupIndex, keyStoreIndex } from '../store/config-store';
 import type { AdminContext } from './context';
+import { recordDigests } from './credentials';
+import { fillCheckValues } from './keys';
 
 /** A new group; without --allow-all its policy has no rules, so every request is denied until rules are set. */
 export function createGroup(ctx: AdminContext, name: string, allowAll: boolean): object {
@@ -32,14 +35,18 @@ export function setGroupPolicy(ctx: AdminContext, name: string, file: string): o
   return { group: name, rules: rules.length };
 }
 
-/** Lets a key store (a KMS external key store) reach a group's keys. */
+/**
+ * Lets a key store (a KMS external key store) reach a group's keys. Assigned to a quorum-protected group (a governed
+ * change), the key store's identity is recorded in the same change (xks-admin key-store record).
+ */
 export function assignGroup(ctx: AdminContext, name: string, keyStore: string): object {
   ctx.store.update((doc, config) => {
-    groupIndex(config, name);
+    const group = config.groups[groupIndex(config, name)]!;
     const ki = keyStoreIndex(config, keyStore);
     if (config.keyStores[ki]!.groups.includes(name)) throw new ConfigError(`key store "${keyStore}" already reaches group "${name}"`);
     if (!doc.hasIn(['keyStores', ki, 'groups'])) doc.setIn(['keyStores', ki, 'groups'], doc.createNode([]));
     doc.addIn(['keyStores', ki, 'groups'], name);
+    if (group.quorum) recordDigests(doc, config, ki);
   });
   ctx.audit({ action: 'group-assign', group: name, keyStore });
   return { group: name, keyStore };
@@ -54,4 +61,30 @@ export function listGroups(ctx: AdminContext): object[] {
     rules: g.policy.rules.map((r) => `${r.effect}:${r.id}`),
     keyStores: config.keyStores.filter((ks) => ks.groups.includes(g.name)).map((ks) => ks.name),
   }));
+}
+
+/**
+ * Puts in a protected group's signed state what releases before this one left out: a check value for each key
+ * version without one (sealed on the HSM: src/engine/check-value.ts) and the identity of each key store reaching it
+ * (its credentials' secrets as SHA-256). In the same change as the quorum (set-quorum), or once after an upgrade
+ * as a governed change: xks-admin change propose --as NAME group record G.
+ */
+export function recordGroup(ctx: AdminContext, doc: Document, config: ProxyConfig, name: string): { checkValues: number; keyStores: string[] } {
+  const checkValues = fillCheckValues(ctx, doc, config, (g) => g.name === name).length;
+  const keyStores: string[] = [];
+  config.keyStores.forEach((ks, ki) => {
+    if (ks.groups.includes(name) && recordDigests(doc, config, ki) > 0) keyStores.push(ks.name);
+  });
+  return { checkValues, keyStores };
+}
+
+export function recordGroupCommand(ctx: AdminContext, name: string): object {
+  let done = { checkValues: 0, keyStores: [] as string[] };
+  ctx.store.update((doc, config) => {
+    if (!config.groups[groupIndex(config, name)]!.quorum) throw new ConfigError(`group "${name}" has no quorum: what this records is signed by a quorum only`);
+    done = recordGroup(ctx, doc, config, name);
+    if (done.checkValues === 0 && done.keyStores.length === 0) throw new ConfigError(`group "${name}" has every check value and key store identity recorded already`);
+  });
+  ctx.audit({ action: 'group-record', group: name, checkValues: done.checkValues, keyStores: done.keyStores.join(' ') });
+  return { group: name, ...done };
 }

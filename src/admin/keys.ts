@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
+import type { Document } from 'yaml';
 import { ConfigError } from '../config/load';
-import type { KeyConfig, KeyUsage, ProxyConfig } from '../config/schema';
+import type { GroupConfig, KeyConfig, KeyUsage, ProxyConfig } from '../config/schema';
+import { sealOnFleet } from '../engine/check-value';
 import { destroyKeys, WrapMechanism } from '../engine/token';
-import { importKeyVersion, keyLocations, makeKeyVersion, onEveryHsm } from './fleet';
+import { importKeyVersion, keyLocations, makeKeyVersion, onEveryHsm, withHolders } from './fleet';
+import { existingCheckValue, Path, PreparedVersion, prepareVersion } from './made';
 import { groupIndex, keyPath } from '../store/config-store';
 import type { AdminContext } from './context';
 
@@ -24,21 +27,26 @@ export function newVersion(ctx: AdminContext, label: string): NewVersion {
 }
 
 export const objectIdBytes = (v: NewVersion): Buffer => Buffer.from(v.objectId, 'hex');
-const versionsOf = (k: KeyConfig): { version: number; label: string }[] => k.versions ?? [{ version: 1, label: k.label as string }];
+type Version = NonNullable<KeyConfig['versions']>[number];
+const versionsOf = (k: KeyConfig): Version[] => k.versions ?? [{ version: 1, label: k.label as string }];
 
 function keyAt(config: ProxyConfig, id: string): { path: (string | number)[]; key: KeyConfig } {
   const p = keyPath(config, id);
   return { path: ['groups', p.group, 'keys', p.key], key: config.groups[p.group]!.keys[p.key]! };
 }
 
-export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], version: NewVersion, makeInHsm: () => void): void {
+/** Adds a key with its version 1, made by `make` (which returns its check value) as this invocation makes keys. */
+export function addKey(ctx: AdminContext, group: string, id: string, usage: Usage[], version: NewVersion, make: () => string): void {
+  const prepared = prepareVersion(ctx, version, make);
+  let at: Path = [];
   ctx.store.update(
     (doc, config) => {
       const gi = groupIndex(config, group);
-      // The versions form records when version 1 was made (rotation schedules count from it) and its CKA_ID.
-      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, ...version }], usage }));
+      at = ['groups', gi, 'keys', config.groups[gi]!.keys.length, 'versions', 0];
+      // The versions form records when version 1 was made (rotation schedules count from it), its CKA_ID and check value.
+      doc.addIn(['groups', gi, 'keys'], doc.createNode({ id, versions: [{ version: 1, ...prepared.version }], usage }));
     },
-    makeInHsm,
+    () => prepared.commit(at),
   );
 }
 
@@ -51,9 +59,9 @@ export function createKey(ctx: AdminContext, o: { group: string; id: string; usa
 }
 
 /** BYOK: unwraps customer key material under an existing HSM wrapping key, then adds it to a group. */
-export function importKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[]; wrapped: Buffer; wrappingKey: string; mechanism: WrapMechanism }): object {
+export function importKey(ctx: AdminContext, o: { group: string; id: string; usage: Usage[]; wrapped: () => Buffer; wrappingKey: string; mechanism: WrapMechanism }): object {
   const v = newVersion(ctx, versionLabel(o.id, 1));
-  addKey(ctx, o.group, o.id, o.usage, v, () => importKeyVersion(ctx, v.label, o.wrappingKey, o.wrapped, o.mechanism, objectIdBytes(v)));
+  addKey(ctx, o.group, o.id, o.usage, v, () => importKeyVersion(ctx, v.label, o.wrappingKey, o.wrapped(), o.mechanism, objectIdBytes(v)));
   ctx.audit({ action: 'key-import', keyId: o.id, group: o.group, label: v.label, wrappingKey: o.wrappingKey });
   return { imported: o.id, group: o.group, label: v.label, version: 1 };
 }
@@ -67,21 +75,63 @@ export function setKeyStatus(ctx: AdminContext, id: string, status: 'ENABLED' | 
 /** New key material in the HSM as the next version; new encrypts use it, old ciphertexts name theirs. */
 export function rotateKey(ctx: AdminContext, id: string): object {
   let next = 0;
-  let made: NewVersion | undefined;
+  let prepared: PreparedVersion<NewVersion> | undefined;
+  let at: Path = [];
   ctx.store.update(
     (doc, config) => {
       const { path, key } = keyAt(config, id);
       const versions = versionsOf(key);
       next = Math.max(...versions.map((v) => v.version)) + 1;
-      made = newVersion(ctx, versionLabel(id, next));
+      const made = newVersion(ctx, versionLabel(id, next));
+      prepared = prepareVersion(ctx, made, () => makeKeyVersion(ctx, made.label, objectIdBytes(made)));
+      at = [...path, 'versions', versions.length];
       doc.deleteIn([...path, 'label']);
-      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, ...made }]));
+      doc.setIn([...path, 'versions'], doc.createNode([...versions, { version: next, ...prepared.version }]));
     },
-    () => made && makeKeyVersion(ctx, made.label, objectIdBytes(made)),
+    () => prepared?.commit(at),
   );
-  const label = made?.label ?? '';
+  const label = prepared?.version.label ?? '';
   ctx.audit({ action: 'key-rotate', keyId: id, version: next, label });
   return { keyId: id, currentVersion: next, label };
+}
+
+/**
+ * In a change: a check value, sealed on the HSM, for each version of the chosen keys that has none (and checked on
+ * every other HSM that holds it); a key written as `label:` gets the versions form. Returns the versions sealed.
+ */
+export function fillCheckValues(ctx: AdminContext, doc: Document, config: ProxyConfig, chosen: (g: GroupConfig, k: KeyConfig) => boolean): { keyId: string; version: number; label: string }[] {
+  const sealed: { keyId: string; version: number; label: string }[] = [];
+  config.groups.forEach((g, gi) =>
+    g.keys.forEach((k, ki) => {
+      if (!chosen(g, k) || versionsOf(k).every((v) => v.checkValue !== undefined)) return;
+      const path = ['groups', gi, 'keys', ki];
+      const versions = versionsOf(k).map((v) => {
+        if (v.checkValue !== undefined) return v;
+        sealed.push({ keyId: k.id, version: v.version, label: v.label });
+        return { ...v, checkValue: existingCheckValue(ctx, v.label, v.objectId, () => withHolders(ctx, v.hsms, (holders) => sealOnFleet(holders, v.label, v.objectId))) };
+      });
+      doc.deleteIn([...path, 'label']);
+      doc.setIn([...path, 'versions'], doc.createNode(versions));
+    }),
+  );
+  return sealed;
+}
+
+/**
+ * `key check-values [ID] [--group G]`: check values for the key versions without one (those made before this
+ * release recorded them). Under governance, a governed change whose check values the proposal seals.
+ */
+export function sealCheckValues(ctx: AdminContext, o: { id?: string; group?: string }): object {
+  const config = ctx.store.read();
+  if (o.id !== undefined) keyPath(config, o.id);
+  if (o.group !== undefined) groupIndex(config, o.group);
+  let sealed: object[] = [];
+  ctx.store.update((doc, now) => {
+    sealed = fillCheckValues(ctx, doc, now, (g, k) => (o.id === undefined || k.id === o.id) && (o.group === undefined || g.name === o.group));
+    if (sealed.length === 0) throw new ConfigError('every chosen key version has a check value already');
+  });
+  ctx.audit({ action: 'key-check-values', versions: sealed.length, group: o.group, keyId: o.id });
+  return { sealed };
 }
 
 /** Makes the key unusable at once; its HSM material can be destroyed only after `days`. */

@@ -2,7 +2,7 @@ import type { Document } from 'yaml';
 import { buildRuntimeConfig, RuntimeConfig } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
 import { DEFAULT_APPROVAL_TTL_HOURS, groupContentHash, groupStateHash } from '../governance/state';
-import { ConfigStore, groupIndex } from '../store/config-store';
+import { Commit, ConfigStore, groupIndex } from '../store/config-store';
 
 export interface Approval {
   approver: string;
@@ -50,7 +50,7 @@ export class GovernedStore extends ConfigStore {
     super(file);
   }
 
-  override update(change: (doc: Document, config: ProxyConfig) => void, commit?: () => void): RuntimeConfig {
+  override update(change: (doc: Document, config: ProxyConfig) => void, commit?: Commit): RuntimeConfig {
     const mode = this.mode;
     if (mode.kind === 'direct') return super.update(change, commit);
     return super.update(

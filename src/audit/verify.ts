@@ -40,7 +40,7 @@ export interface VerifyOptions {
 }
 
 /** Chain name of plain audit lines read without a name (stdin). */
-export const UNNAMED_CHAIN = '(stdin)';
+const UNNAMED_CHAIN = '(stdin)';
 
 const MARKER = `{"stream":"${AUDIT_STREAM}"`;
 

@@ -1,9 +1,11 @@
+import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { compileRule, CompiledRule } from '../policy/evaluate';
 import { guardAgainstRollback } from '../governance/high-water';
 import { checkGovernanceReferences, GovernanceError, RefusalReason, verifyGovernance } from '../governance/quorum';
+import { identityRecorded, secretSha256 } from '../governance/state';
 import { configSchema, GroupConfig, KeyStoreConfig, KeyUsage, ProxyConfig, SecretSource, SECRET_ACCESS_KEY } from './schema';
 
 export class ConfigError extends Error {
@@ -22,7 +24,7 @@ export interface KeyVersion {
   label: string;
 }
 
-export interface GroupRuntime {
+interface GroupRuntime {
   name: string;
   status: 'ENABLED' | 'DISABLED';
   rules: readonly CompiledRule[];
@@ -79,7 +81,7 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out || '(root)';
 }
 
-export function formatZodError(error: z.ZodError): string {
+function formatZodError(error: z.ZodError): string {
   return error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`).join('; ');
 }
 
@@ -122,14 +124,32 @@ function buildGroups(groups: readonly GroupConfig[]): Map<string, Map<string, Ke
   return out;
 }
 
-function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv, groups: Map<string, Map<string, KeyRuntime>>): KeyStoreRuntime {
+/**
+ * The SHA-256 a credential records must be that of the secret resolved now: a secret file (or variable) changed
+ * under a recorded credential is refused. Compared in constant time, as every comparison that involves a secret.
+ */
+function checkSecretDigest(secret: string, recorded: string | undefined, where: string, governed: string | undefined): void {
+  if (recorded === undefined) return;
+  if (timingSafeEqual(Buffer.from(secretSha256(secret), 'hex'), Buffer.from(recorded, 'hex'))) return;
+  const message = `${where}: the secret does not match the credential's recorded secretSha256 (a secret changed outside xks-admin)`;
+  if (governed === undefined) throw new ConfigError(`invalid configuration: ${message}`);
+  throw new ConfigError(`refused by governance: ${message}; key store reaches quorum-protected group "${governed}"`, { reason: 'secret', group: governed });
+}
+
+/** `governed`: a quorum-protected group this key store reaches, if any (its recorded credentials are then governance's). */
+function buildKeyStore(ks: KeyStoreConfig, index: number, env: NodeJS.ProcessEnv, groups: Map<string, Map<string, KeyRuntime>>, governed: string | undefined): KeyStoreRuntime {
   const secrets = new Map<string, Buffer>();
+  const recorded = identityRecorded(ks);
   ks.credentials.forEach((c, ci) => {
     const where = `keyStores[${index}].credentials[${ci}].secretAccessKey`;
+    if (governed !== undefined && recorded && c.secretSha256 === undefined) {
+      throw new ConfigError(`refused by governance: keyStores[${index}].credentials[${ci}] (${c.accessKeyId}) has no secretSha256, but key store "${ks.name}" records its identity and reaches quorum-protected group "${governed}"`, { reason: 'secret', group: governed });
+    }
     const secret = resolveSecret(c.secretAccessKey, env, where);
     if (!SECRET_ACCESS_KEY.test(secret)) {
       throw new ConfigError(`${where}: must be 43-64 characters of A-Z a-z 0-9 + / =`);
     }
+    checkSecretDigest(secret, c.secretSha256, where, governed);
     secrets.set(c.accessKeyId, Buffer.from(secret, 'utf8'));
   });
   const keys = new Map<string, KeyRuntime>();
@@ -221,7 +241,8 @@ export function buildRuntimeConfig(doc: unknown, env: NodeJS.ProcessEnv = proces
     }),
   );
   const groups = buildGroups(config.groups);
-  const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env, groups)]));
+  const protectedGroups = new Set(config.groups.filter((g) => g.quorum).map((g) => g.name));
+  const keyStores = new Map(config.keyStores.map((ks, i) => [ks.pathPrefix, buildKeyStore(ks, i, env, groups, ks.groups.find((g) => protectedGroups.has(g)))]));
   const hsmPins = new Map(config.hsms.map((h, i) => [h.id, resolveSecret(h.pin, env, config.hsms.length > 1 ? `hsms[${i}].pin` : 'hsm.pin')]));
   return hidden({ config, keyStores }, 'hsmPins', hsmPins as ReadonlyMap<string, string>);
 }

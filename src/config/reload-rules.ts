@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { configSchema, ProxyConfig } from './schema';
 
-export type ReloadRule = 'live' | 'restart';
+type ReloadRule = 'live' | 'restart';
 
 /** A setting (or a whole section) and how its changes reach a running proxy. */
 export interface ReloadEntry {

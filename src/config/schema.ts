@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /** Where a secret comes from. Inline values are allowed for demos; env and file keep secrets out of the config. */
-export const secretSourceSchema = z.union([
+const secretSourceSchema = z.union([
   z.object({ env: z.string().min(1) }).strict(),
   z.object({ file: z.string().min(1) }).strict(),
   z.object({ value: z.string().min(1) }).strict(),
@@ -19,7 +19,7 @@ const LIVE = { reload: 'live' } as const;
 const RESTART = { reload: 'restart' } as const;
 
 export const EXTERNAL_KEY_ID = /^[A-Za-z0-9._-]{1,128}$/;
-export const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
+const ACCESS_KEY_ID = /^[A-Z2-7]{20,30}$/;
 export const SECRET_ACCESS_KEY = /^[A-Za-z0-9+/=]{43,64}$/;
 const PATH_PREFIX = /^(\/[A-Za-z0-9_-]+)*$/;
 const XKS_SUFFIX = '/kms/xks/v1';
@@ -40,6 +40,14 @@ const keyVersionSchema = z
     createdAt: z.iso.datetime({ offset: true }).optional(),
     /** CKA_ID (hex) xks-admin gave the HSM key at create/import: the proxy uses only the object that carries it. */
     objectId: z.string().regex(/^(?:[0-9a-f]{2}){1,32}$/, 'must be hex, 1-32 bytes').optional(),
+    /**
+     * AES-GCM of a fixed block under the version's key, sealed by the HSM at create/import (base64 of iv || ciphertext
+     * || tag, 12- or 16-byte IV): the proxy uses an HSM object only once it opens this (src/engine/check-value.ts).
+     */
+    checkValue: z
+      .string()
+      .regex(/^(?:[A-Za-z0-9+/]{80}|[A-Za-z0-9+/]{86}==)$/, 'must be the base64 of a 60- or 64-byte check value (xks-admin key check-values)')
+      .optional(),
   })
   .strict();
 
@@ -167,6 +175,11 @@ const credentialSchema = z
     secretAccessKey: secretSourceSchema,
     /** When the credential was made (xks-admin records it): drives xks_sigv4_credential_age_days. */
     createdAt: z.iso.datetime({ offset: true }).optional(),
+    /**
+     * SHA-256 (hex) of the secret as resolved: the proxy refuses a secret that does not match. Once a key store
+     * records it, its identity (credentials included) is part of the signed state of the protected groups it reaches.
+     */
+    secretSha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be the hex SHA-256 of the secret').optional(),
   })
   .strict();
 
@@ -277,7 +290,7 @@ const HSM_ID = /^[A-Za-z0-9._-]{1,64}$/;
  * placement (keys[].versions[].hsms). At most 10, the spec's limit for ekmFleetDetails.
  */
 const fleetMemberSchema = hsmSchema.extend({ id: z.string().regex(HSM_ID, 'must be 1-64 characters of A-Z a-z 0-9 . _ -') });
-export type HsmMemberConfig = z.output<typeof fleetMemberSchema>;
+type HsmMemberConfig = z.output<typeof fleetMemberSchema>;
 
 export const configSchema = z
   .object({

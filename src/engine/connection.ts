@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import type { ControlThread } from './control-thread';
 import { EngineError } from './errors';
 import { bindingSendsV230, Gcm, GcmBehaviour, IvSource } from './gcm';
-import { KeyLookup } from './key-lookup';
+import { KeyLookup, RecordedKey } from './key-lookup';
 import { fieldText, HsmConfig, initializeArgs, Pkcs11Module } from './module';
 import { ckrName, classify, describeFailure } from './pkcs11-errors';
 import { SessionPool } from './session-pool';
@@ -23,8 +23,8 @@ export interface ConnectionDeps {
   events?: ProxyEvents;
   /** The HSM's id in events (a fleet member's id); the token label when absent. */
   hsmId?: string;
-  /** The CKA_ID recorded for a key version label, which the key found by that label must carry. */
-  objectIdOf?: (label: string) => Buffer | undefined;
+  /** What the store recorded for a key version label: the CKA_ID the key must carry, the check value it must open. */
+  recordOf?: (label: string) => RecordedKey | undefined;
 }
 
 /** A failure at connect that retrying alone will not fix: the message names what the operator must change. */
@@ -89,7 +89,7 @@ export class HsmConnection {
       await control.call('C_Login', first, pkcs11js.CKU_USER, deps.pin).catch((e: unknown) => {
         if (ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
       });
-      const keys = new KeyLookup(mod, deps.objectIdOf);
+      const keys = new KeyLookup(mod, deps, hsm);
       let healthKey = keys.find(first, hsm.healthKeyLabel);
       if (healthKey === undefined) {
         deps.logger.warn({ label: hsm.healthKeyLabel }, 'health-check key not found; using a session key generated in the HSM');

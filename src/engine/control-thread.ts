@@ -89,7 +89,7 @@ export class ControlThread {
     try {
       (this.main as unknown as Partial<Record<typeof OFF_THREAD_GATE, OffThreadGate>>)[OFF_THREAD_GATE]?.(method, args);
     } catch (e) {
-      return Promise.reject(e as Error);
+      return Promise.reject(e);
     }
     const worker = this.thread();
     const id = this.nextId++;
@@ -181,21 +181,26 @@ function rebuildError(e: NonNullable<Reply['error']>): Error {
  * itself and works alike from dist/ and under ts-jest.
  */
 function controlWorker(): void {
-  const { parentPort, workerData } = require('node:worker_threads');
-  const binding = require(workerData.binding);
+  /* eslint-disable @typescript-eslint/no-require-imports -- the worker runs this function's source text: it loads its modules itself */
+  const threads = require('node:worker_threads') as typeof import('node:worker_threads');
+  const data = threads.workerData as { binding: string; modulePath: string };
+  const binding = require(data.binding) as typeof pkcs11js & { Pkcs11Error: abstract new () => Error };
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const port = threads.parentPort as import('node:worker_threads').MessagePort;
   const mod = new binding.PKCS11();
-  mod.load(workerData.modulePath);
+  mod.load(data.modulePath);
+  const calls = mod as unknown as Record<string, (...args: unknown[]) => unknown>;
   const asBuffers = (v: unknown): unknown => {
     if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
     if (Array.isArray(v)) return v.map(asBuffers);
     return v;
   };
-  parentPort.on('message', ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
+  port.on('message', ({ id, method, args }: { id: number; method: string; args: unknown[] }) => {
     try {
-      parentPort.postMessage({ id, result: mod[method](...args.map(asBuffers)) });
+      port.postMessage({ id, result: (calls[method] as (...args: unknown[]) => unknown)(...args.map(asBuffers)) });
     } catch (e) {
       const err = e as { message?: unknown; code?: number; method?: string };
-      parentPort.postMessage({ id, error: { message: String(err.message), code: err.code, method: err.method || method, pkcs11: e instanceof binding.Pkcs11Error } });
+      port.postMessage({ id, error: { message: String(err.message), code: err.code, method: err.method || method, pkcs11: e instanceof binding.Pkcs11Error } });
     }
   });
 }

@@ -150,7 +150,7 @@ export class FleetEngine implements CryptoEngine {
     const holders = this.holders(label);
     if (holders.length === 0) throw new EngineError('key-not-found', 'no HSM of the fleet is configured to hold this key version');
     const tried = new Set<Member>();
-    let lastError: unknown;
+    let last: { error: unknown } | undefined;
     for (let attempt = 0; attempt < 2; attempt++) {
       const m = this.pick(label, holders, tried);
       if (!m) break;
@@ -161,14 +161,14 @@ export class FleetEngine implements CryptoEngine {
         this.succeeded(m, label);
         return result;
       } catch (e) {
-        lastError = e;
+        last = { error: e };
         this.failed(m, label, e);
         if (!retryable(e) || deadline?.expired || this.closed) throw e;
       } finally {
         m.outstanding--;
       }
     }
-    if (lastError !== undefined) throw lastError;
+    if (last) throw last.error;
     throw new EngineError('unavailable', 'no HSM holding this key version is available');
   }
 

@@ -57,20 +57,20 @@ const IV_SOURCE_TEXT: Record<IvSource, string> = {
  * the caller keeps it referenced until the call that completes the encryption has returned, since a
  * module may keep the pointer from C_EncryptInit and write only then (nShield).
  */
-function ivRequest(source: IvSource): Buffer {
+export function ivRequest(source: IvSource): Buffer {
   if (source === 'proxy') return nextIv();
   return source === 'hsm-writes-zeroed' ? Buffer.alloc(IV_BYTES) : Buffer.alloc(0);
 }
 
 /** Output room beyond ciphertext and tag: an appending HSM needs it for its IV. */
-const ivRoom = (source: IvSource): number => (source === 'hsm-appends' ? MAX_APPENDED_IV_BYTES : 0);
+export const ivRoom = (source: IvSource): number => (source === 'hsm-appends' ? MAX_APPENDED_IV_BYTES : 0);
 
 /**
  * Splits what the HSM returned into ciphertext, tag and the IV that was used. Anything else fails closed:
  * an output of another length, or a zeroed pIv the HSM did not fill (encrypting under an all-zero IV
  * every time would repeat the IV).
  */
-function sealedParts(source: IvSource, iv: Buffer, length: number, sealed: Buffer): GcmResult {
+export function sealedParts(source: IvSource, iv: Buffer, length: number, sealed: Buffer): GcmResult {
   const extra = sealed.length - length - TAG_BYTES;
   if (source === 'hsm-appends' ? !APPENDED_IV_BYTES.includes(extra) : extra !== 0) {
     throw new EngineError('device', 'the HSM returned an output of unexpected length');
@@ -81,7 +81,7 @@ function sealedParts(source: IvSource, iv: Buffer, length: number, sealed: Buffe
 }
 
 /** A refusal of one IV source (try the next), as opposed to a fault of the connection or the HSM. */
-function refused(e: unknown): boolean {
+export function refused(e: unknown): boolean {
   return e instanceof EngineError || (ckrName(e) !== undefined && classify(e) === 'operation');
 }
 

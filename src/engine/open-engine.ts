@@ -2,10 +2,10 @@ import type { RuntimeConfig } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
 import type { ProxyEvents } from '../events';
 import { FleetEngine, Placement } from './fleet';
-import { objectIdsOf } from './key-lookup';
+import { recordedKeysOf, RecordedKey } from './key-lookup';
 import { EngineDeps, Pkcs11Engine } from './pkcs11-engine';
 
-export interface OpenEngineDeps extends Omit<EngineDeps, 'pin' | 'hsmId' | 'objectIdOf' | 'events'> {
+export interface OpenEngineDeps extends Omit<EngineDeps, 'pin' | 'hsmId' | 'recordOf' | 'events'> {
   /** The configuration in force; read at start and at each applied reload. */
   runtime: () => RuntimeConfig;
   /** The proxy's bus: the engine follows config.reload on it, and publishes its own events there. */
@@ -29,16 +29,16 @@ function keyPlacement(config: ProxyConfig): Placement {
 
 /**
  * The proxy's CryptoEngine: a FleetEngine over one Pkcs11Engine per configured HSM, one HSM being a
- * fleet of one. What the configuration says about keys (where each version lives, the CKA_ID recorded for
- * it) reaches the engine once per applied reload, through config.reload, never by a check per request.
+ * fleet of one. What the configuration says about keys (where each version lives, the CKA_ID and check value
+ * recorded for it) reaches the engine once per applied reload, through config.reload, never by a check per request.
  */
 export async function openEngine(deps: OpenEngineDeps): Promise<FleetEngine> {
   const { runtime, events } = deps;
   const cfg = runtime().config;
-  let objectIds = objectIdsOf(cfg);
-  const objectIdOf = (label: string): Buffer | undefined => objectIds.get(label);
+  let records = recordedKeysOf(cfg);
+  const recordOf = (label: string): RecordedKey | undefined => records.get(label);
   const engines = await Promise.all(
-    cfg.hsms.map(({ id, ...hsm }) => Pkcs11Engine.open(hsm, { ...deps, pin: runtime().hsmPins.get(id) as string, hsmId: id, objectIdOf })),
+    cfg.hsms.map(({ id, ...hsm }) => Pkcs11Engine.open(hsm, { ...deps, pin: runtime().hsmPins.get(id) as string, hsmId: id, recordOf })),
   );
   let unfollow = (): void => undefined;
   // The hsm sections change only on restart (src/config/schema.ts): the members are those of the start.
@@ -59,7 +59,7 @@ export async function openEngine(deps: OpenEngineDeps): Promise<FleetEngine> {
   unfollow = events.subscribe('config.reload', (e) => {
     if (!e.ok) return;
     const now = runtime().config;
-    objectIds = objectIdsOf(now);
+    records = recordedKeysOf(now);
     fleet.place(keyPlacement(now));
   });
   fleet.place(keyPlacement(cfg));

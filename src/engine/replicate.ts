@@ -19,7 +19,7 @@ type Handle = pkcs11js.Handle;
  * OAEP uses SHA-1 (with MGF1-SHA-1): the one hash SoftHSM2 accepts for OAEP, and OAEP's security as a
  * key transport does not rest on SHA-1's collision resistance.
  */
-export const REPLICATION_KEY_LABEL = 'xks-replication';
+const REPLICATION_KEY_LABEL = 'xks-replication';
 const OAEP = oaep('sha1');
 
 /** A session on one token through a shared module lease (two tokens of one module can be open together). */
@@ -31,21 +31,21 @@ export function openFleetToken(target: ModuleTarget, pin: string, user: 'user' |
     const slot = findTokenSlot(mod, target.tokenLabel);
     if (slot === undefined) throw new Error(`no token labelled "${target.tokenLabel}"`);
     const session = mod.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
-    // Login is per application and token: in a process whose proxy already uses the token, it is logged
-    // in, and logging out on close would log the proxy's sessions out with it.
-    let loggedIn = true;
+    // Login is per application and token: in a process whose proxy already uses the token, it is logged in.
+    // A user login is never logged out here: C_Logout would log out the proxy's sessions too (also ones its
+    // engine opened on another thread after this login), and closing the application's last session ends the
+    // login anyway. The security officer's (administration only, never in the proxy) is ended at once.
     try {
       mod.C_Login(session, user === 'so' ? pkcs11js.CKU_SO : pkcs11js.CKU_USER, pin);
     } catch (e) {
       if (user === 'so' || ckrName(e) !== 'CKR_USER_ALREADY_LOGGED_IN') throw e;
-      loggedIn = false;
     }
     lease.inUse = true;
     return {
       mod,
       session,
       close: () => {
-        if (loggedIn) {
+        if (user === 'so') {
           try {
             mod.C_Logout(session);
           } catch {
@@ -140,7 +140,7 @@ export function createReplicated(tokens: readonly FleetToken[], label: string, o
       { type: pkcs11js.CKA_EXTRACTABLE, value: targets.length > 0 },
       { type: pkcs11js.CKA_WRAP_WITH_TRUSTED, value: true },
     );
-    const key = source.token.mod.C_GenerateKey(source.token.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined as never }, template);
+    const key = source.token.mod.C_GenerateKey(source.token.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined }, template);
     made.push({ token: source.token, key });
     for (const t of wrapping) {
       const wrapped = source.token.mod.C_WrapKey(source.token.session, OAEP, t.trusted, key, Buffer.alloc(1024));

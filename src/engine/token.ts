@@ -79,12 +79,27 @@ export function generateKek(t: TokenSession, label: string, objectId?: Buffer): 
   if (findSecretKeys(t, label).length > 0) throw new Error(`a key labelled "${label}" already exists`);
   const template = kekTemplate(label, objectId);
   template.push({ type: pkcs11js.CKA_VALUE_LEN, value: 32 });
-  return t.mod.C_GenerateKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined as never }, template);
+  return t.mod.C_GenerateKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_GEN, parameter: undefined }, template);
+}
+
+/**
+ * The one secret key with this label (and this CKA_ID, when the store recorded one), as the proxy would use it;
+ * an Error naming what is wrong otherwise.
+ */
+export function versionKey(t: TokenSession, label: string, objectId?: string): Handle {
+  const found = findSecretKeys(t, label);
+  if (found.length !== 1) throw new Error(found.length === 0 ? `no key labelled "${label}"` : `${found.length} keys labelled "${label}"`);
+  const key = found[0] as Handle;
+  if (objectId !== undefined) {
+    const [id] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_ID }]);
+    if (!(id?.value)?.equals(Buffer.from(objectId, 'hex'))) throw new Error(`the key labelled "${label}" does not carry the recorded CKA_ID ${objectId}`);
+  }
+  return key;
 }
 
 export function keyLabel(t: TokenSession, key: Handle): string {
   const [attr] = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_LABEL }]);
-  return (attr?.value as Buffer | undefined)?.toString('utf8') ?? '';
+  return attr?.value?.toString('utf8') ?? '';
 }
 
 /** Destroys every secret key with this label (key deletion after its waiting period). Returns how many. */
@@ -110,7 +125,7 @@ export function unwrapKek(t: TokenSession, wrappingLabel: string, wrapped: Buffe
   const mech = mechanism === 'aes-key-wrap' ? pkcs11js.CKM_AES_KEY_WRAP : pkcs11js.CKM_AES_KEY_WRAP_PAD;
   // SoftHSM2 refuses CKA_MODIFIABLE in an unwrap template; SENSITIVE/EXTRACTABLE cannot be relaxed later anyway.
   const template = kekTemplate(label, objectId).filter((a) => a.type !== pkcs11js.CKA_MODIFIABLE);
-  return t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined as never }, wrappingKey, wrapped, template);
+  return t.mod.C_UnwrapKey(t.session, { mechanism: mech, parameter: undefined }, wrappingKey, wrapped, template);
 }
 
 /** PKCS#11 v2.40 CKZ_DATA_SPECIFIED (empty OAEP label); pkcs11js has no constant for it. */
@@ -135,7 +150,7 @@ export function generateWrappingKeyPair(t: TokenSession, label: string, bits: 30
   if (findObjects(t, pkcs11js.CKO_PRIVATE_KEY, label).length > 0) throw new Error(`a key pair labelled "${label}" already exists`);
   const { publicKey } = t.mod.C_GenerateKeyPair(
     t.session,
-    { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN, parameter: undefined as never },
+    { mechanism: pkcs11js.CKM_RSA_PKCS_KEY_PAIR_GEN, parameter: undefined },
     [
       { type: pkcs11js.CKA_TOKEN, value: true },
       { type: pkcs11js.CKA_LABEL, value: label },
@@ -162,10 +177,10 @@ export function generateWrappingKeyPair(t: TokenSession, label: string, bits: 30
     t.mod.C_Encrypt(t.session, Buffer.alloc(32), Buffer.alloc(bits / 8));
   } catch (e) {
     destroyWrappingKeyPair(t, label);
-    throw new Error(`this HSM does not do RSAES-OAEP with ${hash.toUpperCase()} (${(e as Error).message.split(':')[0]}); SoftHSM2 2.6 supports only --oaep-hash sha1`);
+    throw new Error(`this HSM does not do RSAES-OAEP with ${hash.toUpperCase()} (${(e as Error).message.split(':')[0]}); SoftHSM2 2.6 supports only --oaep-hash sha1`, { cause: e });
   }
   const [n, e] = t.mod.C_GetAttributeValue(t.session, publicKey, [{ type: pkcs11js.CKA_MODULUS }, { type: pkcs11js.CKA_PUBLIC_EXPONENT }]);
-  const jwk = { kty: 'RSA', n: (n!.value as Buffer).toString('base64url'), e: (e!.value as Buffer).toString('base64url') };
+  const jwk = { kty: 'RSA', n: n!.value.toString('base64url'), e: e!.value.toString('base64url') };
   return createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
 }
 
@@ -187,7 +202,7 @@ export function wrappingKeyLabels(t: TokenSession, prefix: string): string[] {
 function reportedKeyBytes(t: TokenSession, key: Handle): number | undefined {
   try {
     // A CK_ULONG in host byte order (8 bytes on 64-bit Linux).
-    const raw = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_VALUE_LEN }])[0]?.value as Buffer | undefined;
+    const raw = t.mod.C_GetAttributeValue(t.session, key, [{ type: pkcs11js.CKA_VALUE_LEN }])[0]?.value;
     const n = raw?.length === 8 ? Number(raw.readBigUInt64LE()) : raw?.length === 4 ? raw.readUInt32LE() : 0;
     return n > 0 ? n : undefined;
   } catch {
@@ -215,7 +230,7 @@ export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Bu
   const [wrappingKey, ...more] = findObjects(t, pkcs11js.CKO_PRIVATE_KEY, wrappingLabel);
   if (!wrappingKey || more.length > 0) throw new Error(`need exactly one wrapping key pair labelled "${wrappingLabel}" (expired or already used?)`);
   const [modulus] = t.mod.C_GetAttributeValue(t.session, wrappingKey, [{ type: pkcs11js.CKA_MODULUS }]);
-  const block = (modulus!.value as Buffer).length;
+  const block = modulus!.value.length;
   if (wrapped.length !== block && wrapped.length !== block + 40) {
     throw new Error(`wrapped key material must be ${block} bytes (RSAES-OAEP of an AES-256 key) or ${block + 40} (RSA-AES key wrap), got ${wrapped.length}`);
   }
@@ -237,10 +252,10 @@ export function unwrapKekRsa(t: TokenSession, wrappingLabel: string, wrapped: Bu
       throw unwrapFailure(e, hash);
     }
     try {
-      const key = t.mod.C_UnwrapKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP, parameter: undefined as never }, ephemeral, wrapped.subarray(block), template);
+      const key = t.mod.C_UnwrapKey(t.session, { mechanism: pkcs11js.CKM_AES_KEY_WRAP, parameter: undefined }, ephemeral, wrapped.subarray(block), template);
       return { key, lengthChecked: true };
     } catch (e) {
-      throw new Error(`the HSM could not unwrap the AES part (RFC 3394): it was not wrapped under the ephemeral key in the RSA part (${(e as Error).message.split(':')[0]})`);
+      throw new Error(`the HSM could not unwrap the AES part (RFC 3394): it was not wrapped under the ephemeral key in the RSA part (${(e as Error).message.split(':')[0]})`, { cause: e });
     } finally {
       t.mod.C_DestroyObject(t.session, ephemeral);
     }
@@ -274,7 +289,7 @@ export function findDataObjects(t: TokenSession, application: string, label?: st
 
 export function dataObjectValue(t: TokenSession, object: Handle): Buffer {
   const [attr] = t.mod.C_GetAttributeValue(t.session, object, [{ type: pkcs11js.CKA_VALUE }]);
-  return (attr?.value as Buffer | undefined) ?? Buffer.alloc(0);
+  return attr?.value ?? Buffer.alloc(0);
 }
 
 /**

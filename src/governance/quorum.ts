@@ -6,9 +6,10 @@ import { governanceRootHash, groupStateHash } from './state';
 /**
  * Why governance refused a config: missing approvals, a root that is not pinned, a state older than the newest
  * accepted, approvals that expired before their state was first accepted, the newest accepted states not
- * readable or recordable in the HSMs, or an HSM key named by a second key entry.
+ * readable or recordable in the HSMs, an HSM key named by a second key entry, or a secret that is not the one a
+ * protected key store's credential records.
  */
-export const REFUSAL_REASONS = ['quorum', 'trust-root', 'rollback', 'expired', 'high-water', 'key-owner'] as const;
+export const REFUSAL_REASONS = ['quorum', 'trust-root', 'rollback', 'expired', 'high-water', 'key-owner', 'secret'] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 /** A config refused by governance: counted and audited apart from a merely malformed file. */
@@ -64,7 +65,7 @@ export function countsTowardsQuorum(config: ProxyConfig, groupName: string, name
 }
 
 /** Approvers whose valid signature over the group's current state is present (each counted once). */
-export function validApprovers(config: ProxyConfig, group: GroupConfig, stateHash = groupStateHash(config, group)): string[] {
+function validApprovers(config: ProxyConfig, group: GroupConfig, stateHash = groupStateHash(config, group)): string[] {
   if (!group.quorum) return [];
   const admins = new Map(config.governance.administrators.map((a) => [a.name, a]));
   const ok = new Set<string>();

@@ -1,7 +1,7 @@
 import { createPublicKey, generateKeyPairSync, KeyObject, sign, verify } from 'node:crypto';
 
 /** What an approver signs: bound to the group's name and the hash of its whole state. */
-export function approvalMessage(group: string, stateHash: string): Buffer {
+function approvalMessage(group: string, stateHash: string): Buffer {
   return Buffer.from(`xks-proxy governance v1\ngroup ${group}\nstate ${stateHash}\n`, 'utf8');
 }
 

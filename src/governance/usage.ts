@@ -132,7 +132,7 @@ function writeSnapshot(t: TokenSession, writer: string, seq: number, counts: Usa
 }
 
 /** The largest current-version used/maxEncryptions over the keys whose rotation policy sets a usage limit (0 if none). */
-export function usageRatioMax(config: ProxyConfig, usage: UsageCounts): number {
+function usageRatioMax(config: ProxyConfig, usage: UsageCounts): number {
   let max = 0;
   for (const g of config.groups) {
     for (const k of g.keys) {
@@ -264,7 +264,7 @@ export class UsageRecorder {
           latest.delete(writer);
         }
         // Counts of the processes that wrote only files (before the upgrade), taken into the HSM once.
-        if (!latest.has(IMPORT_WRITER)) latest.set(IMPORT_WRITER, writeSnapshot(t, IMPORT_WRITER, 1, this.opts.dir ? readUsage(this.opts.dir, true) : new Map()));
+        if (!latest.has(IMPORT_WRITER)) latest.set(IMPORT_WRITER, writeSnapshot(t, IMPORT_WRITER, 1, this.opts.dir ? readUsage(this.opts.dir, true) : new Map<string, number>()));
       }
       if (this.dirty || !m.started || Date.now() - m.lastWrite >= HEARTBEAT_MS) {
         const mine = new Map(m.base);

@@ -17,7 +17,7 @@ export type ResponseListener = (finished: Finished) => void;
  * What the request log and the audit trail record: request metadata and outcome only, never a body
  * field other than requestMetadata. Built once per request, shared by both.
  */
-export function requestSummary(finished: Finished): AuditEvent {
+function requestSummary(finished: Finished): AuditEvent {
   if (finished.summary) return finished.summary;
   const { routed, reached, outcome } = finished;
   const { error } = outcome;

@@ -83,6 +83,7 @@ export function createXksHandler(svc: HandlerServices): XksHandler {
     new FloodLog<K>({
       perSecond: DETAIL_PER_SECOND,
       summaryEveryMs: SUMMARY_EVERY_MS,
+      now: svc.now,
       summary: (s) => {
         svc.logger.warn(s, message);
         if (svc.audit) appendAudit(svc.audit, svc.logger, { event, ...s });

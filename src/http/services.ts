@@ -23,4 +23,6 @@ export interface HandlerServices extends OperationServices {
   draining(): boolean;
   /** Event-loop overload and shed counting; without it nothing is shed for event-loop delay. */
   overload?: OverloadGuard;
+  /** Wall clock (ms) of the refusal logs' detail budgets; default Date.now (tests move their own). */
+  now?: () => number;
 }

@@ -114,7 +114,7 @@ const MAX_SCOPES_PER_SECRET = 64;
 
 function signingKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
   let bySecret = signingKeys.get(secret);
-  if (!bySecret) signingKeys.set(secret, (bySecret = new Map()));
+  if (!bySecret) signingKeys.set(secret, (bySecret = new Map<string, Buffer>()));
   const id = `${accessKeyId}/${date}/${region}/${SERVICE}`;
   const hit = bySecret.get(id);
   if (hit) return hit;

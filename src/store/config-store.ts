@@ -4,6 +4,10 @@ import { Document, parseDocument } from 'yaml';
 import { buildRuntimeConfig, ConfigError, RuntimeConfig } from '../config/load';
 import type { ProxyConfig } from '../config/schema';
 
+/** What a change's commit step may return: an edit of the document with what it learnt in the HSM. */
+export type Amendment = (doc: Document) => void;
+export type Commit = () => Amendment | void;
+
 /**
  * The embedded key/group store: the proxy's own YAML config file, edited in place.
  * Every change is applied to a copy, validated whole (schema, references, secrets), and only then
@@ -32,9 +36,10 @@ export class ConfigStore {
    * Applies `change` to the document (`config` is a plain snapshot for lookups), validates the
    * result and writes it. Throws without touching the file when the result is invalid.
    * `commit` runs between validation and the write (e.g. generating the HSM key the change names);
-   * if it throws, nothing is written.
+   * if it throws, nothing is written. It may return an amendment of what it learnt (the new key's
+   * check value), applied and validated again before the write.
    */
-  update(change: (doc: Document, config: ProxyConfig) => void, commit?: () => void): RuntimeConfig {
+  update(change: (doc: Document, config: ProxyConfig) => void, commit?: Commit): RuntimeConfig {
     const lock = this.lock();
     try {
       const doc = this.load();
@@ -46,7 +51,15 @@ export class ConfigStore {
       } catch (e) {
         throw new ConfigError(`change refused, nothing written: ${(e as Error).message}`);
       }
-      commit?.();
+      const amend = commit?.();
+      if (amend) {
+        amend(doc);
+        try {
+          next = this.runtimeOf(doc);
+        } catch (e) {
+          throw new ConfigError(`change refused, nothing written: ${(e as Error).message}`);
+        }
+      }
       this.writeAtomically(doc.toString());
       return next;
     } finally {

@@ -4,11 +4,11 @@ import { parseArgs } from 'node:util';
 import { auditHeads, verifyAudit } from '../admin/audit';
 import { AdminContext } from '../admin/context';
 import { trustReplication } from '../admin/fleet';
-import { addCredential, listCredentials, retireCredential } from '../admin/credentials';
-import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange } from '../admin/governance';
+import { addCredential, listCredentials, retireCredential, setKeyStoreStatus } from '../admin/credentials';
+import { addAdministrator, adminKeygen, applyChange, approveChange, Command, governancePin, listChanges, proposeChange, setQuorum, showChange, withdrawChange } from '../admin/governance';
 import { rotateDue, setRotation } from '../admin/rotation';
 import { byokWrap, importKeyRsa, importParams } from '../admin/byok';
-import { assignGroup, createGroup, listGroups, setGroupPolicy, setGroupStatus } from '../admin/groups';
+import { assignGroup, createGroup, listGroups, recordGroupCommand, setGroupPolicy, setGroupStatus } from '../admin/groups';
 import {
   cancelDeletion,
   createKey,
@@ -18,6 +18,7 @@ import {
   purgeKey,
   rotateKey,
   scheduleDeletion,
+  sealCheckValues,
   setKeyStatus,
 } from '../admin/keys';
 import { findSecretKeys, generateKek, keyLabel, openTokenSession, TokenSession, WrapMechanism } from '../engine/token';
@@ -47,6 +48,9 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   key list | key describe ID
   key enable|disable ID
   key rotate ID                            new version in the HSM; old ciphertexts still decrypt
+  key check-values [ID] [--group G]        seal in the HSM a check value for each key version without one
+                                           (made before they were recorded); the proxy then uses a version
+                                           only on an HSM object that opens it
   key set-rotation ID [--every-days N] [--start-at ISO-TIME] [--max-encryptions N]
                                            rotation policy (no option: remove it)
   key rotate-due [--dry-run] [--usage-dir DIR]
@@ -54,6 +58,7 @@ Key and group store (the proxy's config file; a running proxy picks changes up w
   key schedule-deletion ID [--days 30]     unusable now, destroyable after 7-30 days
   key cancel-deletion ID
   key purge ID                             destroy in the HSM once the waiting period is over
+  key-store enable|disable KS              DISABLED: InvalidStateException for all of its operations
   credential add --key-store KS            new SigV4 credential; prints the KMS console JSON
   credential retire --key-store KS --access-key-id AKID
   credential list --key-store KS
@@ -62,10 +67,16 @@ Governance (quorum-protected groups; see README "Governance"):
   admin keygen --out FILE                  Ed25519 key pair: private key to FILE (0600), public key printed
   admin add NAME --role administrator|approver|auditor --public-key B64
   group set-quorum G --approvals M --approvers A,B,C
+                                           also records G's check values and key store identities
+  group record G                           once after an upgrade: record in G's signed state the check
+                                           values its key versions lack and the identity (credentials'
+                                           SHA-256) of each key store reaching it
   governance pin                           the governance root to pin in XKS_GOVERNANCE_TRUST
   change propose --as NAME <command...>    stage any command above that touches a protected group
   change approve ID --as NAME --key FILE   sign the exact state the change produces
   change apply ID --as NAME                write it with the signatures (refused without the quorum)
+  change withdraw ID --as NAME             drop a pending change, destroying the HSM keys and secret
+                                           files its proposal made
   change list | change show ID
 
 Other:
@@ -169,6 +180,12 @@ function usage(): KeyUsage[] {
   return list as KeyUsage[];
 }
 
+/** The wrapped key material, read when the key is made (an approver replaying a BYOK proposal needs no copy of it). */
+function wrappedFile(): () => Buffer {
+  const file = need(opts.wrapped, '--wrapped');
+  return () => readFileSync(file);
+}
+
 function rawToken<T>(fn: (t: TokenSession) => T): T {
   if (opts.config || process.env.XKS_CONFIG) return context().withToken(fn);
   const pin = need(process.env.XKS_HSM_PIN, 'XKS_HSM_PIN');
@@ -206,7 +223,7 @@ function run(positionals: string[]): unknown {
       const wrappingKey = need(opts['wrapping-key'], '--wrapping-key');
       // The import parameters' label names the RSA mechanism; anything else is an AES transport key.
       if (opts.mechanism === undefined && wrappingKey.startsWith('xks-import-')) {
-        return importKeyRsa(context(), { id: id(), group: need(opts.group, '--group'), usage: usage(), wrapped: readFileSync(need(opts.wrapped, '--wrapped')), wrappingKey });
+        return importKeyRsa(context(), { id: id(), group: need(opts.group, '--group'), usage: usage(), wrapped: wrappedFile(), wrappingKey });
       }
       const mechanism = (opts.mechanism ?? 'aes-key-wrap-pad') as WrapMechanism;
       if (mechanism !== 'aes-key-wrap' && mechanism !== 'aes-key-wrap-pad') throw new Error('--mechanism is aes-key-wrap or aes-key-wrap-pad');
@@ -214,7 +231,7 @@ function run(positionals: string[]): unknown {
         id: id(),
         group: need(opts.group, '--group'),
         usage: usage(),
-        wrapped: readFileSync(need(opts.wrapped, '--wrapped')),
+        wrapped: wrappedFile(),
         wrappingKey: need(opts['wrapping-key'], '--wrapping-key'),
         mechanism,
       });
@@ -229,6 +246,8 @@ function run(positionals: string[]): unknown {
       return setKeyStatus(context(), id(), 'DISABLED');
     case 'key rotate':
       return rotateKey(context(), id());
+    case 'key check-values':
+      return sealCheckValues(context(), { id: arg, group: opts.group });
     case 'key set-rotation': {
       const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
       return setRotation(context(), id(), { everyDays: num(opts['every-days']), startAt: opts['start-at'], maxEncryptions: num(opts['max-encryptions']) });
@@ -241,6 +260,10 @@ function run(positionals: string[]): unknown {
       return cancelDeletion(context(), id());
     case 'key purge':
       return purgeKey(context(), id());
+    case 'key-store enable':
+      return setKeyStoreStatus(context(), id(), 'ENABLED');
+    case 'key-store disable':
+      return setKeyStoreStatus(context(), id(), 'DISABLED');
     case 'credential add':
       return addCredential(context(), need(opts['key-store'], '--key-store'));
     case 'credential retire':
@@ -253,6 +276,8 @@ function run(positionals: string[]): unknown {
       return addAdministrator(context(), id(), need(opts.role, '--role'), need(opts['public-key'], '--public-key'));
     case 'group set-quorum':
       return setQuorum(context(), id(), Number(need(opts.approvals, '--approvals')), need(opts.approvers, '--approvers').split(',').map((a) => a.trim()));
+    case 'group record':
+      return recordGroupCommand(context(), id());
     case 'governance pin': {
       const c = context();
       return governancePin(c, parseConfigText(readFileSync(c.configFile, 'utf8'), c.configFile), (d) => buildRuntimeConfig(d, process.env, { quorum: false }).config);
@@ -266,6 +291,8 @@ function run(positionals: string[]): unknown {
       return approveChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'), need(opts.key, '--key'));
     case 'change apply':
       return applyChange(context(proposalTime(id())), runProposed, id(), need(opts.as, '--as'));
+    case 'change withdraw':
+      return withdrawChange(context(), id(), need(opts.as, '--as'));
     case 'change list':
       return listChanges(context());
     case 'change show':

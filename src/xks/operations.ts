@@ -21,7 +21,7 @@ import {
 
 export type Operation = 'GetHealthStatus' | 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
 
-export interface ProxyIdentity {
+interface ProxyIdentity {
   vendor: string;
   model: string;
   fleetSize: number;
@@ -41,7 +41,7 @@ export interface OperationRequest {
 }
 
 /** What an operation runs under, and the one field it records (never data). */
-export interface Execution {
+interface Execution {
   /** Handed to the engine only so that a wait for an HSM session stops when the budget is spent. */
   readonly deadline: Deadline;
   /** The key version used, for the request log and audit: set before the HSM call, so that a failed call names it too. */

@@ -21,7 +21,7 @@ export const METADATA_FIELDS = [
   { name: 'kmsViaService', maxLength: 2048, requiredFor: [] },
 ] as const satisfies readonly { name: string; maxLength: number; requiredFor: readonly MetadataOperation[] }[];
 
-export type MetadataField = (typeof METADATA_FIELDS)[number]['name'];
+type MetadataField = (typeof METADATA_FIELDS)[number]['name'];
 
 /** The fields every operation requires are always present; the others may be absent. */
 export type RequestMetadata = Partial<Record<MetadataField, string>> & { kmsOperation: string; kmsRequestId: string };

@@ -30,11 +30,6 @@ export async function openEngine(hsm: HsmConfig, pin: string, deps: Partial<Engi
   return { engine, faults, states, events };
 }
 
-export async function until(ok: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-}
-
 /** The EngineError kind a promise rejects with (or 'resolved'). */
 export async function kindOf(p: Promise<unknown>): Promise<string> {
   try {

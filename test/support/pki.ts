@@ -8,7 +8,7 @@ export interface ClientCert {
   key: string;
 }
 
-export interface ClientOptions {
+interface ClientOptions {
   signedBy?: 'ca' | 'other';
   /** subjectAltName DNS names; none by default (the CN is then the only name). */
   dnsNames?: string[];

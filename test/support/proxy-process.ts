@@ -1,26 +1,16 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import aws4 from 'aws4';
 import { stringify } from 'yaml';
 import type { ProxyConfigInput } from '../../src/config/schema';
+import { freePort } from '../../testbed/ports';
 import { until } from './promises';
 import { Credential, get } from './proxy';
 
 const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = http.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 /** A real proxy process (`node dist/src/main.js`, cluster workers and all) on a config of the test's. */
 export interface ProxyProcess {
@@ -33,32 +23,44 @@ export interface ProxyProcess {
   rewrite(config: ProxyConfigInput): void;
   /** The pid of the worker that logged the request with this kmsRequestId (the request log, level info). */
   servedBy(kmsRequestId: string): Promise<number>;
+  /** Sends a signal to the process (the primary, in cluster mode). */
+  kill(signal: NodeJS.Signals): void;
+  /** The exit code, once the process exited and its output ended. */
+  exited: Promise<number | null>;
   /** SIGTERM, then waits for the exit and the end of its output; removes the directory. */
   stop(): Promise<void>;
 }
 
-/** Starts the process on `config` (its ports replaced by free ones) and waits for /readyz. */
-export async function startProxyProcess(config: ProxyConfigInput, env: NodeJS.ProcessEnv = {}): Promise<ProxyProcess> {
-  const dir = mkdtempSync(join(tmpdir(), 'xks-process-'));
+export interface ProxyProcessOptions {
+  /** Added to the test's environment (which already holds the HSM setup's). */
+  env?: NodeJS.ProcessEnv;
+  /** The directory for config.yaml (default: a new temporary one); removed by stop(). */
+  dir?: string;
+}
+
+/** Starts the process on `config` (its ports replaced by free ones) in `dir`/config.yaml and waits for /readyz. */
+export async function startProxyProcess(config: ProxyConfigInput, opts: ProxyProcessOptions = {}): Promise<ProxyProcess> {
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'xks-process-'));
   const [port, opsPort] = [await freePort(), await freePort()];
   const file = join(dir, 'config.yaml');
   const write = (c: ProxyConfigInput): void => writeFileSync(file, stringify({ ...c, server: { ...c.server, port }, ops: { ...c.ops, port: opsPort } }));
   write(config);
-  const child = spawn('node', [MAIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XKS_LOG_LEVEL: 'info', ...env } });
+  const child = spawn('node', [MAIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XKS_LOG_LEVEL: 'info', ...opts.env } });
   let output = '';
+  let errors = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr.resume();
+  child.stderr.on('data', (c: Buffer) => (errors += c.toString()));
   // 'close', not 'exit': stdout is read to its end first.
-  const closed = new Promise((r) => child.once('close', r));
+  const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
   const stop = async (): Promise<void> => {
     child.kill('SIGTERM');
-    await closed;
+    await exited;
     rmSync(dir, { recursive: true, force: true });
   };
-  const ready = await until(() => get(opsPort, '/readyz').then((r) => r.status === 200, () => false), Boolean, 15_000, 100);
-  if (!ready) {
+  const ready = await until(() => child.exitCode !== null || get(opsPort, '/readyz').then((r) => r.status === 200, () => false), Boolean, 15_000, 100);
+  if (!ready || child.exitCode !== null) {
     await stop();
-    throw new Error(`proxy did not become ready:\n${output}`);
+    throw new Error(`proxy did not become ready:\n${output}${errors}`);
   }
   return {
     port,
@@ -71,10 +73,12 @@ export async function startProxyProcess(config: ProxyConfigInput, env: NodeJS.Pr
         const line = output.split('\n').find((l) => l.includes('"msg":"xks request"') && l.includes(`"kmsRequestId":"${kmsRequestId}"`));
         return line ? (JSON.parse(line) as { pid: number }).pid : undefined;
       };
-      const pid = await until(() => Promise.resolve(find()), (p) => p !== undefined, 5_000, 20);
+      const pid = await until(find, (p) => p !== undefined, 5_000, 20);
       if (pid === undefined) throw new Error(`no request log line for ${kmsRequestId}`);
       return pid;
     },
+    kill: (signal) => void child.kill(signal),
+    exited,
     stop,
   };
 }

@@ -21,7 +21,7 @@ export function newCredential(): Credential {
 type KeyStoreInput = ProxyConfigInput['keyStores'][number];
 type GroupInput = NonNullable<ProxyConfigInput['groups']>[number];
 
-export const ALLOW_ALL = { rules: [{ id: 'allow-all', effect: 'allow' as const }] };
+const ALLOW_ALL = { rules: [{ id: 'allow-all', effect: 'allow' as const }] };
 
 /** A key store with its own group of keys (allow-all policy unless given). */
 export function keyStoreWithKeys(
@@ -122,7 +122,7 @@ export function send(port: number, path: string, payload: unknown, cred: Credent
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: Record<string, unknown> = {};
+        let parsed: Record<string, unknown>;
         try {
           parsed = text ? (JSON.parse(text) as Record<string, unknown>) : {};
         } catch {

@@ -86,7 +86,7 @@ describe('FloodLog', () => {
     const [s] = summaries;
     expect(s!.keyStore).toBe('ks');
     expect(s!.suppressed).toBe(10_000 - admitted);
-    const counts = Object.fromEntries(s!.reasons.split(',').map((p) => p.split(':')).map(([k, n]) => [k, Number(n)]));
+    const counts = Object.fromEntries(s!.reasons.split(',').map((p) => p.split(':')).map(([k, n]): [string, number] => [k ?? '', Number(n)]));
     expect(counts.signature! + counts.unknown_access_key!).toBe(s!.suppressed);
     expect(counts.unknown_access_key).toBeGreaterThan(900);
     // Nothing more suppressed: no further summaries and no timer left behind.

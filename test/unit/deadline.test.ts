@@ -28,25 +28,25 @@ describe('Deadline', () => {
 
   it('calls every listener once, with the same error', () => {
     const d = new Deadline(10);
-    const a = jest.fn();
-    const b = jest.fn();
+    const a = jest.fn<void, [XksError]>();
+    const b = jest.fn<void, [XksError]>();
     d.onExpire(a);
     d.onExpire(b);
     jest.advanceTimersByTime(1000);
     expect(a).toHaveBeenCalledTimes(1);
     expect(b).toHaveBeenCalledTimes(1);
-    expect(a.mock.calls[0][0]).toBe(b.mock.calls[0][0]);
+    expect(a.mock.calls[0]?.[0]).toBe(b.mock.calls[0]?.[0]);
   });
 
   it('calls a listener added after expiry at once, synchronously, with the same error', () => {
     const d = new Deadline(10);
-    const early = jest.fn();
+    const early = jest.fn<void, [XksError]>();
     d.onExpire(early);
     jest.advanceTimersByTime(10);
-    const late = jest.fn();
+    const late = jest.fn<void, [XksError]>();
     const cancel = d.onExpire(late);
     expect(late).toHaveBeenCalledTimes(1);
-    expect(late.mock.calls[0][0]).toBe(early.mock.calls[0][0]);
+    expect(late.mock.calls[0]?.[0]).toBe(early.mock.calls[0]?.[0]);
     expect(() => cancel()).not.toThrow();
   });
 

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { configSchema } from '../../src/config/schema';
 import { EngineError } from '../../src/engine/errors';
 import { FleetEngine } from '../../src/engine/fleet';
@@ -6,6 +7,7 @@ import { ProxyEvents } from '../../src/events';
 import { HealthMonitor } from '../../src/health/monitor';
 import { silentLogger } from '../../src/log';
 import { Metrics } from '../../src/metrics';
+import { useFakeTime } from '../support/clock';
 
 /** Routing and breaker rules of the fleet over scripted engines (the real HSM path is test/fleet.test.ts). */
 class Scripted implements HsmEngine {
@@ -110,6 +112,7 @@ it('keeps a placed version on its HSMs; one placed nowhere in the fleet is key-n
 });
 
 it('opens the breaker after repeated failures, answers DEGRADED, and closes it once a probe passes', async () => {
+  useFakeTime();
   const events = new ProxyEvents();
   const metrics = new Metrics(false);
   metrics.attach(events, { pool: () => ({ inUse: 0, idle: 0, waiting: 0 }), credentials: () => [] });
@@ -124,9 +127,14 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
   for (let i = 0; i < 4; i++) await enc(f);
   expect(a.calls).toBe(callsWhileOpen);
   expect(await healthOf(f)).toMatchObject({ status: 'DEGRADED', members: [{ id: 'a', healthStatus: 'UNAVAILABLE' }, { id: 'b', healthStatus: 'ACTIVE' }] });
+  // Probes every 20 ms: one that fails keeps the breaker open, the first that passes closes it.
+  await jest.advanceTimersByTimeAsync(20);
+  expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
   a.fail = undefined;
   a.healthy = true;
-  await new Promise((r) => setTimeout(r, 100));
+  await jest.advanceTimersByTimeAsync(19);
+  expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
+  await jest.advanceTimersByTimeAsync(1);
   expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('closed');
   expect(await breakerOpen()).toEqual([['a', 0]]);
   expect((await healthOf(f)).status).toBe('ACTIVE');

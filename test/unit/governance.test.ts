@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { dueReason } from '../../src/admin/rotation';
 import { chainDigest, GENESIS } from '../../src/audit/log';
 import { verifyAuditText } from '../../src/audit/verify';
@@ -6,7 +7,7 @@ import { configSchema, KeyConfig } from '../../src/config/schema';
 import { Claim, judgeClaims, Mark } from '../../src/governance/epochs';
 import { GovernanceError } from '../../src/governance/quorum';
 import { maxUsage } from '../../src/governance/usage';
-import { canonicalJson } from '../../src/governance/canonical';
+import { canonicalJson, sha256Hex } from '../../src/governance/canonical';
 import { generateApproverKey, parsePublicKey, signApproval, verifyApproval } from '../../src/governance/signatures';
 import { governanceRootHash, groupStateHash } from '../../src/governance/state';
 
@@ -172,6 +173,96 @@ describe('one HSM key, one owner', () => {
   it('compares labels as the HSM receives them: a lone surrogate is U+FFFD in UTF-8', () => {
     const doc = base([group('g', [{ id: 'k', label: 'key-\uFFFD' }]), group('h', [{ id: 'shadow', label: 'key-\uD800' }])], []);
     expect(refusal(doc).message).toMatch(/is named by key "shadow" \(group "h"\) version 1 and by key "k"/);
+  });
+});
+
+describe('key store identity and secret digests', () => {
+  const secret = 'a'.repeat(43);
+  const digest = (v: string) => createHash('sha256').update(v).digest('hex');
+  const doc = (ks: object = {}, creds: object[] = [{ accessKeyId: 'A'.repeat(20), secretAccessKey: { value: secret } }]) => ({
+    server: { insecurePlainHttp: true },
+    hsm: { modulePath: '/x.so', tokenLabel: 't', pin: { value: '1' } },
+    keyStores: [{ name: 'ks', pathPrefix: '/ks', credentials: creds, groups: ['g'], ...ks }],
+    groups: [{ name: 'g', policy: { rules: [] }, keys: [{ id: 'k', label: 'l' }] }],
+  });
+  const recorded = (ks: object = {}, extra: object[] = []) => doc(ks, [{ accessKeyId: 'A'.repeat(20), secretAccessKey: { value: secret }, secretSha256: digest(secret) }, ...extra]);
+  const hashOf = (d: object) => {
+    const c = configSchema.parse(d);
+    return groupStateHash(c, c.groups[0]!);
+  };
+
+  it('a key store without a recorded digest hashes as its name, as before: approvals made before the upgrade stay valid', () => {
+    const c = configSchema.parse(doc());
+    const { approvals: _a, ...group } = c.groups[0]!;
+    expect(hashOf(doc())).toBe(sha256Hex(canonicalJson({ v: 1, group, keyStores: ['ks'] })));
+    expect(hashOf(doc({ status: 'DISABLED', regions: ['us-east-1'] }))).toBe(hashOf(doc())); // outside the quorum until recorded
+  });
+
+  it('once recorded, its name, prefix, status, regions and credentials are in the state; its quota, dates and secret source are not', () => {
+    const base = hashOf(recorded());
+    expect(base).not.toBe(hashOf(doc()));
+    expect(hashOf(recorded({ status: 'DISABLED' }))).not.toBe(base);
+    expect(hashOf(recorded({ regions: ['eu-west-1'] }))).not.toBe(base);
+    expect(hashOf(recorded({ pathPrefix: '/other' }))).not.toBe(base);
+    expect(hashOf(recorded({}, [{ accessKeyId: 'B'.repeat(20), secretAccessKey: { value: 'b'.repeat(43) } }]))).not.toBe(base);
+    expect(hashOf(recorded({}, [{ accessKeyId: 'B'.repeat(20), secretAccessKey: { value: 'b'.repeat(43) }, secretSha256: digest('b'.repeat(43)) }]))).not.toBe(base);
+    expect(hashOf(doc({}, [{ accessKeyId: 'A'.repeat(20), secretAccessKey: { value: secret }, secretSha256: digest('c'.repeat(43)) }]))).not.toBe(base);
+    expect(hashOf(recorded({ requestsPerSecond: 5 }))).toBe(base);
+    expect(hashOf(doc({}, [{ accessKeyId: 'A'.repeat(20), secretAccessKey: { file: '/run/secrets/x' }, secretSha256: digest(secret), createdAt: '2026-01-01T00:00:00Z' }]))).toBe(base);
+  });
+
+  /** The document with group g protected (quorum of one), signed, and the env that pins its root. */
+  const governed = (d: ReturnType<typeof doc>) => {
+    const k = generateApproverKey();
+    const g = { ...d.groups[0]!, quorum: { approvals: 1, approvers: ['a'] } };
+    const withQuorum = { ...d, governance: { administrators: [{ name: 'a', role: 'approver', publicKey: k.publicKey }] }, groups: [g] };
+    const c = configSchema.parse(withQuorum);
+    const signed = { ...withQuorum, groups: [{ ...g, approvals: [{ approver: 'a', signature: signApproval(k.privateKeyPem, 'g', groupStateHash(c, c.groups[0]!)) }] }] };
+    return { doc: signed, env: { XKS_GOVERNANCE_TRUST: governanceRootHash(c) } };
+  };
+  const refusal = (d: object, env: NodeJS.ProcessEnv = {}): ConfigError => {
+    try {
+      buildRuntimeConfig(d, env);
+    } catch (e) {
+      return e as ConfigError;
+    }
+    throw new Error('accepted');
+  };
+  const other = 'x'.repeat(43);
+  const changed = <D extends { keyStores: { credentials: object[] }[] }>(d: D): D => {
+    (d.keyStores[0]!.credentials[0] as { secretAccessKey: object }).secretAccessKey = { value: other };
+    return d;
+  };
+
+  it('the proxy checks each recorded digest against the secret it resolves: a governance refusal where the store reaches a protected group', () => {
+    const ok = governed(recorded());
+    expect(buildRuntimeConfig(ok.doc, ok.env).keyStores.get('/ks')!.secrets.get('A'.repeat(20))!.toString()).toBe(secret);
+    const swapped = governed(recorded());
+    const e = refusal(changed(swapped.doc), swapped.env);
+    expect(e.message).toBe(
+      'refused by governance: keyStores[0].credentials[0].secretAccessKey: the secret does not match the credential\'s recorded secretSha256 (a secret changed outside xks-admin); key store reaches quorum-protected group "g"',
+    );
+    expect(e.governance).toEqual({ reason: 'secret', group: 'g' });
+    expect(e.message).not.toContain(other);
+    // Unprotected: the same check, as an invalid configuration.
+    const plain = refusal(changed(recorded()));
+    expect(plain.message).toMatch(/^invalid configuration: keyStores\[0\]\.credentials\[0\]\.secretAccessKey: the secret does not match/);
+    expect(plain.governance).toBeUndefined();
+  });
+
+  it('a recorded key store reaching a protected group needs a digest for every credential', () => {
+    const g = governed(recorded({}, [{ accessKeyId: 'B'.repeat(20), secretAccessKey: { value: 'b'.repeat(43) } }]));
+    expect(refusal(g.doc, g.env)).toMatchObject({ message: expect.stringMatching(/credentials\[1\] \(BBBB+\) has no secretSha256, but key store "ks" records its identity/), governance: { reason: 'secret', group: 'g' } });
+    // Not recorded at all (a deployment upgraded from before digests): accepted as before.
+    const upgraded = governed(doc({}, [{ accessKeyId: 'A'.repeat(20), secretAccessKey: { value: secret } }, { accessKeyId: 'B'.repeat(20), secretAccessKey: { value: 'b'.repeat(43) } }]));
+    expect(buildRuntimeConfig(upgraded.doc, upgraded.env).keyStores.get('/ks')!.secrets.size).toBe(2);
+  });
+
+  it('a check value is the base64 of iv || 32-byte ciphertext || tag, with a 12- or 16-byte IV', () => {
+    const version = (checkValue: string) => configSchema.safeParse({ ...doc(), groups: [{ name: 'g', policy: { rules: [] }, keys: [{ id: 'k', versions: [{ version: 1, label: 'l', checkValue }] }] }] }).success;
+    expect(version(Buffer.alloc(60, 1).toString('base64'))).toBe(true);
+    expect(version(Buffer.alloc(64, 1).toString('base64'))).toBe(true);
+    for (const n of [48, 59, 61, 63, 65]) expect(version(Buffer.alloc(n, 1).toString('base64'))).toBe(false);
   });
 });
 

@@ -1,5 +1,7 @@
 import { OverloadGuard } from '../../src/http/overload';
 import { Metrics } from '../../src/metrics';
+import { useFakeTime } from '../support/clock';
+import { until } from '../support/promises';
 
 /** Timer observations fed by hand: (how late, when it was due). */
 function feed(guard: OverloadGuard, samples: [lateMs: number, due: number][]): void {
@@ -7,6 +9,8 @@ function feed(guard: OverloadGuard, samples: [lateMs: number, due: number][]): v
 }
 
 describe('OverloadGuard (event-loop standing delay, CoDel style)', () => {
+  afterEach(() => jest.useRealTimers());
+
   it('a standing delay: every sample above target for the interval', () => {
     const g = new OverloadGuard(undefined, { targetMs: 20, intervalMs: 100 });
     feed(g, [
@@ -50,6 +54,7 @@ describe('OverloadGuard (event-loop standing delay, CoDel style)', () => {
   });
 
   it('reports overloaded for a while after a shed, and counts sheds by key store and reason', async () => {
+    useFakeTime();
     const metrics = new Metrics(false);
     const g = new OverloadGuard(metrics, { reportForMs: 50 });
     expect(g.overloaded()).toBe(false);
@@ -57,27 +62,29 @@ describe('OverloadGuard (event-loop standing delay, CoDel style)', () => {
     g.shed('ks', 'event_loop');
     g.shed('ks', 'event_loop');
     expect(g.overloaded()).toBe(true);
-    await new Promise((r) => setTimeout(r, 60));
+    jest.advanceTimersByTime(49);
+    expect(g.overloaded()).toBe(true);
+    jest.advanceTimersByTime(1);
     expect(g.overloaded()).toBe(false);
     const text = await metrics.registry.metrics();
     expect(text).toContain('xks_shed_total{key_store="ks",reason="hsm_wait"} 1');
     expect(text).toContain('xks_shed_total{key_store="ks",reason="event_loop"} 2');
   });
 
+  // Real time: what the sampler measures is how late a real timer runs on this event loop.
   it('the sampler sees a blocked event loop', async () => {
     const g = new OverloadGuard(undefined, { targetMs: 20, intervalMs: 100, sampleMs: 5 });
     g.start();
     try {
       // Block the loop in 40 ms slices, yielding just long enough for the sampler's timer to run.
       for (let i = 0; i < 8; i++) {
-        const until = performance.now() + 40;
-        while (performance.now() < until);
+        const end = performance.now() + 40;
+        while (performance.now() < end);
         await new Promise((r) => setImmediate(r));
       }
       expect(g.eventLoopOverloaded()).toBe(true);
       // Free again: the first on-time sample clears it.
-      for (let i = 0; i < 50 && g.eventLoopOverloaded(); i++) await new Promise((r) => setTimeout(r, 10));
-      expect(g.eventLoopOverloaded()).toBe(false);
+      expect(await until(() => g.eventLoopOverloaded(), (o) => !o, 500, 10)).toBe(false);
     } finally {
       g.stop();
     }

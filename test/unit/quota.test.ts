@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { hidden, KeyStoreRuntime } from '../../src/config/load';
 import { LocalQuotas, QuotaLedger, RateLimiter } from '../../src/http/quota';
 import { answerLease, isLeaseGrant, isLeaseRequest, LeasedQuotas, LeaseRequest } from '../../src/http/quota-lease';
@@ -165,7 +166,7 @@ async function load(c: Cluster, plan: { worker: LeasedQuotas; perSecond: number 
   for (let ms = 0; ms < seconds * 1000; ms++) {
     plan.forEach((p, i) => {
       due[i] = (due[i] as number) + p.perSecond / 1000;
-      for (; (due[i] as number) >= 1; due[i] = (due[i] as number) - 1) results.push(p.worker.take(ks));
+      for (; due[i] >= 1; due[i] = due[i] - 1) results.push(p.worker.take(ks));
     });
     c.deliver();
     c.now++;
