@@ -48,6 +48,8 @@ export class ProxyApp {
   private xks!: Listener;
   private flushPipeline: () => void = () => undefined;
   private ops: http.Server | undefined;
+  /** Takes the metrics off the bus at stop: a Metrics passed in (opts.metrics) may outlive this app. */
+  private detachMetrics: () => void = () => undefined;
   stopping = false;
 
   private constructor(
@@ -94,7 +96,7 @@ export class ProxyApp {
     const shedAfter = cfg.limits.eventLoopShedMs ?? cfg.limits.deadlineMs / 2;
     const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: shedAfter === 0 ? Infinity : shedAfter, intervalMs: cfg.limits.deadlineMs });
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
-    metrics.attach(events, {
+    app.detachMetrics = metrics.attach(events, {
       pool: () => engine.poolStats(),
       hsmPools: () => engine.memberStats(),
       hsm: () => engine.status().state,
@@ -245,6 +247,7 @@ export class ProxyApp {
     // Every request is answered: what the pipeline still holds (a pending summary) goes to the audit before it closes.
     this.flushPipeline();
     this.audit?.close();
+    this.detachMetrics();
     this.log.info('xks-proxy stopped');
   }
 }
