@@ -29,7 +29,7 @@ import { httpStatus, installCleanup, startChild, stopAll, stopChild } from './li
 import { freePortPair } from '../testbed/ports';
 import { ROOT } from './lib/paths';
 import { gitDescribe, logTail } from './lib/run-info';
-import { Credential, localEndpoint, makeCiphertexts, post, Sealed, SignedPool } from './lib/workload';
+import { localEndpoint, makeCiphertexts, parseCredentialJson, post, Sealed, SignedPool } from './lib/workload';
 
 interface Options {
   root: string;
@@ -226,12 +226,8 @@ async function main(): Promise<void> {
     const setupPort = await freePortPair();
     execFileSync('bash', [join(opt.root, 'softhsm', 'setup-token.sh'), dir, String(setupPort)], { stdio: ['ignore', 'ignore', 'inherit'] });
     const baseConfig = parse(readFileSync(join(dir, 'config.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
-    const primary = JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')) as {
-      XksProxyUriPath: string;
-      XksProxyAuthenticationCredential: { AccessKeyId: string; RawSecretAccessKey: string };
-    };
-    const cred: Credential = { accessKeyId: primary.XksProxyAuthenticationCredential.AccessKeyId, secretAccessKey: primary.XksProxyAuthenticationCredential.RawSecretAccessKey };
-    const basePath = primary.XksProxyUriPath;
+    const { cred, uriPath } = parseCredentialJson(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8'));
+    const basePath = uriPath!;
     const configFile = join(dir, 'cold-config.yaml');
 
     // ---- ciphertexts from a throwaway proxy: the keys live in the token, so the trials' proxies can

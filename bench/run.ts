@@ -54,7 +54,7 @@ import { FloodResult, runFlood, runHostile, runOverload, StressOptions, StressTa
 import { makeBenchFleet } from './lib/fleet';
 import { createSetup, restartSetup, stopSetup, type HsmSetup } from '../testbed/hsm-setups';
 import { checkTarget, kmsCheck, KmsCheck, remoteTarget, TargetError, TargetOptions } from './lib/target';
-import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, Payload, post, SignedPool } from './lib/workload';
+import { Credential, DEMO_KEYS, Endpoint, Keys, localEndpoint, makeCiphertexts, MIXES, Mix, parseCredentialJson, Payload, post, SignedPool } from './lib/workload';
 
 const USAGE = `usage: npm run bench -- [options]     (builds dist/ and dist-bench/ first)
 
@@ -483,11 +483,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   const configFile = join(dir, 'bench-config.yaml');
   writeFileSync(configFile, stringify(config), { mode: 0o600 });
   const opsPort = Number((config.ops as { port?: number } | undefined)?.port ?? port + 1);
-  const primary = JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')) as {
-    XksProxyUriPath: string;
-    XksProxyAuthenticationCredential: { AccessKeyId: string; RawSecretAccessKey: string };
-  };
-  const cred: Credential = { accessKeyId: primary.XksProxyAuthenticationCredential.AccessKeyId, secretAccessKey: primary.XksProxyAuthenticationCredential.RawSecretAccessKey };
+  const { cred, uriPath } = parseCredentialJson(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8'));
 
   // ---- proxy
   const logFile = join(dir, 'proxy.log');
@@ -527,7 +523,7 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
     loseHsm,
     targets,
     proxy: localEndpoint(port),
-    basePath: primary.XksProxyUriPath,
+    basePath: uriPath!,
     cred,
     keys: DEMO_KEYS,
     workers,

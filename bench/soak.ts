@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import aws4 from 'aws4';
 import { parse, stringify } from 'yaml';
 import { HOSTILE_KEY_ID, HostileReport, HostileTraffic } from './lib/hostile';
-import { localEndpoint } from './lib/workload';
+import { localEndpoint, parseCredentialJson } from './lib/workload';
 import { benchJs, productJs, ROOT } from './lib/paths';
 
 /** The key of the run's traffic, made on both HSMs of the fleet by xks-admin key create. */
@@ -79,6 +79,17 @@ export interface SoakReport {
   hostileAuditLines: number;
 }
 
+/** The demo config (softhsm/setup-token.sh) as far as the soak reads and changes it. */
+interface DemoConfig {
+  server: Record<string, unknown>;
+  ops: Record<string, unknown>;
+  audit?: Record<string, unknown>;
+  limits?: Record<string, unknown>;
+  hsm?: { modulePath: string; healthKeyLabel: string; environment?: Record<string, string> };
+  hsms?: Record<string, unknown>[];
+  groups: { keys: unknown[] }[];
+}
+
 export interface SoakOptions {
   /** Hostile connections per second as a share of the rate; 0 (default) for none. */
   hostileShare?: number;
@@ -88,26 +99,26 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
   const dir = mkdtempSync(join(tmpdir(), 'xks-soak-'));
   execFileSync('bash', [join(ROOT, 'softhsm', 'setup-token.sh'), dir, '0'], { stdio: 'ignore' });
   const configFile = join(dir, 'config.yaml');
-  const config = parse(readFileSync(configFile, 'utf8'));
+  const config = parse(readFileSync(configFile, 'utf8')) as DemoConfig;
   config.server.port = 0;
   config.ops.port = 0;
   config.audit = { file: join(dir, 'audit.log') };
   config.limits = { deadlineMs: 200, maxQueue: 256 };
   // The slow-HSM window delays calls on the thread pool: inline calls would block the loop instead.
-  config.hsm.asyncCalls = true;
+  const hsm = { ...config.hsm!, asyncCalls: true };
   // A fleet of two: a second token next to the demo one, listed first because replication starts on the
   // first HSM and the security officer's step needs its SO PIN (the demo token's is not kept).
   const second = { tokenLabel: 'xks-soak-b', pin: randomBytes(12).toString('hex'), soPin: randomBytes(12).toString('hex') };
-  const env = { ...process.env, ...config.hsm.environment };
+  const env = { ...process.env, ...hsm.environment };
   execFileSync('softhsm2-util', ['--init-token', '--free', '--label', second.tokenLabel, '--pin', second.pin, '--so-pin', second.soPin], { env, stdio: 'ignore' });
   writeFileSync(join(dir, 'secrets', 'hsm-b-pin'), second.pin, { mode: 0o600 });
   config.hsms = [
-    { ...config.hsm, id: 'b', tokenLabel: second.tokenLabel, pin: { file: join(dir, 'secrets', 'hsm-b-pin') } },
-    { ...config.hsm, id: 'a' },
+    { ...hsm, id: 'b', tokenLabel: second.tokenLabel, pin: { file: join(dir, 'secrets', 'hsm-b-pin') } },
+    { ...hsm, id: 'a' },
   ];
   delete config.hsm;
   // The demo keys live on the demo token only: the run's traffic uses keys made on both HSMs instead.
-  config.groups[0].keys = [];
+  config.groups[0]!.keys = [];
   writeFileSync(configFile, stringify(config));
   // Asynchronous, so the load keeps flowing (and its latency stays honest) while the CLI runs.
   const adminWith = (extraEnv: Record<string, string>, ...args: string[]): Promise<string> =>
@@ -115,7 +126,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
       execFile('node', [productJs('tools', 'admin.js'), '--config', configFile, ...args], { encoding: 'utf8', env: { ...process.env, ...extraEnv } }, (e: Error | null, out: string) => (e ? reject(e) : resolve(out))),
     );
   const admin = (...args: string[]): Promise<string> => adminWith({}, ...args);
-  await adminWith({ XKS_HSM_PIN: second.pin }, 'hsm', 'generate-key', '--module', config.hsms[0].modulePath, '--token', second.tokenLabel, '--label', config.hsms[0].healthKeyLabel);
+  await adminWith({ XKS_HSM_PIN: second.pin }, 'hsm', 'generate-key', '--module', hsm.modulePath, '--token', second.tokenLabel, '--label', hsm.healthKeyLabel);
   await adminWith({ XKS_HSM_SO_PIN: second.soPin }, 'hsm', 'trust-replication', '--source', 'b', '--target', 'a');
   await admin('key', 'create', MAIN_KEY, '--group', 'demo-keys');
   await admin('key', 'create', 'soak-victim', '--group', 'demo-keys');
@@ -142,8 +153,7 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
       child.kill('SIGHUP');
     });
 
-  const primary = JSON.parse(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')).XksProxyAuthenticationCredential;
-  let cred: Cred = { accessKeyId: primary.AccessKeyId, secretAccessKey: primary.RawSecretAccessKey };
+  let cred: Cred = parseCredentialJson(readFileSync(join(dir, 'secrets', 'primary.json'), 'utf8')).cred;
   // Enough sockets for the slow-HSM window (2600 req/s x 200 ms deadline), so that latency is the proxy's, not the agent queue's.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1024 });
   /** Fault windows open now; they may overlap in a short run. */
@@ -296,10 +306,10 @@ export async function soak(durationS: number, rate: number, opts: SoakOptions = 
     at(0.2, 'HSM errors cleared', () => fault({})),
     at(0.35, 'fault window closed (reconnect done)', () => void active.delete('hsm-error')),
     at(0.4, 'credential rotation: add, switch, retire', async () => {
-      const out = JSON.parse(await admin('credential', 'add', '--key-store', 'demo')).XksProxyAuthenticationCredential;
+      const added = parseCredentialJson(await admin('credential', 'add', '--key-store', 'demo')).cred;
       await reload();
       const old = cred.accessKeyId;
-      cred = { accessKeyId: out.AccessKeyId, secretAccessKey: out.RawSecretAccessKey };
+      cred = added;
       await new Promise((r) => setTimeout(r, 500)); // requests signed with the old one drain
       await admin('credential', 'retire', '--key-store', 'demo', '--access-key-id', old);
       await reload();

@@ -2,9 +2,9 @@ import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { AuditLog, openAudit } from './audit/log';
 import type { RuntimeConfig } from './config/load';
+import type { FleetEngine } from './engine/fleet';
 import type { Pkcs11Module } from './engine/pkcs11-engine';
-import { hsmPools, openEngine } from './engine/open-engine';
-import type { CryptoEngine } from './engine/types';
+import { openEngine } from './engine/open-engine';
 import { protectionGaps } from './governance/coverage';
 import { HealthMonitor } from './health/monitor';
 import { ProxyEvents } from './events';
@@ -49,11 +49,13 @@ export class ProxyApp {
   private xks!: Listener;
   private flushPipeline: () => void = () => undefined;
   private ops: http.Server | undefined;
+  /** Takes the metrics off the bus at stop: a Metrics passed in (opts.metrics) may outlive this app. */
+  private detachMetrics: () => void = () => undefined;
   stopping = false;
 
   private constructor(
     runtime: RuntimeConfig,
-    readonly engine: CryptoEngine,
+    readonly engine: FleetEngine,
     readonly health: HealthMonitor,
     readonly metrics: Metrics,
     readonly events: ProxyEvents,
@@ -80,11 +82,11 @@ export class ProxyApp {
     // Settings read here, once, are the restart-only ones (src/config/schema.ts, RESTART): a reload that
     // changes them is refused, so `cfg` stays the configuration in force for them. Live settings are read
     // from app.runtimeNow where they are used.
-    // One deep check covers the whole fleet, so it is refreshed as often as its most demanding member asks.
+    // One refresh checks every HSM of the fleet, so it runs as often as its most demanding member asks.
     const healthCacheMs = Math.min(...cfg.hsms.map((h) => h.healthCacheMs));
     const health = new HealthMonitor(
       engine,
-      { cacheMs: healthCacheMs, timeoutMs: cfg.limits.deadlineMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
+      { cacheMs: healthCacheMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
       logger,
       events,
     );
@@ -99,9 +101,9 @@ export class ProxyApp {
     const gate = new ReadGate({ targetMs: overload.target / 4, staleAfterMs: Math.max(1000, 5 * cfg.limits.deadlineMs), behind: () => overload.behindMs() });
     overload.onSample((lateMs) => gate.sample(lateMs));
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
-    metrics.attach(events, {
+    app.detachMetrics = metrics.attach(events, {
       pool: () => engine.poolStats(),
-      hsmPools: () => hsmPools(engine, cfg),
+      hsmPools: () => engine.memberStats(),
       hsm: () => engine.status().state,
       credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
       known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
@@ -183,7 +185,10 @@ export class ProxyApp {
     return this.runtimeNow;
   }
 
-  /** Swaps in a new validated configuration; requests in flight finish with the one they started with. */
+  /**
+   * Swaps in a new validated configuration; requests in flight finish with the one they started with.
+   * The engine takes up its key settings from config.reload, which the reloader publishes right after.
+   */
   setRuntime(next: RuntimeConfig): void {
     this.runtimeNow = next;
   }
@@ -254,6 +259,7 @@ export class ProxyApp {
     // Every request is answered: what the pipeline still holds (a pending summary) goes to the audit before it closes.
     this.flushPipeline();
     this.audit?.close();
+    this.detachMetrics();
     this.log.info('xks-proxy stopped');
   }
 }

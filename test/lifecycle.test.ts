@@ -73,7 +73,7 @@ beforeAll(async () => {
   expect((await admin('key', 'create', keyId, '--group', 'g')).code).toBe(0);
   const runtime = loadConfigFile(configFile);
   app = await ProxyApp.start({ runtime, logger: silentLogger });
-  reloader = new ConfigReloader(configFile, runtime, (next) => app.setRuntime(next), silentLogger);
+  reloader = new ConfigReloader(configFile, runtime, (next) => app.setRuntime(next), silentLogger, app.events);
 });
 
 afterAll(async () => {

@@ -1,6 +1,9 @@
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import type { ProxyApp } from '../src/app';
+import { ProxyApp } from '../src/app';
+import { buildRuntimeConfig } from '../src/config/load';
+import { silentLogger } from '../src/log';
+import { Metrics } from '../src/metrics';
 import { faultyModule } from '../testbed/faulty-module';
 import { makePki, Pki } from './support/pki';
 import { until } from './support/promises';
@@ -120,5 +123,16 @@ describe('metrics, readiness and liveness', () => {
     expect(await until(readyz, (st) => st === 200)).toBe(200);
     const again = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
     expect(again.status).toBe(200);
+  });
+
+  it('a Metrics handed to an app stops following its bus when the app stops', async () => {
+    const metrics = new Metrics(false);
+    const other = await ProxyApp.start({ runtime: buildRuntimeConfig(testConfig(stores())), logger: silentLogger, metrics, opsServer: false });
+    const breakerOfX = async (): Promise<string | undefined> => /xks_hsm_breaker_open\{hsm_id="x"\} (\d)/.exec(await metrics.registry.getSingleMetricAsString('xks_hsm_breaker_open'))?.[1];
+    other.events.publish('hsm.breaker', { hsm: 'x', open: true });
+    expect(await breakerOfX()).toBe('1');
+    await other.stop(1000);
+    other.events.publish('hsm.breaker', { hsm: 'x', open: false });
+    expect(await breakerOfX()).toBe('1');
   });
 });

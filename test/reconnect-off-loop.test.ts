@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { ProxyApp } from '../src/app';
 import { buildRuntimeConfig } from '../src/config/load';
 import type { ProxyConfigInput } from '../src/config/schema';
-import type { FleetEngine } from '../src/engine/fleet';
 import { silentLogger } from '../src/log';
 import { roundTrip } from './fleet-helpers';
 import { tokenWithKey, vendorEmuModule, writeEmuControls } from '../testbed/hsm-setups';
@@ -30,7 +29,7 @@ const dir = mkdtempSync(join(tmpdir(), 'xks-reconnect-'));
 const controls = join(dir, 'controls');
 let app: ProxyApp;
 
-const fleet = (): FleetEngine => app.engine as FleetEngine;
+const fleet = () => app.engine;
 const flakyState = (): string | undefined => fleet().memberStats().find((m) => m.id === 'flaky')?.status.state;
 const fleetHealth = async () => (await send(app.port, `${P}/health`, health, cred)).body as { ekmFleetDetails?: { id: string; healthStatus: string }[] };
 

@@ -17,12 +17,13 @@
  *    understated; raise --connections until late is 0.
  */
 import { availableParallelism } from 'node:os';
+import autocannonUntyped from 'autocannon';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Endpoint, SignedPool } from './workload';
 import { boxCpu, cpuPressureUs, treeCpuSeconds } from './processes';
 
-const autocannon = require('autocannon') as (opts: Record<string, unknown>) => AutocannonInstance;
+const autocannon = autocannonUntyped as (opts: Record<string, unknown>) => AutocannonInstance;
 
 interface AutocannonInstance extends PromiseLike<AutocannonResult> {
   on(event: 'response', fn: (client: unknown, statusCode: number, bytes: number, ms: number) => void): void;

@@ -89,6 +89,9 @@ function advice(status: number, errorName: string): string {
   return 'see the proxy\'s log';
 }
 
+/** A field of an answer as text: a string as it is, anything else (a proxy that is no XKS proxy) as JSON. */
+const text = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v));
+
 /**
  * Health, then one encrypt per key: fails with the reason (connection, TLS, authentication, key) in a
  * single line, so a load tester can fix the command before anything is measured.
@@ -105,8 +108,8 @@ export async function checkTarget(t: RemoteTarget): Promise<void> {
       throw new TargetError(`cannot reach ${where}: ${err.code ?? ''} ${err.message}${hint}`.replace(/\s+/g, ' '));
     }
     if (r.status === 200) return;
-    const errorName = String(r.json.errorName ?? r.json.raw ?? '');
-    throw new TargetError(`${where}${path.slice(t.basePath.length)}: HTTP ${r.status} ${errorName}${r.json.errorMessage ? `: ${String(r.json.errorMessage)}` : ''} — ${advice(r.status, errorName)}`);
+    const errorName = text(r.json.errorName ?? r.json.raw ?? '');
+    throw new TargetError(`${where}${path.slice(t.basePath.length)}: HTTP ${r.status} ${errorName}${r.json.errorMessage ? `: ${text(r.json.errorMessage)}` : ''} — ${advice(r.status, errorName)}`);
   };
   await call(`${t.basePath}/health`, JSON.stringify({ requestMetadata: { kmsRequestId: randomUUID(), kmsOperation: 'KmsHealthCheck' } }));
   for (const key of t.keys.encrypt) await call(`${t.basePath}/keys/${key}/encrypt`, encryptBody());

@@ -30,6 +30,19 @@ export interface Credential {
   secretAccessKey: string;
 }
 
+/**
+ * The JSON that softhsm/setup-token.sh (secrets/primary.json) and `xks-admin credential add` print: what
+ * KMS is given for a key store. Returns its credential and URI path.
+ */
+export function parseCredentialJson(text: string): { cred: Credential; uriPath: string | undefined } {
+  const printed = JSON.parse(text) as {
+    XksProxyUriPath?: string;
+    XksProxyAuthenticationCredential: { AccessKeyId: string; RawSecretAccessKey: string };
+  };
+  const c = printed.XksProxyAuthenticationCredential;
+  return { cred: { accessKeyId: c.AccessKeyId, secretAccessKey: c.RawSecretAccessKey }, uriPath: printed.XksProxyUriPath };
+}
+
 /** Where the requests go: the local proxy the bench started, or a deployed one (--target). */
 export interface Endpoint {
   host: string;

@@ -10,7 +10,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunStats } from '../lib/load';
-import { overloadStep, StatusCollector, verdict } from '../lib/overload';
+import { overloadStep, StatusCollector, verdict, type Verdict } from '../lib/overload';
+import type { HostileResult } from '../lib/report';
+import type { OverloadResult } from '../lib/stress';
 import { benchJs } from '../lib/paths';
 
 const BENCH = benchJs('run.js');
@@ -21,7 +23,14 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function bench(out: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; result: Record<string, any>; svg: string }> {
+/** The fields of the results file (bench/run.ts) that the stress modes write. */
+interface StressFile {
+  overload: OverloadResult;
+  verdicts: Pick<Verdict, 'payload' | 'pass' | 'line'>[];
+  hostile: HostileResult;
+}
+
+function bench(out: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string; result: Partial<StressFile>; svg: string }> {
   const common = ['--warmup', '0', '--ramp', '0.3', '--pool', '40', '--workers', '1', '--log-level', 'info', '--out', join(dir, out)];
   return new Promise((resolve) => {
     const child = spawn('node', [BENCH, ...common, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -42,7 +51,7 @@ function bench(out: string, args: string[]): Promise<{ code: number | null; stdo
         code,
         stdout,
         stderr,
-        result: json ? JSON.parse(readFileSync(join(dir, out, json), 'utf8')) : {},
+        result: json ? (JSON.parse(readFileSync(join(dir, out, json), 'utf8')) as Partial<StressFile>) : {},
         svg: svg ? readFileSync(join(dir, out, svg), 'utf8') : '',
       });
     });
@@ -57,30 +66,31 @@ test('overload: measures capacity per payload, offers multiples of it, splits an
     ...['--multiples', '0.2,3', '--duration', '1.5', '--connections', '4', '--max-connections', '64'],
   ]);
   expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
-  const o = r.result.overload;
+  const o = r.result.overload!;
   for (const payload of ['small', 'large']) {
-    expect(o.capacity[payload].measured).toHaveLength(1);
-    expect(o.capacity[payload].goodput).toBeGreaterThan(0);
+    expect(o.capacity[payload]!.measured).toHaveLength(1);
+    expect(o.capacity[payload]!.goodput).toBeGreaterThan(0);
     expect(r.stdout).toMatch(new RegExp(`verdict ${payload}: (PASS|FAIL) at 3x capacity`));
   }
-  expect(o.steps.map((s: any) => `${s.payload} ${s.multiple}`)).toEqual(['small 0.2', 'small 3', 'large 0.2', 'large 3']);
+  expect(o.steps.map((s) => `${s.payload} ${s.multiple}`)).toEqual(['small 0.2', 'small 3', 'large 0.2', 'large 3']);
   for (const s of o.steps) {
-    expect(s.offeredRate).toBe(Math.max(1, Math.round(o.capacity[s.payload].goodput * s.multiple)));
+    expect(s.offeredRate).toBe(Math.max(1, Math.round(o.capacity[s.payload]!.goodput * s.multiple)));
     // Every measured answer lands in exactly one column.
     expect(s.ok.n + s.shed.n + s.unavailable.n + sum(s.otherStatus)).toBe(s.run.requests);
     expect(s.goodput).toBeLessThanOrEqual(Math.ceil(s.ok.n / s.measuredS));
-    for (const probe of [s.readyz, s.healthz, s.health]) {
+    // A local proxy: its readiness and memory are sampled (null only against a remote target).
+    for (const probe of [s.readyz!, s.healthz!, s.health]) {
       expect(probe.sent).toBeGreaterThanOrEqual(5); // every 200 ms over 1.5 s
       expect(sum(probe.answers)).toBe(probe.sent);
     }
-    expect(s.rss.peakMB).toBeGreaterThanOrEqual(s.rss.startMB);
-    expect(s.rss.startMB).toBeGreaterThan(20);
+    expect(s.rss!.peakMB).toBeGreaterThanOrEqual(s.rss!.startMB);
+    expect(s.rss!.startMB).toBeGreaterThan(20);
   }
   // At a fifth of capacity the proxy answers all it is sent, and the load generator keeps its schedule.
-  const light = o.steps[0];
+  const light = o.steps[0]!;
   expect(light.ok.n).toBeGreaterThan(0);
   expect(light.sentRate).toBeGreaterThan(light.offeredRate * 0.5);
-  expect(r.result.verdicts.map((v: any) => v.payload)).toEqual(['small', 'large']);
+  expect(r.result.verdicts!.map((v) => v.payload)).toEqual(['small', 'large']);
   expect(r.stdout).toMatch(/OVERLOAD .*capacity small \d+ req\/s, large \d+ req\/s/);
   expect(r.svg).toMatch(/Goodput \(200 within 250 ms\)/);
 }, 120_000);
@@ -88,13 +98,13 @@ test('overload: measures capacity per payload, offers multiples of it, splits an
 test('hostile: the valid mix alone, then with hostile connections of every kind on top; nothing valid lost, output growth measured', async () => {
   const r = await bench('hostile', ['--mode', 'hostile', '--rates', '80', '--duration', '2', '--hostile-share', '0.5', '--connections', '8']);
   expect({ code: r.code, stderr: r.code === 0 ? '' : r.stderr }).toEqual({ code: 0, stderr: '' });
-  const h = r.result.hostile;
+  const h = r.result.hostile!;
   expect(h.validLost).toBe(0);
   for (const s of [h.calm, h.loaded]) {
     expect(s.requests).toBeGreaterThan(80);
     expect({ non2xx: s.non2xx, names: s.errorNames }).toEqual({ non2xx: 0, names: {} });
   }
-  for (const [kind, k] of Object.entries<any>(h.hostile.kinds)) {
+  for (const [kind, k] of Object.entries(h.hostile.kinds)) {
     expect([kind, k.sent]).toEqual([kind, expect.any(Number)]);
     expect(k.sent).toBeGreaterThanOrEqual(5);
     expect(k.connectErrors).toBe(0);
@@ -104,9 +114,9 @@ test('hostile: the valid mix alone, then with hostile connections of every kind 
   expect(Object.keys(big.answered).some((s) => /^[45]\d\d$/.test(s))).toBe(true);
   // A slow client is either still trickling at the end or was cut off by the proxy, nothing else.
   expect(slow.openAtEnd + slow.closedByProxy).toBe(slow.sent);
-  expect(h.output.calm.logBytes).toBeGreaterThan(0);
-  expect(h.output.loaded.auditLines).toBeGreaterThan(0);
-  expect(h.rss.peakMB).toBeGreaterThan(20);
+  expect(h.output!.calm.logBytes).toBeGreaterThan(0);
+  expect(h.output!.loaded.auditLines).toBeGreaterThan(0);
+  expect(h.rss!.peakMB).toBeGreaterThan(20);
   expect(h.health.sent).toBeGreaterThanOrEqual(5);
   expect(r.stdout).toMatch(/valid requests without an answer: 0 \(none lost\)/);
   expect(r.svg).toMatch(/with 50% hostile/);

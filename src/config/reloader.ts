@@ -39,8 +39,11 @@ export class ConfigReloader {
     private current: RuntimeConfig,
     private readonly apply: (next: RuntimeConfig) => void,
     private readonly log: Logger,
-    /** Every attempt is published as 'config.reload'. */
-    private readonly events?: ProxyEvents,
+    /**
+     * Every attempt is published as 'config.reload'. Required: the engine takes up an applied reload's key
+     * settings (placement, recorded CKA_IDs and check values) from this event alone (src/engine/open-engine.ts).
+     */
+    private readonly events: ProxyEvents,
   ) {}
 
   watch(pollIntervalMs = 2000): void {
@@ -111,9 +114,9 @@ export class ConfigReloader {
       const governance = (e as ConfigError).governance;
       if (!this.firstRefusal(text, (e as Error).message)) return false;
       this.log.error({ reason, err: (e as Error).message }, 'configuration reload refused; keeping the previous configuration');
-      this.events?.publish('config.reload', { ok: false });
+      this.events.publish('config.reload', { ok: false });
       if (governance) {
-        this.events?.publish('governance.refusal', governance);
+        this.events.publish('governance.refusal', governance);
         auditRefusal(this.current.config, { ...governance, message: (e as Error).message });
       }
       return false;
@@ -125,13 +128,13 @@ export class ConfigReloader {
         { reason, restartRequired },
         `configuration reload refused: ${restartRequired.join(', ')} change${restartRequired.length > 1 ? '' : 's'} only on restart; nothing of the new file was applied: restart to apply it, or revert ${restartRequired.length > 1 ? 'these settings' : 'it'}`,
       );
-      this.events?.publish('config.reload', { ok: false, restartRequired });
+      this.events.publish('config.reload', { ok: false, restartRequired });
       return false;
     }
     this.refused = undefined;
     this.current = next;
     this.apply(next);
-    this.events?.publish('config.reload', { ok: true });
+    this.events.publish('config.reload', { ok: true });
     // A credential added in a new directory is watched from now on.
     if (this.watching) this.watchDirectories();
     this.log.info({ reason, keyStores: next.keyStores.size }, 'configuration reloaded');

@@ -2,49 +2,34 @@ import { Deadline } from '../deadline';
 import type { ProxyEvents } from '../events';
 import type { Logger } from '../log';
 import { EngineError, isEngineError } from './errors';
-import type { CryptoEngine, EkmHealth, EkmInfo, EngineStatus, GcmResult, HealthReport, PoolStats } from './types';
+import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, HsmEngine, MemberCheck, PoolStats } from './types';
 
-interface WarmUp {
-  warmUp(rounds: number): Promise<void>;
-}
+/** Where each configured key version label lives: the HSM ids named on its versions, or undefined for every HSM. */
+export type Placement = ReadonlyMap<string, readonly string[] | undefined>;
 
 /** One HSM of the fleet, as the fleet sees it. */
-export interface FleetMemberSpec {
+interface FleetMemberSpec {
   id: string;
-  engine: CryptoEngine;
+  engine: HsmEngine;
 }
 
-export interface FleetOptions {
-  /**
-   * The HSM ids that should hold the key version with this label (keys[].versions[].hsms); undefined
-   * means every HSM. Read per request, so a configuration reload moves placement without a restart.
-   */
-  placement(label: string): readonly string[] | undefined;
-  /** Every configured key version label, for readiness and the missing-key report. */
-  labels(): readonly string[];
+interface FleetOptions {
   /** Consecutive retryable failures that open an HSM's circuit breaker. */
   breakerFailures: number;
   /** How often an HSM with an open breaker is probed (a real health check). */
   probeIntervalMs: number;
-  /** Budget of one member's deep health check; the fleet answers without the members that run over. */
-  healthTimeoutMs: number;
+  /** Time budget of one member's deep check: the health monitor's and the breaker's probe. */
+  checkBudgetMs: number;
   logger: Logger;
   events?: ProxyEvents;
+  /** Called once when the fleet closes: what its owner attached to it (src/engine/open-engine.ts). */
+  onClose?: () => void;
 }
 
-/** Per-HSM view for health answers, metrics and the admin tool. */
-export interface FleetMemberReport {
-  id: string;
-  model: string;
-  healthStatus: EkmHealth;
-  detail?: string;
-}
-
-export interface FleetMemberStats {
+interface FleetMemberStats {
   id: string;
   status: EngineStatus;
   breaker: 'closed' | 'open';
-  outstanding: number;
   pool: PoolStats;
   /** Configured key versions this HSM should hold but does not. */
   missing: string[];
@@ -58,7 +43,7 @@ class Member {
   readonly missing = new Set<string>();
   constructor(
     readonly id: string,
-    readonly engine: CryptoEngine,
+    readonly engine: HsmEngine,
   ) {}
 
   /** Outstanding work relative to what the HSM can run at once, so that a bigger pool takes more. */
@@ -82,18 +67,27 @@ function hsmFault(e: unknown): boolean {
 }
 
 /**
- * Several HSMs as one CryptoEngine. Each request goes to a serving HSM that should hold the key version,
- * the one with the least outstanding work for its pool size: it needs no tuning, sends less to an HSM
- * that has become slow (its work piles up, so it is picked less) and more to one with a larger pool, and
- * a tie goes round-robin so that an idle fleet still spreads. A failure another HSM may not share
- * (connection, device, full queue, or the key missing on this one) is retried once on another holder
- * while the deadline allows; a tag mismatch or an unusable key never is (the answer would be the same,
- * and a tag failure must not become a probe oracle across HSMs). An HSM failing `breakerFailures` times
- * in a row is taken out and probed in the background until a deep check passes; its engine rebuilds its
- * own sessions meanwhile (Connector's reconnect).
+ * The proxy's HSMs as one CryptoEngine, one HSM or ten. Each request goes to a serving HSM that should
+ * hold the key version, the one with the least outstanding work for its pool size: it needs no tuning,
+ * sends less to an HSM that has become slow (its work piles up, so it is picked less) and more to one
+ * with a larger pool, and a tie goes round-robin so that an idle fleet still spreads. A failure another
+ * HSM may not share (connection, device, full queue, or the key missing on this one) is retried once on
+ * another holder while the deadline allows; a tag mismatch or an unusable key never is (the answer would
+ * be the same, and a tag failure must not become a probe oracle across HSMs). An HSM failing
+ * `breakerFailures` times in a row is taken out and probed in the background until a deep check passes;
+ * its engine rebuilds its own sessions meanwhile (Connector's reconnect).
+ *
+ * A fleet of one has nowhere else to send work, so its requests go straight to its HSM without that
+ * bookkeeping (placement, retries, breaker, missing versions): the routing could only turn the one HSM
+ * away, and one HSM costs per request what its bare engine does. It answers as its HSM too (info,
+ * status, readiness, health without a member list), as a single HSM always has.
  */
 export class FleetEngine implements CryptoEngine {
   private readonly members: Member[];
+  /** The HSM of a fleet of one. */
+  private readonly solo: HsmEngine | undefined;
+  private placement: Placement = new Map();
+  private labels: readonly string[] = [];
   private next = 0;
   private closed = false;
 
@@ -103,23 +97,37 @@ export class FleetEngine implements CryptoEngine {
   ) {
     if (members.length === 0) throw new Error('a fleet needs at least one HSM');
     this.members = members.map((m) => new Member(m.id, m.engine));
+    this.solo = members.length === 1 ? members[0]?.engine : undefined;
   }
 
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
+    if (this.solo) return this.solo.encrypt(label, plaintext, aad, deadline);
     return this.route(label, deadline, (e) => e.encrypt(label, plaintext, aad, deadline));
   }
 
   decrypt(label: string, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, deadline?: Deadline): Promise<Buffer> {
+    if (this.solo) return this.solo.decrypt(label, iv, aad, ciphertext, tag, deadline);
     return this.route(label, deadline, (e) => e.decrypt(label, iv, aad, ciphertext, tag, deadline));
   }
 
   checkKey(label: string, deadline?: Deadline): Promise<void> {
+    if (this.solo) return this.solo.checkKey(label, deadline);
     return this.route(label, deadline, (e) => e.checkKey(label, deadline));
+  }
+
+  /**
+   * Where each configured key version lives: at start, and after each configuration reload (the owner
+   * follows config.reload). What now lacks a version is said at once (log, health), not at its first request.
+   */
+  place(placement: Placement): void {
+    this.placement = placement;
+    this.labels = [...placement.keys()];
+    if (!this.solo && !this.closed) void this.reportMissingKeys().catch(() => undefined);
   }
 
   /** The members that should hold this label, in the order to try them. */
   private holders(label: string): Member[] {
-    const placed = this.opts.placement(label);
+    const placed = this.placement.get(label);
     return placed ? this.members.filter((m) => placed.includes(m.id)) : this.members;
   }
 
@@ -138,7 +146,7 @@ export class FleetEngine implements CryptoEngine {
     return best;
   }
 
-  private async route<T>(label: string, deadline: Deadline | undefined, op: (engine: CryptoEngine) => Promise<T>): Promise<T> {
+  private async route<T>(label: string, deadline: Deadline | undefined, op: (engine: HsmEngine) => Promise<T>): Promise<T> {
     const holders = this.holders(label);
     if (holders.length === 0) throw new EngineError('key-not-found', 'no HSM of the fleet is configured to hold this key version');
     const tried = new Set<Member>();
@@ -187,8 +195,10 @@ export class FleetEngine implements CryptoEngine {
     this.opts.logger.warn({ hsm: m.id, failures: m.failures, err: isEngineError(cause) ? cause.message : 'error' }, 'HSM taken out of the fleet; probing it');
     const probe = async (): Promise<void> => {
       if (this.closed) return;
-      const report = await this.memberHealth(m, true);
-      if (report.healthStatus !== 'UNAVAILABLE') {
+      const deadline = new Deadline(this.opts.checkBudgetMs);
+      const report = await this.timedCheck(m, deadline);
+      deadline.clear();
+      if (report.status !== 'UNAVAILABLE') {
         m.open = false;
         m.failures = 0;
         m.probe = undefined;
@@ -203,24 +213,41 @@ export class FleetEngine implements CryptoEngine {
     m.probe.unref();
   }
 
-  /** One member's deep check within the fleet's budget; `ignoreBreaker` for the breaker's own probe. */
-  private async memberHealth(m: Member, ignoreBreaker = false): Promise<FleetMemberReport> {
-    const model = m.engine.info().model;
-    if (m.open && !ignoreBreaker) return { id: m.id, model, healthStatus: 'UNAVAILABLE', detail: 'taken out after repeated failures; probing' };
-    const deadline = new Deadline(this.opts.healthTimeoutMs);
-    let report: HealthReport;
+  /** The time budget of one member's deep check. */
+  get checkBudgetMs(): number {
+    return this.opts.checkBudgetMs;
+  }
+
+  /**
+   * Every member's deep check at once, each within checkBudgetMs, so that one hung HSM does not hold up
+   * the others' answers. src/health/state.ts decides each member's state, and the fleet's, from these.
+   */
+  checkMembers(): Promise<MemberCheck[]> {
+    return Promise.all(this.members.map((m) => this.checkMember(m)));
+  }
+
+  private async checkMember(m: Member): Promise<MemberCheck> {
+    if (m.open) return { id: m.id, model: m.engine.info().model, breakerOpen: true, missing: m.missing.size };
+    const deadline = new Deadline(this.opts.checkBudgetMs);
     try {
-      report = await deadline.race(m.engine.healthCheck(deadline));
-    } catch {
-      report = { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: this.opts.healthTimeoutMs, detail: 'health check timed out', timedOut: true };
+      const report = await this.timedCheck(m, deadline);
+      // Versions known to be missing are looked for again (restored?) in what is left of the budget.
+      if (report.status !== 'UNAVAILABLE' && m.missing.size > 0) await deadline.race(this.recheckMissing(m, false, deadline)).catch(() => undefined);
+      return { id: m.id, model: m.engine.info().model, breakerOpen: false, report, missing: m.missing.size };
     } finally {
       deadline.clear();
     }
-    if (report.status !== 'UNAVAILABLE') await this.recheckMissing(m);
-    if (report.status === 'ACTIVE' && m.missing.size > 0) {
-      return { id: m.id, model: m.engine.info().model, healthStatus: 'DEGRADED', detail: `${m.missing.size} configured key version(s) missing from this HSM` };
+  }
+
+  /** The one place a deep check meets its time budget: one that runs over is UNAVAILABLE and timedOut. */
+  private async timedCheck(m: Member, deadline: Deadline): Promise<HealthReport> {
+    try {
+      return await deadline.race(m.engine.healthCheck(deadline));
+    } catch (e) {
+      const latencyMs = this.opts.checkBudgetMs;
+      if (deadline.expired) return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs, detail: 'health check timed out', timedOut: true };
+      return { status: 'UNAVAILABLE', checkedAt: Date.now(), latencyMs, detail: isEngineError(e) ? e.message : 'health check failed' };
     }
-    return { id: m.id, model: m.engine.info().model, healthStatus: report.status, detail: report.detail };
   }
 
   /**
@@ -228,59 +255,35 @@ export class FleetEngine implements CryptoEngine {
    * restored). checkKey's cache keeps it to one attribute read per label and period; a full pass runs at
    * start and after a configuration change, since on a network HSM each read is a round trip.
    */
-  private async recheckMissing(m: Member, all = false): Promise<void> {
-    const labels = all ? this.opts.labels() : [...m.missing];
+  private async recheckMissing(m: Member, all = false, deadline?: Deadline): Promise<void> {
+    const labels = all ? this.labels : [...m.missing];
     for (const label of labels) {
-      const placed = this.opts.placement(label);
+      const placed = this.placement.get(label);
       if (placed && !placed.includes(m.id)) {
         m.missing.delete(label);
         continue;
       }
       try {
-        await m.engine.checkKey(label);
+        await m.engine.checkKey(label, deadline);
         m.missing.delete(label);
       } catch (e) {
         if (isEngineError(e) && e.kind === 'key-not-found') m.missing.add(label);
-        if (isEngineError(e) && e.kind === 'unavailable') return;
+        if ((isEngineError(e) && e.kind === 'unavailable') || deadline?.expired) return;
       }
     }
   }
 
-  /** Logs every configured key version missing from an HSM that should hold it (at start, and on demand). */
-  async reportMissingKeys(): Promise<Record<string, string[]>> {
-    const out: Record<string, string[]> = {};
+  /** Logs every configured key version missing from an HSM that should hold it. */
+  private async reportMissingKeys(): Promise<void> {
     for (const m of this.members) {
       if (!m.engine.isConnected()) continue;
       await this.recheckMissing(m, true);
-      if (m.missing.size > 0) {
-        out[m.id] = [...m.missing];
-        this.opts.logger.warn({ hsm: m.id, missing: m.missing.size }, 'configured key versions missing from this HSM (see xks-admin key describe)');
-      }
+      if (m.missing.size > 0) this.opts.logger.warn({ hsm: m.id, missing: m.missing.size }, 'configured key versions missing from this HSM (see xks-admin key describe)');
     }
-    return out;
-  }
-
-  /**
-   * Every member checked in parallel, each within its own budget so that one hung HSM does not hide the
-   * others. The fleet is ACTIVE when all are, UNAVAILABLE only when none can serve, DEGRADED between.
-   */
-  async healthCheck(): Promise<HealthReport> {
-    const started = Date.now();
-    const members = await Promise.all(this.members.map((m) => this.memberHealth(m)));
-    const serving = members.filter((r) => r.healthStatus !== 'UNAVAILABLE').length;
-    const status: EkmHealth = serving === 0 ? 'UNAVAILABLE' : members.every((r) => r.healthStatus === 'ACTIVE') ? 'ACTIVE' : 'DEGRADED';
-    const down = members.filter((r) => r.healthStatus !== 'ACTIVE').map((r) => r.id);
-    return {
-      status,
-      checkedAt: Date.now(),
-      latencyMs: Date.now() - started,
-      ...(down.length ? { detail: `${serving} of ${members.length} HSMs serving; not ACTIVE: ${down.join(', ')}` } : {}),
-      ...(serving === 0 && members.every((r) => r.detail === 'health check timed out') ? { timedOut: true } : {}),
-      members,
-    };
   }
 
   info(): EkmInfo {
+    if (this.solo) return this.solo.info();
     const infos = this.members.map((m) => m.engine.info());
     return { vendor: [...new Set(infos.map((i) => i.vendor))].join(', '), id: this.members.map((m) => m.id).join(','), model: [...new Set(infos.map((i) => i.model))].join(', ') };
   }
@@ -297,13 +300,13 @@ export class FleetEngine implements CryptoEngine {
     return total;
   }
 
-  /** Warms every HSM's path at once (see Pkcs11Engine.warmUp); members without it are skipped. */
+  /** Warms every HSM's path at once (see Pkcs11Engine.warmUp). */
   async warmUp(rounds: number): Promise<void> {
-    await Promise.all(this.members.map((m) => (m.engine as Partial<WarmUp>).warmUp?.(rounds)));
+    await Promise.all(this.members.map((m) => m.engine.warmUp(rounds)));
   }
 
   /** One HSM's own engine (tests check that what one HSM sealed the other opens). */
-  member(id: string): CryptoEngine | undefined {
+  member(id: string): HsmEngine | undefined {
     return this.members.find((m) => m.id === id)?.engine;
   }
 
@@ -312,7 +315,6 @@ export class FleetEngine implements CryptoEngine {
       id: m.id,
       status: m.engine.status(),
       breaker: m.open ? 'open' : 'closed',
-      outstanding: m.outstanding,
       pool: m.engine.poolStats(),
       missing: [...m.missing],
     }));
@@ -320,11 +322,13 @@ export class FleetEngine implements CryptoEngine {
 
   /** Ready while every configured key version has a serving HSM that holds it. */
   isConnected(): boolean {
+    if (this.solo) return this.solo.isConnected();
     if (!this.members.some((m) => m.serving())) return false;
-    return this.opts.labels().every((label) => this.holders(label).some((m) => m.serving() && !m.missing.has(label)));
+    return this.labels.every((label) => this.holders(label).some((m) => m.serving() && !m.missing.has(label)));
   }
 
   status(): EngineStatus {
+    if (this.solo) return this.solo.status();
     if (this.isConnected()) return { state: 'connected' };
     const states = this.members.map((m) => ({ id: m.id, ...m.engine.status() }));
     const state = states.every((s) => s.state === 'misconfigured') ? 'misconfigured' : 'disconnected';
@@ -336,6 +340,7 @@ export class FleetEngine implements CryptoEngine {
   }
 
   async close(): Promise<void> {
+    if (!this.closed) this.opts.onClose?.();
     this.closed = true;
     for (const m of this.members) if (m.probe) clearTimeout(m.probe);
     await Promise.all(this.members.map((m) => m.engine.close()));

@@ -8,7 +8,7 @@ import { EngineError, isEngineError } from './errors';
 import { Gcm } from './gcm';
 import { HsmConfig, leaseModule } from './module';
 import { ckrName, classify, describeFailure } from './pkcs11-errors';
-import type { CryptoEngine, EkmInfo, EngineStatus, GcmResult, HealthReport, PoolStats } from './types';
+import type { EkmInfo, EngineStatus, GcmResult, HealthReport, HsmEngine, PoolStats } from './types';
 
 export type { Pkcs11Module } from './module';
 type Handle = pkcs11js.Handle;
@@ -31,7 +31,7 @@ const SESSION_RETRIES = 3;
  * and AES-GCM calls, composed here with the error policy: what a PKCS#11 failure means for the session,
  * the connection and the caller.
  */
-export class Pkcs11Engine implements CryptoEngine {
+export class Pkcs11Engine implements HsmEngine {
   private readonly connector: Connector;
   private readonly gcm: Gcm;
   /** Labels whose presence on the token was last confirmed at (performance.now()): see hsm.keyCheckCacheMs. */

@@ -24,8 +24,31 @@ export interface HealthReport {
   latencyMs: number;
   detail?: string;
   timedOut?: boolean;
-  /** A fleet's members, each with its own state (GetHealthStatus ekmFleetDetails); absent for one HSM. */
-  members?: readonly { id: string; model: string; healthStatus: EkmHealth; detail?: string }[];
+  /** A fleet's members, each with its own state (GetHealthStatus ekmFleetDetails); absent for a fleet of one, which answers as its HSM. */
+  members?: readonly MemberHealth[];
+}
+
+/** One HSM of a fleet in a health answer, by its configured id. */
+export interface MemberHealth {
+  id: string;
+  model: string;
+  healthStatus: EkmHealth;
+  detail?: string;
+}
+
+/**
+ * One member's deep check as the fleet ran it, within its time budget, with what the fleet knows of the
+ * member; src/health/state.ts turns it into the member's state.
+ */
+export interface MemberCheck {
+  id: string;
+  model: string;
+  /** Taken out by the fleet's circuit breaker: no check was run (the breaker's probe runs its own). */
+  breakerOpen: boolean;
+  /** The engine's result; UNAVAILABLE with timedOut when the budget ran out first. Absent when the breaker is open. */
+  report?: HealthReport;
+  /** Configured key versions this HSM should hold but does not. */
+  missing: number;
 }
 
 export interface PoolStats {
@@ -41,6 +64,7 @@ export interface EngineStatus {
   reason?: string;
 }
 
+/** What the XKS operations need of the key manager: the fleet (src/engine/fleet.ts), whatever its size. */
 export interface CryptoEngine {
   /** AES-256-GCM encrypt with a fresh 96-bit IV under the key with this HSM label. */
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult>;
@@ -51,11 +75,17 @@ export interface CryptoEngine {
    * (a cached handle is re-checked with one attribute read, not a search), unavailable when the HSM is.
    */
   checkKey(label: string, deadline?: Deadline): Promise<void>;
-  /** A real encrypt and decrypt on the health-check key. */
-  healthCheck(deadline?: Deadline): Promise<HealthReport>;
   info(): EkmInfo;
   poolStats(): PoolStats;
   isConnected(): boolean;
   status(): EngineStatus;
   close(): Promise<void>;
+}
+
+/** One HSM's engine, as a fleet holds it (src/engine/pkcs11-engine.ts). */
+export interface HsmEngine extends CryptoEngine {
+  /** A real encrypt and decrypt on the health-check key; the caller bounds its time (src/engine/fleet.ts). */
+  healthCheck(deadline?: Deadline): Promise<HealthReport>;
+  /** Round trips on every session of a fresh connection before the port opens. */
+  warmUp(rounds: number): Promise<void>;
 }

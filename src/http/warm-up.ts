@@ -106,7 +106,6 @@ function standInEngine(real: CryptoEngine): CryptoEngine {
     encrypt: async (_label, plaintext) => ({ iv: randomBytes(12), ciphertext: randomBytes(plaintext.length), tag: randomBytes(16) }),
     decrypt: async (_label, _iv, _aad, ciphertext) => randomBytes(ciphertext.length),
     checkKey: async () => undefined,
-    healthCheck: (deadline) => real.healthCheck(deadline),
     info: () => real.info(),
     poolStats: () => real.poolStats(),
     isConnected: () => real.isConnected(),

@@ -1,24 +1,26 @@
+import { expect } from '@jest/globals';
 import { configSchema } from '../../src/config/schema';
 import { EngineError } from '../../src/engine/errors';
 import { FleetEngine } from '../../src/engine/fleet';
-import type { CryptoEngine, HealthReport } from '../../src/engine/types';
+import type { EngineStatus, GcmResult, HealthReport, HsmEngine } from '../../src/engine/types';
 import { ProxyEvents } from '../../src/events';
+import { HealthMonitor } from '../../src/health/monitor';
 import { silentLogger } from '../../src/log';
 import { Metrics } from '../../src/metrics';
 import { useFakeTime } from '../support/clock';
 
 /** Routing and breaker rules of the fleet over scripted engines (the real HSM path is test/fleet.test.ts). */
-class Scripted implements CryptoEngine {
+class Scripted implements HsmEngine {
   calls = 0;
   fail: EngineError | undefined;
   healthy = true;
   constructor(readonly id: string) {}
-  async encrypt() {
+  async encrypt(): Promise<GcmResult> {
     this.calls++;
     if (this.fail) throw this.fail;
     return { iv: Buffer.alloc(12), ciphertext: Buffer.from(this.id), tag: Buffer.alloc(16) };
   }
-  async decrypt() {
+  async decrypt(): Promise<Buffer> {
     this.calls++;
     if (this.fail) throw this.fail;
     return Buffer.from(this.id);
@@ -29,8 +31,9 @@ class Scripted implements CryptoEngine {
   async healthCheck(): Promise<HealthReport> {
     return { status: this.healthy ? 'ACTIVE' : 'UNAVAILABLE', checkedAt: Date.now(), latencyMs: 1 };
   }
+  async warmUp() {}
   info() {
-    return { vendor: 'v', id: this.id, model: `m-${this.id}` };
+    return { vendor: 'v', id: `${this.id}-token/serial`, model: `m-${this.id}` };
   }
   poolStats() {
     return { size: 4, inUse: 0, idle: 4, waiting: 0 };
@@ -38,8 +41,8 @@ class Scripted implements CryptoEngine {
   isConnected() {
     return true;
   }
-  status() {
-    return { state: 'connected' as const };
+  status(): EngineStatus {
+    return { state: 'connected' };
   }
   async close() {}
 }
@@ -52,10 +55,13 @@ function fleet(placement: Record<string, string[]> = {}, events?: ProxyEvents) {
       { id: 'a', engine: a },
       { id: 'b', engine: b },
     ],
-    { placement: (l) => placement[l], labels: () => ['k'], breakerFailures: 3, probeIntervalMs: 20, healthTimeoutMs: 100, logger: silentLogger, events },
+    { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 10_000, logger: silentLogger, events },
   );
+  f.place(new Map(Object.entries({ k: undefined, ...placement })));
   return { a, b, f };
 }
+/** The fleet's health as the proxy's monitor computes it (src/health/state.ts). */
+const healthOf = (f: FleetEngine) => new HealthMonitor(f, { cacheMs: 0, degradedAboveMs: 100 }, silentLogger).refresh();
 const enc = (f: FleetEngine, label = 'k') => f.encrypt(label, Buffer.alloc(1), Buffer.alloc(0));
 
 afterEach(() => jest.useRealTimers());
@@ -120,7 +126,7 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
   const callsWhileOpen = a.calls;
   for (let i = 0; i < 4; i++) await enc(f);
   expect(a.calls).toBe(callsWhileOpen);
-  expect(await f.healthCheck()).toMatchObject({ status: 'DEGRADED', members: [{ id: 'a', healthStatus: 'UNAVAILABLE' }, { id: 'b', healthStatus: 'ACTIVE' }] });
+  expect(await healthOf(f)).toMatchObject({ status: 'DEGRADED', members: [{ id: 'a', healthStatus: 'UNAVAILABLE' }, { id: 'b', healthStatus: 'ACTIVE' }] });
   // Probes every 20 ms: one that fails keeps the breaker open, the first that passes closes it.
   await jest.advanceTimersByTimeAsync(20);
   expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('open');
@@ -131,11 +137,51 @@ it('opens the breaker after repeated failures, answers DEGRADED, and closes it o
   await jest.advanceTimersByTimeAsync(1);
   expect(f.memberStats().find((m) => m.id === 'a')?.breaker).toBe('closed');
   expect(await breakerOpen()).toEqual([['a', 0]]);
-  expect((await f.healthCheck()).status).toBe('ACTIVE');
+  expect((await healthOf(f)).status).toBe('ACTIVE');
   b.healthy = false;
   a.healthy = false;
-  expect((await f.healthCheck()).status).toBe('UNAVAILABLE');
+  expect((await healthOf(f)).status).toBe('UNAVAILABLE');
   await f.close();
+});
+
+describe('a fleet of one', () => {
+  function solo() {
+    const a = new Scripted('a');
+    const f = new FleetEngine([{ id: 'a', engine: a }], { breakerFailures: 3, probeIntervalMs: 20, checkBudgetMs: 10_000, logger: silentLogger });
+    f.place(new Map([['k', undefined]]));
+    return { a, f };
+  }
+
+  it('hands each request straight to its HSM: the same promise, no routing in between', async () => {
+    const { a, f } = solo();
+    const sealed = Promise.resolve<GcmResult>({ iv: Buffer.alloc(12), ciphertext: Buffer.alloc(0), tag: Buffer.alloc(16) });
+    a.encrypt = () => sealed;
+    expect(f.encrypt('k', Buffer.alloc(1), Buffer.alloc(0))).toBe(sealed);
+    const opened = Promise.resolve(Buffer.from('x'));
+    a.decrypt = () => opened;
+    expect(f.decrypt('k', Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(1), Buffer.alloc(16))).toBe(opened);
+    await f.close();
+  });
+
+  it('never takes its one HSM away: no breaker, its status and reason as the HSM gives them', async () => {
+    const { a, f } = solo();
+    a.fail = new EngineError('device', 'x');
+    for (let i = 0; i < 8; i++) await expect(enc(f)).rejects.toMatchObject({ kind: 'device' });
+    expect(a.calls).toBe(8);
+    expect(f.memberStats()).toMatchObject([{ id: 'a', breaker: 'closed', missing: [] }]);
+    a.status = () => ({ state: 'disconnected', reason: 'C_Login: CKR_PIN_INCORRECT' });
+    expect(f.status()).toEqual({ state: 'disconnected', reason: 'C_Login: CKR_PIN_INCORRECT' });
+    expect(f.info()).toEqual(a.info());
+    await f.close();
+  });
+
+  it('answers health as its HSM: no member list, the state and detail of its own check', async () => {
+    const { a, f } = solo();
+    expect(await healthOf(f)).toEqual({ status: 'ACTIVE', checkedAt: expect.any(Number), latencyMs: 1 });
+    a.healthy = false;
+    expect(await healthOf(f)).toEqual({ status: 'UNAVAILABLE', checkedAt: expect.any(Number), latencyMs: 1 });
+    await f.close();
+  });
 });
 
 describe('hsms configuration', () => {

@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import { dueReason } from '../../src/admin/rotation';
 import { chainDigest, GENESIS } from '../../src/audit/log';
