@@ -156,6 +156,11 @@ export class ReadGate {
     this.refuseStale();
   }
 
+  /** Entries in the paused list, current or not (it stays within twice the paused connections, plus a margin). */
+  listed(): number {
+    return this.paused.length - this.pausedFrom;
+  }
+
   /** Connections being read and paused, and the limit (Infinity: off). */
   stats(): { reading: number; paused: number; limit: number } {
     return { reading: this.reading, paused: this.waiting, limit: this.limit };
@@ -173,6 +178,14 @@ export class ReadGate {
     this.pausedTotal++;
     this.paused.push(entry);
     socket.pause();
+    // Entries of connections that closed (or were read again) leave the list only when they come up at
+    // either end, which may be never while the loop stays behind and nothing earns stale refusals (a
+    // connection per request, none served): then each one kept its closed socket. The current entries
+    // are exactly the `waiting` ones, so dropping the rest when they outnumber them is amortised O(1).
+    if (this.paused.length - this.pausedFrom > 2 * this.waiting + 1024) {
+      this.paused = this.paused.slice(this.pausedFrom).filter((p) => this.current(p));
+      this.pausedFrom = 0;
+    }
   }
 
   /** A paused connection read again. */

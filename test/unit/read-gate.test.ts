@@ -188,3 +188,24 @@ describe('ReadGate resuming a connection paused for long', () => {
     expect(paused.map((s) => gate.takeStale(asSocket(s)))).toEqual([false, false]);
   });
 });
+
+describe('ReadGate under a standing overload with nothing served', () => {
+  it('keeps no entry for connections that closed while paused (a connection per request must not grow memory)', () => {
+    const gate = new ReadGate({ targetMs: 20, minReading: 2, staleAfterMs: 1000 });
+    const busy = Array.from({ length: 4 }, () => new FakeSocket());
+    for (const s of busy) gate.opened(asSocket(s));
+    gate.sample(100);
+    gate.sample(100);
+    // No answer is a 200 (no stale credit) and the loop stays behind: nothing resumes or refuses.
+    for (let i = 0; i < 20_000; i++) {
+      const s = new FakeSocket();
+      gate.opened(asSocket(s));
+      gate.answered(asSocket(s), false);
+      expect(s.paused).toBe(true);
+      s.close();
+      if (i % 100 === 0) gate.sample(100);
+    }
+    expect(gate.stats()).toMatchObject({ reading: 4, paused: 0 });
+    expect(gate.listed()).toBeLessThanOrEqual(2048);
+  });
+});
