@@ -28,7 +28,7 @@ export interface MetricsState {
   /** Key store names and HSM ids of the configuration in force: their series start at 0. */
   known?(): { keyStores: readonly string[]; hsmIds: readonly string[] };
   /** The read gate's connections (src/http/read-gate.ts): read, and paused while the event loop is behind. */
-  gate?(): { reading: number; paused: number };
+  gate?(): { reading: number; paused: number; closedStale: number };
   /** What of the quorum-protected groups the configuration in force leaves outside the quorum (src/governance/coverage.ts). */
   protectionGaps?(): { uncheckedKeyVersions: readonly unknown[]; unrecordedKeyStores: readonly unknown[] };
 }
@@ -130,6 +130,18 @@ export class Metrics {
       if (!g) return;
       this.connections.set({ state: 'read' }, g.reading);
       this.connections.set({ state: 'paused' }, g.paused);
+    },
+  });
+  private closedStaleSeen = 0;
+  readonly connectionsClosedStale = new client.Counter({
+    name: 'xks_connections_closed_stale_total',
+    help: 'Connections the read gate kept paused past the stale limit and closed because the open connections neared server.maxConnections (their clients had stopped waiting)',
+    registers: [this.registry],
+    collect: () => {
+      const g = this.state?.gate?.();
+      if (!g || g.closedStale <= this.closedStaleSeen) return;
+      this.connectionsClosedStale.inc(g.closedStale - this.closedStaleSeen);
+      this.closedStaleSeen = g.closedStale;
     },
   });
   readonly credentialAge = new client.Gauge({

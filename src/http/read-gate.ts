@@ -40,6 +40,13 @@ export interface ReadGateOptions {
   staleAfterMs: number;
   /** Refusals of stale connections allowed per answer served (a share of the served rate). */
   staleShare?: number;
+  /**
+   * server.maxConnections. A paused connection does not see its client close (libuv reads nothing from it,
+   * FIN included), so under a standing overload the connections KMS gave up on stay open and count against
+   * the cap, until the cap closes new connections (KMS's too) on arrival. Near it, the oldest connections
+   * paused past `staleAfterMs` are closed instead: their clients stopped waiting long ago.
+   */
+  maxConnections?: number;
   /** How far behind the event loop is right now, ms (OverloadGuard.behindMs): an answer in a late loop turn pauses its connection. */
   behind?: () => number;
   now?: () => number;
@@ -54,12 +61,16 @@ interface Paused {
 const DECREASE = 0.8;
 const MIN_FACTOR = 0.1;
 const INCREASE = 0.1;
+/** Stale paused connections are closed once the open ones reach this share of server.maxConnections. */
+const CLOSE_AT_SHARE_OF_CAP = 0.9;
 
 export class ReadGate {
   private readonly targetMs: number;
   private readonly minReading: number;
   private readonly staleAfterMs: number;
   private readonly staleShare: number;
+  /** Counted connections above which stale paused ones are closed (see maxConnections). */
+  private readonly closeAbove: number;
   private readonly behind: () => number;
   private readonly now: () => number;
   /** Connections the gate knows: null while read, their entry while paused. */
@@ -73,6 +84,8 @@ export class ReadGate {
   /** The most connections that may be read; Infinity while the event loop keeps up. */
   private limit = Infinity;
   private lateSamples = 0;
+  /** Stale paused connections closed near the connection cap, since the start. */
+  private closedStale = 0;
   /** Stale refusals earned by answers served, not yet spent. */
   private staleCredit = 0;
   /** Connections resumed only to have their next request refused, and when. */
@@ -85,6 +98,7 @@ export class ReadGate {
     this.minReading = opts.minReading ?? 2;
     this.staleAfterMs = opts.staleAfterMs;
     this.staleShare = opts.staleShare ?? 0.1;
+    this.closeAbove = opts.maxConnections === undefined ? Infinity : Math.floor(opts.maxConnections * CLOSE_AT_SHARE_OF_CAP);
     this.behind = opts.behind ?? (() => 0);
     this.now = opts.now ?? (() => performance.now());
   }
@@ -161,9 +175,9 @@ export class ReadGate {
     return this.paused.length - this.pausedFrom;
   }
 
-  /** Connections being read and paused, and the limit (Infinity: off). */
-  stats(): { reading: number; paused: number; limit: number } {
-    return { reading: this.reading, paused: this.waiting, limit: this.limit };
+  /** Connections being read and paused, the limit (Infinity: off), and stale paused ones closed near the cap so far. */
+  stats(): { reading: number; paused: number; limit: number; closedStale: number } {
+    return { reading: this.reading, paused: this.waiting, limit: this.limit, closedStale: this.closedStale };
   }
 
   private current(p: Paused): boolean {
@@ -216,6 +230,17 @@ export class ReadGate {
         this.refuseNext.set(entry.socket, now);
         this.markReading(entry.socket);
         entry.socket.resume();
+      }
+      this.pausedFrom++;
+    }
+    // Near the connection cap, oldest first: closed, not refused (no credit needed: closing costs nothing).
+    while (this.reading + this.waiting > this.closeAbove && this.paused.length > this.pausedFrom) {
+      const entry = this.paused[this.pausedFrom] as Paused;
+      if (this.current(entry)) {
+        if (now - entry.since < this.staleAfterMs) break;
+        this.closed(entry.socket);
+        entry.socket.destroy();
+        this.closedStale++;
       }
       this.pausedFrom++;
     }

@@ -18,13 +18,24 @@ class FakeSocket extends EventEmitter {
     this.destroyed = true;
     this.emit('close');
   }
+  destroy(): this {
+    if (!this.destroyed) this.close();
+    return this;
+  }
 }
 
 const asSocket = (s: FakeSocket): Socket => s as unknown as Socket;
 
-function setup(n: number, opts: { minReading?: number; staleAfterMs?: number; staleShare?: number } = {}) {
+function setup(n: number, opts: { minReading?: number; staleAfterMs?: number; staleShare?: number; maxConnections?: number } = {}) {
   let now = 0;
-  const gate = new ReadGate({ targetMs: 20, minReading: opts.minReading ?? 2, staleAfterMs: opts.staleAfterMs ?? 200, staleShare: opts.staleShare, now: () => now });
+  const gate = new ReadGate({
+    targetMs: 20,
+    minReading: opts.minReading ?? 2,
+    staleAfterMs: opts.staleAfterMs ?? 200,
+    staleShare: opts.staleShare,
+    maxConnections: opts.maxConnections,
+    now: () => now,
+  });
   const sockets = Array.from({ length: n }, () => new FakeSocket());
   for (const s of sockets) gate.opened(asSocket(s));
   /** Every socket answered once, in order (a closed-loop round). */
@@ -40,7 +51,7 @@ describe('ReadGate', () => {
     gate.sample(500);
     round();
     expect(sockets.filter((s) => s.paused)).toHaveLength(0);
-    expect(gate.stats()).toEqual({ reading: 10, paused: 0, limit: Infinity });
+    expect(gate.stats()).toEqual({ reading: 10, paused: 0, limit: Infinity, closedStale: 0 });
   });
 
   it('pauses connections over the limit once the loop stays behind, at their answer, never mid-request', () => {
@@ -122,6 +133,34 @@ describe('ReadGate', () => {
     expect(paused[0]!.paused).toBe(false);
     advance(300);
     expect(gate.takeStale(asSocket(paused[0]!))).toBe(false);
+  });
+
+  it('near server.maxConnections closes the oldest connections paused past the stale limit (their clients gave up; a paused socket never sees the close), and only those', () => {
+    const overloaded = (maxConnections?: number) => {
+      const t = setup(10, { maxConnections });
+      for (let i = 0; i < 10; i++) t.gate.sample(50);
+      t.round(false); // no 200s: no credit to refuse stale connections with
+      return t;
+    };
+    const { gate, sockets, advance } = overloaded(10);
+    const paused = sockets.filter((s) => s.paused);
+    expect(paused.length).toBeGreaterThan(2);
+    advance(100);
+    gate.sample(50);
+    expect(sockets.filter((s) => s.destroyed)).toHaveLength(0); // not stale yet
+    advance(150);
+    gate.sample(50);
+    // 10 open, 9 allowed (90% of the cap): the oldest paused one goes, the others stay paused.
+    expect(sockets.filter((s) => s.destroyed)).toEqual([paused[0]]);
+    expect(gate.stats()).toMatchObject({ reading: 10 - paused.length, paused: paused.length - 1, closedStale: 1 });
+    gate.sample(50);
+    expect(sockets.filter((s) => s.destroyed)).toHaveLength(1);
+
+    // Far from the cap, nothing is closed, however long the connections wait.
+    const roomy = overloaded(1000);
+    roomy.advance(10_000);
+    roomy.gate.sample(50);
+    expect(roomy.sockets.filter((s) => s.destroyed)).toHaveLength(0);
   });
 
   it('forgets closed connections, paused or not', () => {
