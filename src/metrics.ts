@@ -28,7 +28,7 @@ export interface MetricsState {
   /** Key store names and HSM ids of the configuration in force: their series start at 0. */
   known?(): { keyStores: readonly string[]; hsmIds: readonly string[] };
   /** The read gate's connections (src/http/read-gate.ts): read, and paused while the event loop is behind. */
-  gate?(): { reading: number; paused: number; closedStale: number };
+  gate?(): { reading: number; paused: number; idle: number; closedStale: number };
   /** What of the quorum-protected groups the configuration in force leaves outside the quorum (src/governance/coverage.ts). */
   protectionGaps?(): { uncheckedKeyVersions: readonly unknown[]; unrecordedKeyStores: readonly unknown[] };
 }
@@ -122,7 +122,7 @@ export class Metrics {
   });
   readonly connections = new client.Gauge({
     name: 'xks_connections',
-    help: 'XKS connections that have sent a request, by state: read, or paused (not read while the event loop is behind; their requests wait in the socket buffer)',
+    help: 'XKS connections that have sent a request, by state: read, paused (not read while the event loop is behind; their requests wait in the socket buffer), or idle (no request for a while; counted only while the read gate is engaged)',
     labelNames: ['state'] as const,
     registers: [this.registry],
     collect: () => {
@@ -130,6 +130,7 @@ export class Metrics {
       if (!g) return;
       this.connections.set({ state: 'read' }, g.reading);
       this.connections.set({ state: 'paused' }, g.paused);
+      this.connections.set({ state: 'idle' }, g.idle);
     },
   });
   private closedStaleSeen = 0;

@@ -52,6 +52,13 @@ export interface ReadGateOptions {
   now?: () => number;
 }
 
+/**
+ * A connection with no answer for `staleAfterMs`: an idle keep-alive connection. It is neither read in
+ * the limit's sense (the limit is on connections with requests coming) nor paused; its next request
+ * makes it a read connection again.
+ */
+const IDLE = Symbol('idle');
+
 /** A paused connection; current while the gate's map holds this very entry for its socket. */
 interface Paused {
   readonly socket: Socket;
@@ -73,14 +80,17 @@ export class ReadGate {
   private readonly closeAbove: number;
   private readonly behind: () => number;
   private readonly now: () => number;
-  /** Connections the gate knows: null while read, their entry while paused. */
-  private readonly states = new Map<Socket, Paused | null>();
+  /** Connections the gate knows: null while read, their entry while paused, IDLE while idle. */
+  private readonly states = new Map<Socket, Paused | null | typeof IDLE>();
+  /** When each connection last had a request answered (or was opened). */
+  private readonly lastAnswer = new WeakMap<Socket, number>();
   /** Paused connections, oldest first: resumed from the end (newest), refused from the start (oldest). */
   private paused: Paused[] = [];
   private pausedFrom = 0;
-  /** Connections open and not paused, and connections paused. */
+  /** Connections read (open, not paused, not idle), paused, and idle. */
   private reading = 0;
   private waiting = 0;
+  private idle = 0;
   /** The most connections that may be read; Infinity while the event loop keeps up. */
   private limit = Infinity;
   private lateSamples = 0;
@@ -107,6 +117,7 @@ export class ReadGate {
   opened(socket: Socket): void {
     if (this.states.has(socket)) return;
     this.states.set(socket, null);
+    this.lastAnswer.set(socket, this.now());
     this.reading++;
     socket.once('close', () => this.closed(socket));
   }
@@ -121,8 +132,15 @@ export class ReadGate {
     if (served) this.staleCredit = Math.min(this.staleCredit + this.staleShare, 64);
     const state = this.states.get(socket);
     if (state === undefined || socket.destroyed) return;
-    // Paused, yet it delivered a request: something resumed it (node:http reading a pipelined request).
-    if (state !== null) this.markReading(socket);
+    this.lastAnswer.set(socket, this.now());
+    if (state === IDLE) {
+      this.states.set(socket, null);
+      this.idle--;
+      this.reading++;
+    } else if (state !== null) {
+      // Paused, yet it delivered a request: something resumed it (node:http reading a pipelined request).
+      this.markReading(socket);
+    }
     if (this.reading > this.limit) {
       this.pause(socket);
     } else if (this.behind() > this.targetMs) {
@@ -152,6 +170,9 @@ export class ReadGate {
    * at least by a fifth; each sample on time raises it by a tenth.
    */
   sample(lagMs: number): void {
+    // Only while the gate is engaged or about to be: idle connections must not count as read, or a few
+    // hundred of them (another key store's clients) would make every cut fall on the busy connections.
+    if (lagMs > this.targetMs || this.limit !== Infinity) this.markIdle();
     if (lagMs > this.targetMs) {
       this.lateSamples++;
       if (this.lateSamples >= 2) {
@@ -170,14 +191,25 @@ export class ReadGate {
     this.refuseStale();
   }
 
+  /** Read connections with no answer for `staleAfterMs` become idle (and read again at their next answer). */
+  private markIdle(): void {
+    const before = this.now() - this.staleAfterMs;
+    for (const [socket, state] of this.states) {
+      if (state !== null || (this.lastAnswer.get(socket) ?? 0) > before) continue;
+      this.states.set(socket, IDLE);
+      this.reading--;
+      this.idle++;
+    }
+  }
+
   /** Entries in the paused list, current or not (it stays within twice the paused connections, plus a margin). */
   listed(): number {
     return this.paused.length - this.pausedFrom;
   }
 
-  /** Connections being read and paused, the limit (Infinity: off), and stale paused ones closed near the cap so far. */
-  stats(): { reading: number; paused: number; limit: number; closedStale: number } {
-    return { reading: this.reading, paused: this.waiting, limit: this.limit, closedStale: this.closedStale };
+  /** Connections being read, paused and idle, the limit (Infinity: off), and stale paused ones closed near the cap so far. */
+  stats(): { reading: number; paused: number; idle: number; limit: number; closedStale: number } {
+    return { reading: this.reading, paused: this.waiting, idle: this.idle, limit: this.limit, closedStale: this.closedStale };
   }
 
   private current(p: Paused): boolean {
@@ -234,7 +266,7 @@ export class ReadGate {
       this.pausedFrom++;
     }
     // Near the connection cap, oldest first: closed, not refused (no credit needed: closing costs nothing).
-    while (this.reading + this.waiting > this.closeAbove && this.paused.length > this.pausedFrom) {
+    while (this.reading + this.waiting + this.idle > this.closeAbove && this.paused.length > this.pausedFrom) {
       const entry = this.paused[this.pausedFrom] as Paused;
       if (this.current(entry)) {
         if (now - entry.since < this.staleAfterMs) break;
@@ -255,6 +287,7 @@ export class ReadGate {
     this.states.delete(socket);
     // A paused one stays in the list until it comes up; its entry is no longer current then.
     if (state === null) this.reading--;
+    else if (state === IDLE) this.idle--;
     else if (state !== undefined) this.waiting--;
   }
 }

@@ -51,7 +51,7 @@ describe('ReadGate', () => {
     gate.sample(500);
     round();
     expect(sockets.filter((s) => s.paused)).toHaveLength(0);
-    expect(gate.stats()).toEqual({ reading: 10, paused: 0, limit: Infinity, closedStale: 0 });
+    expect(gate.stats()).toEqual({ reading: 10, paused: 0, idle: 0, limit: Infinity, closedStale: 0 });
   });
 
   it('pauses connections over the limit once the loop stays behind, at their answer, never mid-request', () => {
@@ -152,7 +152,8 @@ describe('ReadGate', () => {
     gate.sample(50);
     // 10 open, 9 allowed (90% of the cap): the oldest paused one goes, the others stay paused.
     expect(sockets.filter((s) => s.destroyed)).toEqual([paused[0]]);
-    expect(gate.stats()).toMatchObject({ reading: 10 - paused.length, paused: paused.length - 1, closedStale: 1 });
+    const st = gate.stats();
+    expect({ open: st.reading + st.idle, paused: st.paused, closedStale: st.closedStale }).toEqual({ open: 10 - paused.length, paused: paused.length - 1, closedStale: 1 });
     gate.sample(50);
     expect(sockets.filter((s) => s.destroyed)).toHaveLength(1);
 
@@ -161,6 +162,29 @@ describe('ReadGate', () => {
     roomy.advance(10_000);
     roomy.gate.sample(50);
     expect(roomy.sockets.filter((s) => s.destroyed)).toHaveLength(0);
+  });
+
+  it('counts idle keep-alive connections apart: a cut falls on the connections with requests coming, not all of them', () => {
+    const { gate, sockets, round, advance } = setup(20);
+    const idle = Array.from({ length: 200 }, () => new FakeSocket());
+    for (const s of idle) {
+      gate.opened(asSocket(s));
+      gate.answered(asSocket(s), true);
+    }
+    round();
+    advance(150);
+    round(); // the 20 are busy; the 200 have had no request since
+    advance(100);
+    gate.sample(25); // 200 ms without an answer: idle
+    gate.sample(25); // a standing queue, a little late: down by a fifth of the busy ones
+    expect(gate.stats()).toMatchObject({ reading: 20, idle: 200, limit: 16 });
+    round();
+    expect(sockets.filter((s) => s.paused)).toHaveLength(4);
+    // An idle one with a request again is read, and counts again.
+    gate.answered(asSocket(idle[0]!), true);
+    expect(gate.stats()).toMatchObject({ idle: 199 });
+    idle[1]!.close();
+    expect(gate.stats()).toMatchObject({ idle: 198 });
   });
 
   it('forgets closed connections, paused or not', () => {
@@ -230,7 +254,7 @@ describe('ReadGate resuming a connection paused for long', () => {
 
 describe('ReadGate under a standing overload with nothing served', () => {
   it('keeps no entry for connections that closed while paused (a connection per request must not grow memory)', () => {
-    const gate = new ReadGate({ targetMs: 20, minReading: 2, staleAfterMs: 1000 });
+    const gate = new ReadGate({ targetMs: 20, minReading: 2, staleAfterMs: 1000, now: () => 0 });
     const busy = Array.from({ length: 4 }, () => new FakeSocket());
     for (const s of busy) gate.opened(asSocket(s));
     gate.sample(100);
