@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request through the proxy's handler (and the bare node:http handler), counted by
-# valgrind's callgrind: the same figure whatever else runs on the machine, so two builds compare
-# exactly. Runs bench/stage-costs.js --only e2e|bare under callgrind with two request counts and
+# valgrind's callgrind: a figure other load on the machine cannot move. Not an exact one: V8's
+# compiler and GC threads are counted too and vary between runs (±20% seen; bench/README.md). Runs bench/stage-costs.js --only e2e|bare under callgrind with two request counts and
 # divides the difference (setup, warm-up and exit cancel out). About 5 minutes on the 2-core VM.
 #   npm run build:bench && bash bench/callgrind.sh [e2e|bare|both] [low high]
 set -euo pipefail
