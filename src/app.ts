@@ -98,7 +98,7 @@ export class ProxyApp {
     const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: shedAfter === 0 ? Infinity : shedAfter, intervalMs: cfg.limits.deadlineMs });
     // Pausing reads engages well before shedding (a quarter of its delay): waiting in a socket buffer
     // costs nothing, a refusal costs CPU (src/http/read-gate.ts).
-    const gate = new ReadGate({ targetMs: overload.target / 4, staleAfterMs: Math.max(1000, 5 * cfg.limits.deadlineMs), maxConnections: cfg.server.maxConnections, behind: () => overload.behindMs() });
+    const gate = new ReadGate({ targetMs: overload.target / 4, staleAfterMs: Math.max(1000, 5 * cfg.limits.deadlineMs), maxConnections: cfg.server.maxConnections, events, behind: () => overload.behindMs() });
     overload.onSample((lateMs) => gate.sample(lateMs));
     app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
     app.detachMetrics = metrics.attach(events, {

@@ -33,6 +33,8 @@ export interface ProxyEventMap {
   'tls.clientRefused': { reason: ClientRefusal };
   /** A new connection closed on arrival because server.maxConnections were open. */
   'connection.dropped': Record<string, never>;
+  /** A connection the read gate kept paused past its stale limit, closed near server.maxConnections. */
+  'connection.closedStale': Record<string, never>;
 }
 
 export type ProxyEventName = keyof ProxyEventMap;

@@ -28,7 +28,7 @@ export interface MetricsState {
   /** Key store names and HSM ids of the configuration in force: their series start at 0. */
   known?(): { keyStores: readonly string[]; hsmIds: readonly string[] };
   /** The read gate's connections (src/http/read-gate.ts): read, and paused while the event loop is behind. */
-  gate?(): { reading: number; paused: number; idle: number; closedStale: number };
+  gate?(): { reading: number; paused: number; idle: number };
   /** What of the quorum-protected groups the configuration in force leaves outside the quorum (src/governance/coverage.ts). */
   protectionGaps?(): { uncheckedKeyVersions: readonly unknown[]; unrecordedKeyStores: readonly unknown[] };
 }
@@ -133,18 +133,6 @@ export class Metrics {
       this.connections.set({ state: 'idle' }, g.idle);
     },
   });
-  private closedStaleSeen = 0;
-  readonly connectionsClosedStale = new client.Counter({
-    name: 'xks_connections_closed_stale_total',
-    help: 'Connections the read gate kept paused past the stale limit and closed because the open connections neared server.maxConnections (their clients had stopped waiting)',
-    registers: [this.registry],
-    collect: () => {
-      const g = this.state?.gate?.();
-      if (!g || g.closedStale <= this.closedStaleSeen) return;
-      this.connectionsClosedStale.inc(g.closedStale - this.closedStaleSeen);
-      this.closedStaleSeen = g.closedStale;
-    },
-  });
   readonly credentialAge = new client.Gauge({
     name: 'xks_sigv4_credential_age_days',
     help: 'Age of the oldest live SigV4 credential per key store, from its createdAt (KMS publishes XksProxyCredentialAge)',
@@ -201,6 +189,11 @@ export class Metrics {
   readonly connectionsDropped = new client.Counter({
     name: 'xks_connections_dropped_total',
     help: 'Connections closed on arrival because server.maxConnections were already open',
+    registers: [this.registry],
+  });
+  readonly connectionsClosedStale = new client.Counter({
+    name: 'xks_connections_closed_stale_total',
+    help: 'Connections the read gate kept paused past the stale limit and closed because the open connections neared server.maxConnections (their clients had stopped waiting)',
     registers: [this.registry],
   });
   readonly mtlsRefusals = new client.Counter({
@@ -314,6 +307,7 @@ export class Metrics {
         } else if (e.restartRequired) this.restartPending.set(1);
       }),
       bus.subscribe('connection.dropped', () => this.connectionsDropped.inc()),
+      bus.subscribe('connection.closedStale', () => this.connectionsClosedStale.inc()),
       bus.subscribe('tls.clientRefused', (e) => this.mtlsRefusals.inc({ reason: e.reason })),
       bus.subscribe('governance.refusal', (e) => this.governanceRefusals.inc({ reason: e.reason })),
       bus.subscribe('governance.behind', (e) => this.statesBehind.set(e.groups)),

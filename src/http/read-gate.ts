@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { ProxyEvents } from '../events';
 
 /**
  * Under CPU saturation, the proxy stops reading from connections instead of reading requests only to
@@ -47,6 +48,8 @@ export interface ReadGateOptions {
    * paused past `staleAfterMs` are closed instead: their clients stopped waiting long ago.
    */
   maxConnections?: number;
+  /** Where each such close is published ('connection.closedStale'). */
+  events?: ProxyEvents;
   /** How far behind the event loop is right now, ms (OverloadGuard.behindMs): an answer in a late loop turn pauses its connection. */
   behind?: () => number;
   now?: () => number;
@@ -78,6 +81,7 @@ export class ReadGate {
   private readonly staleShare: number;
   /** Counted connections above which stale paused ones are closed (see maxConnections). */
   private readonly closeAbove: number;
+  private readonly events: ProxyEvents | undefined;
   private readonly behind: () => number;
   private readonly now: () => number;
   /** Connections the gate knows: null while read, their entry while paused, IDLE while idle. */
@@ -94,20 +98,17 @@ export class ReadGate {
   /** The most connections that may be read; Infinity while the event loop keeps up. */
   private limit = Infinity;
   private lateSamples = 0;
-  /** Stale paused connections closed near the connection cap, since the start. */
-  private closedStale = 0;
   /** Stale refusals earned by answers served, not yet spent. */
   private staleCredit = 0;
   /** Connections resumed only to have their next request refused, and when. */
   private readonly refuseNext = new WeakMap<Socket, number>();
-  /** Connections paused since the start. */
-  pausedTotal = 0;
 
   constructor(opts: ReadGateOptions) {
     this.targetMs = opts.targetMs;
     this.minReading = opts.minReading ?? 2;
     this.staleAfterMs = opts.staleAfterMs;
     this.staleShare = opts.staleShare ?? 0.1;
+    this.events = opts.events;
     this.closeAbove = opts.maxConnections === undefined ? Infinity : Math.floor(opts.maxConnections * CLOSE_AT_SHARE_OF_CAP);
     this.behind = opts.behind ?? (() => 0);
     this.now = opts.now ?? (() => performance.now());
@@ -207,9 +208,9 @@ export class ReadGate {
     return this.paused.length - this.pausedFrom;
   }
 
-  /** Connections being read, paused and idle, the limit (Infinity: off), and stale paused ones closed near the cap so far. */
-  stats(): { reading: number; paused: number; idle: number; limit: number; closedStale: number } {
-    return { reading: this.reading, paused: this.waiting, idle: this.idle, limit: this.limit, closedStale: this.closedStale };
+  /** Connections being read, paused and idle, and the limit (Infinity: off). */
+  stats(): { reading: number; paused: number; idle: number; limit: number } {
+    return { reading: this.reading, paused: this.waiting, idle: this.idle, limit: this.limit };
   }
 
   private current(p: Paused): boolean {
@@ -221,17 +222,19 @@ export class ReadGate {
     this.states.set(socket, entry);
     this.reading--;
     this.waiting++;
-    this.pausedTotal++;
     this.paused.push(entry);
     socket.pause();
     // Entries of connections that closed (or were read again) leave the list only when they come up at
     // either end, which may be never while the loop stays behind and nothing earns stale refusals (a
     // connection per request, none served): then each one kept its closed socket. The current entries
     // are exactly the `waiting` ones, so dropping the rest when they outnumber them is amortised O(1).
-    if (this.paused.length - this.pausedFrom > 2 * this.waiting + 1024) {
-      this.paused = this.paused.slice(this.pausedFrom).filter((p) => this.current(p));
-      this.pausedFrom = 0;
-    }
+    if (this.listed() > 2 * this.waiting + 1024) this.compact();
+  }
+
+  /** The list of paused connections without the entries already taken from its start or no longer current. */
+  private compact(): void {
+    this.paused = this.paused.slice(this.pausedFrom).filter((p) => this.current(p));
+    this.pausedFrom = 0;
   }
 
   /** A paused connection read again. */
@@ -272,14 +275,11 @@ export class ReadGate {
         if (now - entry.since < this.staleAfterMs) break;
         this.closed(entry.socket);
         entry.socket.destroy();
-        this.closedStale++;
+        this.events?.publish('connection.closedStale', {});
       }
       this.pausedFrom++;
     }
-    if (this.pausedFrom > 1024 && this.pausedFrom * 2 > this.paused.length) {
-      this.paused = this.paused.slice(this.pausedFrom);
-      this.pausedFrom = 0;
-    }
+    if (this.pausedFrom > 1024 && this.pausedFrom * 2 > this.paused.length) this.compact();
   }
 
   private closed(socket: Socket): void {

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { ProxyEvents } from '../../src/events';
 import { ReadGate } from '../../src/http/read-gate';
 
 /** What the gate uses of a socket: pause, resume, 'close', destroyed. */
@@ -26,7 +27,7 @@ class FakeSocket extends EventEmitter {
 
 const asSocket = (s: FakeSocket): Socket => s as unknown as Socket;
 
-function setup(n: number, opts: { minReading?: number; staleAfterMs?: number; staleShare?: number; maxConnections?: number } = {}) {
+function setup(n: number, opts: { minReading?: number; staleAfterMs?: number; staleShare?: number; maxConnections?: number; events?: ProxyEvents } = {}) {
   let now = 0;
   const gate = new ReadGate({
     targetMs: 20,
@@ -34,6 +35,7 @@ function setup(n: number, opts: { minReading?: number; staleAfterMs?: number; st
     staleAfterMs: opts.staleAfterMs ?? 200,
     staleShare: opts.staleShare,
     maxConnections: opts.maxConnections,
+    events: opts.events,
     now: () => now,
   });
   const sockets = Array.from({ length: n }, () => new FakeSocket());
@@ -51,7 +53,7 @@ describe('ReadGate', () => {
     gate.sample(500);
     round();
     expect(sockets.filter((s) => s.paused)).toHaveLength(0);
-    expect(gate.stats()).toEqual({ reading: 10, paused: 0, idle: 0, limit: Infinity, closedStale: 0 });
+    expect(gate.stats()).toEqual({ reading: 10, paused: 0, idle: 0, limit: Infinity });
   });
 
   it('pauses connections over the limit once the loop stays behind, at their answer, never mid-request', () => {
@@ -136,8 +138,11 @@ describe('ReadGate', () => {
   });
 
   it('near server.maxConnections closes the oldest connections paused past the stale limit (their clients gave up; a paused socket never sees the close), and only those', () => {
+    const events = new ProxyEvents();
+    let closedStale = 0;
+    events.subscribe('connection.closedStale', () => closedStale++);
     const overloaded = (maxConnections?: number) => {
-      const t = setup(10, { maxConnections });
+      const t = setup(10, { maxConnections, events });
       for (let i = 0; i < 10; i++) t.gate.sample(50);
       t.round(false); // no 200s: no credit to refuse stale connections with
       return t;
@@ -153,7 +158,7 @@ describe('ReadGate', () => {
     // 10 open, 9 allowed (90% of the cap): the oldest paused one goes, the others stay paused.
     expect(sockets.filter((s) => s.destroyed)).toEqual([paused[0]]);
     const st = gate.stats();
-    expect({ open: st.reading + st.idle, paused: st.paused, closedStale: st.closedStale }).toEqual({ open: 10 - paused.length, paused: paused.length - 1, closedStale: 1 });
+    expect({ open: st.reading + st.idle, paused: st.paused, closedStale }).toEqual({ open: 10 - paused.length, paused: paused.length - 1, closedStale: 1 });
     gate.sample(50);
     expect(sockets.filter((s) => s.destroyed)).toHaveLength(1);
 
