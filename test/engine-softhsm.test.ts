@@ -1,7 +1,6 @@
 import { expect } from '@jest/globals';
 import * as pkcs11js from 'pkcs11js';
-import pino from 'pino';
-import type { Logger } from '../src/log';
+import { createLogger, type Logger } from '../src/log';
 import type { HsmConfig } from '../src/engine/module';
 import { Pkcs11Engine } from '../src/engine/pkcs11-engine';
 import type { ProxyEventMap } from '../src/events';
@@ -20,7 +19,7 @@ const EMPTY = Buffer.alloc(0);
 /** A logger that counts the lines whose message starts so. */
 function countingLogger(msg: string): { logger: Logger; count: () => number } {
   let n = 0;
-  const logger = pino({ level: 'info' }, { write: (line: string) => void ((JSON.parse(line) as { msg?: string }).msg?.startsWith(msg) && n++) });
+  const logger = createLogger('info', { write: (line: string) => void ((JSON.parse(line) as { msg?: string }).msg?.startsWith(msg) && n++) });
   return { logger, count: () => n };
 }
 
