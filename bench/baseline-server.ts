@@ -5,33 +5,13 @@
  *
  *   node dist-bench/bench/baseline-server.js --port PORT [--workers N]
  */
-import cluster from 'node:cluster';
 import http from 'node:http';
 import { baselineHandler } from './lib/baseline';
+import { serveOnWorkers, serverArg } from './lib/server-processes';
 
-const arg = (name: string, def: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? (process.argv[i + 1] as string) : def;
-};
-const port = Number(arg('port', '0'));
-const workers = Math.max(1, Number(arg('workers', '1')));
-
-function serve(): void {
+serveOnWorkers(Math.max(1, Number(serverArg('workers', '1'))), () => {
   const server = http.createServer(baselineHandler);
   server.keepAliveTimeout = 65_000;
-  server.listen(port, '127.0.0.1');
+  server.listen(Number(serverArg('port', '0')), '127.0.0.1');
   process.once('SIGTERM', () => server.close(() => process.exit(0)));
-}
-
-if (workers > 1 && cluster.isPrimary) {
-  for (let i = 0; i < workers; i++) cluster.fork();
-  process.once('SIGTERM', () => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    setTimeout(() => process.exit(0), 2000).unref();
-    cluster.on('exit', () => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
-    });
-  });
-} else {
-  serve();
-}
+});

@@ -85,6 +85,8 @@ const USAGE = `usage: npm run bench -- [options]     (builds dist/ and dist-benc
                              --pin proxy=1,bench=0 chooses the lists (taskset -c syntax); --workers auto then
                              means the proxy's CPUs
   --no-baseline              measure the proxy only
+  --floor                    fixed mode: also measure bench/floor-server.ts (the must-haves of a request alone:
+                             SigV4, JSON, policy, the HSM call, the answer; no log, metrics, deadline, shedding)
   --cpu-prof                 run the proxy under node --cpu-prof; profiles land in <out>/<timestamp>-prof/
   --node-args "ARGS"         extra node options for the proxy, e.g. "--perf-basic-prof" for perf record
   --out bench/results        where results go
@@ -142,6 +144,8 @@ interface Options {
   /** [dotted config path, YAML value] pairs applied to the proxy config. */
   sets: [string, unknown][];
   baseline: boolean;
+  /** Fixed mode: also the floor server (the must-haves alone). */
+  floor: boolean;
   cpuProf: boolean;
   nodeArgs: string[];
   out: string;
@@ -183,7 +187,7 @@ function parseArgs(argv: string[]): Options {
     stepDuration: 5, knee: 3, workers: 'auto', mix: 'realistic', pool: 2000, warmup: 3, ramp: 2, logLevel: 'info', audit: false,
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
-    baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
+    baseline: true, floor: false, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
     multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, capacityConnections: 200, floodConnections: 600, hostileShare: 0.1, hsms: 1, hsmLoss: false,
   };
   let payloadGiven = false;
@@ -251,6 +255,7 @@ function parseArgs(argv: string[]): Options {
         break;
       }
       case 'no-baseline': o.baseline = false; break;
+      case 'floor': o.floor = true; break;
       case 'cpu-prof': o.cpuProf = true; break;
       case 'node-args': o.nodeArgs = value().split(/\s+/).filter(Boolean); break;
       case 'out': o.out = value(); break;
@@ -405,7 +410,7 @@ const brief = (s: RunStats): string =>
   (s.server ? `; proxy-side p99 <= ${s.server.p99AtMostMs} ms, longest event-loop stall ${s.server.stallMaxMs} ms` : '');
 
 interface Target {
-  label: 'proxy' | 'baseline';
+  label: 'proxy' | 'baseline' | 'floor';
   endpoint: Endpoint;
   /** Root of the server's process tree (local runs): its CPU time is measured. */
   pid?: number;
@@ -507,6 +512,14 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
     await waitFor('baseline', b, async () => (await httpStatus(baselinePort, '/', 'POST')) === 200);
     targets.push({ label: 'baseline', endpoint: localEndpoint(baselinePort), pid: b.pid });
     note(`baseline ready on 127.0.0.1:${baselinePort} (${workers} process${workers > 1 ? 'es' : ''})`);
+  }
+  // ---- floor: the same token and config, the must-haves alone
+  if (opt.floor && opt.mode === 'fixed') {
+    const floorPort = await freePortPair();
+    const f = startChild([benchJs('floor-server.js'), '--config', configFile, '--port', String(floorPort), '--workers', String(workers)], { stdout: 'inherit', cpus: pin?.proxy });
+    await waitFor('floor', f, async () => (await httpStatus(floorPort, '/', 'POST')) === 500);
+    targets.push({ label: 'floor', endpoint: localEndpoint(floorPort), pid: f.pid });
+    note(`floor ready on 127.0.0.1:${floorPort} (${workers} process${workers > 1 ? 'es' : ''})`);
   }
 
   let proxyLog: ReturnType<typeof logSummary> | undefined;

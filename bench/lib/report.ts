@@ -8,6 +8,8 @@ export interface FixedPoint {
   rate: number;
   proxy: RunStats;
   baseline?: RunStats;
+  /** --floor: the must-haves alone (bench/floor-server.ts). */
+  floor?: RunStats;
 }
 
 export interface MaxResult {
@@ -35,17 +37,27 @@ function fixedRow(rate: number | string, s: RunStats): string {
   return `${pad(rate, 6)} ${s.label.padEnd(8)} ${pad(s.rps, 6)} ${pad(ms(l.p50), 6)} ${pad(ms(l.p90), 6)} ${pad(ms(l.p99), 6)} ${pad(ms(l.p99_9), 6)} ${pad(ms(l.max), 6)} ${pad(s.non2xx, 6)} ${pad(s.errors, 4)} ${pad(s.timeouts, 4)} ${pad(s.late, 5)} ${pad(`${s.cpu.serverPct}%`, 6)} ${pad(s.cpu.serverUsPerReq, 6)} ${pad(`${s.cpu.loadgenPct}%`, 6)} ${pad(`${s.cpu.otherPct}%`, 5)} ${pad(in99, 5)} ${pad(stall, 5)} ${pad(psi, 4)}`;
 }
 
+/** `a` over `b`, column by column: latency percentiles, server CPU share and CPU per request. */
+function ratioRow(label: string, a: RunStats, b: RunStats): string {
+  const [la, lb] = [a.latencyMs, b.latencyMs];
+  return `${pad('', 6)} ${label.padEnd(8)} ${pad('', 6)} ${pad(x(la.p50, lb.p50), 6)} ${pad(x(la.p90, lb.p90), 6)} ${pad(x(la.p99, lb.p99), 6)} ${pad(x(la.p99_9, lb.p99_9), 6)} ${pad(x(la.max, lb.max), 6)} ${pad('', 6)} ${pad('', 4)} ${pad('', 4)} ${pad('', 5)} ${pad(x(a.cpu.serverPct, b.cpu.serverPct), 6)} ${pad(x(a.cpu.serverUsPerReq, b.cpu.serverUsPerReq), 6)}`;
+}
+
 export function fixedTable(points: FixedPoint[]): string {
   const lines = [FIXED_HEAD];
   for (const p of points) {
     lines.push(fixedRow(p.rate, p.proxy));
     if (p.baseline) {
       lines.push(fixedRow('', p.baseline));
-      const a = p.proxy.latencyMs;
-      const b = p.baseline.latencyMs;
-      lines.push(`${pad('', 6)} ${'ratio'.padEnd(8)} ${pad('', 6)} ${pad(x(a.p50, b.p50), 6)} ${pad(x(a.p90, b.p90), 6)} ${pad(x(a.p99, b.p99), 6)} ${pad(x(a.p99_9, b.p99_9), 6)} ${pad(x(a.max, b.max), 6)} ${pad('', 6)} ${pad('', 4)} ${pad('', 4)} ${pad('', 5)} ${pad(x(p.proxy.cpu.serverPct, p.baseline.cpu.serverPct), 6)} ${pad(x(p.proxy.cpu.serverUsPerReq, p.baseline.cpu.serverUsPerReq), 6)}`);
+      lines.push(ratioRow('ratio', p.proxy, p.baseline));
     }
-    for (const s of [p.proxy, p.baseline]) {
+    // The floor's own ratio to bare node:http: the least any proxy doing the must-haves could reach.
+    if (p.floor) {
+      lines.push(fixedRow('', p.floor));
+      if (p.baseline) lines.push(ratioRow('floor/bl', p.floor, p.baseline));
+      lines.push(ratioRow('px/floor', p.proxy, p.floor));
+    }
+    for (const s of [p.proxy, p.baseline, p.floor]) {
       if (s && Object.keys(s.errorNames).length) lines.push(`       ${s.label} non-2xx: ${JSON.stringify(s.errorNames)}  e.g. ${s.errorSamples[0] ?? ''}`);
     }
   }
