@@ -13,7 +13,10 @@
  * and answers a fixed 150-byte body (bench/baseline-server.ts) the same way; `unaccounted` is what the
  * whole request costs beyond node:http and the listed stages: promise hops, timers, listeners, stage plumbing.
  *
- * `--only e2e` (or `bare`) runs only the whole request through the proxy (or the bare handler), `--requests N`
+ * The table's last line prices the floor (bench/lib/floor.ts, as `npm run bench -- --floor` serves it): the
+ * must-haves of a request with the product's own code and none of the proxy's extras.
+ *
+ * `--only e2e` (or `floor`, `bare`) runs only the whole request through the proxy (or the floor, the bare handler), `--requests N`
  * times after a warm-up, for an instruction count that does not depend on load (bench/callgrind.sh runs it
  * under valgrind with two request counts and divides the difference).
  */
@@ -40,6 +43,7 @@ import type { Grant } from '../src/xks/authorize';
 import { Operation, OperationRequest, OperationSpec, OPERATIONS } from '../src/xks/operations';
 import { Limits, METADATA_FIELDS, parseJsonObject, RequestMetadata } from '../src/xks/requests';
 import { baselineHandler } from './lib/baseline';
+import { floorHandler } from './lib/floor';
 import { drive, wireBytes } from './lib/in-process';
 import { ROOT } from './lib/paths';
 import { Credential, localEndpoint, makeCiphertexts, Mix, MIXES, SignedPool } from './lib/workload';
@@ -49,7 +53,7 @@ interface Options {
   rounds: number;
   mix: Mix;
   connections: number;
-  only: 'all' | 'e2e' | 'bare';
+  only: 'all' | 'e2e' | 'floor' | 'bare';
   json: string | undefined;
   /** The proxy writes its audit log in the whole-request runs (as `npm run bench -- --audit`). */
   audit: boolean;
@@ -78,7 +82,7 @@ function options(argv: string[]): Options {
         i++;
         break;
       case '--only':
-        if (v !== 'all' && v !== 'e2e' && v !== 'bare') throw new Error('--only must be all, e2e or bare');
+        if (v !== 'all' && v !== 'e2e' && v !== 'bare' && v !== 'floor') throw new Error('--only must be all, e2e, floor or bare');
         o.only = v;
         i++;
         break;
@@ -253,6 +257,7 @@ function summaryOf(r: Parsed, s: Stages, keyStore: string): AuditEvent {
 }
 
 const AUDIT_STAGE = 'audit line (hash chain + write)';
+const FLOOR = 'the must-haves alone (the floor)';
 
 async function main(): Promise<void> {
   const opt = options(process.argv.slice(2));
@@ -292,10 +297,11 @@ async function main(): Promise<void> {
     const wires = reqs.map((r) => r.wire);
     const proxyServer = app.xksServer;
     const bare = http.createServer(baselineHandler);
+    const floor = http.createServer(floorHandler(app.runtime, app));
 
     if (opt.only !== 'all') {
       // Warm-up, then the counted requests: callgrind's total over two counts gives instructions per request.
-      const server = opt.only === 'e2e' ? proxyServer : bare;
+      const server = opt.only === 'e2e' ? proxyServer : opt.only === 'floor' ? floor : bare;
       await drive(server, wires, 2000, opt.connections);
       const r = await drive(server, wires, opt.requests, opt.connections);
       console.log(JSON.stringify(r));
@@ -333,6 +339,7 @@ async function main(): Promise<void> {
     // Warm-up: compile everything once.
     await drive(proxyServer, wires, 2000, opt.connections);
     await drive(bare, wires, 2000, opt.connections);
+    await drive(floor, wires, 2000, opt.connections);
     for (let round = 0; round < opt.rounds; round++) {
       let before = process.cpuUsage();
       const pr = await drive(proxyServer, wires, n, opt.connections);
@@ -343,6 +350,10 @@ async function main(): Promise<void> {
       const br = await drive(bare, wires, n, opt.connections);
       d = process.cpuUsage(before);
       record('node:http parse + answer (bare handler)', (d.user + d.system) / n);
+      before = process.cpuUsage();
+      await drive(floor, wires, n, opt.connections);
+      d = process.cpuUsage(before);
+      record(FLOOR, (d.user + d.system) / n);
       writes = { proxy: pr.writesPerRequest, bare: br.writesPerRequest };
       for (const [name, fn] of stageFns.slice(1)) record(name, await cpuUs(n, fn));
     }
@@ -357,7 +368,10 @@ async function main(): Promise<void> {
     console.log('| stage | us/request | share of whole |');
     console.log('|---|---|---|');
     for (const [name, us] of rows) console.log(`| ${name}${inWhole(name) ? '' : ' (not in the whole request: --audit)'} | ${us.toFixed(1)} | ${((100 * us) / whole).toFixed(0)}% |`);
-    console.log(`\nproxy / node:http: x${(whole / (med['node:http parse + answer (bare handler)'] as number)).toFixed(2)} (user space only: the kernel's share of a real socket is not here)`);
+    const bareUs = med['node:http parse + answer (bare handler)'] as number;
+    const floorUs = med[FLOOR] as number;
+    console.log(`| ${FLOOR} (not a stage: bench/lib/floor.ts) | ${floorUs.toFixed(1)} | ${((100 * floorUs) / whole).toFixed(0)}% |`);
+    console.log(`\nproxy / node:http: x${(whole / bareUs).toFixed(2)}, floor / node:http: x${(floorUs / bareUs).toFixed(2)} (user space only: the kernel's share of a real socket is not here)`);
     console.log(`writes per answer: proxy ${writes.proxy.toFixed(2)}, bare ${writes.bare.toFixed(2)}; statuses ${JSON.stringify(statuses)}`);
     console.log(`rounds (us/request): ${JSON.stringify(Object.fromEntries(Object.entries(rounds).map(([k, v]) => [k, v.map((x) => Math.round(x * 10) / 10)])))}`);
     if (opt.json) writeFileSync(opt.json, JSON.stringify({ options: opt, median: med, rounds, writes, statuses }, null, 2));
