@@ -46,7 +46,8 @@ const WARM_UP_ROUNDS = 64;
  */
 export class ProxyApp {
   private runtimeNow: RuntimeConfig;
-  private xks!: Listener;
+  /** Undefined only while start() builds the app, or after it failed before listening. */
+  private xks: Listener | undefined;
   private flushPipeline: () => void = () => undefined;
   private ops: http.Server | undefined;
   /** Takes the metrics off the bus at stop: a Metrics passed in (opts.metrics) may outlive this app. */
@@ -79,106 +80,114 @@ export class ProxyApp {
       createModule: opts.createModule,
       events,
     });
-    // Settings read here, once, are the restart-only ones (src/config/schema.ts, RESTART): a reload that
-    // changes them is refused, so `cfg` stays the configuration in force for them. Live settings are read
-    // from app.runtimeNow where they are used.
-    // One refresh checks every HSM of the fleet, so it runs as often as its most demanding member asks.
-    const healthCacheMs = Math.min(...cfg.hsms.map((h) => h.healthCacheMs));
-    const health = new HealthMonitor(
-      engine,
-      { cacheMs: healthCacheMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
-      logger,
-      events,
-    );
-    const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
-    // A request that waits half its deadline in the event loop's queue can no longer count on finishing
-    // its HSM call and answer in time; below that, a late answer still beats a refusal (a 429 is an
-    // error KMS shows its caller). A standing queue is one that outlasts a whole deadline.
-    const shedAfter = cfg.limits.eventLoopShedMs ?? cfg.limits.deadlineMs / 2;
-    const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: shedAfter === 0 ? Infinity : shedAfter, intervalMs: cfg.limits.deadlineMs });
-    // Pausing reads engages well before shedding (a quarter of its delay): waiting in a socket buffer
-    // costs nothing, a refusal costs CPU (src/http/read-gate.ts).
-    const gate = new ReadGate({ targetMs: overload.target / 4, staleAfterMs: Math.max(1000, 5 * cfg.limits.deadlineMs), maxConnections: cfg.server.maxConnections, events, behind: () => overload.behindMs() });
-    overload.onSample((lateMs) => gate.sample(lateMs));
-    app = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
-    app.detachMetrics = metrics.attach(events, {
-      pool: () => engine.poolStats(),
-      hsmPools: () => engine.memberStats(),
-      hsm: () => engine.status().state,
-      credentials: () => app.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
-      known: () => ({ keyStores: app.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
-      gate: () => gate.stats(),
-      protectionGaps: () => protectionGaps(app.runtimeNow.config),
-    });
-    // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
-    // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that
-    // the first requests meet compiled code and a hold-time estimate made from real calls. The health
-    // monitor starts after both, so that their calls are not taken for customer traffic.
-    await engine.warmUp(WARM_UP_ROUNDS);
-
-    const services: HandlerServices = {
-      engine,
-      health,
-      // proxy.* reloads live (scaling the fleet changes fleetSize): read at each GetHealthStatus.
-      identity: {
-        get vendor() {
-          return app.runtimeNow.config.proxy.vendor;
-        },
-        get model() {
-          return app.runtimeNow.config.proxy.model ?? `xks-proxy ${VERSION}`;
-        },
-        get fleetSize() {
-          return app.runtimeNow.config.proxy.fleetSize;
-        },
-      },
-      limits: cfg.limits,
-      logger,
-      metrics,
-      runtime: () => app.runtimeNow,
-      quotas: opts.quotas ?? new LocalQuotas(opts.now),
-      readiness: () => app.readiness(),
-      draining: () => app.stopping,
-      audit,
-      overload,
-      gate,
-      now: opts.now,
-    };
-    // Only an optimisation: whatever goes wrong in it is logged, and the proxy starts anyway.
+    // A start that fails once the HSM is open (a port in use, an audit file it cannot open) leaves
+    // nothing behind: no HSM sessions or login, no timers, no listening socket.
     try {
-      const warm = await warmUpRequestPath(services, cfg.server.warmUpRequests);
-      if (Object.keys(warm.failures).length > 0) logger.warn({ ...warm }, 'request-path warm-up: some requests failed');
-      else logger.info({ requests: warm.requests, answered: warm.answered, ms: warm.ms }, 'request path warmed up');
-    } catch (e) {
-      logger.warn({ err: (e as Error).message }, 'request-path warm-up failed; starting without it');
-    }
-    await health.refresh();
-    health.start();
-    overload.start();
-    const handler = createXksHandler(services);
-    app.xks = createListener(handler, {
-      tls: cfg.server.tls,
-      keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,
-      maxConnections: cfg.server.maxConnections,
-      headersTimeoutMs: cfg.server.headersTimeoutMs,
-      requestTimeoutMs: cfg.server.requestTimeoutMs,
-      logger,
-      events,
-    });
-    app.xks.server.on('checkContinue', handler.checkContinue);
-    app.flushPipeline = () => handler.flush();
-    await listen(app.xks.server, cfg.server.port, cfg.server.host);
-    if (opts.opsServer !== false && cfg.ops.enabled) {
-      app.ops = http.createServer(
-        createOpsHandler({
-          readiness: () => app.readiness(),
-          metrics: () => metrics.registry.metrics(),
-          metricsContentType: metrics.registry.contentType,
-        }),
+      // Settings read here, once, are the restart-only ones (src/config/schema.ts, RESTART): a reload that
+      // changes them is refused, so `cfg` stays the configuration in force for them. Live settings are read
+      // from app.runtimeNow where they are used.
+      // One refresh checks every HSM of the fleet, so it runs as often as its most demanding member asks.
+      const healthCacheMs = Math.min(...cfg.hsms.map((h) => h.healthCacheMs));
+      const health = new HealthMonitor(
+        engine,
+        { cacheMs: healthCacheMs, degradedAboveMs: Math.floor(cfg.limits.deadlineMs / 2) },
+        logger,
+        events,
       );
-      await listen(app.ops, cfg.ops.port, cfg.ops.host);
+      const audit = openAudit(cfg.audit, { suffix: opts.auditSuffix });
+      // A request that waits half its deadline in the event loop's queue can no longer count on finishing
+      // its HSM call and answer in time; below that, a late answer still beats a refusal (a 429 is an
+      // error KMS shows its caller). A standing queue is one that outlasts a whole deadline.
+      const shedAfter = cfg.limits.eventLoopShedMs ?? cfg.limits.deadlineMs / 2;
+      const overload = new OverloadGuard(metrics, opts.overload ?? { targetMs: shedAfter === 0 ? Infinity : shedAfter, intervalMs: cfg.limits.deadlineMs });
+      // Pausing reads engages well before shedding (a quarter of its delay): waiting in a socket buffer
+      // costs nothing, a refusal costs CPU (src/http/read-gate.ts).
+      const gate = new ReadGate({ targetMs: overload.target / 4, staleAfterMs: Math.max(1000, 5 * cfg.limits.deadlineMs), maxConnections: cfg.server.maxConnections, events, behind: () => overload.behindMs() });
+      overload.onSample((lateMs) => gate.sample(lateMs));
+      const made = new ProxyApp(runtime, engine, health, metrics, events, logger, audit, overload);
+      app = made;
+      made.detachMetrics = metrics.attach(events, {
+        pool: () => engine.poolStats(),
+        hsmPools: () => engine.memberStats(),
+        hsm: () => engine.status().state,
+        credentials: () => made.runtimeNow.config.keyStores.flatMap((ks) => ks.credentials.map((c) => ({ keyStore: ks.name, createdAt: c.createdAt }))),
+        known: () => ({ keyStores: made.runtimeNow.config.keyStores.map((ks) => ks.name), hsmIds: cfg.hsms.map((h) => h.id) }),
+        gate: () => gate.stats(),
+        protectionGaps: () => protectionGaps(made.runtimeNow.config),
+      });
+      // A cold replica hit by full traffic at once used to answer 429/503 for about a second: warm the
+      // HSM path, then the whole request path (server.warmUpRequests), before the port opens, so that
+      // the first requests meet compiled code and a hold-time estimate made from real calls. The health
+      // monitor starts after both, so that their calls are not taken for customer traffic.
+      await engine.warmUp(WARM_UP_ROUNDS);
+
+      const services: HandlerServices = {
+        engine,
+        health,
+        // proxy.* reloads live (scaling the fleet changes fleetSize): read at each GetHealthStatus.
+        identity: {
+          get vendor() {
+            return made.runtimeNow.config.proxy.vendor;
+          },
+          get model() {
+            return made.runtimeNow.config.proxy.model ?? `xks-proxy ${VERSION}`;
+          },
+          get fleetSize() {
+            return made.runtimeNow.config.proxy.fleetSize;
+          },
+        },
+        limits: cfg.limits,
+        logger,
+        metrics,
+        runtime: () => made.runtimeNow,
+        quotas: opts.quotas ?? new LocalQuotas(opts.now),
+        readiness: () => made.readiness(),
+        draining: () => made.stopping,
+        audit,
+        overload,
+        gate,
+        now: opts.now,
+      };
+      // Only an optimisation: whatever goes wrong in it is logged, and the proxy starts anyway.
+      try {
+        const warm = await warmUpRequestPath(services, cfg.server.warmUpRequests);
+        if (Object.keys(warm.failures).length > 0) logger.warn({ ...warm }, 'request-path warm-up: some requests failed');
+        else logger.info({ requests: warm.requests, answered: warm.answered, ms: warm.ms }, 'request path warmed up');
+      } catch (e) {
+        logger.warn({ err: (e as Error).message }, 'request-path warm-up failed; starting without it');
+      }
+      await health.refresh();
+      health.start();
+      overload.start();
+      const handler = createXksHandler(services);
+      made.xks = createListener(handler, {
+        tls: cfg.server.tls,
+        keepAliveTimeoutMs: cfg.server.keepAliveTimeoutMs,
+        maxConnections: cfg.server.maxConnections,
+        headersTimeoutMs: cfg.server.headersTimeoutMs,
+        requestTimeoutMs: cfg.server.requestTimeoutMs,
+        logger,
+        events,
+      });
+      made.xks.server.on('checkContinue', handler.checkContinue);
+      made.flushPipeline = () => handler.flush();
+      await listen(made.xks.server, cfg.server.port, cfg.server.host);
+      if (opts.opsServer !== false && cfg.ops.enabled) {
+        made.ops = http.createServer(
+          createOpsHandler({
+            readiness: () => made.readiness(),
+            metrics: () => metrics.registry.metrics(),
+            metricsContentType: metrics.registry.contentType,
+          }),
+        );
+        await listen(made.ops, cfg.ops.port, cfg.ops.host);
+      }
+      logger.info({ port: made.port, opsPort: made.opsPort, tls: cfg.server.tls !== undefined, keyStores: runtime.keyStores.size }, 'xks-proxy listening');
+      return made;
+    } catch (e) {
+      await (app ? app.stop(0) : engine.close()).catch(() => undefined);
+      throw e;
     }
-    logger.info({ port: app.port, opsPort: app.opsPort, tls: cfg.server.tls !== undefined, keyStores: runtime.keyStores.size }, 'xks-proxy listening');
-    return app;
   }
 
   get runtime(): RuntimeConfig {
@@ -194,11 +203,12 @@ export class ProxyApp {
   }
 
   get port(): number {
-    return (this.xks.server.address() as AddressInfo).port;
+    return (this.xksServer.address() as AddressInfo).port;
   }
 
   /** The XKS port's server (bench/stage-costs.ts drives requests into it without a network). */
   get xksServer(): http.Server {
+    if (!this.xks) throw new Error('the XKS listener is not open');
     return this.xks.server;
   }
 
@@ -247,13 +257,15 @@ export class ProxyApp {
     this.stopping = true;
     this.health.stop();
     this.overload.stop();
-    this.xks.dispose();
-    const server = this.xks.server;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    server.closeIdleConnections();
-    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-    await closed;
-    clearTimeout(timer);
+    if (this.xks) {
+      this.xks.dispose();
+      const server = this.xks.server;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+      await closed;
+      clearTimeout(timer);
+    }
     await new Promise<void>((resolve) => (this.ops ? this.ops.close(() => resolve()) : resolve()));
     await this.engine.close();
     // Every request is answered: what the pipeline still holds (a pending summary) goes to the audit before it closes.
