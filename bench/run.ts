@@ -97,7 +97,9 @@ Overload (--mode overload; --duration is the length of each step, --steps/--step
   --capacity-steps 8,16,32,64,128   closed-loop connection steps that measure capacity
   --capacity-step-duration 5 seconds per capacity step
   --max-connections 800      most connections of an open-loop step (it uses rate x 300 ms, at least --connections;
-                             keep it under the proxy's server.maxConnections, 1024 by default)
+                             keep it under the proxy's server.maxConnections, 1024 by default). The steps are
+                             sent by the bench's open-loop generator (bench/lib/open-loop.ts, its own thread);
+                             over TLS (--target https://...) and with --pacing burst by autocannon
 
 Flood (--mode flood; closed loop, --duration per step, large payload unless --payload says otherwise):
   --capacity-connections 200 connections whose goodput is the capacity
@@ -172,7 +174,7 @@ interface Pin {
   proxyCpus: number;
 }
 
-const BAR_TEXT = `bar (issue 22): at ${BAR_MULTIPLE}x capacity, >= ${GOODPUT_BAR * 100}% of capacity answered 200 within 250 ms as the client measures it; /readyz (ops port) and /healthz (XKS port) answer 200 throughout`;
+const BAR_TEXT = `bar (issue 22): at ${BAR_MULTIPLE}x capacity, >= ${GOODPUT_BAR * 100}% of capacity answered 200 within 250 ms as the client measures it; /readyz and /healthz on the ops port answer 200 throughout (the XKS port's /healthz is reported, and judged only against --target, which has no ops port to ask)`;
 
 /** KMS's default request quota per external key store. */
 const KMS_RATE = 1800;
@@ -594,7 +596,7 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
     svg = overloadChart(`xks-proxy under overload, mix ${opt.mix}, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, r.steps);
     out.push(
       `OVERLOAD  mix ${opt.mix}, ${who}; capacity ${Object.entries(r.capacity).map(([pl, c]) => `${pl} ${c.goodput} req/s${c.measured ? '' : ' (given)'}`).join(', ')}; ` +
-        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/opsHz/xksHz/health: share of probes (every 200 ms, 1 s timeout) answered 200; genCPU: the bench process (load generator, probes), % of one core`,
       overloadTable(r.steps),
       ...(!opt.target && r.steps.some((s) => s.shed.n > 0 && !s.refusal)
         ? ['us/429 -: no price for a served request (--capacity skips the measurement and no step was >= 95% 200s; add a light multiple such as 0.3 first)']
@@ -615,7 +617,7 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
     svg = overloadChart(`xks-proxy closed-loop flood, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, steps);
     out.push(
       `FLOOD  closed loop (each connection sends its next request when its answer arrives), ${who}; ${opt.capacityConnections} connections give the capacity, then ${opt.floodConnections}; ` +
-        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured); latency in ms from the client's write; readyz/healthz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured); latency in ms from the client's write; readyz/opsHz/xksHz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
       overloadTable(steps),
       '',
       BAR_TEXT,
