@@ -100,6 +100,7 @@ Overload (--mode overload; --duration is the length of each step, --steps/--step
                              keep it under the proxy's server.maxConnections, 1024 by default). The steps are
                              sent by the bench's open-loop generator (bench/lib/open-loop.ts, its own thread);
                              over TLS (--target https://...) and with --pacing burst by autocannon
+  --generator open-loop      or autocannon: who sends the open-loop steps (autocannon as before, for comparison)
 
 Flood (--mode flood; closed loop, --duration per step, large payload unless --payload says otherwise):
   --capacity-connections 200 connections whose goodput is the capacity
@@ -156,6 +157,8 @@ interface Options {
   capacitySteps: number[];
   capacityStepDuration: number;
   maxConnections: number;
+  /** Who sends the open-loop steps of --mode overload over plain HTTP. */
+  generator: 'open-loop' | 'autocannon';
   /** --mode flood: closed-loop connections of the capacity step and of the flood. */
   capacityConnections: number;
   floodConnections: number;
@@ -186,7 +189,7 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
-    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, capacityConnections: 200, floodConnections: 600, hostileShare: 0.1, hsms: 1, hsmLoss: false,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, generator: 'open-loop', capacityConnections: 200, floodConnections: 600, hostileShare: 0.1, hsms: 1, hsmLoss: false,
   };
   let payloadGiven = false;
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
@@ -280,6 +283,12 @@ function parseArgs(argv: string[]): Options {
       case 'capacity-steps': o.capacitySteps = nums(value(), name).map(Math.round); break;
       case 'capacity-step-duration': o.capacityStepDuration = num(value(), name, 1); break;
       case 'max-connections': o.maxConnections = Math.round(num(value(), name, 1)); break;
+      case 'generator': {
+        const v = value();
+        if (v !== 'open-loop' && v !== 'autocannon') throw new UsageError('--generator: open-loop or autocannon');
+        o.generator = v;
+        break;
+      }
       case 'hostile-share': {
         const v = num(value(), name);
         if (v <= 0 || v > 10) throw new UsageError('--hostile-share: a share of the rate in (0, 10]');
@@ -590,13 +599,14 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
       capacityStepS: opt.capacityStepDuration,
       minConnections: opt.connections,
       maxConnections: opt.maxConnections,
+      generator: opt.generator,
     });
     const verdicts = opt.payloads.map((pl) => verdict(pl, r.steps));
     body = { overload: r, verdicts: verdicts.map(({ payload, pass, line }) => ({ payload, pass, line })) };
     svg = overloadChart(`xks-proxy under overload, mix ${opt.mix}, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, r.steps);
     out.push(
       `OVERLOAD  mix ${opt.mix}, ${who}; capacity ${Object.entries(r.capacity).map(([pl, c]) => `${pl} ${c.goodput} req/s${c.measured ? '' : ' (given)'}`).join(', ')}; ` +
-        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/opsHz/xksHz/health: share of probes (every 200 ms, 1 s timeout) answered 200; genCPU: the bench process (load generator, probes), % of one core`,
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing, sent by ${p.proxy.tls || opt.pacing === 'burst' || opt.generator === 'autocannon' ? 'autocannon' : 'the open-loop generator'}; latency in ms; readyz/opsHz/xksHz/health: share of probes (every 200 ms, 1 s timeout) answered 200; genCPU: the bench process (load generator, probes), % of one core`,
       overloadTable(r.steps),
       ...(!opt.target && r.steps.some((s) => s.shed.n > 0 && !s.refusal)
         ? ['us/429 -: no price for a served request (--capacity skips the measurement and no step was >= 95% 200s; add a light multiple such as 0.3 first)']

@@ -73,6 +73,8 @@ export interface OverloadOptions extends StressOptions {
   /** Fewest and most connections of an open-loop step. */
   minConnections: number;
   maxConnections: number;
+  /** Who sends the steps over plain HTTP (autocannon always over TLS and with --pacing burst). */
+  generator: 'open-loop' | 'autocannon';
 }
 
 interface CapacityStep {
@@ -140,7 +142,7 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
       const c = new StatusCollector(Math.min(o.rampS, o.durationS / 2) * 1000);
       const side = await samplers(t);
       // The open-loop generator over plain HTTP; autocannon over TLS (a deployed proxy) and for --pacing burst.
-      const generate = t.endpoint.tls || o.pacing === 'burst' ? runLoad : runOpenLoop;
+      const generate = t.endpoint.tls || o.pacing === 'burst' || o.generator === 'autocannon' ? runLoad : runOpenLoop;
       const run = await generate({
         label: 'proxy',
         endpoint: t.endpoint,
