@@ -307,9 +307,9 @@ export function verdict(payload: Payload, steps: OverloadStep[]): Verdict {
 
 /** What a PASS says of readiness: the judged probes, and the XKS port's /healthz when it is only reported. */
 function readinessText(step: OverloadStep): string {
-  if (step.readyz === null && step.opsHealthz === null) return ', XKS-port /healthz 200 throughout';
+  if (step.readyz === null && step.opsHealthz === null) return 'XKS-port /healthz 200 throughout';
   const xks = step.healthz && step.healthz.okShare < 1 ? ` (XKS-port /healthz, reported not judged: 200 to ${(step.healthz.okShare * 100).toFixed(1)}%)` : '';
-  return `, ops /readyz and /healthz 200 throughout${xks}`;
+  return `ops /readyz and /healthz 200 throughout${xks}`;
 }
 
 /**
