@@ -83,6 +83,10 @@ test('overload: measures capacity per payload, offers multiples of it, splits an
       expect(probe.sent).toBeGreaterThanOrEqual(5); // every 200 ms over 1.5 s
       expect(sum(probe.answers)).toBe(probe.sent);
     }
+    // Sent by the open-loop generator (plain HTTP), which accounts for every send it was due.
+    const g = s.run.openLoop!;
+    expect(g.written + g.noConnection + g.unsentAtEnd).toBe(g.scheduled);
+    expect(g.written).toBeGreaterThan(0);
     expect(s.rss!.peakMB).toBeGreaterThanOrEqual(s.rss!.startMB);
     expect(s.rss!.startMB).toBeGreaterThan(20);
   }
