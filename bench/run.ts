@@ -99,7 +99,10 @@ Overload (--mode overload; --duration is the length of each step, --steps/--step
   --capacity-steps 8,16,32,64,128   closed-loop connection steps that measure capacity
   --capacity-step-duration 5 seconds per capacity step
   --max-connections 800      most connections of an open-loop step (it uses rate x 300 ms, at least --connections;
-                             keep it under the proxy's server.maxConnections, 1024 by default)
+                             keep it under the proxy's server.maxConnections, 1024 by default). The steps are
+                             sent by the bench's open-loop generator (bench/lib/open-loop.ts, its own thread);
+                             over TLS (--target https://...) and with --pacing burst by autocannon
+  --generator open-loop      or autocannon: who sends the open-loop steps (autocannon as before, for comparison)
 
 Flood (--mode flood; closed loop, --duration per step, large payload unless --payload says otherwise):
   --capacity-connections 200 connections whose goodput is the capacity
@@ -158,6 +161,8 @@ interface Options {
   capacitySteps: number[];
   capacityStepDuration: number;
   maxConnections: number;
+  /** Who sends the open-loop steps of --mode overload over plain HTTP. */
+  generator: 'open-loop' | 'autocannon';
   /** --mode flood: closed-loop connections of the capacity step and of the flood. */
   capacityConnections: number;
   floodConnections: number;
@@ -176,7 +181,7 @@ interface Pin {
   proxyCpus: number;
 }
 
-const BAR_TEXT = `bar (issue 22): at ${BAR_MULTIPLE}x capacity, >= ${GOODPUT_BAR * 100}% of capacity answered 200 within 250 ms as the client measures it; /readyz (ops port) and /healthz (XKS port) answer 200 throughout`;
+const BAR_TEXT = `bar (issue 22): at ${BAR_MULTIPLE}x capacity, >= ${GOODPUT_BAR * 100}% of capacity answered 200 within 250 ms as the client measures it; /readyz and /healthz on the ops port answer 200 throughout (the XKS port's /healthz is reported, and judged only against --target, which has no ops port to ask)`;
 
 /** KMS's default request quota per external key store. */
 const KMS_RATE = 1800;
@@ -188,7 +193,7 @@ function parseArgs(argv: string[]): Options {
     // The configuration README recommends for an in-process HSM such as SoftHSM2 (see bench/README.md).
     sets: [['hsm.asyncCalls', false]],
     baseline: true, floor: false, cpuProf: false, nodeArgs: [], out: 'bench/results', keep: false, kmsCheckSeconds: 60,
-    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, capacityConnections: 200, floodConnections: 600, hostileShare: 0.1, hsms: 1, hsmLoss: false,
+    multiples: [1, 2, 3, 5], payloads: ['small', 'large'], capacitySteps: [8, 16, 32, 64, 128], capacityStepDuration: 5, maxConnections: 800, generator: 'open-loop', capacityConnections: 200, floodConnections: 600, hostileShare: 0.1, hsms: 1, hsmLoss: false,
   };
   let payloadGiven = false;
   const target = (): Partial<TargetOptions> => (o.target ??= { region: 'us-east-1' });
@@ -283,6 +288,12 @@ function parseArgs(argv: string[]): Options {
       case 'capacity-steps': o.capacitySteps = nums(value(), name).map(Math.round); break;
       case 'capacity-step-duration': o.capacityStepDuration = num(value(), name, 1); break;
       case 'max-connections': o.maxConnections = Math.round(num(value(), name, 1)); break;
+      case 'generator': {
+        const v = value();
+        if (v !== 'open-loop' && v !== 'autocannon') throw new UsageError('--generator: open-loop or autocannon');
+        o.generator = v;
+        break;
+      }
       case 'hostile-share': {
         const v = num(value(), name);
         if (v <= 0 || v > 10) throw new UsageError('--hostile-share: a share of the rate in (0, 10]');
@@ -601,13 +612,14 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
       capacityStepS: opt.capacityStepDuration,
       minConnections: opt.connections,
       maxConnections: opt.maxConnections,
+      generator: opt.generator,
     });
     const verdicts = opt.payloads.map((pl) => verdict(pl, r.steps));
     body = { overload: r, verdicts: verdicts.map(({ payload, pass, line }) => ({ payload, pass, line })) };
     svg = overloadChart(`xks-proxy under overload, mix ${opt.mix}, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, r.steps);
     out.push(
       `OVERLOAD  mix ${opt.mix}, ${who}; capacity ${Object.entries(r.capacity).map(([pl, c]) => `${pl} ${c.goodput} req/s${c.measured ? '' : ' (given)'}`).join(', ')}; ` +
-        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing; latency in ms; readyz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured), ${opt.pacing} pacing, sent by ${p.proxy.tls || opt.pacing === 'burst' || opt.generator === 'autocannon' ? 'autocannon' : 'the open-loop generator'}; latency in ms; readyz/opsHz/xksHz/health: share of probes (every 200 ms, 1 s timeout) answered 200; genCPU: the bench process (load generator, probes), % of one core`,
       overloadTable(r.steps),
       ...(!opt.target && r.steps.some((s) => s.shed.n > 0 && !s.refusal)
         ? ['us/429 -: no price for a served request (--capacity skips the measurement and no step was >= 95% 200s; add a light multiple such as 0.3 first)']
@@ -628,7 +640,7 @@ async function stress(opt: Options, p: Prepared, outDir: string, stamp: string):
     svg = overloadChart(`xks-proxy closed-loop flood, ${who}, ${head.git ?? ''} ${head.timestamp.slice(0, 16)}`, steps);
     out.push(
       `FLOOD  closed loop (each connection sends its next request when its answer arrives), ${who}; ${opt.capacityConnections} connections give the capacity, then ${opt.floodConnections}; ` +
-        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured); latency in ms from the client's write; readyz/healthz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
+        `${opt.duration} s per step (first ${Math.min(opt.ramp, opt.duration / 2)} s not measured); latency in ms from the client's write; readyz/opsHz/xksHz/health: share of probes (every 200 ms, 1 s timeout) answered 200`,
       overloadTable(steps),
       '',
       BAR_TEXT,

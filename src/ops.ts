@@ -1,7 +1,7 @@
 import type { RequestListener } from 'node:http';
 
 /**
- * The ops port: liveness, readiness and Prometheus metrics, for a single process (src/app.ts) and for the
+ * The ops port: liveness, readiness (/readyz with its reasons, /healthz as the XKS port answers it) and Prometheus metrics, for a single process (src/app.ts) and for the
  * cluster primary (src/main.ts), which answers for all its workers. A new operator endpoint (a debug
  * dump, say) goes in ENDPOINTS here; the XKS port serves only the XKS API and GET /healthz (the same
  * readiness, for load balancers that can reach only that port).
@@ -24,6 +24,11 @@ const ENDPOINTS: Readonly<Record<string, (src: OpsSources, send: Send) => void>>
   '/readyz': (src, send) => {
     const r = src.readiness();
     send(r.ready ? 200 : 503, JSON.stringify(r));
+  },
+  // What the XKS port's GET /healthz answers (src/http/pipeline.ts), for probes configured by that name.
+  '/healthz': (src, send) => {
+    const ok = src.readiness().ready;
+    send(ok ? 200 : 503, ok ? '{"status":"ok"}' : '{"status":"unavailable"}');
   },
   '/metrics': (src, send) => {
     src.metrics().then(

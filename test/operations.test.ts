@@ -112,6 +112,8 @@ describe('metrics, readiness and liveness', () => {
 
   it('liveness stays up; readiness follows the HSM: fails when the token goes away, recovers by itself', async () => {
     expect((await get(app.opsPort!, '/readyz')).status).toBe(200);
+    // GET /healthz on the ops port answers as the XKS port's does.
+    expect(await get(app.opsPort!, '/healthz')).toMatchObject({ status: 200, text: '{"status":"ok"}' });
     faults.fail = { C_Encrypt: 'CKR_DEVICE_REMOVED', C_GetTokenInfo: 'CKR_TOKEN_NOT_PRESENT', C_GetSlotList: 'CKR_TOKEN_NOT_PRESENT' };
     const r = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
     expect(r.body.errorName).toBe('InternalException');
@@ -119,8 +121,10 @@ describe('metrics, readiness and liveness', () => {
     expect(await until(readyz, (st) => st === 503)).toBe(503);
     expect((await get(app.opsPort!, '/livez')).status).toBe(200);
     expect((await get(app.port, '/healthz')).status).toBe(503);
+    expect(await get(app.opsPort!, '/healthz')).toMatchObject({ status: 503, text: '{"status":"unavailable"}' });
     faults.fail = {};
     expect(await until(readyz, (st) => st === 200)).toBe(200);
+    expect((await get(app.opsPort!, '/healthz')).status).toBe(200);
     const again = await send(app.port, '/ops/kms/xks/v1/keys/k/encrypt', { requestMetadata: keyMetadata('Encrypt'), plaintext: 'AA==', encryptionAlgorithm: 'AES_GCM' }, cred);
     expect(again.status).toBe(200);
   });

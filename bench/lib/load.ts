@@ -20,7 +20,8 @@ import { availableParallelism } from 'node:os';
 import autocannonUntyped from 'autocannon';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
-import type { Endpoint, SignedPool } from './workload';
+import type { OpenLoopStats } from './open-loop-worker';
+import { type Endpoint, errorNameOf, type SignedPool } from './workload';
 import { boxCpu, cpuPressureUs, treeCpuSeconds } from './processes';
 
 const autocannon = autocannonUntyped as (opts: Record<string, unknown>) => AutocannonInstance;
@@ -110,12 +111,12 @@ export interface RunStats {
   rampS: number;
   /** Responses received after the ramp. */
   requests: number;
-  /** Requests autocannon wrote (whole run): sent - answered - errors - timeouts were in flight at the stop. */
+  /** Requests written (whole run): sent - answered - errors - timeouts were in flight at the stop. */
   sent: number;
   rps: number;
   latencyMs: Latency;
-  /** autocannon's own p99 (integer ms), for comparison. */
-  autocannonP99Ms: number;
+  /** autocannon's own p99 (integer ms), for comparison; null from the open-loop generator. */
+  autocannonP99Ms: number | null;
   non2xx: number;
   errors: number;
   timeouts: number;
@@ -134,6 +135,8 @@ export interface RunStats {
   withinKmsTimeout: number;
   /** Signatures the load generator computed during the run (pool refresh). */
   signatures: number;
+  /** The open-loop generator's own figures (bench/lib/open-loop.ts); absent from autocannon runs. */
+  openLoop?: OpenLoopStats;
   server?: ServerView;
   cpu: {
     /** % of one core. */
@@ -215,8 +218,100 @@ class Samples {
   }
 }
 
-export async function runLoad(spec: LoadSpec): Promise<RunStats> {
+/** What a load generator reports at the end of a run; measureRun adds the latencies, CPU and the server's view. */
+export interface GeneratorTotals {
+  /** Seconds the generator ran. */
+  durationS: number;
+  sent: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  resets: number;
+  late: number;
+  errorNames: Record<string, number>;
+  errorSamples: string[];
+  autocannonP99Ms: number | null;
+  openLoop?: OpenLoopStats;
+}
+
+/** Every answer as it arrives: status, latency (ms), ms since the run started. */
+export type Record3 = (status: number, ms: number, atMs: number) => void;
+
+/**
+ * One run of any load generator, measured the same way: `drive` runs the generator, hands every answer
+ * to `record` (with times relative to `t0`, this module's performance.now() at the start) and resolves
+ * with its totals; around it, the server's and this process's CPU, the box, and the proxy's metrics.
+ */
+export async function measureRun(spec: LoadSpec, drive: (record: Record3, t0: number) => Promise<GeneratorTotals>): Promise<RunStats> {
   const samples = new Samples();
+  const rampMs = Math.min(spec.rampS ?? 0, spec.durationS / 2) * 1000;
+  const metricsBefore = spec.metricsPort ? await scrape(spec.metricsPort) : undefined; // also resets the lag histogram
+  const signaturesBefore = spec.pool.signatures;
+  const serverCpu = (): number => (spec.serverPid === undefined ? 0 : treeCpuSeconds(spec.serverPid));
+  const serverBefore = serverCpu();
+  const boxBefore = boxCpu();
+  const pressureBefore = cpuPressureUs();
+  const loadBefore = process.cpuUsage();
+  const wallBefore = performance.now();
+
+  const hook = spec.onResponse;
+  const result = await drive((status, ms, at) => {
+    samples.push(ms, at);
+    hook?.(status, ms, at);
+  }, wallBefore);
+
+  const wallS = (performance.now() - wallBefore) / 1000;
+  const load = process.cpuUsage(loadBefore);
+  const serverS = serverCpu() - serverBefore;
+  const boxAfter = boxCpu();
+  const pressureAfter = cpuPressureUs();
+  const metricsAfter = spec.metricsPort ? await scrape(spec.metricsPort) : undefined;
+  const pct = (v: number): number => Math.round(v * 1000) / 10;
+  const boxShare = (boxAfter.busy - boxBefore.busy) / Math.max(1, boxAfter.total - boxBefore.total);
+  const serverPct = pct(serverS / wallS);
+  const loadgenPct = pct((load.user + load.system) / 1e6 / wallS);
+  const durationS = result.durationS || spec.durationS;
+  const measured = samples.summary(rampMs);
+  const requests = measured.n;
+  const measuredS = Math.max(0.001, durationS - rampMs / 1000);
+  return {
+    label: spec.label,
+    offeredRate: spec.rate ?? null,
+    pacing: spec.rate === undefined ? null : spec.pacing,
+    connections: spec.connections,
+    durationS: Math.round(durationS * 100) / 100,
+    rampS: rampMs / 1000,
+    requests,
+    sent: result.sent,
+    rps: Math.round(requests / measuredS),
+    latencyMs: measured.latency,
+    timeline: samples.timeline(),
+    autocannonP99Ms: result.autocannonP99Ms,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    resets: result.resets,
+    errorNames: result.errorNames,
+    errorSamples: result.errorSamples,
+    late: result.late,
+    withinKmsTimeout: Math.round((measured.within / Math.max(1, requests + result.timeouts)) * 100000) / 100000,
+    server: metricsBefore && metricsAfter ? serverView(metricsBefore, metricsAfter) : undefined,
+    signatures: spec.pool.signatures - signaturesBefore,
+    cpu: {
+      serverPct,
+      loadgenPct,
+      boxPct: pct(boxShare),
+      pressurePct: pressureBefore !== undefined && pressureAfter !== undefined ? pct((pressureAfter - pressureBefore) / 1e6 / wallS) : null,
+      otherPct: Math.max(0, Math.round(pct(boxShare * availableParallelism()) - serverPct - loadgenPct)),
+      serverUsPerReq: samples.n ? Math.round((serverS * 1e6) / samples.n) : 0,
+      serverS: r3(serverS),
+    },
+    ...(result.openLoop ? { openLoop: result.openLoop } : {}),
+  };
+}
+
+/** One run with autocannon (fixed, max, capacity, flood and hostile modes; open-loop steps against an https target). */
+export function runLoad(spec: LoadSpec): Promise<RunStats> {
   const errorNames: Record<string, number> = {};
   const errorSamples: string[] = [];
   let late = 0;
@@ -239,12 +334,7 @@ export async function runLoad(spec: LoadSpec): Promise<RunStats> {
         setupRequest: () => spec.pool.next(),
         onResponse: (status: number, body: string) => {
           if (status >= 200 && status < 300) return;
-          let name = `HTTP ${status}`;
-          try {
-            name = String((JSON.parse(body) as { errorName?: string }).errorName ?? name);
-          } catch {
-            /* not JSON */
-          }
+          const name = errorNameOf(status, body);
           errorNames[name] = (errorNames[name] ?? 0) + 1;
           if (errorSamples.length < 5) errorSamples.push(`${status} ${body.slice(0, 300)}`);
         },
@@ -286,72 +376,24 @@ export async function runLoad(spec: LoadSpec): Promise<RunStats> {
     };
   }
 
-  const metricsBefore = spec.metricsPort ? await scrape(spec.metricsPort) : undefined; // also resets the lag histogram
-  const signaturesBefore = spec.pool.signatures;
-  const serverCpu = (): number => (spec.serverPid === undefined ? 0 : treeCpuSeconds(spec.serverPid));
-  const serverBefore = serverCpu();
-  const boxBefore = boxCpu();
-  const pressureBefore = cpuPressureUs();
-  const loadBefore = process.cpuUsage();
-  const wallBefore = performance.now();
-  t0 = wallBefore;
-
-  const instance = autocannon(opts);
-  const hook = spec.onResponse;
-  instance.on('response', (_client, status, _bytes, ms) => {
-    const at = performance.now() - wallBefore;
-    samples.push(ms, at);
-    hook?.(status, ms, at);
+  return measureRun(spec, async (record, start) => {
+    t0 = start;
+    const instance = autocannon(opts);
+    instance.on('response', (_client, status, _bytes, ms) => record(status, ms, performance.now() - start));
+    const result = await instance;
+    return {
+      durationS: result.duration,
+      sent: result.requests.sent,
+      non2xx: result.non2xx,
+      errors: result.errors,
+      timeouts: result.timeouts,
+      resets: result.resets,
+      late,
+      errorNames,
+      errorSamples,
+      autocannonP99Ms: result.latency.p99,
+    };
   });
-  const result = await instance;
-
-  const wallS = (performance.now() - wallBefore) / 1000;
-  const load = process.cpuUsage(loadBefore);
-  const serverS = serverCpu() - serverBefore;
-  const boxAfter = boxCpu();
-  const pressureAfter = cpuPressureUs();
-  const metricsAfter = spec.metricsPort ? await scrape(spec.metricsPort) : undefined;
-  const pct = (v: number): number => Math.round(v * 1000) / 10;
-  const boxShare = (boxAfter.busy - boxBefore.busy) / Math.max(1, boxAfter.total - boxBefore.total);
-  const serverPct = pct(serverS / wallS);
-  const loadgenPct = pct((load.user + load.system) / 1e6 / wallS);
-  const durationS = result.duration || spec.durationS;
-  const measured = samples.summary(rampMs);
-  const requests = measured.n;
-  const measuredS = Math.max(0.001, durationS - rampMs / 1000);
-  return {
-    label: spec.label,
-    offeredRate: spec.rate ?? null,
-    pacing: spec.rate === undefined ? null : spec.pacing,
-    connections: spec.connections,
-    durationS: Math.round(durationS * 100) / 100,
-    rampS: rampMs / 1000,
-    requests,
-    sent: result.requests.sent,
-    rps: Math.round(requests / measuredS),
-    latencyMs: measured.latency,
-    timeline: samples.timeline(),
-    autocannonP99Ms: result.latency.p99,
-    non2xx: result.non2xx,
-    errors: result.errors,
-    timeouts: result.timeouts,
-    resets: result.resets,
-    errorNames,
-    errorSamples,
-    late,
-    withinKmsTimeout: Math.round((measured.within / Math.max(1, requests + result.timeouts)) * 100000) / 100000,
-    server: metricsBefore && metricsAfter ? serverView(metricsBefore, metricsAfter) : undefined,
-    signatures: spec.pool.signatures - signaturesBefore,
-    cpu: {
-      serverPct,
-      loadgenPct,
-      boxPct: pct(boxShare),
-      pressurePct: pressureBefore !== undefined && pressureAfter !== undefined ? pct((pressureAfter - pressureBefore) / 1e6 / wallS) : null,
-      otherPct: Math.max(0, Math.round(pct(boxShare * availableParallelism()) - serverPct - loadgenPct)),
-      serverUsPerReq: samples.n ? Math.round((serverS * 1e6) / samples.n) : 0,
-      serverS: r3(serverS),
-    },
-  };
 }
 
 type Series = Map<string, number>;

@@ -9,3 +9,6 @@ export const productJs = (...path: string[]): string => join(ROOT, 'dist', 'src'
 
 /** A file of the bench as `npm run build:bench` makes it (dist-bench/bench/), for the processes it starts. */
 export const benchJs = (...path: string[]): string => join(ROOT, 'dist-bench', 'bench', ...path);
+
+/** A thread's file of bench/lib: next to the caller when compiled, else (from source, under jest) its compiled copy in dist-bench/. */
+export const libJs = (name: string): string => (existsSync(join(__dirname, name)) ? join(__dirname, name) : benchJs('lib', name));

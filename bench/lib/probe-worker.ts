@@ -4,26 +4,26 @@
  * not for the proxy; this thread's event loop only has the probes on it.
  *
  * Protocol: workerData is a ProbeSpec (it holds the credential: never log it); the thread posts
- * 'started' once the first probes are out, and on 'stop' posts the ProbeStats of both and exits.
+ * 'started' once the first probes are out, and on 'stop' posts the ProbeStats of each and exits.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { getProbe, opsProbe, ProbeStats, sampleProbe } from './overload';
-import { benchJs } from './paths';
+import { libJs } from './paths';
 import { Credential, Endpoint, post } from './workload';
 
 export interface ProbeSpec {
   endpoint: Endpoint;
   basePath: string;
   cred: Credential;
-  /** The ops port (local proxy): GET /readyz is probed too. */
+  /** The ops port (local proxy): GET /readyz and GET /healthz there are probed too. */
   opsPort?: number;
 }
 
 export interface ProbeResults {
   readyz: ProbeStats | null;
+  /** GET /healthz on the ops port (local proxy), as /readyz. */
+  opsHealthz: ProbeStats | null;
   /** GET /healthz on the XKS port (a load balancer's target check), a new connection each time. */
   healthz: ProbeStats;
   health: ProbeStats;
@@ -39,15 +39,9 @@ export function healthProbe(s: ProbeSpec): () => Promise<string> {
     );
 }
 
-// Compiled: next to this file. From source (jest): the compiled copy under dist-bench/.
-const workerFile = (): string => {
-  const here = join(__dirname, 'probe-worker.js');
-  return existsSync(here) ? here : benchJs('lib', 'probe-worker.js');
-};
-
 /** Starts the probes on their own thread; resolves once they run. */
 export async function startProbes(spec: ProbeSpec): Promise<{ stop: () => Promise<ProbeResults> }> {
-  const worker = new Worker(workerFile(), { workerData: spec });
+  const worker = new Worker(libJs('probe-worker.js'), { workerData: spec });
   let failure: Error | undefined;
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   // The worker's own error, never workerData (the credential) in what is reported.
@@ -77,12 +71,13 @@ if (!isMainThread && parentPort) {
   const tls = data.endpoint.tls && Object.fromEntries(Object.entries(data.endpoint.tls).map(([k, v]) => [k, typeof v === 'string' ? v : Buffer.from(v as Uint8Array)]));
   const spec: ProbeSpec = { ...data, endpoint: { ...data.endpoint, tls } };
   const readyz = spec.opsPort ? sampleProbe(opsProbe(spec.opsPort, '/readyz')) : undefined;
+  const opsHealthz = spec.opsPort ? sampleProbe(opsProbe(spec.opsPort, '/healthz')) : undefined;
   const healthz = sampleProbe(getProbe(spec.endpoint, '/healthz'));
   const health = sampleProbe(healthProbe(spec));
   port.postMessage('started');
   port.once('message', () => {
     void (async () => {
-      const r: ProbeResults = { readyz: readyz ? await readyz.stop() : null, healthz: await healthz.stop(), health: await health.stop() };
+      const r: ProbeResults = { readyz: readyz ? await readyz.stop() : null, opsHealthz: opsHealthz ? await opsHealthz.stop() : null, healthz: await healthz.stop(), health: await health.stop() };
       port.postMessage(r);
     })();
   });

@@ -102,6 +102,22 @@ const TICKS = 100; // USER_HZ on Linux
 
 const PAGE_BYTES = 4096; // x86-64 and arm64 Linux defaults; /proc/<pid>/stat counts RSS in pages
 
+/** The fields of a /proc/.../stat line the bench uses. */
+function statFields(stat: string): { ppid: number; ticks: number; rssPages: number } {
+  // Fields after "(comm)": state ppid ... utime(14) stime(15) ... rss(24), numbered from 1 at pid.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { ppid: Number(rest[1]), ticks: Number(rest[11]) + Number(rest[12]), rssPages: Number(rest[21]) };
+}
+
+/** CPU seconds (user + system) of the calling thread alone (Linux /proc/thread-self); null where there is none. */
+export function threadCpuSeconds(): number | null {
+  try {
+    return statFields(readFileSync('/proc/thread-self/stat', 'utf8')).ticks / TICKS;
+  } catch {
+    return null;
+  }
+}
+
 /** CPU ticks and resident pages of a process and all its descendants (cluster workers). Linux /proc. */
 function treeStat(rootPid: number): { ticks: number; rssPages: number; pids: number[] } {
   const parent = new Map<number, number>();
@@ -114,10 +130,9 @@ function treeStat(rootPid: number): { ticks: number; rssPages: number; pids: num
     } catch {
       continue;
     }
-    // Fields after "(comm)": state ppid ... utime(14) stime(15) ... rss(24), numbered from 1 at pid.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    parent.set(Number(name), Number(rest[1]));
-    own.set(Number(name), { ticks: Number(rest[11]) + Number(rest[12]), rssPages: Number(rest[21]) });
+    const f = statFields(stat);
+    parent.set(Number(name), f.ppid);
+    own.set(Number(name), { ticks: f.ticks, rssPages: f.rssPages });
   }
   const total = { ticks: 0, rssPages: 0, pids: [] as number[] };
   for (const [pid, v] of own) {

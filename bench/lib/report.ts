@@ -294,12 +294,12 @@ export function kmsCheckTable(c: KmsCheck): string {
 const share = (v: number | undefined): string => (v === undefined ? '-' : `${Math.round(v * 100)}%`);
 
 export function overloadTable(steps: OverloadStep[]): string {
-  const head = `${'payload'.padEnd(7)} ${pad('x', 4)} ${pad('offered', 7)} ${pad('sent', 6)} ${pad('conns', 5)} ${pad('goodput', 7)} ${pad('%cap', 5)} ${pad('ok p99', 7)} ${pad('429', 7)} ${pad('429p50', 6)} ${pad('429p99', 6)} ${pad('503', 6)} ${pad('other', 5)} ${pad('noans', 5)} ${pad('late', 5)} ${pad('readyz', 6)} ${pad('healthz', 7)} ${pad('health', 6)} ${pad('RSS MB', 6)} ${pad('us/429', 6)} ${pad('429cost', 7)}`;
+  const head = `${'payload'.padEnd(7)} ${pad('x', 4)} ${pad('offered', 7)} ${pad('sent', 6)} ${pad('conns', 5)} ${pad('goodput', 7)} ${pad('%cap', 5)} ${pad('ok p99', 7)} ${pad('429', 7)} ${pad('429p50', 6)} ${pad('429p99', 6)} ${pad('503', 6)} ${pad('other', 5)} ${pad('noans', 5)} ${pad('late', 5)} ${pad('readyz', 6)} ${pad('opsHz', 6)} ${pad('xksHz', 6)} ${pad('health', 6)} ${pad('RSS MB', 6)} ${pad('us/429', 6)} ${pad('429cost', 7)} ${pad('genCPU', 6)}`;
   const lines = [head];
   for (const s of steps) {
     const other = Object.values(s.otherStatus).reduce((a, b) => a + b, 0);
     lines.push(
-      `${s.payload.padEnd(7)} ${pad(s.multiple, 4)} ${pad(s.offeredRate, 7)} ${pad(s.sentRate, 6)} ${pad(s.connections, 5)} ${pad(s.goodput, 7)} ${pad(share(s.goodputShare), 5)} ${pad(s.ok.n ? ms(s.ok.p99) : '-', 7)} ${pad(s.shed.n, 7)} ${pad(s.shed.n ? ms(s.shed.p50) : '-', 6)} ${pad(s.shed.n ? ms(s.shed.p99) : '-', 6)} ${pad(s.unavailable.n, 6)} ${pad(other, 5)} ${pad(s.errors + s.timeouts, 5)} ${pad(s.late, 5)} ${pad(s.readyz ? share(s.readyz.okShare) : '-', 6)} ${pad(s.healthz ? share(s.healthz.okShare) : '-', 7)} ${pad(share(s.health.okShare), 6)} ${pad(s.rss ? s.rss.peakMB : '-', 6)} ${pad(s.refusal?.usPer429 ?? '-', 6)} ${pad(s.refusal?.cost != null ? `${Math.round(s.refusal.cost * 100)}%` : '-', 7)}`,
+      `${s.payload.padEnd(7)} ${pad(s.multiple, 4)} ${pad(s.offeredRate, 7)} ${pad(s.sentRate, 6)} ${pad(s.connections, 5)} ${pad(s.goodput, 7)} ${pad(share(s.goodputShare), 5)} ${pad(s.ok.n ? ms(s.ok.p99) : '-', 7)} ${pad(s.shed.n, 7)} ${pad(s.shed.n ? ms(s.shed.p50) : '-', 6)} ${pad(s.shed.n ? ms(s.shed.p99) : '-', 6)} ${pad(s.unavailable.n, 6)} ${pad(other, 5)} ${pad(s.errors + s.timeouts, 5)} ${pad(s.late, 5)} ${pad(s.readyz ? share(s.readyz.okShare) : '-', 6)} ${pad(s.opsHealthz ? share(s.opsHealthz.okShare) : '-', 6)} ${pad(s.healthz ? share(s.healthz.okShare) : '-', 6)} ${pad(share(s.health.okShare), 6)} ${pad(s.rss ? s.rss.peakMB : '-', 6)} ${pad(s.refusal?.usPer429 ?? '-', 6)} ${pad(s.refusal?.cost != null ? `${Math.round(s.refusal.cost * 100)}%` : '-', 7)} ${pad(`${s.run.cpu.loadgenPct}%`, 6)}`,
     );
     if (Object.keys(s.errorNames).length) lines.push(`        non-200: ${JSON.stringify(s.errorNames)}`);
   }

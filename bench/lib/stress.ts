@@ -6,6 +6,7 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { HOSTILE_KEY_ID, HostileTraffic } from './hostile';
 import { Pacing, runLoad, RunStats } from './load';
+import { runOpenLoop } from './open-loop';
 import {
   openLoopConnections,
   OverloadStep,
@@ -48,7 +49,7 @@ const pause = (ms = 500): Promise<void> => new Promise((r) => setTimeout(r, ms))
  * Readiness, health and memory sampled over one step. The probes run on their own thread (the load
  * generator saturates this one); the memory sampler reads /proc and stays here.
  */
-async function samplers(t: StressTarget): Promise<{ stop: () => Promise<{ readyz: ProbeStats | null; healthz: ProbeStats; health: ProbeStats; rss: ReturnType<ReturnType<typeof sampleRss>['stop']> | null }> }> {
+async function samplers(t: StressTarget): Promise<{ stop: () => Promise<{ readyz: ProbeStats | null; opsHealthz: ProbeStats | null; healthz: ProbeStats; health: ProbeStats; rss: ReturnType<ReturnType<typeof sampleRss>['stop']> | null }> }> {
   const probes = await startProbes({ endpoint: t.endpoint, basePath: t.basePath, cred: t.cred, opsPort: t.opsPort });
   const rss = t.pid ? sampleRss(t.pid) : undefined;
   return {
@@ -72,6 +73,8 @@ export interface OverloadOptions extends StressOptions {
   /** Fewest and most connections of an open-loop step. */
   minConnections: number;
   maxConnections: number;
+  /** Who sends the steps over plain HTTP (autocannon always over TLS and with --pacing burst). */
+  generator: 'open-loop' | 'autocannon';
 }
 
 interface CapacityStep {
@@ -138,7 +141,9 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
       const offeredRate = Math.max(1, Math.round(cap.goodput * multiple));
       const c = new StatusCollector(Math.min(o.rampS, o.durationS / 2) * 1000);
       const side = await samplers(t);
-      const run = await runLoad({
+      // The open-loop generator over plain HTTP; autocannon over TLS (a deployed proxy) and for --pacing burst.
+      const generate = t.endpoint.tls || o.pacing === 'burst' || o.generator === 'autocannon' ? runLoad : runOpenLoop;
+      const run = await generate({
         label: 'proxy',
         endpoint: t.endpoint,
         connections: openLoopConnections(offeredRate, o.minConnections, o.maxConnections),
@@ -159,8 +164,8 @@ export async function runOverload(t: StressTarget, o: OverloadOptions): Promise<
       const step = overloadStep({ payload, multiple, capacity: cap.goodput, offeredRate }, run, c, probes, rss, cap.servedUs !== null ? { us: cap.servedUs, from: cap.servedUsFrom ?? '' } : undefined);
       result.steps.push(step);
       o.note(
-        `overload ${payload} ${multiple}x (${offeredRate} req/s, ${step.connections} conns): goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}%), ` +
-          `429 ${step.shed.n} (p99 ${step.shed.p99} ms${step.refusal?.usPer429 != null ? `, ${step.refusal.usPer429} us each` : ''}), 503 ${step.unavailable.n}, ok p99 ${step.ok.p99} ms, readyz ${probes.readyz ? probes.readyz.okShare : '-'}, healthz ${probes.healthz.okShare}, health ${probes.health.okShare}`,
+        `overload ${payload} ${multiple}x (${offeredRate} req/s offered, ${step.sentRate}/s sent, late ${step.late}, ${step.connections} conns, load generator ${run.cpu.loadgenPct}% CPU): goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}%), ` +
+          `429 ${step.shed.n} (p99 ${step.shed.p99} ms${step.refusal?.usPer429 != null ? `, ${step.refusal.usPer429} us each` : ''}), 503 ${step.unavailable.n}, ok p99 ${step.ok.p99} ms, readyz ${probes.readyz ? probes.readyz.okShare : '-'}, ops healthz ${probes.opsHealthz ? probes.opsHealthz.okShare : '-'}, xks healthz ${probes.healthz.okShare}, health ${probes.health.okShare}`,
       );
       // Let queues drain and sockets close before the next step.
       await pause(1500);
@@ -201,7 +206,7 @@ export async function runFlood(t: StressTarget, o: FloodOptions): Promise<FloodR
     const step = overloadStep({ payload: o.payload, multiple: Math.round((connections / o.capacityConnections) * 100) / 100, capacity: cap, offeredRate: 0 }, run, c, probes, rss);
     o.note(
       `flood ${o.payload} ${connections} conns: goodput ${step.goodput}/s (${Math.round(step.goodputShare * 100)}% of ${cap}), 200 p99 ${step.ok.p99} ms, ` +
-        `429 ${step.shed.n} (p50 ${step.shed.p50} ms), 503 ${step.unavailable.n}, no answer ${step.errors + step.timeouts}, readyz ${probes.readyz ? probes.readyz.okShare : '-'}, healthz ${probes.healthz.okShare}, health ${probes.health.okShare}`,
+        `429 ${step.shed.n} (p50 ${step.shed.p50} ms), 503 ${step.unavailable.n}, no answer ${step.errors + step.timeouts}, readyz ${probes.readyz ? probes.readyz.okShare : '-'}, ops healthz ${probes.opsHealthz ? probes.opsHealthz.okShare : '-'}, xks healthz ${probes.healthz.okShare}, health ${probes.health.okShare}`,
     );
     return step;
   };

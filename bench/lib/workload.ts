@@ -224,6 +224,17 @@ export class SignedPool {
   }
 }
 
+/** What an error answer's body names: its XKS errorName, else "HTTP <status>". */
+export function errorNameOf(status: number, body: string): string {
+  try {
+    const name = (JSON.parse(body) as { errorName?: unknown }).errorName;
+    if (typeof name === 'string') return name;
+  } catch {
+    /* not JSON */
+  }
+  return `HTTP ${status}`;
+}
+
 /** One signed POST outside autocannon (setup and checks); over TLS the server certificate is verified. */
 export function post(to: Endpoint, path: string, body: string, cred: Credential, timeoutMs = 10_000): Promise<{ status: number; json: Record<string, unknown> }> {
   const headers = signRequest(to.hostHeader, path, body, cred, to.region);

@@ -79,10 +79,14 @@ test('overload: measures capacity per payload, offers multiples of it, splits an
     expect(s.ok.n + s.shed.n + s.unavailable.n + sum(s.otherStatus)).toBe(s.run.requests);
     expect(s.goodput).toBeLessThanOrEqual(Math.ceil(s.ok.n / s.measuredS));
     // A local proxy: its readiness and memory are sampled (null only against a remote target).
-    for (const probe of [s.readyz!, s.healthz!, s.health]) {
+    for (const probe of [s.readyz!, s.opsHealthz!, s.healthz!, s.health]) {
       expect(probe.sent).toBeGreaterThanOrEqual(5); // every 200 ms over 1.5 s
       expect(sum(probe.answers)).toBe(probe.sent);
     }
+    // Sent by the open-loop generator (plain HTTP), which accounts for every send it was due.
+    const g = s.run.openLoop!;
+    expect(g.written + g.noConnection + g.unsentAtEnd).toBe(g.scheduled);
+    expect(g.written).toBeGreaterThan(0);
     expect(s.rss!.peakMB).toBeGreaterThanOrEqual(s.rss!.startMB);
     expect(s.rss!.startMB).toBeGreaterThan(20);
   }
@@ -128,7 +132,7 @@ describe("the verdict against issue 22's bar", () => {
     return { sent, okShare: ok / sent, answers: { '200': ok, ...bad }, latencyMs: { n: sent, p50: 1, p99: 2, max: 2 } };
   };
   /** A 10 s step at `multiple` x 1000 req/s capacity with these answers: [status, latency ms, how many]. */
-  const step = (multiple: number, answers: [number, number, number][], probes = { readyz: probe(50), healthz: probe(50), health: probe(50) }, offered = true) => {
+  const step = (multiple: number, answers: [number, number, number][], probes: Parameters<typeof overloadStep>[3] = { readyz: probe(50), opsHealthz: probe(50), healthz: probe(50), health: probe(50) }, offered = true) => {
     const c = new StatusCollector();
     let n = 0;
     for (const [status, ms, count] of answers) for (let i = 0; i < count; i++, n++) c.push(status, ms, 5000);
@@ -139,17 +143,27 @@ describe("the verdict against issue 22's bar", () => {
   test('passes when 70% of capacity is served within the deadline and readiness answers 200 throughout, however slow the refusals', () => {
     const v = verdict('small', [step(1, [[200, 20, 10_000]]), step(3, [[200, 40, 7_500], [429, 900, 2_000]])]);
     expect(v).toMatchObject({ pass: true, step: { multiple: 3, goodput: 750, goodputShare: 0.75, shed: { n: 2_000 } } });
-    expect(v.line).toMatch(/^verdict small: PASS at 3x capacity.*readiness 200 throughout/);
+    expect(v.line).toMatch(/^verdict small: PASS at 3x capacity.*ops \/readyz and \/healthz 200 throughout/);
   });
 
   test('fails on low goodput (late 200s do not count, as the client times them) or a readiness probe not answered 200', () => {
     const late = verdict('small', [step(3, [[200, 40, 5_000], [200, 400, 4_000], [429, 2, 21_000]])]);
     expect(late.pass).toBe(false);
     expect(late.line).toMatch(/goodput 500\/s is 50% of capacity/);
-    const unready = verdict('small', [step(3, [[200, 40, 9_000]], { readyz: probe(49, { '503': 1 }), healthz: probe(48, { timeout: 2 }), health: probe(10, { timeout: 40 }) })]);
-    expect(unready.line).toMatch(/FAIL.*\/readyz answered 200 to 98\.0% of probes.*\/healthz answered 200 to 96\.0% of probes \(\{"200":48,"timeout":2\}\)/);
+    const unready = verdict('small', [step(3, [[200, 40, 9_000]], { readyz: probe(49, { '503': 1 }), opsHealthz: probe(48, { timeout: 2 }), healthz: probe(50), health: probe(10, { timeout: 40 }) })]);
+    expect(unready.line).toMatch(/FAIL.*ops \/readyz answered 200 to 98\.0% of probes.*ops \/healthz answered 200 to 96\.0% of probes \(\{"200":48,"timeout":2\}\)/);
     // GetHealthStatus is reported, not judged: it queues with the customer requests (bench/README.md).
     expect(unready.line).not.toMatch(/health answered/);
+  });
+
+  test("judges ops /readyz and /healthz; the XKS port's /healthz only when there is no ops port (a deployed proxy)", () => {
+    const xksSlow = { readyz: probe(50), opsHealthz: probe(50), healthz: probe(45, { timeout: 5 }), health: probe(50) };
+    const local = verdict('small', [step(3, [[200, 40, 8_000]], xksSlow)]);
+    expect(local.pass).toBe(true);
+    expect(local.line).toMatch(/ops \/readyz and \/healthz 200 throughout \(XKS-port \/healthz, reported not judged: 200 to 90\.0%\)/);
+    const remote = verdict('small', [step(3, [[200, 40, 8_000]], { ...xksSlow, readyz: null, opsHealthz: null })]);
+    expect(remote.pass).toBe(false);
+    expect(remote.line).toMatch(/XKS-port \/healthz answered 200 to 90\.0% of probes/);
   });
 
   test('judges the nearest step at or above 3x, and says so when there is none; a closed-loop flood by its connections', () => {
