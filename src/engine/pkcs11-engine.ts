@@ -231,5 +231,4 @@ export class Pkcs11Engine implements HsmEngine {
     }
     return this.attempt(lane, label, deadline, op, tries + 1);
   }
-
 }
