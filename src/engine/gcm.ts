@@ -108,9 +108,28 @@ export function gcmMechanism(layout: GcmLayout, iv: Buffer, aad: Buffer): pkcs11
   return { mechanism: pkcs11js.CKM_AES_GCM, parameter };
 }
 
+/** A failed C_Decrypt as the caller sees it: a tag that did not verify is the caller's ciphertext, anything else the module's failure. */
+function tagFailure(e: unknown, behaviour: GcmBehaviour): unknown {
+  const name = ckrName(e);
+  if (name && behaviour.tagFailures.has(name)) {
+    return new EngineError('tag-mismatch', 'the ciphertext, IV, AAD, ciphertextMetadata or authentication tag is invalid');
+  }
+  return e;
+}
+
+/** The plaintext of a decryption, which is as long as its ciphertext or a failure of the HSM. */
+function opened(plain: Buffer, ciphertext: Buffer): Buffer {
+  if (plain.length !== ciphertext.length) throw new EngineError('device', 'the HSM returned an output of unexpected length');
+  return plain;
+}
+
 type Callback = (error: Error | null, data: Buffer) => void;
 
-/** AES-256-GCM calls on one session, inline on the event loop or on libuv's pool (hsm.asyncCalls). */
+/**
+ * AES-256-GCM calls on one session, inline on the event loop or on libuv's pool (hsm.asyncCalls). Inline,
+ * encrypt and decrypt answer synchronously (a value, not a promise) and throw what the module throws: a
+ * request served inline then takes no promise hop between the HSM call and its answer.
+ */
 export class Gcm {
   constructor(
     private readonly mod: Pkcs11Module,
@@ -118,42 +137,44 @@ export class Gcm {
     private readonly asyncCalls: boolean,
   ) {}
 
-  private call(inline: () => Buffer, async: (cb: Callback) => void): Buffer | Promise<Buffer> {
-    if (!this.asyncCalls) return inline();
-    return new Promise((resolve, reject) => async((error, data) => (error ? reject(error) : resolve(data))));
+  /** The callback form of a call, as a promise (hsm.asyncCalls). */
+  private queued(call: (cb: Callback) => void): Promise<Buffer> {
+    return new Promise((resolve, reject) => call((error, data) => (error ? reject(error) : resolve(data))));
   }
 
-  async encrypt(session: Handle, key: Handle, plaintext: Buffer, aad: Buffer, behaviour: GcmBehaviour): Promise<GcmResult> {
+  encrypt(session: Handle, key: Handle, plaintext: Buffer, aad: Buffer, behaviour: GcmBehaviour): GcmResult | Promise<GcmResult> {
     const m = this.mod;
     const { ivSource } = behaviour;
     // Referenced until the sealing call below has returned (ivRequest says why).
     const iv = ivRequest(ivSource);
     m.C_EncryptInit(session, gcmMechanism(this.layout, iv, aad), key);
     const out = Buffer.allocUnsafe(plaintext.length + TAG_BYTES + ivRoom(ivSource));
-    const sealed =
-      plaintext.length === 0 && behaviour.emptyPlaintext === 'final'
-        ? await this.call(() => m.C_EncryptFinal(session, out), (cb) => m.C_EncryptFinal(session, out, cb))
-        : await this.call(() => m.C_Encrypt(session, plaintext, out), (cb) => m.C_Encrypt(session, plaintext, out, cb));
-    return sealedParts(ivSource, iv, plaintext.length, sealed);
+    const final = plaintext.length === 0 && behaviour.emptyPlaintext === 'final';
+    if (!this.asyncCalls) return sealedParts(ivSource, iv, plaintext.length, final ? m.C_EncryptFinal(session, out) : m.C_Encrypt(session, plaintext, out));
+    const sealed = final ? this.queued((cb) => m.C_EncryptFinal(session, out, cb)) : this.queued((cb) => m.C_Encrypt(session, plaintext, out, cb));
+    return sealed.then((data) => sealedParts(ivSource, iv, plaintext.length, data));
   }
 
-  async decrypt(session: Handle, key: Handle, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, behaviour: GcmBehaviour): Promise<Buffer> {
+  decrypt(session: Handle, key: Handle, iv: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer, behaviour: GcmBehaviour): Buffer | Promise<Buffer> {
     const m = this.mod;
     m.C_DecryptInit(session, gcmMechanism(this.layout, iv, aad), key);
     const input = Buffer.concat([ciphertext, tag]);
     const out = Buffer.allocUnsafe(input.length);
+    if (this.asyncCalls) {
+      return this.queued((cb) => m.C_Decrypt(session, input, out, cb)).then(
+        (plain) => opened(plain, ciphertext),
+        (e: unknown) => {
+          throw tagFailure(e, behaviour);
+        },
+      );
+    }
     let plain: Buffer;
     try {
-      plain = await this.call(() => m.C_Decrypt(session, input, out), (cb) => m.C_Decrypt(session, input, out, cb));
+      plain = m.C_Decrypt(session, input, out);
     } catch (e) {
-      const name = ckrName(e);
-      if (name && behaviour.tagFailures.has(name)) {
-        throw new EngineError('tag-mismatch', 'the ciphertext, IV, AAD, ciphertextMetadata or authentication tag is invalid');
-      }
-      throw e;
+      throw tagFailure(e, behaviour);
     }
-    if (plain.length !== ciphertext.length) throw new EngineError('device', 'the HSM returned an output of unexpected length');
-    return plain;
+    return opened(plain, ciphertext);
   }
 
   /**

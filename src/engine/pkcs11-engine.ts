@@ -13,7 +13,8 @@ import type { EkmInfo, EngineStatus, GcmResult, HealthReport, HsmEngine, PoolSta
 export type { Pkcs11Module } from './module';
 type Handle = pkcs11js.Handle;
 type OperationName = 'encrypt' | 'decrypt' | 'health' | 'check';
-type Op<T> = (session: Handle, key: Handle, conn: HsmConnection) => Promise<T>;
+/** An operation on a session: a value when the module was called inline, a promise on libuv's pool. */
+type Op<T> = (session: Handle, key: Handle, conn: HsmConnection) => T | Promise<T>;
 /** Which sessions an operation uses: the customer pool, or the health check's reserved one. */
 type Lane = (conn: HsmConnection) => SessionPool<Handle>;
 const CUSTOMER: Lane = (conn) => conn.pool;
@@ -70,12 +71,15 @@ export class Pkcs11Engine implements HsmEngine {
   }
 
   encrypt(label: string, plaintext: Buffer, aad: Buffer, deadline?: Deadline): Promise<GcmResult> {
-    return this.run('encrypt', CUSTOMER, label, deadline, async (session, key, conn) => {
-      const sealed = await this.gcm.encrypt(session, key, plaintext, aad, conn.gcm);
-      // Counted per key version for rotation by usage: one random IV per encryption, whoever draws it (the
-      // proxy or the HSM), so NIST SP 800-38D's 2^32 encryptions per key (README "Ciphertext format").
+    // Counted per key version for rotation by usage: one random IV per encryption, whoever draws it (the
+    // proxy or the HSM), so NIST SP 800-38D's 2^32 encryptions per key (README "Ciphertext format").
+    const counted = (sealed: GcmResult): GcmResult => {
       this.deps.events?.publish('key.encrypted', { label });
       return sealed;
+    };
+    return this.run('encrypt', CUSTOMER, label, deadline, (session, key, conn) => {
+      const sealed = this.gcm.encrypt(session, key, plaintext, aad, conn.gcm);
+      return sealed instanceof Promise ? sealed.then(counted) : counted(sealed);
     });
   }
 
@@ -129,17 +133,35 @@ export class Pkcs11Engine implements HsmEngine {
     return this.connector.close();
   }
 
-  private async run<T>(name: OperationName, lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>): Promise<T> {
+  /** One operation, timed for the hsm.operation event. Served inline, it settles without a promise hop in between. */
+  private run<T>(name: OperationName, lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>): Promise<T> {
     const started = performance.now();
-    let ok = false;
+    let result: T | Promise<T>;
     try {
-      const result = await this.attempt(lane, label, deadline, op);
-      ok = true;
-      return result;
-    } finally {
-      const seconds = (performance.now() - started) / 1000;
-      this.deps.events?.publish('hsm.operation', { hsm: this.deps.hsmId ?? this.hsm.tokenLabel, operation: name, seconds, ok });
+      result = this.attempt(lane, label, deadline, op);
+    } catch (e) {
+      this.timed(name, started, false);
+      return Promise.reject(e);
     }
+    if (!(result instanceof Promise)) {
+      this.timed(name, started, true);
+      return Promise.resolve(result);
+    }
+    return result.then(
+      (value) => {
+        this.timed(name, started, true);
+        return value;
+      },
+      (e: unknown) => {
+        this.timed(name, started, false);
+        throw e;
+      },
+    );
+  }
+
+  private timed(operation: OperationName, started: number, ok: boolean): void {
+    const seconds = (performance.now() - started) / 1000;
+    this.deps.events?.publish('hsm.operation', { hsm: this.deps.hsmId ?? this.hsm.tokenLabel, operation, seconds, ok });
   }
 
   /**
@@ -148,18 +170,43 @@ export class Pkcs11Engine implements HsmEngine {
    * member) and a stale key handle are retried once, on a fresh session or after a new lookup; any other
    * PKCS#11 failure replaces the session, which may still hold an active operation.
    */
-  private async attempt<T>(lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, tries = 0): Promise<T> {
+  private attempt<T>(lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, tries = 0): T | Promise<T> {
     const conn = this.connector.current();
     const pool = lane(conn);
     // The deadline decides admission (will the wait fit in it?) and drops a caller whose budget is
     // spent before a session frees: no HSM call is ever made for a request that has already failed.
-    const session = await pool.acquire(deadline);
-    let handBack: Handle | null = session;
+    // An idle session is taken at once; only a wait for one is a promise.
+    const idle = pool.takeIdle(deadline);
+    if (idle !== undefined) return this.attemptOn(conn, pool, idle, lane, label, deadline, op, tries);
+    return pool.acquire(deadline).then((session) => this.attemptOn(conn, pool, session, lane, label, deadline, op, tries));
+  }
+
+  private attemptOn<T>(conn: HsmConnection, pool: SessionPool<Handle>, session: Handle, lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, tries: number): T | Promise<T> {
+    let result: T | Promise<T>;
     try {
       // Torn down while this caller waited for its turn: the session is being closed.
       if (conn.dead) throw new EngineError('unavailable', 'the HSM connection was reset');
-      return await op(session, label === null ? conn.healthKey : conn.keys.handle(session, label), conn);
+      result = op(session, label === null ? conn.healthKey : conn.keys.handle(session, label), conn);
     } catch (e) {
+      return this.recover(conn, pool, session, e, lane, label, deadline, op, tries);
+    }
+    if (result instanceof Promise) {
+      return result.then(
+        (value) => {
+          pool.release(session);
+          return value;
+        },
+        (e: unknown) => this.recover(conn, pool, session, e, lane, label, deadline, op, tries),
+      );
+    }
+    pool.release(session);
+    return result;
+  }
+
+  /** A failed operation: the session goes back (or is replaced), then the error is thrown or the operation retried. */
+  private async recover<T>(conn: HsmConnection, pool: SessionPool<Handle>, session: Handle, e: unknown, lane: Lane, label: string | null, deadline: Deadline | undefined, op: Op<T>, tries: number): Promise<T> {
+    let handBack: Handle | null = session;
+    try {
       if (isEngineError(e)) throw e;
       const fault = classify(e);
       if (fault === 'connection') {

@@ -108,6 +108,17 @@ export class SessionPool<S> {
   }
 
   /**
+   * An idle session at once, or undefined: then acquire(), which waits for one or says why none can be
+   * had. The fast path of a pool that is not saturated, without a promise.
+   */
+  takeIdle(budget?: WaitBudget): S | undefined {
+    if (this.closed || this.idle.length === 0 || (budget !== undefined && budget.remaining() <= 0)) return undefined;
+    const s = this.idle.pop() as S;
+    this.handOut(s);
+    return s;
+  }
+
+  /**
    * Resolves with a session. With a budget (the request deadline), a caller that would have to wait is
    * admitted only if it can expect to finish within the budget, and leaves the queue when it runs out.
    */

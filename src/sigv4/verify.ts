@@ -11,7 +11,6 @@ import { createHmac, hash, timingSafeEqual } from 'node:crypto';
 export const SERVICE = 'kms-xks-proxy';
 export const ALGORITHM = 'AWS4-HMAC-SHA256';
 const AMZ_DATE = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/;
-const HEX64 = /^[0-9a-f]{64}$/;
 
 export interface SigV4Request {
   method: string;
@@ -49,6 +48,8 @@ interface ParsedAuthorization {
   region: string;
   service: string;
   signedHeaders: string[];
+  /** SignedHeaders as sent: the names joined by ';'. */
+  signedHeaderList: string;
   signature: string;
 }
 
@@ -86,22 +87,86 @@ function parseAuthorization(header: string): ParsedAuthorization | string {
   const scope = credential.split('/');
   if (scope.length !== 5 || scope[4] !== 'aws4_request') return 'malformed credential scope';
   const [accessKeyId, date, region, service] = scope as [string, string, string, string];
-  return { accessKeyId, date, region, service, signedHeaders: signedHeaders.split(';'), signature };
+  return { accessKeyId, date, region, service, signedHeaders: signedHeaders.split(';'), signedHeaderList: signedHeaders, signature };
 }
 
-function headerValues(rawHeaders: readonly string[]): Map<string, string[]> {
-  const map = new Map<string, string[]>();
+/**
+ * The request's headers with lower-cased names, in arrival order, as name, value, name, value...: a
+ * request has a handful of headers and the few looked up are found by a short scan (a Map hashed every
+ * fresh name string, a measurable share of the check).
+ */
+function lowerCaseNames(rawHeaders: readonly string[]): string[] {
+  const out = new Array<string>(rawHeaders.length & ~1);
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] as string).toLowerCase();
-    const list = map.get(name);
-    if (list) list.push(rawHeaders[i + 1] as string);
-    else map.set(name, [rawHeaders[i + 1] as string]);
+    out[i] = (rawHeaders[i] as string).toLowerCase();
+    out[i + 1] = rawHeaders[i + 1] as string;
   }
-  return map;
+  return out;
+}
+
+/** How many headers of this (lower-case) name the request has. */
+function countOf(headers: readonly string[], name: string): number {
+  let count = 0;
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) count++;
+  return count;
+}
+
+/** The first value of this header, or undefined. */
+function firstValue(headers: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return headers[i + 1];
+  return undefined;
+}
+
+/** Every value of this header, in arrival order, or undefined when it is absent. */
+function allValues(headers: readonly string[], name: string): string[] | undefined {
+  let values: string[] | undefined;
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) (values ??= []).push(headers[i + 1] as string);
+  return values;
+}
+
+/** A signed header as it enters the canonical request: its values canonicalised and joined by commas; undefined when absent. */
+function canonicalHeaderValues(headers: readonly string[], name: string): string | undefined {
+  let joined: string | undefined;
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i] !== name) continue;
+    const v = canonicalValue(headers[i + 1] as string);
+    joined = joined === undefined ? v : `${joined},${v}`;
+  }
+  return joined;
+}
+
+/** A signature as SigV4 writes it: 64 lower-case hex digits (a loop: the regex cost more than the check needs). */
+function isLowerHex64(v: string): boolean {
+  if (v.length !== 64) return false;
+  for (let i = 0; i < 64; i++) {
+    const c = v.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+/** A SignedHeaders entry: one or more of a-z, 0-9 and '-'. */
+function isHeaderName(h: string): boolean {
+  if (h.length === 0) return false;
+  for (let i = 0; i < h.length; i++) {
+    const c = h.charCodeAt(i);
+    if (!((c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d)) return false;
+  }
+  return true;
 }
 
 /** A header value as it enters the canonical request: trimmed, inner whitespace runs made one space. */
-export const canonicalValue = (v: string): string => v.trim().replace(/\s+/g, ' ');
+export function canonicalValue(v: string): string {
+  // Most values have no whitespace but single inner spaces, and are their own canonical form: found
+  // without the regex. `\s` (and trim) also match U+00A0 and characters from U+1680 on: those take the regex.
+  const n = v.length;
+  let plain = n > 0 && v.charCodeAt(0) !== 0x20 && v.charCodeAt(n - 1) !== 0x20;
+  for (let i = 0; plain && i < n; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x20 || c === 0xa0 || c >= 0x1680 || (c === 0x20 && v.charCodeAt(i + 1) === 0x20)) plain = false;
+  }
+  return plain ? v : v.trim().replace(/\s+/g, ' ');
+}
 
 /** Parses x-amz-date (YYYYMMDDTHHMMSSZ) to epoch ms, or NaN. */
 export function parseAmzDate(v: string): number {
@@ -134,7 +199,18 @@ const signingKeys = new WeakMap<Buffer, Map<string, Buffer>>();
 /** Scopes remembered per secret; a few days times a few regions in practice. */
 const MAX_SCOPES_PER_SECRET = 64;
 
+/** The last key handed out: consecutive requests nearly always share the scope, so they skip building the cache's key. */
+let lastKey: { accessKeyId: string; secret: Buffer; date: string; region: string; key: Buffer } | undefined;
+
 function signingKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
+  const last = lastKey;
+  if (last !== undefined && last.secret === secret && last.accessKeyId === accessKeyId && last.date === date && last.region === region) return last.key;
+  const key = cachedSigningKey(accessKeyId, secret, date, region);
+  lastKey = { accessKeyId, secret, date, region, key };
+  return key;
+}
+
+function cachedSigningKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
   let bySecret = signingKeys.get(secret);
   if (!bySecret) signingKeys.set(secret, (bySecret = new Map<string, Buffer>()));
   const id = `${accessKeyId}/${date}/${region}/${SERVICE}`;
@@ -173,11 +249,11 @@ export interface SigV4Headers {
 }
 
 export function preverifySigV4(rawHeaders: readonly string[], policy: SigV4Policy): SigV4Headers | SigV4Failure {
-  const headers = headerValues(rawHeaders);
-  const authHeaders = headers.get('authorization');
-  if (!authHeaders) return fail('malformed', 'missing Authorization header');
-  if (authHeaders.length !== 1) return fail('malformed', 'more than one Authorization header');
-  const auth = parseAuthorization(authHeaders[0] as string);
+  const headers = lowerCaseNames(rawHeaders);
+  const authorizations = countOf(headers, 'authorization');
+  if (authorizations === 0) return fail('malformed', 'missing Authorization header');
+  if (authorizations !== 1) return fail('malformed', 'more than one Authorization header');
+  const auth = parseAuthorization(firstValue(headers, 'authorization') as string);
   if (typeof auth === 'string') return fail('malformed', auth);
 
   if (auth.service !== SERVICE) return fail('scope', `credential scope service must be ${SERVICE}`);
@@ -187,16 +263,15 @@ export function preverifySigV4(rawHeaders: readonly string[], policy: SigV4Polic
   const signed = auth.signedHeaders;
   for (let i = 0; i < signed.length; i++) {
     const h = signed[i] as string;
-    if (!/^[a-z0-9-]+$/.test(h)) return fail('signed_headers', 'SignedHeaders must be lowercase header names');
+    if (!isHeaderName(h)) return fail('signed_headers', 'SignedHeaders must be lowercase header names');
     if (i > 0 && (signed[i - 1] as string) >= h) return fail('signed_headers', 'SignedHeaders must be sorted and unique');
   }
   if (!signed.includes('host') || !signed.includes('x-amz-date')) return fail('signed_headers', 'SignedHeaders must include host and x-amz-date');
   if (signed.includes('authorization')) return fail('signed_headers', 'the Authorization header cannot be signed');
 
-  const dates = headers.get('x-amz-date');
-  if (!dates || dates.length !== 1) return fail('malformed', 'exactly one X-Amz-Date header is required');
-  if ((headers.get('host')?.length ?? 0) !== 1) return fail('malformed', 'exactly one Host header is required');
-  const amzDate = dates[0] as string;
+  if (countOf(headers, 'x-amz-date') !== 1) return fail('malformed', 'exactly one X-Amz-Date header is required');
+  if (countOf(headers, 'host') !== 1) return fail('malformed', 'exactly one Host header is required');
+  const amzDate = firstValue(headers, 'x-amz-date') as string;
   const t = parseAmzDate(amzDate);
   if (Number.isNaN(t)) return fail('malformed', 'malformed X-Amz-Date');
   if (amzDate.slice(0, 8) !== auth.date) return fail('scope', 'credential scope date does not match X-Amz-Date');
@@ -204,9 +279,9 @@ export function preverifySigV4(rawHeaders: readonly string[], policy: SigV4Polic
 
   let canonicalHeaders = '';
   for (const name of signed) {
-    const values = headers.get(name);
-    if (!values) return fail('signed_headers', `signed header ${name} is missing`);
-    canonicalHeaders += `${name}:${values.map(canonicalValue).join(',')}\n`;
+    const values = canonicalHeaderValues(headers, name);
+    if (values === undefined) return fail('signed_headers', `signed header ${name} is missing`);
+    canonicalHeaders += `${name}:${values}\n`;
   }
 
   // Looked up only after every structural check: a malformed request learns nothing about key ids.
@@ -218,10 +293,10 @@ export function preverifySigV4(rawHeaders: readonly string[], policy: SigV4Polic
     region: auth.region,
     date: auth.date,
     amzDate,
-    signedHeaders: signed.join(';'),
+    signedHeaders: auth.signedHeaderList,
     signature: auth.signature,
     canonicalHeaders,
-    claimedPayloadHash: headers.get('x-amz-content-sha256'),
+    claimedPayloadHash: allValues(headers, 'x-amz-content-sha256'),
     secret,
   };
 }
@@ -247,7 +322,7 @@ export function completeSigV4(pre: SigV4Headers, req: Pick<SigV4Request, 'method
   const payloadHash = sha256Hex(req.body);
   const claimed = pre.claimedPayloadHash;
   if (claimed && (claimed.length !== 1 || claimed[0] !== payloadHash)) return fail('body_hash', 'x-amz-content-sha256 does not match the body');
-  if (!HEX64.test(pre.signature)) return fail('signature', 'signature does not match');
+  if (!isLowerHex64(pre.signature)) return fail('signature', 'signature does not match');
 
   const toSign = stringToSign(req.method, req.path, pre.canonicalHeaders, pre.signedHeaders, payloadHash, pre.amzDate, pre.region);
   const expected = signatureOf(pre.accessKeyId, pre.secret, pre.date, pre.region, toSign);

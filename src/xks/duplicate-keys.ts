@@ -60,3 +60,45 @@ export function findDuplicateKey(text: string): string | undefined {
   }
   return undefined;
 }
+
+/** Keys in JSON text JSON.parse has accepted: there, a string followed by a colon is a key, and only then. */
+function keysInText(text: string): number {
+  let keys = 0;
+  for (let at = text.indexOf('"'); at >= 0; ) {
+    const end = closingQuote(text, at);
+    let j = end + 1;
+    while (isSpace(text.charCodeAt(j))) j++;
+    if (text.charCodeAt(j) === COLON) keys++;
+    at = text.indexOf('"', j);
+  }
+  return keys;
+}
+
+/** Own keys of every object in a parsed JSON value, at any depth (iteratively: JSON.parse accepts deep nesting). */
+function keysInValue(value: unknown): number {
+  let keys = 0;
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const v = pending.pop();
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      for (const item of v) pending.push(item);
+      continue;
+    }
+    for (const k in v) {
+      keys++;
+      pending.push((v as Record<string, unknown>)[k]);
+    }
+  }
+  return keys;
+}
+
+/**
+ * Whether `text` repeats a key in one object, given what JSON.parse made of it. JSON.parse keeps one
+ * property per distinct key, so a repeat (and the value it overwrote) leaves fewer keys in `parsed` than
+ * the text has; counting both costs less than keeping the keys of each object, and findDuplicateKey
+ * names the key only when there is one.
+ */
+export function hasDuplicateKey(text: string, parsed: unknown): boolean {
+  return keysInText(text) !== keysInValue(parsed);
+}

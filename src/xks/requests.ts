@@ -1,6 +1,6 @@
 import { XksError } from '../errors';
 import { EXTERNAL_KEY_ID } from '../config/schema';
-import { findDuplicateKey } from './duplicate-keys';
+import { findDuplicateKey, hasDuplicateKey } from './duplicate-keys';
 
 type MetadataOperation = 'GetHealthStatus' | 'GetKeyMetadata' | 'Encrypt' | 'Decrypt';
 
@@ -84,9 +84,9 @@ export function parseJsonObject(body: Buffer): Json {
     throw invalid('request body is not valid JSON');
   }
   if (!isJsonObject(value)) throw invalid('request body must be a JSON object');
-  const repeated = findDuplicateKey(text);
-  if (repeated !== undefined) {
-    throw invalid(/^[A-Za-z0-9_]{1,64}$/.test(repeated) ? `request body has a duplicate key "${repeated}"` : 'request body has a duplicate key');
+  if (hasDuplicateKey(text, value)) {
+    const repeated = findDuplicateKey(text);
+    throw invalid(repeated !== undefined && /^[A-Za-z0-9_]{1,64}$/.test(repeated) ? `request body has a duplicate key "${repeated}"` : 'request body has a duplicate key');
   }
   return value;
 }

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { findDuplicateKey } from '../../src/xks/duplicate-keys';
+import { findDuplicateKey, hasDuplicateKey } from '../../src/xks/duplicate-keys';
 
 describe('findDuplicateKey', () => {
   it.each([
@@ -11,9 +11,12 @@ describe('findDuplicateKey', () => {
     ['{"a":1,"\\u0061":2}', 'a'],
     ['{"a\\"b":1,"a\\u0022b":2}', 'a"b'],
     ['{ "a" : 1 ,\n "a"\t: 2 }', 'a'],
+    // The overwritten value held keys of its own: they are gone from the parse too.
+    ['{"a":{"b":1,"c":2},"a":{"b":1}}', 'a'],
+    ['{"a":[{"x":1}],"z":0,"a":2}', 'a'],
   ])('finds the repeated key in %s', (text, key) => {
-    JSON.parse(text);
     expect(findDuplicateKey(text)).toBe(key);
+    expect(hasDuplicateKey(text, JSON.parse(text))).toBe(true);
   });
 
   it.each([
@@ -26,9 +29,11 @@ describe('findDuplicateKey', () => {
     '{"a\\\\":1,"a":2}',
     '[{"a":1},{"a":1}]',
     '{}',
+    '{"__proto__":{"a":1},"a":2}',
+    '{"a":' + '['.repeat(20_000) + ']'.repeat(20_000) + '}',
   ])('finds none in %s', (text) => {
-    JSON.parse(text);
     expect(findDuplicateKey(text)).toBeUndefined();
+    expect(hasDuplicateKey(text, JSON.parse(text))).toBe(false);
   });
 
   it('agrees with JSON.parse on any serialised value (no false alarm), and catches an injected repeat', () => {
@@ -36,11 +41,34 @@ describe('findDuplicateKey', () => {
       fc.property(fc.dictionary(fc.string(), fc.jsonValue()), fc.string(), (obj, key) => {
         const text = JSON.stringify(obj);
         expect(findDuplicateKey(text)).toBeUndefined();
+        expect(hasDuplicateKey(text, JSON.parse(text))).toBe(false);
         const repeated = `{${JSON.stringify(key)}:1,${text.slice(1, -1)}${text === '{}' ? '' : ','}${JSON.stringify(key)}:2}`;
-        JSON.parse(repeated);
         expect(findDuplicateKey(repeated)).toBe(key);
+        expect(hasDuplicateKey(repeated, JSON.parse(repeated))).toBe(true);
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('hasDuplicateKey says there is a repeat exactly when findDuplicateKey finds one, also deep inside and in overwritten values', () => {
+    type Node = { obj: [string, Node][] } | { arr: Node[] } | { leaf: unknown };
+    const tree = fc.letrec<{ node: Node; obj: Node }>((tie) => ({
+      node: fc.oneof({ depthSize: 'small' }, fc.jsonValue({ maxDepth: 0 }).map((leaf) => ({ leaf })), tie('obj'), fc.array(tie('node'), { maxLength: 3 }).map((arr) => ({ arr }))),
+      // Keys from a small set (two spellings of "a" among them), so that repeats are common.
+      obj: fc.array(fc.tuple(fc.constantFrom('a', 'b', '\\u0061', 'a\\"', ' '), tie('node')), { maxLength: 4 }).map((obj) => ({ obj })),
+    }));
+    const render = (n: Node): string =>
+      'obj' in n ? `{${n.obj.map(([k, v]) => `"${k}":${render(v)}`).join(',')}}` : 'arr' in n ? `[${n.arr.map(render).join(',')}]` : JSON.stringify(n.leaf);
+    let repeats = 0;
+    fc.assert(
+      fc.property(tree.obj, (root) => {
+        const text = render(root);
+        const found = findDuplicateKey(text) !== undefined;
+        if (found) repeats++;
+        expect(hasDuplicateKey(text, JSON.parse(text))).toBe(found);
+      }),
+      { numRuns: 500 },
+    );
+    expect(repeats).toBeGreaterThan(50);
   });
 });

@@ -35,6 +35,19 @@ describe('SessionPool', () => {
     expect(await pool.acquire()).toBe('a');
   });
 
+  it('takeIdle hands out an idle session without a promise, and nothing when none may be had', () => {
+    const pool = new SessionPool(['a'], 4);
+    const spent: WaitBudget = { remaining: () => 0, onExpire: () => () => undefined };
+    expect(pool.takeIdle(spent)).toBeUndefined();
+    expect(pool.takeIdle()).toBe('a');
+    expect(pool.stats()).toEqual({ size: 1, inUse: 1, idle: 0, waiting: 0 });
+    expect(pool.takeIdle()).toBeUndefined();
+    pool.release('a');
+    expect(pool.stats()).toEqual({ size: 1, inUse: 0, idle: 1, waiting: 0 });
+    pool.drain(new Error('closing'));
+    expect(pool.takeIdle()).toBeUndefined();
+  });
+
   it('serves waiters in arrival order', async () => {
     const pool = new SessionPool(['s'], 10);
     const first = await pool.acquire();

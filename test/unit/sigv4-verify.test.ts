@@ -1,5 +1,5 @@
 import aws4 from 'aws4';
-import { SERVICE, sha256Hex, verifySigV4, SigV4Policy, SigV4Result } from '../../src/sigv4/verify';
+import { canonicalValue, SERVICE, sha256Hex, verifySigV4, SigV4Policy, SigV4Result } from '../../src/sigv4/verify';
 
 /**
  * The cases test/sigv4.test.ts leaves out, each with the exact reason, on a fixed clock so that the
@@ -102,6 +102,28 @@ describe('SignedHeaders: exactly the listed headers are verified', () => {
     const shouted = Object.fromEntries(Object.entries(h).map(([k, v]) => [k === 'Authorization' ? k : k.toUpperCase(), v]));
     expect(verify(shouted)).toEqual(ok());
   });
+
+  it('canonicalises a signed value as aws4 does: trimmed, whitespace runs made one space', () => {
+    const h = sign({ headers: { 'x-note': '  two  spaces,\ta tab and\u00a0a no-break space  ' } });
+    expect(verify(h)).toEqual(ok());
+    // Spaces added where a run already is, or at the ends, change nothing once canonical; inside a word they do.
+    expect(verify({ ...h, 'x-note': ' two   spaces,\t a tab and \u00a0a no-break space' })).toEqual(ok());
+    expect(verify({ ...h, 'x-note': 'two spa ces, a tab and a no-break space' })).toEqual(no('signature does not match'));
+  });
+
+  it('joins the values of a repeated signed header with commas, in arrival order', () => {
+    const h = sign({ headers: { 'x-note': 'first,second' } });
+    const rest = raw(h).filter((_v, i, all) => all[i - (i % 2)] !== 'x-note');
+    expect(verify([...rest, 'x-note', 'first', 'X-Note', ' second '])).toEqual(ok());
+    expect(verify([...rest, 'x-note', 'second', 'x-note', 'first'])).toEqual(no('signature does not match'));
+  });
+
+  it.each(['', ' ', 'plain', 'a b', 'a  b', ' a', 'a ', '\ta', 'a\tb', 'a\r\nb', 'a\u00a0b', 'a\u2003b', 'a\u3000', '\ufeffa', 'x\u0085y', 'a \u00e9 b'])(
+    'canonicalValue(%j) is the trimmed value with whitespace runs made one space',
+    (v) => {
+      expect(canonicalValue(v)).toBe(v.trim().replace(/\s+/g, ' '));
+    },
+  );
 
   it.each([
     ['unsorted', 'host;content-type;x-amz-date', 'SignedHeaders must be sorted and unique'],
