@@ -71,4 +71,18 @@ describe('findDuplicateKey', () => {
     );
     expect(repeats).toBeGreaterThan(50);
   });
+
+  it('hasDuplicateKey counts only the keys JSON.parse made: an enumerable property inherited from Object.prototype is no repeat', () => {
+    // A prototype polluted by some dependency must not turn every body into a "duplicate" (findDuplicateKey,
+    // reading the text alone, never saw it either).
+    Object.defineProperty(Object.prototype, 'polluted', { value: 1, enumerable: true, configurable: true, writable: true });
+    try {
+      for (const text of ['{"a":1}', '{"a":{"b":[{"c":2}]}}', '{"__proto__":{"a":1},"a":2}']) {
+        expect(hasDuplicateKey(text, JSON.parse(text))).toBe(false);
+      }
+      expect(hasDuplicateKey('{"a":1,"a":2}', JSON.parse('{"a":1,"a":2}'))).toBe(true);
+    } finally {
+      delete (Object.prototype as Record<string, unknown>).polluted;
+    }
+  });
 });
