@@ -54,8 +54,11 @@ describe('findDuplicateKey', () => {
     type Node = { obj: [string, Node][] } | { arr: Node[] } | { leaf: unknown };
     const tree = fc.letrec<{ node: Node; obj: Node }>((tie) => ({
       node: fc.oneof({ depthSize: 'small' }, fc.jsonValue({ maxDepth: 0 }).map((leaf) => ({ leaf })), tie('obj'), fc.array(tie('node'), { maxLength: 3 }).map((arr) => ({ arr }))),
-      // Keys from a small set (two spellings of "a" among them), so that repeats are common.
-      obj: fc.array(fc.tuple(fc.constantFrom('a', 'b', '\\u0061', 'a\\"', ' '), tie('node')), { maxLength: 4 }).map((obj) => ({ obj })),
+      // Keys from a small set (two spellings of several among them, and names JSON.parse or Object.prototype
+      // treat specially), so that repeats are common.
+      obj: fc
+        .array(fc.tuple(fc.constantFrom('a', 'b', '\\u0061', 'a\\"', 'a\\u0022', ' ', '', '__proto__', '__pr\\u006fto__', 'constructor', '\\/', '/', '\\ud800', '\\uD800'), tie('node')), { maxLength: 4 })
+        .map((obj) => ({ obj })),
     }));
     const render = (n: Node): string =>
       'obj' in n ? `{${n.obj.map(([k, v]) => `"${k}":${render(v)}`).join(',')}}` : 'arr' in n ? `[${n.arr.map(render).join(',')}]` : JSON.stringify(n.leaf);
