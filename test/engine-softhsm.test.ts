@@ -1,4 +1,7 @@
 import { expect } from '@jest/globals';
+import { pbkdf2, randomBytes } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as pkcs11js from 'pkcs11js';
 import { createLogger, type Logger } from '../src/log';
 import type { HsmConfig } from '../src/engine/module';
@@ -15,6 +18,12 @@ const h = testHsm();
 const softhsm = (over: Partial<HsmConfig> = {}): HsmConfig =>
   hsmConfig({ modulePath: MODULE, tokenLabel: h.tokenLabel, environment: h.environment, ...over });
 const EMPTY = Buffer.alloc(0);
+
+/** A full garbage collection on demand (the suite runs without --expose-gc). */
+function collector(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
 
 /** A logger that counts the lines whose message starts so. */
 function countingLogger(msg: string): { logger: Logger; count: () => number } {
@@ -89,6 +98,32 @@ describe('engine on SoftHSM2', () => {
     const first = engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY);
     expect(await kindOf(engine.encrypt('test-key-1', Buffer.alloc(8), EMPTY))).toBe('busy');
     await first;
+  });
+
+  it('keeps every buffer an off-loop call reads alive until the call has answered (hsm.asyncCalls)', async () => {
+    // pkcs11js hands the native call raw pointers to the input and output Buffers and keeps only the
+    // callback (which holds the output): the caller must hold the input until the call answers, or a
+    // garbage collection while the call waits for a libuv thread frees memory the HSM then reads.
+    const { engine, faults } = await open(softhsm({ asyncCalls: true }), h.pin);
+    // 4300 bytes: above Buffer's pool, so each buffer has memory of its own that a collection frees.
+    const sealed = await engine.encrypt('test-key-1', randomBytes(4300), EMPTY);
+    const gc = collector();
+    for (const [method, call] of [
+      ['C_Encrypt', () => engine.encrypt('test-key-1', randomBytes(4300), EMPTY)],
+      ['C_Decrypt', () => engine.decrypt('test-key-1', sealed.iv, EMPTY, Buffer.from(sealed.ciphertext), Buffer.from(sealed.tag))],
+    ] as const) {
+      const inputs: WeakRef<object>[] = [];
+      faults.inspect = (m, args) => void (m === method && typeof args[3] === 'function' && inputs.push(new WeakRef(args[1] as object)));
+      // Every libuv thread busy for a while: the call waits in the queue, as it does under load.
+      const busy = Array.from({ length: 4 * (Number(process.env.UV_THREADPOOL_SIZE) || 4) }, () => new Promise((resolve) => pbkdf2('p', 's', 100_000, 32, 'sha256', resolve)));
+      const answer = call();
+      await new Promise((resolve) => setImmediate(resolve));
+      gc();
+      expect(inputs.map((r) => r.deref() !== undefined)).toEqual([true]);
+      await expect(answer).resolves.toBeDefined();
+      await Promise.all(busy);
+    }
+    faults.inspect = undefined;
   });
 
   it('confirms a key on the token at most once per keyCheckCacheMs, and never from the cache for a missing key', async () => {

@@ -85,10 +85,10 @@ function keysInValue(value: unknown): number {
       for (const item of v) pending.push(item);
       continue;
     }
-    for (const k in v) {
-      keys++;
-      pending.push((v as Record<string, unknown>)[k]);
-    }
+    // Own values only (for...in would also count what an object inherits): as fast, and deaf to a polluted prototype.
+    const values = Object.values(v);
+    keys += values.length;
+    for (let i = 0; i < values.length; i++) pending.push(values[i]);
   }
   return keys;
 }

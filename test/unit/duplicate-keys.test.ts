@@ -54,8 +54,11 @@ describe('findDuplicateKey', () => {
     type Node = { obj: [string, Node][] } | { arr: Node[] } | { leaf: unknown };
     const tree = fc.letrec<{ node: Node; obj: Node }>((tie) => ({
       node: fc.oneof({ depthSize: 'small' }, fc.jsonValue({ maxDepth: 0 }).map((leaf) => ({ leaf })), tie('obj'), fc.array(tie('node'), { maxLength: 3 }).map((arr) => ({ arr }))),
-      // Keys from a small set (two spellings of "a" among them), so that repeats are common.
-      obj: fc.array(fc.tuple(fc.constantFrom('a', 'b', '\\u0061', 'a\\"', ' '), tie('node')), { maxLength: 4 }).map((obj) => ({ obj })),
+      // Keys from a small set (two spellings of several among them, and names JSON.parse or Object.prototype
+      // treat specially), so that repeats are common.
+      obj: fc
+        .array(fc.tuple(fc.constantFrom('a', 'b', '\\u0061', 'a\\"', 'a\\u0022', ' ', '', '__proto__', '__pr\\u006fto__', 'constructor', '\\/', '/', '\\ud800', '\\uD800'), tie('node')), { maxLength: 4 })
+        .map((obj) => ({ obj })),
     }));
     const render = (n: Node): string =>
       'obj' in n ? `{${n.obj.map(([k, v]) => `"${k}":${render(v)}`).join(',')}}` : 'arr' in n ? `[${n.arr.map(render).join(',')}]` : JSON.stringify(n.leaf);
@@ -70,5 +73,19 @@ describe('findDuplicateKey', () => {
       { numRuns: 500 },
     );
     expect(repeats).toBeGreaterThan(50);
+  });
+
+  it('hasDuplicateKey counts only the keys JSON.parse made: an enumerable property inherited from Object.prototype is no repeat', () => {
+    // A prototype polluted by some dependency must not turn every body into a "duplicate" (findDuplicateKey,
+    // reading the text alone, never saw it either).
+    Object.defineProperty(Object.prototype, 'polluted', { value: 1, enumerable: true, configurable: true, writable: true });
+    try {
+      for (const text of ['{"a":1}', '{"a":{"b":[{"c":2}]}}', '{"__proto__":{"a":1},"a":2}']) {
+        expect(hasDuplicateKey(text, JSON.parse(text))).toBe(false);
+      }
+      expect(hasDuplicateKey('{"a":1,"a":2}', JSON.parse('{"a":1,"a":2}'))).toBe(true);
+    } finally {
+      delete (Object.prototype as Record<string, unknown>).polluted;
+    }
   });
 });

@@ -125,6 +125,17 @@ describe('SignedHeaders: exactly the listed headers are verified', () => {
     },
   );
 
+  it('canonicalValue agrees with the regex form for every UTF-16 code unit, alone, inside, at the ends and beside a space', () => {
+    const differ: string[] = [];
+    for (let c = 0; c < 0x10000; c++) {
+      const ch = String.fromCharCode(c);
+      for (const v of [ch, `a${ch}b`, `${ch}a`, `a${ch}`, `a ${ch}b`, `a${ch} b`, `${ch}${ch}`]) {
+        if (canonicalValue(v) !== v.trim().replace(/\s+/g, ' ')) differ.push(`U+${c.toString(16)} in ${JSON.stringify(v)}`);
+      }
+    }
+    expect(differ).toEqual([]);
+  });
+
   it.each([
     ['unsorted', 'host;content-type;x-amz-date', 'SignedHeaders must be sorted and unique'],
     ['duplicated', 'host;host;x-amz-date', 'SignedHeaders must be sorted and unique'],
