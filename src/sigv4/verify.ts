@@ -189,37 +189,37 @@ let lastAmzDateMs = NaN;
 
 const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data).digest();
 
+/** A secret's derived keys by scope, and the last one handed out. */
+interface SecretKeys {
+  byScope: Map<string, Buffer>;
+  /** Consecutive requests nearly always share the scope: they skip building the map's key. */
+  last?: { accessKeyId: string; date: string; region: string; key: Buffer };
+}
+
 /**
  * Derived signing keys: four of the five HMACs of a request depend only on (secret, date, region,
  * service), so they are computed once a day per credential. Keyed first by the secret's Buffer: a
  * reload builds new Buffers, so a rotated secret never meets a key derived from the old one, and the
- * old entries go with the old configuration.
+ * old entries (the last key included) go with the old configuration.
  */
-const signingKeys = new WeakMap<Buffer, Map<string, Buffer>>();
+const signingKeys = new WeakMap<Buffer, SecretKeys>();
 /** Scopes remembered per secret; a few days times a few regions in practice. */
 const MAX_SCOPES_PER_SECRET = 64;
 
-/** The last key handed out: consecutive requests nearly always share the scope, so they skip building the cache's key. */
-let lastKey: { accessKeyId: string; secret: Buffer; date: string; region: string; key: Buffer } | undefined;
-
 function signingKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
-  const last = lastKey;
-  if (last !== undefined && last.secret === secret && last.accessKeyId === accessKeyId && last.date === date && last.region === region) return last.key;
-  const key = cachedSigningKey(accessKeyId, secret, date, region);
-  lastKey = { accessKeyId, secret, date, region, key };
-  return key;
-}
-
-function cachedSigningKey(accessKeyId: string, secret: Buffer, date: string, region: string): Buffer {
-  let bySecret = signingKeys.get(secret);
-  if (!bySecret) signingKeys.set(secret, (bySecret = new Map<string, Buffer>()));
+  let keys = signingKeys.get(secret);
+  if (!keys) signingKeys.set(secret, (keys = { byScope: new Map<string, Buffer>() }));
+  const last = keys.last;
+  if (last !== undefined && last.accessKeyId === accessKeyId && last.date === date && last.region === region) return last.key;
   const id = `${accessKeyId}/${date}/${region}/${SERVICE}`;
-  const hit = bySecret.get(id);
-  if (hit) return hit;
-  if (bySecret.size >= MAX_SCOPES_PER_SECRET) bySecret.clear();
-  const kDate = hmac(Buffer.concat([Buffer.from('AWS4'), secret]), date);
-  const key = hmac(hmac(hmac(kDate, region), SERVICE), 'aws4_request');
-  bySecret.set(id, key);
+  let key = keys.byScope.get(id);
+  if (!key) {
+    if (keys.byScope.size >= MAX_SCOPES_PER_SECRET) keys.byScope.clear();
+    const kDate = hmac(Buffer.concat([Buffer.from('AWS4'), secret]), date);
+    key = hmac(hmac(hmac(kDate, region), SERVICE), 'aws4_request');
+    keys.byScope.set(id, key);
+  }
+  keys.last = { accessKeyId, date, region, key };
   return key;
 }
 
