@@ -516,22 +516,17 @@ async function startLocal(opt: Options, dir: string, outDir: string, stamp: stri
   note(`proxy ready on 127.0.0.1:${port} (ops ${opsPort}), workers ${workers}, pid ${proxy.pid}${pin ? `, CPUs ${treeAffinity(proxy.pid as number).join(' | ')}` : ''}`);
   const targets: Target[] = [{ label: 'proxy', endpoint: localEndpoint(port), pid: proxy.pid, metricsPort: opsPort }];
 
-  // ---- baseline
-  if (opt.baseline) {
-    const baselinePort = await freePortPair();
-    const b = startChild([baselineJs, '--port', String(baselinePort), '--workers', String(workers)], { stdout: 'inherit', cpus: pin?.proxy });
-    await waitFor('baseline', b, async () => (await httpStatus(baselinePort, '/', 'POST')) === 200);
-    targets.push({ label: 'baseline', endpoint: localEndpoint(baselinePort), pid: b.pid });
-    note(`baseline ready on 127.0.0.1:${baselinePort} (${workers} process${workers > 1 ? 'es' : ''})`);
-  }
-  // ---- floor: the same token and config, the must-haves alone
-  if (opt.floor && opt.mode === 'fixed') {
-    const floorPort = await freePortPair();
-    const f = startChild([benchJs('floor-server.js'), '--config', configFile, '--port', String(floorPort), '--workers', String(workers)], { stdout: 'inherit', cpus: pin?.proxy });
-    await waitFor('floor', f, async () => (await httpStatus(floorPort, '/', 'POST')) === 500);
-    targets.push({ label: 'floor', endpoint: localEndpoint(floorPort), pid: f.pid });
-    note(`floor ready on 127.0.0.1:${floorPort} (${workers} process${workers > 1 ? 'es' : ''})`);
-  }
+  // ---- the servers compared with the proxy, as many processes as its workers: bare node:http, and
+  // (--floor) the must-haves alone on the same token and config. `answers`: their status to a POST on '/'.
+  const comparison = async (label: 'baseline' | 'floor', js: string, args: string[], answers: number): Promise<void> => {
+    const port = await freePortPair();
+    const child = startChild([js, ...args, '--port', String(port), '--workers', String(workers)], { stdout: 'inherit', cpus: pin?.proxy });
+    await waitFor(label, child, async () => (await httpStatus(port, '/', 'POST')) === answers);
+    targets.push({ label, endpoint: localEndpoint(port), pid: child.pid });
+    note(`${label} ready on 127.0.0.1:${port} (${workers} process${workers > 1 ? 'es' : ''})`);
+  };
+  if (opt.baseline) await comparison('baseline', baselineJs, [], 200);
+  if (opt.floor && opt.mode === 'fixed') await comparison('floor', benchJs('floor-server.js'), ['--config', configFile], 500);
 
   let proxyLog: ReturnType<typeof logSummary> | undefined;
   const log = (): ReturnType<typeof logSummary> => (proxyLog ??= logSummary(logFile));

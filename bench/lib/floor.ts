@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import type { RuntimeConfig } from '../../src/config/load';
 import { Deadline } from '../../src/deadline';
+import { readBody, sendJson } from '../../src/http/reply';
 import { route } from '../../src/http/router';
 import { completeSigV4, preverifySigV4 } from '../../src/sigv4/verify';
 import { OPERATIONS, type OperationServices } from '../../src/xks/operations';
@@ -9,14 +10,6 @@ import { parseJsonObject } from '../../src/xks/requests';
 /** One budget for every request, never reached: the engine wants one; the floor sets no timer per request. */
 const NO_DEADLINE = new Deadline(2 ** 31 - 1);
 NO_DEADLINE.clear();
-
-const readBody = (req: http.IncomingMessage): Promise<Buffer> =>
-  new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 
 /**
  * The floor's request listener (bench/floor-server.ts): an XKS request's must-haves, each the product's
@@ -30,11 +23,6 @@ export function floorHandler(runtime: RuntimeConfig, services: Pick<OperationSer
     identity: { vendor: cfg.proxy.vendor, model: cfg.proxy.model ?? 'floor', fleetSize: cfg.proxy.fleetSize },
     limits: cfg.limits,
   };
-  const answer = (res: http.ServerResponse, status: number, payload: object): void => {
-    const body = JSON.stringify(payload);
-    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-  };
   async function handle(req: http.IncomingMessage): Promise<object> {
     const url = req.url ?? '/';
     const r = route(url);
@@ -42,7 +30,8 @@ export function floorHandler(runtime: RuntimeConfig, services: Pick<OperationSer
     if (r.kind !== 'xks' || !keyStore) throw new Error('no such path');
     const pre = preverifySigV4(req.rawHeaders, { secrets: keyStore.secrets, regions: keyStore.regions, clockSkewMs: cfg.server.clockSkewSeconds * 1000, now: Date.now() });
     if (!pre.ok) throw new Error(pre.reason);
-    const body = await readBody(req);
+    const body = await readBody(req, cfg.server.maxBodyBytes);
+    if (body === null) throw new Error('body too large');
     const auth = completeSigV4(pre, { method: 'POST', path: url, body });
     if (!auth.ok) throw new Error(auth.reason);
     const op = OPERATIONS[r.operation];
@@ -53,8 +42,8 @@ export function floorHandler(runtime: RuntimeConfig, services: Pick<OperationSer
   }
   return (req, res) => {
     handle(req).then(
-      (payload) => answer(res, 200, payload),
-      (e: unknown) => answer(res, 500, { errorName: 'InternalException', errorMessage: e instanceof Error ? e.message : 'failed' }),
+      (payload) => sendJson(res, { status: 200, payload }),
+      (e: unknown) => sendJson(res, { status: 500, payload: { errorName: 'InternalException', errorMessage: e instanceof Error ? e.message : 'failed' } }),
     );
   };
 }
